@@ -1,0 +1,54 @@
+"""What every verb needs: the loaded config, logging, and (opened on first use) the event log and engines."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import Config, load_config
+from .logs import configure_logging, register_secret
+
+
+class App:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        configure_logging(config.logging.level, config.logging.format)
+        register_secret(config.gpu_agent.token)
+        for user in config.immich.users:
+            register_secret(os.environ.get(user.api_key_env))
+        self.log = structlog.get_logger("facesetd")
+        self._closers: list[Any] = []
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "App":
+        config_path = args.config or (Path(os.environ["FACESETD_CONFIG"]) if os.environ.get("FACESETD_CONFIG") else None)
+        return cls(load_config(config_path, data_dir=args.data_dir), config_path)
+
+    def reload_config(self) -> Config:
+        self.config = load_config(self.config_path, data_dir=str(self.config.data_dir))
+        return self.config
+
+    def ensure_folders(self) -> None:
+        for p in (self.config.corpus_dir, self.config.inbox_dir, self.config.state_dir, self.config.models_dir):
+            p.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def events(self) -> Any:
+        """The event log (state.eventlog.EventLog), opened on first use."""
+        from state.eventlog import EventLog
+
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        log = EventLog(self.config.log_path)
+        self._closers.append(log)
+        return log
+
+    def close(self) -> None:
+        for c in reversed(self._closers):
+            c.close()
+        self._closers.clear()

@@ -1,0 +1,84 @@
+"""`facesetd [--config PATH] [--data-dir DIR] VERB`: one module per verb, one top-level error handler.
+
+Each verb module defines NAME, HELP, add_arguments(parser) and run(args, app) -> int.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+from daemon import __version__
+from state.errors import FacesetdError
+
+VERB_MODULES = [
+    "run",
+    "reconcile",
+    "rebuild",
+    "status",
+    "events",
+    "restore",
+    "models",
+    "doctor",
+    "gpu_agent",
+    "immich",
+]
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [FacesetdError]
+    try:
+        from gpu_agent.errors import ModelError
+
+        types.append(ModelError)
+    except ImportError:  # pragma: no cover - gpu_agent always ships
+        pass
+    return tuple(types)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="facesetd", description="Keep a person-sorted face corpus clean.")
+    parser.add_argument("--version", action="version", version=f"facesetd {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: none; built-in defaults)")
+    parser.add_argument("--data-dir", help="folder for corpus/, inbox/, state/ and models/ (env FACESETD_DATA_DIR)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    modules: dict[str, object] = {}
+    for name in VERB_MODULES:
+        module = importlib.import_module(f"daemon.cli.{name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        modules[module.NAME] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 1
+    from daemon.app import App
+
+    try:
+        app = App.from_args(args)
+        try:
+            return int(modules[args.verb].run(args, app) or 0)  # type: ignore[attr-defined]
+        finally:
+            app.close()
+    except _user_error_types() as e:
+        print(f"facesetd: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("facesetd: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # the one place that turns a bug into exit code 2
+        traceback.print_exc()
+        print("facesetd: unexpected error (a bug); the traceback is above", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

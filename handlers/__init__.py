@@ -1,0 +1,1 @@
+"""The incremental checks: plain functions registered by the event kind they consume."""

@@ -1,0 +1,41 @@
+"""Every threshold the checks and the identity router use, in one place, one comment each.
+
+Defaults are the numbers the batch scripts validated (DOMAIN.md section 3). `config.toml` section
+`[thresholds]` overrides them; a test pins these defaults against `config.toml` and the docs table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # multi-face: detector threshold roop re-detects with (insightface default); faces below it do not count.
+    multi_face_det_thresh: float = 0.5
+    # multi-face: detector input size roop uses (det_size 640x640).
+    multi_face_det_size: int = 640
+    # occlusion: P(mask) or P(sunglasses over the eyes) at or above this prunes the image.
+    occlusion_prune: float = 0.7
+    # occlusion: this fraction of a faceset's images flagged for either attribute quarantines it to _masked/.
+    masked_fraction: float = 0.4
+    # thin: fewer survivors than this AND at least one prune moves the faceset to _thin/.
+    thin_min_survivors: int = 5
+    # near-dup: cosine similarity at or above this within a faceset is a near-duplicate.
+    near_dup_similarity: float = 0.95
+    # era: cosine distance to an era anchor at most this ...
+    era_max_distance: float = 0.40
+    # era: ... AND a year difference at most this slots an image into that era.
+    era_max_years: int = 5
+
+
+@dataclass(frozen=True)
+class IdentityThresholds:
+    # a new face joins a faceset when its cosine distance to the faceset centroid is at most this.
+    match_distance: float = 0.45
+    # unassigned faces are clustered (complete linkage) at this cosine distance.
+    cluster_distance: float = 0.55
+    # a pool cluster becomes a new faceset once it holds this many faces (the refine gate).
+    min_new_faceset: int = 6
+    # faces whose short side is below this many pixels (in the original photo) are ignored.
+    min_face_px: int = 90

@@ -1,0 +1,1 @@
+"""The append-only event log, the corpus layout and the projections regenerated from the log."""
