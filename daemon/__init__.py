@@ -1,3 +1,5 @@
 """The resident process: CLI, watchers, scheduler, inbox routing, Immich polling."""
 
-__version__ = "0.1.0"
+from state import VERSION as __version__
+
+__all__ = ["__version__"]

@@ -52,3 +52,15 @@ class App:
         for c in reversed(self._closers):
             c.close()
         self._closers.clear()
+
+    @cached_property
+    def pipeline(self) -> Any:
+        """The corpus pipeline (daemon.pipeline.Pipeline) on the event log."""
+        from .pipeline import Pipeline
+
+        self.ensure_folders()
+        return Pipeline(self.config, self.events, handler_ctx=self.handler_context())
+
+    def handler_context(self) -> Any:
+        """What handlers get: config, corpus state and (lazily) the models."""
+        return None

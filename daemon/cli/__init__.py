@@ -26,6 +26,7 @@ VERB_MODULES = [
     "gpu_agent",
     "immich",
 ]
+VERB_MODULES = [v for v in VERB_MODULES if v in ("run", "reconcile", "rebuild", "status", "events", "restore")]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

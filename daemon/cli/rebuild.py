@@ -1,0 +1,19 @@
+"""`facesetd rebuild`: regenerate every manifest and .fsz from the event log alone."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+NAME = "rebuild"
+HELP = "regenerate every projection (manifests, .fsz) from the event log alone"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    app.pipeline.rebuild()
+    print(f"rebuilt projections from {app.events.head()} events")
+    return 0

@@ -1,0 +1,42 @@
+"""`facesetd reconcile`: scan corpus and inbox once, record what changed, run all pending work, exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+NAME = "reconcile"
+HELP = "scan the corpus and the inbox once, run every pending check to completion, then exit"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print what would be recorded; change nothing")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    pipeline = app.pipeline
+    bar = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="handling", unit="event", file=sys.stderr)
+    try:
+        report = pipeline.reconcile(dry_run=args.dry_run, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    summary = report.as_dict()
+    summary["pending"] = pipeline.pending_work()
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    elif args.dry_run:
+        for item in report.planned:
+            print(f"would record {item['kind']:<24} {item['subject']}")
+        print(f"{len(report.planned)} events would be recorded ({report.scanned} files scanned)")
+    else:
+        counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
+        print(f"reconciled {report.scanned} files: {counts}" + (" (corpus adopted)" if report.adopted else ""))
+    return 0

@@ -1,0 +1,19 @@
+"""`facesetd restore EVENT_ID`: undo a prune, quarantine or merge; the undo is itself an event."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+NAME = "restore"
+HELP = "undo a prune, quarantine or merge by its event id (see `facesetd events`)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("event_id", type=int, metavar="EVENT_ID")
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    position = app.pipeline.restore(args.event_id)
+    print(f"restored event {args.event_id} (recorded as event {position})")
+    return 0

@@ -1,0 +1,191 @@
+"""The corpus pipeline: log -> corpus state -> moves -> handlers -> file projections.
+
+`settle()` runs every processor until nothing is left to do; `reconcile()` first compares the disk
+with the log. The daemon and the one-shot `facesetd reconcile` share this, so both give the same corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from handlers.dispatch import Dispatcher
+from state import events as ev
+from state.atomic import sweep_temp_files
+from state.corpus_state import CorpusState
+from state.errors import UnknownEvent
+from state.eventlog import EventLog
+from state.layout import DROPPED, faceset_dir, parse_face_path
+from state.mover import Mover
+from state.render import Renderer
+from state.scan import ScanResult, scan_corpus
+
+from .config import Config
+
+log = structlog.get_logger("facesetd.pipeline")
+
+
+@dataclass
+class ReconcileReport:
+    scanned: int = 0
+    hashed: int = 0
+    appended: dict[str, int] = field(default_factory=dict)
+    adopted: bool = False
+    dry_run: bool = False
+    planned: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "hashed": self.hashed,
+            "events": dict(sorted(self.appended.items())),
+            "adopted": self.adopted,
+            "dry_run": self.dry_run,
+        }
+
+
+class Pipeline:
+    def __init__(self, config: Config, events: EventLog, handler_ctx: Any = None) -> None:
+        self.config = config
+        self.log = events
+        self.state = CorpusState(events)
+        self.mover = Mover(events, self.state, config.corpus_dir)
+        self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
+        self.dispatcher = Dispatcher(events, self.state, handler_ctx)
+        # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
+        self.scanners: list[Callable[["Pipeline"], list[ev.Event]]] = []
+
+    # Processing ------------------------------------------------------------------------------------
+    def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> None:
+        """Run state, moves, handlers and projections until all are caught up with the log."""
+        while True:
+            self.state.catch_up()
+            moved = self.mover.finish_pending()
+            handled = self.dispatcher.run_pending()
+            if progress and handled:
+                progress(handled)
+            if not moved and not handled and not self.state.pending_decisions():
+                break
+        if render:
+            self.renderer.render_dirty()
+
+    def pending_work(self) -> dict[str, int]:
+        return {
+            "events_unhandled": self.dispatcher.pending(),
+            "moves_pending": len(self.state.pending_decisions()),
+            "projections_dirty": len(self.state.dirty()),
+        }
+
+    # Reconcile -------------------------------------------------------------------------------------
+    def scan(self) -> ScanResult:
+        self.state.catch_up()
+        corpus = self.config.corpus_dir
+        adopt = self.log.head() == 0
+        known_facesets = {n for n, _a in self.state.facesets()}
+        result = scan_corpus(corpus, self.state.files(), known_facesets, adopt=adopt)
+        for scanner in self.scanners:
+            result.events.extend(scanner(self))
+        return result
+
+    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> ReconcileReport:
+        # Finish what a crash interrupted before looking at the disk: pending moves would otherwise
+        # look like files that moved by hand.
+        if not dry_run:
+            self.state.catch_up()
+            self.mover.finish_pending()
+            sweep_temp_files(self.config.corpus_dir) if self.config.corpus_dir.exists() else None
+        result = self.scan()
+        report = ReconcileReport(
+            scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=dry_run,
+            adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
+        )
+        if dry_run:
+            report.planned = [{"kind": e.KIND, "subject": e.subject} for e in result.events]
+            return report
+        if result.events:
+            self.log.append(result.events)
+        self.settle(progress=progress)
+        return report
+
+    def rebuild(self) -> None:
+        """Regenerate every projection from the log alone."""
+        self.state.reset()
+        self.state.catch_up()
+        self.renderer.render_all()
+
+    # Restore ---------------------------------------------------------------------------------------
+    def restore(self, position: int) -> int:
+        """Undo decision `position` (a prune or a quarantine); returns the new event's position."""
+        self.state.catch_up()
+        stored = self.log.get(position)
+        if stored is None:
+            raise UnknownEvent(f"no event {position} in the log")
+        target = stored.event
+        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined)):
+            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes and quarantines can be restored")
+        row = self.state.query("SELECT state FROM decisions WHERE position=?", (position,))
+        if row and row[0][0] == "reverted":
+            raise UnknownEvent(f"event {position} was already restored")
+        self.mover.finish_pending()
+        if isinstance(target, ev.FacePruned):
+            found = self.state.query("SELECT path FROM faces WHERE pruned_by=?", (position,))
+            if not found:
+                raise UnknownEvent(f"the face pruned by event {position} is no longer in _dropped/")
+            current = found[0][0]
+            fp = parse_face_path(current)
+            assert fp is not None and fp.dropped
+            dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{fp.name}"
+            if (self.config.corpus_dir / dest).exists():
+                raise UnknownEvent(f"cannot restore: {dest} is taken by another file")
+            moves: tuple[tuple[str, str], ...] = ((current, dest),)
+            subject = dest
+        else:
+            name = target.faceset
+            area = self.state.faceset_area(name) or ""
+            if not area:
+                raise UnknownEvent(f"{name} is already active")
+            if (self.config.corpus_dir / name).exists():
+                raise UnknownEvent(f"cannot restore: {name}/ exists among the active facesets")
+            moves = ((faceset_dir(area, name), name),)
+            subject = name
+        reverted = ev.DecisionReverted(
+            target=position, path=subject, moves=moves, check=target.check,
+            reason=f"restored by the user (undoes event {position}: {target.reason})",
+        )
+        (new_pos,) = self.log.append([reverted])
+        self.settle()
+        return new_pos
+
+
+def dropped_dir(area: str, faceset: str) -> str:
+    return f"{faceset_dir(area, faceset)}/faces/{DROPPED}"
+
+
+def summarize(pipeline: Pipeline) -> dict[str, Any]:
+    """Counts for `facesetd status`."""
+    st = pipeline.state
+    st.catch_up()
+    areas = {a: n for a, n in st.query("SELECT area, COUNT(*) FROM facesets GROUP BY area")}
+    images = st.query("SELECT COALESCE(SUM(1 - dropped), 0), COALESCE(SUM(dropped), 0) FROM faces")[0]
+    return {
+        "facesets": {
+            "active": areas.get("", 0), "masked": areas.get("_masked", 0),
+            "merged": areas.get("_merged", 0), "thin": areas.get("_thin", 0),
+        },
+        "images": {"active": int(images[0]), "dropped": int(images[1])},
+        "log_position": pipeline.log.head(),
+        "pending": pipeline.pending_work(),
+        "corpus": str(pipeline.config.corpus_dir),
+    }
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def corpus_path(config: Config, rel: str) -> Path:
+    return config.corpus_dir / rel

@@ -1,0 +1,59 @@
+"""Runs the registered handlers over the log, exactly once per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from state.corpus_state import CorpusState
+from state.eventlog import EventLog, StoredEvent
+
+from .registry import HANDLERS
+
+PROCESSOR = "handlers"
+log = structlog.get_logger("facesetd.handlers")
+
+
+class Dispatcher:
+    def __init__(self, log_: EventLog, state: CorpusState, ctx: Any, chunk: int = 64) -> None:
+        self.log = log_
+        self.state = state
+        self.ctx = ctx
+        self.chunk = chunk
+
+    def pending(self) -> int:
+        return self.log.head() - self.log.tracked(PROCESSOR)
+
+    def run_pending(self, max_events: int | None = None) -> int:
+        """Handle events past the tracked position; returns how many events were consumed."""
+        consumed = 0
+        while max_events is None or consumed < max_events:
+            after = self.log.tracked(PROCESSOR)
+            batch = self.log.read(after, self.chunk)
+            if not batch:
+                break
+            group = self._group(batch)
+            out = []
+            for reg in HANDLERS.get(group[0].kind, []):
+                out.extend(reg.fn(self.ctx, group))
+            with self.log.transaction() as conn:
+                if self.log.tracked(PROCESSOR, conn) != after:  # another process got here first
+                    continue
+                self.log.append(out, conn=conn)
+                self.log.track(PROCESSOR, group[-1].position, conn)
+            consumed += len(group)
+            self.state.catch_up()
+        return consumed
+
+    @staticmethod
+    def _group(batch: list[StoredEvent]) -> list[StoredEvent]:
+        """The longest run of same-kind events at the head of `batch`, up to the handlers' batch size."""
+        kind = batch[0].kind
+        limit = min((r.batch for r in HANDLERS.get(kind, [])), default=len(batch))
+        group = [batch[0]]
+        for se in batch[1:]:
+            if se.kind != kind or len(group) >= max(1, limit):
+                break
+            group.append(se)
+        return group

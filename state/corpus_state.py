@@ -1,0 +1,323 @@
+"""The corpus state: SQLite tables derived from the log, applied exactly once per event.
+
+These tables are a projection: `facesetd rebuild` drops them and replays the whole log. Each
+applier is a plain function registered for one event kind; `CorpusState.catch_up()` applies the
+events after the tracked position and records the new position in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Callable
+
+import numpy as np
+
+from . import events as ev
+from .eventlog import EventLog, StoredEvent
+from .layout import DROPPED, faceset_dir, parse_face_path
+
+PROCESSOR = "corpus_state"
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS facesets (
+    name    TEXT PRIMARY KEY,
+    area    TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    adopted TEXT              -- the per-faceset manifest as adopted (JSON), for provenance
+);
+CREATE TABLE IF NOT EXISTS faces (
+    path     TEXT PRIMARY KEY,  -- where the PNG is now (relative to the corpus root)
+    faceset  TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    dropped  INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    source   TEXT NOT NULL,     -- JSON: the original photo or the Immich asset
+    added    INTEGER NOT NULL,  -- position of the event that added it
+    changed  INTEGER NOT NULL,  -- position of the last add/change (checks re-run past it)
+    scores   TEXT NOT NULL DEFAULT '{}',  -- JSON: det_score, quality, mask, sunglasses, ...
+    quality  REAL,
+    era      TEXT,
+    embedding BLOB,
+    pruned_by INTEGER           -- decision position while in _dropped/
+);
+CREATE INDEX IF NOT EXISTS faces_faceset ON faces(faceset, dropped);
+CREATE INDEX IF NOT EXISTS faces_sha ON faces(sha256);
+CREATE TABLE IF NOT EXISTS decisions (
+    position INTEGER PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    sha256   TEXT,
+    moves    TEXT NOT NULL,     -- JSON [[src, dest], ...]
+    state    TEXT NOT NULL      -- pending | done | failed | reverted
+);
+CREATE TABLE IF NOT EXISTS overrides (
+    faceset  TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    sha256   TEXT NOT NULL,     -- a restored decision holds while the bytes stay the same
+    PRIMARY KEY (faceset, check_name, sha256)
+);
+CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+PROJECTION_TABLES = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
+MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
+
+Applier = Callable[[sqlite3.Connection, StoredEvent], None]
+APPLIERS: dict[str, Applier] = {}
+
+
+def applies(*kinds: type[ev.Event]) -> Callable[[Applier], Applier]:
+    def register(fn: Applier) -> Applier:
+        for k in kinds:
+            APPLIERS[k.KIND] = fn
+        return fn
+
+    return register
+
+
+def mark_dirty(conn: sqlite3.Connection, *facesets: str) -> None:
+    conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in facesets + (MASTER_DIRTY,)])
+
+
+def _ensure_faceset(conn: sqlite3.Connection, name: str, area: str, position: int, reason: str) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO facesets(name, area, created, reason) VALUES (?,?,?,?)", (name, area, position, reason)
+    )
+
+
+@applies(ev.CorpusAdopted)
+def _adopted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.CorpusAdopted = se.event  # type: ignore[assignment]
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('adopted_master', ?)", (json.dumps(e.master),))
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('adopted_at', ?)", (str(se.position),))
+    mark_dirty(conn)
+
+
+@applies(ev.FacesetCreated)
+def _faceset_created(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FacesetCreated = se.event  # type: ignore[assignment]
+    _ensure_faceset(conn, e.faceset, e.area, se.position, e.reason)
+    if e.manifest:
+        conn.execute("UPDATE facesets SET adopted=? WHERE name=?", (json.dumps(e.manifest, sort_keys=True), e.faceset))
+    mark_dirty(conn, e.faceset)
+
+
+@applies(ev.FaceAdded)
+def _face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceAdded = se.event  # type: ignore[assignment]
+    fp = parse_face_path(e.path)
+    if fp is None:
+        return
+    _ensure_faceset(conn, fp.faceset, fp.area, se.position, "found on disk")
+    conn.execute(
+        "INSERT OR REPLACE INTO faces(path, faceset, name, dropped, sha256, size, mtime_ns, source, added, changed)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (e.path, fp.faceset, fp.name, int(fp.dropped), e.sha256, e.size, e.mtime_ns,
+         json.dumps(e.source, sort_keys=True), se.position, se.position),
+    )
+    mark_dirty(conn, fp.faceset)
+
+
+@applies(ev.FaceChanged)
+def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceChanged = se.event  # type: ignore[assignment]
+    # New bytes: the old analysis no longer holds.
+    conn.execute(
+        "UPDATE faces SET sha256=?, size=?, mtime_ns=?, changed=?, scores='{}', quality=NULL, era=NULL,"
+        " embedding=NULL WHERE path=?",
+        (e.sha256, e.size, e.mtime_ns, se.position, e.path),
+    )
+    _dirty_for_path(conn, e.path)
+
+
+@applies(ev.FaceTouched)
+def _face_touched(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceTouched = se.event  # type: ignore[assignment]
+    conn.execute("UPDATE faces SET size=?, mtime_ns=? WHERE path=?", (e.size, e.mtime_ns, e.path))
+
+
+@applies(ev.FaceMissing)
+def _face_missing(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceMissing = se.event  # type: ignore[assignment]
+    _dirty_for_path(conn, e.path)
+    conn.execute("DELETE FROM faces WHERE path=?", (e.path,))
+
+
+@applies(ev.FaceMovedExternally)
+def _face_moved_externally(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceMovedExternally = se.event  # type: ignore[assignment]
+    _dirty_for_path(conn, e.path)
+    _move_face_row(conn, e.path, e.dest)
+    conn.execute("UPDATE faces SET size=?, mtime_ns=? WHERE path=?", (e.size, e.mtime_ns, e.dest))
+
+
+def _dirty_for_path(conn: sqlite3.Connection, path: str) -> None:
+    fp = parse_face_path(path)
+    if fp is not None:
+        mark_dirty(conn, fp.faceset)
+
+
+def _move_face_row(conn: sqlite3.Connection, src: str, dest: str) -> None:
+    fp = parse_face_path(dest)
+    if fp is None:
+        conn.execute("DELETE FROM faces WHERE path=?", (src,))
+        return
+    conn.execute("DELETE FROM faces WHERE path=? AND ? != ?", (dest, src, dest))
+    conn.execute(
+        "UPDATE faces SET path=?, faceset=?, name=?, dropped=? WHERE path=?",
+        (dest, fp.faceset, fp.name, int(fp.dropped), src),
+    )
+    _ensure_faceset(conn, fp.faceset, fp.area, 0, "moved in")
+    mark_dirty(conn, fp.faceset)
+
+
+def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...]) -> None:
+    """Move rows the way the files will move: single PNGs, or whole faceset folders."""
+    for src, dest in moves:
+        fp = parse_face_path(src)
+        if fp is not None:
+            _move_face_row(conn, src, dest)
+            continue
+        # A faceset folder: src/dest are "[area/]faceset_NNN".
+        name = dest.split("/")[-1]
+        area = dest.split("/")[0] if "/" in dest else ""
+        rows = conn.execute("SELECT path FROM faces WHERE path LIKE ? ESCAPE '\\'", (_like_prefix(src),)).fetchall()
+        for (path,) in rows:
+            conn.execute("UPDATE faces SET path=? WHERE path=?", (dest + path[len(src):], path))
+        conn.execute("UPDATE facesets SET area=? WHERE name=?", (area, name))
+        mark_dirty(conn, name)
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+
+
+@applies(ev.FacePruned, ev.FacesetQuarantined)
+def _decided(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.Decision = se.event  # type: ignore[assignment]
+    conn.execute(
+        "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
+        (se.position, e.KIND, e.subject, e.check, getattr(e, "sha256", None), json.dumps(e.moves), "pending"),
+    )
+    _apply_moves(conn, e.moves)
+    if isinstance(e, ev.FacePruned):
+        for _src, dest in e.moves:
+            conn.execute("UPDATE faces SET pruned_by=? WHERE path=?", (se.position, dest))
+
+
+@applies(ev.DecisionReverted)
+def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.DecisionReverted = se.event  # type: ignore[assignment]
+    row = conn.execute("SELECT check_name, sha256, subject FROM decisions WHERE position=?", (e.target,)).fetchone()
+    conn.execute(
+        "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
+        (se.position, e.KIND, e.subject, e.check, None, json.dumps(e.moves), "pending"),
+    )
+    conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
+    _apply_moves(conn, e.moves)
+    for _src, dest in e.moves:
+        conn.execute("UPDATE faces SET pruned_by=NULL WHERE path=?", (dest,))
+    if row is not None:
+        check, sha, subject = row
+        faceset = (parse_face_path(subject).faceset if parse_face_path(subject) else subject.split("/")[-1])
+        # An override pins the restored file (or, for a faceset, the check on that faceset).
+        conn.execute(
+            "INSERT OR IGNORE INTO overrides(faceset, check_name, sha256) VALUES (?,?,?)", (faceset, check, sha or "*")
+        )
+
+
+@applies(ev.MoveCompleted)
+def _move_completed(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.MoveCompleted = se.event  # type: ignore[assignment]
+    conn.execute("UPDATE decisions SET state='done' WHERE position=? AND state='pending'", (e.decision,))
+    mark_dirty(conn)
+
+
+@applies(ev.MoveFailed)
+def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.MoveFailed = se.event  # type: ignore[assignment]
+    row = conn.execute("SELECT moves FROM decisions WHERE position=?", (e.decision,)).fetchone()
+    conn.execute("UPDATE decisions SET state='failed' WHERE position=?", (e.decision,))
+    if row is not None:  # the files stayed where they were: put the rows back
+        _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))))
+
+
+class CorpusState:
+    """Applies the log to the state tables; reads for the other processors."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        with log.transaction() as conn:
+            for statement in TABLES.strip().split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.log.conn
+
+    def catch_up(self, chunk: int = 2000) -> int:
+        """Apply every event past the tracked position; returns how many were applied."""
+        applied = 0
+        while True:
+            with self.log.transaction() as conn:
+                after = self.log.tracked(PROCESSOR, conn)
+                batch = self.log.read(after, chunk)
+                if not batch:
+                    return applied
+                for se in batch:
+                    fn = APPLIERS.get(se.kind)
+                    if fn is not None:
+                        fn(conn, se)
+                self.log.track(PROCESSOR, batch[-1].position, conn)
+            applied += len(batch)
+
+    def reset(self) -> None:
+        """Forget the derived tables (for `facesetd rebuild`); other processors keep their positions."""
+        with self.log.transaction() as conn:
+            for t in PROJECTION_TABLES:
+                conn.execute(f"DELETE FROM {t}")
+            conn.execute("DELETE FROM tracking WHERE processor=?", (PROCESSOR,))
+
+    # Reads ---------------------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.log.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def files(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, sha256) for every face the log knows."""
+        return {p: (s, m, h) for p, s, m, h in self.query("SELECT path, size, mtime_ns, sha256 FROM faces")}
+
+    def facesets(self) -> list[tuple[str, str]]:
+        return [(n, a) for n, a in self.query("SELECT name, area FROM facesets ORDER BY name")]
+
+    def faceset_area(self, name: str) -> str | None:
+        rows = self.query("SELECT area FROM facesets WHERE name=?", (name,))
+        return rows[0][0] if rows else None
+
+    def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
+        rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
+        return [(p, [tuple(m) for m in json.loads(moves)]) for p, moves in rows]  # type: ignore[misc]
+
+    def dirty(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT faceset FROM dirty ORDER BY faceset")]
+
+    def clear_dirty(self, names: list[str]) -> None:
+        with self.log.transaction() as conn:
+            conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
+
+    def embedding(self, path: str) -> np.ndarray | None:
+        rows = self.query("SELECT embedding FROM faces WHERE path=?", (path,))
+        return np.frombuffer(rows[0][0], dtype="<f4") if rows and rows[0][0] is not None else None
+
+
+def faceset_folder(area: str, name: str) -> str:
+    return faceset_dir(area, name)
+
+
+__all__ = ["CorpusState", "APPLIERS", "applies", "mark_dirty", "DROPPED", "faceset_folder"]

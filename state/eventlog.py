@@ -1,0 +1,210 @@
+"""The append-only event log on SQLite (WAL): the only source of truth.
+
+- `events.position` is the rowid: gapless and increasing, also with several processes appending,
+  because every append takes the write lock first (BEGIN IMMEDIATE) and nothing is ever deleted.
+- Triggers make the database itself refuse UPDATE and DELETE on `events`.
+- Embeddings are stored as raw float32 bytes in `vector`, not as JSON text.
+- `tracking` records, per downstream processor, the last position it applied; a processor updates
+  it in the same transaction as its own state (exactly-once replay, as in pyeventsourcing).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import structlog
+
+from .errors import LogError
+from .events import Event, decode_event, encode_event
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates the schema from version i to i+1; run in order inside one transaction.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the log, its guards, and the tracking table.
+    """
+    CREATE TABLE events (
+        position INTEGER PRIMARY KEY,
+        kind     TEXT NOT NULL,
+        subject  TEXT NOT NULL,
+        time     REAL NOT NULL,
+        payload  TEXT NOT NULL,
+        vector   BLOB
+    );
+    CREATE INDEX events_kind ON events(kind, position);
+    CREATE INDEX events_subject ON events(subject, position);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+    CREATE TABLE tracking (
+        processor TEXT PRIMARY KEY,
+        position  INTEGER NOT NULL
+    );
+    """,
+]
+
+log = structlog.get_logger("facesetd.eventlog")
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from the log, with its position and time."""
+
+    position: int
+    time: float
+    event: Event
+
+    @property
+    def kind(self) -> str:
+        return self.event.KIND
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, with a generous busy timeout."""
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LogError(f"{path}: event log schema {version} is newer than this facesetd ({SCHEMA_VERSION})")
+        for i in range(version, SCHEMA_VERSION):
+            for statement in _split_sql(MIGRATIONS[i]):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' inside BEGIN...END)."""
+    out, buf = [], ""
+    for line in script.strip().splitlines():
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+class EventLog:
+    """Append and read events. Thread-safe; several processes may append to the same file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.conn = connect(self.path)
+            _migrate(self.conn, self.path)
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"cannot open event log {self.path}: {e}") from e
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # Transactions ---------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE): appends and projection updates commit together."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    # Appending -----------------------------------------------------------------------------------
+    def append(self, events: Sequence[Event], *, conn: sqlite3.Connection | None = None) -> list[int]:
+        """Append events atomically; returns their positions. Pass `conn` to join an open transaction."""
+        if not events:
+            return []
+        if conn is None:
+            with self.transaction() as c:
+                return self.append(events, conn=c)
+        now = time.time()
+        start = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0] + 1
+        rows = []
+        for offset, event in enumerate(events):
+            kind, subject, payload, vector = encode_event(event)
+            rows.append((start + offset, kind, subject, now, payload, vector))
+        conn.executemany(
+            "INSERT INTO events(position, kind, subject, time, payload, vector) VALUES (?,?,?,?,?,?)", rows
+        )
+        for position, kind, subject, _t, _p, _v in rows:
+            log.info("event appended", kind=kind, position=position, subject=subject)
+        return [r[0] for r in rows]
+
+    # Reading -------------------------------------------------------------------------------------
+    def head(self) -> int:
+        with self.lock:
+            return int(self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+
+    def read(
+        self, after: int = 0, limit: int | None = None, kinds: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
+        sql = "SELECT position, kind, time, payload, vector FROM events WHERE position > ?"
+        params: list[Any] = [after]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY position"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
+
+    def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[StoredEvent]:
+        while True:
+            batch = self.read(after, chunk)
+            if not batch:
+                return
+            yield from batch
+            after = batch[-1].position
+
+    def get(self, position: int) -> StoredEvent | None:
+        found = self.read(position - 1, 1)
+        return found[0] if found and found[0].position == position else None
+
+    def raw_payload(self, position: int) -> dict[str, Any]:
+        with self.lock:
+            row = self.conn.execute("SELECT payload FROM events WHERE position=?", (position,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    # Tracking ------------------------------------------------------------------------------------
+    def tracked(self, processor: str, conn: sqlite3.Connection | None = None) -> int:
+        c = conn or self.conn
+        with self.lock:
+            row = c.execute("SELECT position FROM tracking WHERE processor=?", (processor,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def track(self, processor: str, position: int, conn: sqlite3.Connection) -> None:
+        """Record `position` as applied by `processor`; call inside the processor's own transaction."""
+        conn.execute(
+            "INSERT INTO tracking(processor, position) VALUES (?, ?) "
+            "ON CONFLICT(processor) DO UPDATE SET position=excluded.position",
+            (processor, position),
+        )

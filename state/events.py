@@ -1,0 +1,216 @@
+"""Every event facesetd records: frozen, typed values, registered by kind.
+
+An event is stored as (kind, subject, payload JSON, vector bytes). Fields typed `np.ndarray`
+(embeddings) travel as raw float32 bytes in the `vector` column; everything else as JSON with sorted
+keys, so the same event always encodes to the same bytes.
+
+Paths in events are POSIX paths relative to the corpus root (faces) or to the inbox (photos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+REGISTRY: dict[str, type["Event"]] = {}
+
+
+@dataclass(frozen=True)
+class Event:
+    KIND: ClassVar[str] = ""
+    VECTOR_FIELD: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.KIND:
+            REGISTRY[cls.KIND] = cls
+
+    @property
+    def subject(self) -> str:
+        for name in ("path", "faceset", "server"):
+            value = getattr(self, name, None)
+            if value:
+                return str(value)
+        return self.KIND
+
+
+def _frozen(value: Any) -> Any:
+    """JSON lists come back as tuples so decoded events equal the ones appended."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _frozen(v) for k, v in value.items()}
+    return value
+
+
+def encode_event(event: Event) -> tuple[str, str, str, bytes | None]:
+    payload = {}
+    vector = None
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if f.name == event.VECTOR_FIELD:
+            vector = None if value is None else np.asarray(value, dtype="<f4").tobytes()
+        else:
+            payload[f.name] = value
+    return event.KIND, event.subject, json.dumps(payload, sort_keys=True, separators=(",", ":")), vector
+
+
+def decode_event(kind: str, payload: str, vector: bytes | None) -> Event:
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r} (written by a newer facesetd?)")
+    values = {k: _frozen(v) for k, v in json.loads(payload).items()}
+    if cls.VECTOR_FIELD:
+        values[cls.VECTOR_FIELD] = None if vector is None else np.frombuffer(vector, dtype="<f4")
+    return cls(**values)
+
+
+# --- The corpus as found on disk ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusAdopted(Event):
+    """A corpus made by the batch scripts was taken over as it is: nothing moved or renumbered."""
+
+    KIND: ClassVar[str] = "corpus_adopted"
+    master: dict[str, Any] = field(default_factory=dict)  # the master manifest as found
+    facesets: tuple[str, ...] = ()
+
+    @property
+    def subject(self) -> str:
+        return "corpus"
+
+
+@dataclass(frozen=True)
+class FacesetCreated(Event):
+    """A faceset exists: adopted, seeded through inbox/faceset_NNN/, or promoted from the pool."""
+
+    KIND: ClassVar[str] = "faceset_created"
+    faceset: str = ""
+    area: str = ""  # "" (active), "_masked", "_merged" or "_thin" where it was found
+    reason: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)  # an adopted per-faceset manifest, as found
+
+
+@dataclass(frozen=True)
+class FaceAdded(Event):
+    """A PNG appeared in the corpus (found by a scan, a watcher, or written by the inbox)."""
+
+    KIND: ClassVar[str] = "face_added"
+    path: str = ""
+    sha256: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    source: dict[str, Any] = field(default_factory=dict)  # {"photo": ...} or {"immich": {...}}
+
+
+@dataclass(frozen=True)
+class FaceChanged(Event):
+    """Same path, new bytes: every check on it runs again."""
+
+    KIND: ClassVar[str] = "face_changed"
+    path: str = ""
+    sha256: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class FaceTouched(Event):
+    """Same path, same bytes, new size/mtime stamp (e.g. copied back): remembered so scans stay stat-only."""
+
+    KIND: ClassVar[str] = "face_touched"
+    path: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True)
+class FaceMissing(Event):
+    """A PNG the log knows is gone from disk (removed by hand, outside facesetd)."""
+
+    KIND: ClassVar[str] = "face_missing"
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class FaceMovedExternally(Event):
+    """A PNG moved by hand inside the corpus (same bytes, new place)."""
+
+    KIND: ClassVar[str] = "face_moved_externally"
+    path: str = ""  # the old place
+    dest: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+
+# --- Decisions that move files (never delete) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision(Event):
+    """Base of every event that moves files. `moves` are (src, dest) pairs, carried out after the append."""
+
+    moves: tuple[tuple[str, str], ...] = ()
+    check: str = ""  # the check that decided: multi_face, occlusion, near_dup, thin, masked, merge, byte_dup ...
+    reason: str = ""  # one human sentence: why
+    inputs: dict[str, Any] = field(default_factory=dict)  # scores, thresholds, model and pack
+
+
+@dataclass(frozen=True)
+class FacePruned(Decision):
+    """One PNG moved to its faceset's faces/_dropped/."""
+
+    KIND: ClassVar[str] = "face_pruned"
+    path: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class FacesetQuarantined(Decision):
+    """A whole faceset moved to _masked/, _merged/ or _thin/."""
+
+    KIND: ClassVar[str] = "faceset_quarantined"
+    faceset: str = ""
+    area: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionReverted(Decision):
+    """`facesetd restore`: the moves of decision `target` undone; that check no longer acts on those bytes."""
+
+    KIND: ClassVar[str] = "decision_reverted"
+    target: int = 0
+    path: str = ""  # what the reverted decision was about (a face path or a faceset)
+
+
+@dataclass(frozen=True)
+class MoveCompleted(Event):
+    """The moves of decision `decision` are done on disk (idempotent: replay never moves again)."""
+
+    KIND: ClassVar[str] = "move_completed"
+    decision: int = 0
+
+    @property
+    def subject(self) -> str:
+        return f"decision:{self.decision}"
+
+
+@dataclass(frozen=True)
+class MoveFailed(Event):
+    """A move could not be carried out (source gone and destination absent, or destination taken)."""
+
+    KIND: ClassVar[str] = "move_failed"
+    decision: int = 0
+    error: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"decision:{self.decision}"
+
+
+MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted)

@@ -1,0 +1,72 @@
+"""The corpus layout on disk (DOMAIN.md section 1) and how paths map to facesets.
+
+    <corpus>/manifest.json
+    <corpus>/faceset_001/faces/*.png, faces/_dropped/*.png, manifest.json, faceset_001.fsz, faceset_001_top8.fsz
+    <corpus>/_masked/ _merged/ _thin/ faceset_NNN/...   whole facesets quarantined
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+AREAS = ("", "_masked", "_merged", "_thin")
+QUARANTINE_AREAS = AREAS[1:]
+DROPPED = "_dropped"
+FACESET_RE = re.compile(r"^faceset_(\d{3,})$")
+MASTER_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FacePath:
+    """Where one PNG sits: its area, faceset, whether it is pruned, and its file name."""
+
+    area: str
+    faceset: str
+    dropped: bool
+    name: str
+
+    @property
+    def path(self) -> str:
+        return face_path(self.area, self.faceset, self.name, self.dropped)
+
+
+def faceset_dir(area: str, faceset: str) -> str:
+    return f"{area}/{faceset}" if area else faceset
+
+
+def face_path(area: str, faceset: str, name: str, dropped: bool = False) -> str:
+    middle = f"faces/{DROPPED}" if dropped else "faces"
+    return f"{faceset_dir(area, faceset)}/{middle}/{name}"
+
+
+def parse_face_path(path: str) -> FacePath | None:
+    """`faceset_001/faces/a.png` -> FacePath; None for anything that is not a face PNG of the layout."""
+    parts = path.split("/")
+    area = ""
+    if parts and parts[0] in QUARANTINE_AREAS:
+        area, parts = parts[0], parts[1:]
+    if len(parts) < 3 or not FACESET_RE.match(parts[0]) or parts[1] != "faces":
+        return None
+    name = parts[-1]
+    if not name.lower().endswith(".png") or name.startswith("."):
+        return None
+    if len(parts) == 3:
+        return FacePath(area, parts[0], False, name)
+    if len(parts) == 4 and parts[2] == DROPPED:
+        return FacePath(area, parts[0], True, name)
+    return None
+
+
+def faceset_number(name: str) -> int:
+    m = FACESET_RE.match(name)
+    return int(m.group(1)) if m else -1
+
+
+def faceset_name(number: int) -> str:
+    return f"faceset_{number:03d}"
+
+
+def fsz_names(faceset: str, top_n: int) -> tuple[str, str]:
+    """The full set and the top-N set, side by side in the faceset folder."""
+    return f"{faceset}.fsz", f"{faceset}_top{top_n}.fsz"

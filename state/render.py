@@ -1,0 +1,165 @@
+"""File projections: per-faceset manifest.json and two .fsz bundles, and the master manifest.
+
+Everything here is a pure function of the corpus state (itself a function of the log) and of the
+PNG bytes on disk, so replaying the same log gives byte-identical files. Writes are atomic and
+skipped when the bytes are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import VERSION
+from .atomic import atomic_write
+from .corpus_state import MASTER_DIRTY, CorpusState
+from .fsz import build_fsz
+from .layout import MASTER_MANIFEST, faceset_dir, fsz_names
+
+log = structlog.get_logger("facesetd.render")
+
+
+def dumps(obj: Any) -> bytes:
+    """Stable JSON: sorted keys, fixed indentation, trailing newline."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class Renderer:
+    def __init__(self, state: CorpusState, corpus: Path, top_n: int = 8) -> None:
+        self.state = state
+        self.corpus = Path(corpus)
+        self.top_n = top_n
+
+    def render_dirty(self) -> list[str]:
+        """Rewrite the projections of every faceset marked dirty (and the master manifest)."""
+        dirty = self.state.dirty()
+        if not dirty:
+            return []
+        for name in dirty:
+            if name != MASTER_DIRTY:
+                self.render_faceset(name)
+        self.render_master()
+        self.state.clear_dirty(dirty)
+        return [d for d in dirty if d != MASTER_DIRTY]
+
+    def render_all(self) -> None:
+        for name, _area in self.state.facesets():
+            self.render_faceset(name)
+        self.render_master()
+        self.state.clear_dirty(self.state.dirty())
+
+    # One faceset ---------------------------------------------------------------------------------
+    def faceset_manifest(self, name: str) -> tuple[dict[str, Any], list[str], list[str]]:
+        area = self.state.faceset_area(name) or ""
+        rows = self.state.query(
+            "SELECT name, dropped, sha256, size, source, scores, quality, era, pruned_by FROM faces"
+            " WHERE faceset=? ORDER BY dropped, name",
+            (name,),
+        )
+        faces, dropped = [], []
+        for fname, is_dropped, sha, size, source, scores, quality, era, pruned_by in rows:
+            entry: dict[str, Any] = {
+                "file": fname,
+                "sha256": sha,
+                "size": size,
+                "source": json.loads(source),
+                "scores": json.loads(scores),
+            }
+            if quality is not None:
+                entry["quality"] = round(quality, 6)
+            if era:
+                entry["era"] = era
+            if is_dropped:
+                entry["file"] = f"_dropped/{fname}"
+                entry["pruned_by"] = pruned_by
+                dropped.append(entry)
+            else:
+                faces.append(entry)
+        full = [f["file"] for f in faces]
+        ranked = sorted(faces, key=lambda f: (-(f.get("quality") if f.get("quality") is not None else -1.0), f["file"]))
+        top = [f["file"] for f in ranked[: self.top_n]]
+        full_name, top_name = fsz_names(name, self.top_n)
+        adopted = self.state.query("SELECT adopted FROM facesets WHERE name=?", (name,))
+        manifest: dict[str, Any] = {
+            "faceset": name,
+            "area": area or "active",
+            "faces": faces,
+            "dropped": dropped,
+            "fsz": {"full": full_name, "top": top_name, "top_n": self.top_n, "top_files": top},
+            "generator": f"facesetd {VERSION}",
+        }
+        if adopted and adopted[0][0]:
+            manifest["adopted_from"] = {k: v for k, v in json.loads(adopted[0][0]).items() if k != "faces"}
+        return manifest, full, top
+
+    def render_faceset(self, name: str) -> None:
+        area = self.state.faceset_area(name)
+        if area is None:
+            return
+        folder = self.corpus / faceset_dir(area, name)
+        if not folder.is_dir():
+            return
+        manifest, full, top = self.faceset_manifest(name)
+        faces_dir = folder / "faces"
+        blobs: dict[str, bytes] = {}
+        for fname in full:
+            try:
+                blobs[fname] = (faces_dir / fname).read_bytes()
+            except FileNotFoundError:
+                log.warning("face missing while writing .fsz", faceset=name, file=fname)
+        full_name, top_name = fsz_names(name, self.top_n)
+        written = atomic_write(folder / "manifest.json", dumps(manifest))
+        written |= atomic_write(folder / full_name, build_fsz(blobs[f] for f in full if f in blobs))
+        written |= atomic_write(folder / top_name, build_fsz(blobs[f] for f in top if f in blobs))
+        if written:
+            log.info("projections written", faceset=name, faces=len(full), area=area or "active")
+
+    # The master manifest ------------------------------------------------------------------------
+    def master_manifest(self) -> dict[str, Any]:
+        counts = {
+            n: (a, c, d)
+            for n, a, c, d in self.state.query(
+                "SELECT f.name, f.area, COALESCE(SUM(1 - x.dropped), 0), COALESCE(SUM(x.dropped), 0)"
+                " FROM facesets f LEFT JOIN faces x ON x.faceset = f.name GROUP BY f.name ORDER BY f.name"
+            )
+        }
+        reasons = {
+            subject.split("/")[-1]: (pos, check)
+            for pos, subject, check in self.state.query(
+                "SELECT position, subject, check_name FROM decisions WHERE kind='faceset_quarantined'"
+                " AND state IN ('pending','done') ORDER BY position"
+            )
+        }
+
+        def entry(n: str) -> dict[str, Any]:
+            area, faces, dropped = counts[n]
+            e: dict[str, Any] = {"name": n, "faces": faces, "dropped": dropped}
+            if n in reasons:
+                e["decision"], e["check"] = reasons[n]
+            return e
+
+        adopted_rows = self.state.query("SELECT value FROM meta WHERE key='adopted_master'")
+        adopted = json.loads(adopted_rows[0][0]) if adopted_rows else {}
+        by_area: dict[str, list[dict[str, Any]]] = {"": [], "_masked": [], "_merged": [], "_thin": []}
+        for n, (area, _f, _d) in counts.items():
+            by_area.setdefault(area, []).append(entry(n))
+        thin_eras = self.state.query("SELECT value FROM meta WHERE key='thin_eras'")
+        return {
+            "facesets": by_area[""],
+            "masked": by_area["_masked"],
+            "merged": by_area["_merged"],
+            "thin": by_area["_thin"],
+            "thin_eras": json.loads(thin_eras[0][0]) if thin_eras else adopted.get("thin_eras", []),
+            "provenance": {
+                "generator": f"facesetd {VERSION}",
+                "log_position": self.state.log.tracked("corpus_state"),
+                "adopted": {k: v for k, v in adopted.items() if k not in ("facesets", "masked", "merged", "thin_eras")},
+            },
+        }
+
+    def render_master(self) -> None:
+        self.corpus.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.corpus / MASTER_MANIFEST, dumps(self.master_manifest()))

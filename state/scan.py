@@ -1,0 +1,187 @@
+"""Compare the corpus on disk with what the log knows, and say it as events.
+
+On an unchanged corpus this only stats files: a PNG is hashed only when its size or mtime differ
+from the log's record. A first scan of a corpus made by the batch scripts adopts it as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import events as ev
+from .layout import DROPPED, FACESET_RE, MASTER_MANIFEST, QUARANTINE_AREAS, faceset_dir
+
+
+def sha256_file(path: Path | str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanResult:
+    events: list[ev.Event] = field(default_factory=list)
+    files_seen: int = 0
+    hashed: int = 0
+
+    def count(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.events:
+            out[e.KIND] = out.get(e.KIND, 0) + 1
+        return out
+
+
+def iter_facesets(corpus: Path) -> Iterator[tuple[str, str]]:
+    """(area, faceset) for every faceset folder on disk, in sorted order."""
+    try:
+        top = sorted(os.scandir(corpus), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for entry in top:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if FACESET_RE.match(entry.name):
+            yield "", entry.name
+        elif entry.name in QUARANTINE_AREAS:
+            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if sub.is_dir(follow_symlinks=False) and FACESET_RE.match(sub.name):
+                    yield entry.name, sub.name
+
+
+def _pngs(folder: str, rel: str) -> Iterator[FoundFile]:
+    try:
+        entries = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with entries:
+        for e in sorted(entries, key=lambda e: e.name):
+            name = e.name
+            if name[0] != "." and name.lower().endswith(".png") and e.is_file(follow_symlinks=False):
+                st = e.stat(follow_symlinks=False)
+                yield FoundFile(f"{rel}/{name}", st.st_size, st.st_mtime_ns)
+
+
+def walk_faces(corpus: Path) -> Iterator[tuple[str, str, FoundFile]]:
+    """(area, faceset, file) for every face PNG: faces/*.png and faces/_dropped/*.png."""
+    for area, name in iter_facesets(corpus):
+        rel = faceset_dir(area, name)
+        base = os.path.join(corpus, rel, "faces")
+        for f in _pngs(base, f"{rel}/faces"):
+            yield area, name, f
+        for f in _pngs(os.path.join(base, DROPPED), f"{rel}/faces/{DROPPED}"):
+            yield area, name, f
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {"value": data}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _adopted_sources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """file name -> the batch manifest's entry for it (whatever keys the scripts wrote)."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("faces", []) or []:
+        if isinstance(entry, dict):
+            ref = entry.get("file") or entry.get("png") or entry.get("name") or entry.get("path") or ""
+            if ref:
+                out[str(ref).split("/")[-1]] = entry
+        elif isinstance(entry, str):
+            out[entry.split("/")[-1]] = {"file": entry}
+    return out
+
+
+def _source_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """Normalise a batch manifest entry: the original photo where the scripts named it, plus the entry."""
+    out: dict[str, Any] = {"adopted": entry}
+    for key in ("source", "src", "original", "photo", "source_path"):
+        if isinstance(entry.get(key), str):
+            out["photo"] = entry[key]
+            break
+    for key in ("immich", "asset_id", "immich_asset"):
+        if entry.get(key):
+            out["immich"] = entry[key]
+            break
+    return out
+
+
+def scan_corpus(
+    corpus: Path,
+    known: dict[str, tuple[int, int, str]],
+    known_facesets: set[str],
+    *,
+    adopt: bool,
+) -> ScanResult:
+    """Events that bring the log in line with the disk. `known`: path -> (size, mtime_ns, sha256)."""
+    corpus = Path(corpus)
+    result = ScanResult()
+    new: list[FoundFile] = []
+    seen: set[str] = set()
+    found_facesets: list[tuple[str, str]] = []
+    for area, name in iter_facesets(corpus):
+        found_facesets.append((area, name))
+    if adopt and found_facesets:
+        master = _read_json(corpus / MASTER_MANIFEST)
+        result.events.append(ev.CorpusAdopted(master=master, facesets=tuple(n for _a, n in found_facesets)))
+    adopted_sources: dict[str, dict[str, dict[str, Any]]] = {}
+    for area, name in found_facesets:
+        if name in known_facesets:
+            continue
+        manifest = _read_json(corpus / faceset_dir(area, name) / "manifest.json") if adopt else {}
+        adopted_sources[name] = _adopted_sources(manifest)
+        result.events.append(
+            ev.FacesetCreated(faceset=name, area=area, reason="adopted" if adopt else "found on disk", manifest=manifest)
+        )
+    for _area, name, f in walk_faces(corpus):
+        result.files_seen += 1
+        seen.add(f.path)
+        old = known.get(f.path)
+        if old is not None and old[0] == f.size and old[1] == f.mtime_ns:
+            continue
+        if old is None:
+            new.append(f)
+            continue
+        sha = sha256_file(corpus / f.path)
+        result.hashed += 1
+        if sha == old[2]:
+            result.events.append(ev.FaceTouched(path=f.path, size=f.size, mtime_ns=f.mtime_ns))
+        else:
+            result.events.append(ev.FaceChanged(path=f.path, sha256=sha, size=f.size, mtime_ns=f.mtime_ns))
+    missing = {p: known[p] for p in known if p not in seen}
+    missing_by_sha: dict[str, list[str]] = {}
+    for p, (_s, _m, sha) in sorted(missing.items()):
+        missing_by_sha.setdefault(sha, []).append(p)
+    for f in new:
+        sha = sha256_file(corpus / f.path)
+        result.hashed += 1
+        if missing_by_sha.get(sha):
+            old_path = missing_by_sha[sha].pop(0)
+            del missing[old_path]
+            result.events.append(
+                ev.FaceMovedExternally(path=old_path, dest=f.path, size=f.size, mtime_ns=f.mtime_ns)
+            )
+            continue
+        faceset = f.path.split("/faces/")[0].split("/")[-1]
+        source = adopted_sources.get(faceset, {}).get(f.path.split("/")[-1])
+        result.events.append(
+            ev.FaceAdded(
+                path=f.path, sha256=sha, size=f.size, mtime_ns=f.mtime_ns,
+                source=_source_of(source) if source else {},
+            )
+        )
+    for p in sorted(missing):
+        result.events.append(ev.FaceMissing(path=p))
+    return result
