@@ -247,6 +247,31 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
         _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))))
 
 
+@applies(ev.FaceAnalyzed)
+def _analyzed(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+    _merge_scores(conn, e.path, e.sha256, {"det_score": round(e.det_score, 6), "face_count": e.face_count})
+    vec = None if e.embedding is None else e.embedding.astype("<f4").tobytes()
+    conn.execute(
+        "UPDATE faces SET quality=?, embedding=? WHERE path=? AND sha256=?", (e.quality, vec, e.path, e.sha256)
+    )
+
+
+@applies(ev.OcclusionScored)
+def _occlusion(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.OcclusionScored = se.event  # type: ignore[assignment]
+    _merge_scores(conn, e.path, e.sha256, {"mask": round(e.mask, 6), "sunglasses": round(e.sunglasses, 6)})
+
+
+def _merge_scores(conn: sqlite3.Connection, path: str, sha256: str, scores: dict[str, Any]) -> None:
+    row = conn.execute("SELECT scores FROM faces WHERE path=? AND sha256=?", (path, sha256)).fetchone()
+    if row is None:
+        return  # the file moved or changed since: the event no longer describes it
+    merged = {**json.loads(row[0]), **scores}
+    conn.execute("UPDATE faces SET scores=? WHERE path=?", (json.dumps(merged, sort_keys=True), path))
+    _dirty_for_path(conn, path)
+
+
 class CorpusState:
     """Applies the log to the state tables; reads for the other processors."""
 

@@ -214,3 +214,36 @@ class MoveFailed(Event):
 
 
 MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted)
+
+
+# --- What the checks found (handlers) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FaceAnalyzed(Event):
+    """Detection and embedding of one corpus PNG, exactly as roop will load it."""
+
+    KIND: ClassVar[str] = "face_analyzed"
+    VECTOR_FIELD: ClassVar[str | None] = "embedding"
+    path: str = ""
+    sha256: str = ""
+    face_count: int = 0  # faces at det_thresh on the unpadded PNG (the roop invariant)
+    det_score: float = 0.0  # of the best face
+    bbox: tuple[float, ...] = ()
+    kps: tuple[tuple[float, float], ...] = ()
+    quality: float | None = None  # composite crop quality of the best face (gpu_agent.quality)
+    quality_terms: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # pack, providers
+    embedding: Any = None  # (512,) float32 of the best face, L2-normalised; None without a face
+
+
+@dataclass(frozen=True)
+class OcclusionScored(Event):
+    """P(mask) and P(dark sunglasses over the eyes) for one corpus PNG."""
+
+    KIND: ClassVar[str] = "occlusion_scored"
+    path: str = ""
+    sha256: str = ""
+    mask: float = 0.0
+    sunglasses: float = 0.0
+    model: dict[str, Any] = field(default_factory=dict)

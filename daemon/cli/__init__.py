@@ -21,12 +21,13 @@ VERB_MODULES = [
     "status",
     "events",
     "restore",
+    "config",
     "models",
     "doctor",
     "gpu_agent",
     "immich",
 ]
-VERB_MODULES = [v for v in VERB_MODULES if v in ("run", "reconcile", "rebuild", "status", "events", "restore")]
+VERB_MODULES = [v for v in VERB_MODULES if v in ("run", "reconcile", "rebuild", "status", "events", "restore", "config")]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,20 @@
+"""`facesetd config`: print the effective configuration (or the documented defaults) as TOML."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from daemon.config_toml import render
+
+NAME = "config"
+HELP = "print the effective configuration as commented TOML (--defaults: the built-in defaults)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--defaults", action="store_true", help="print the defaults (what config.toml documents)")
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    print(render(None if args.defaults else app.config), end="")
+    return 0

@@ -1,0 +1,146 @@
+"""Manifests and .fsz files are deterministic projections of the log; adoption moves nothing;
+restore undoes prunes and quarantines exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+from corpus_factory import batch_corpus
+from helpers import cli, images, open_pipeline, projections, prune, quarantine
+
+
+def _adopted(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    batch_corpus(data / "corpus")
+    cli(data, "reconcile")
+    return data
+
+
+def test_adoption_moves_no_image_and_keeps_the_lists(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    batch_corpus(data / "corpus")
+    before = images(data / "corpus")
+    out = cli(data, "reconcile", "--json").stdout.strip().splitlines()[-1]
+    summary = json.loads(out)
+    assert summary["adopted"] is True
+    assert images(data / "corpus") == before  # same files, same places, same bytes
+    master = json.loads((data / "corpus" / "manifest.json").read_text())
+    assert [f["name"] for f in master["facesets"]] == ["faceset_001", "faceset_002", "faceset_003"]
+    assert [f["name"] for f in master["masked"]] == ["faceset_004"]
+    assert [f["name"] for f in master["thin"]] == ["faceset_005"]
+    assert master["thin_eras"] == ["faceset_005"]
+    assert master["provenance"]["adopted"]["occlusion_filter_run"]["pruned"] == 183
+    m1 = json.loads((data / "corpus" / "faceset_001" / "manifest.json").read_text())
+    assert [f["file"] for f in m1["faces"]] == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    assert m1["faces"][0]["source"]["photo"] == "/photos/faceset_001/img_0.jpg"
+    assert [f["file"] for f in m1["dropped"]] == ["_dropped/0099.png"]
+    masked = json.loads((data / "corpus" / "_masked" / "faceset_004" / "manifest.json").read_text())
+    assert masked["area"] == "_masked" and len(masked["faces"]) == 3
+    # a second reconcile of the unchanged corpus records nothing
+    again = json.loads(cli(data, "reconcile", "--json").stdout.strip().splitlines()[-1])
+    assert again["events"] == {} and again["hashed"] == 0
+
+
+def test_fsz_is_what_roop_reads(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    folder = data / "corpus" / "faceset_003"
+    for fsz, expected in ((folder / "faceset_003.fsz", 6), (folder / "faceset_003_top8.fsz", 6)):
+        with zipfile.ZipFile(fsz) as zf:
+            infos = zf.infolist()
+            assert [i.filename for i in infos] == [f"{n}.png" for n in range(expected)]
+            assert all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+            assert all("/" not in i.filename and i.filename.endswith(".png") for i in infos)
+            faces = sorted((folder / "faces").glob("*.png"))
+            assert [zf.read(i) for i in infos] == [p.read_bytes() for p in faces]
+            assert zf.testzip() is None
+
+
+def test_replaying_the_log_gives_byte_identical_projections(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    p = open_pipeline(data)
+    prune(p, "faceset_003/faces/0002.png")
+    quarantine(p, "faceset_002")
+    first = projections(data / "corpus")
+    assert "_masked/faceset_002/manifest.json" in first
+    p.rebuild()
+    assert projections(data / "corpus") == first
+    cli(data, "rebuild")
+    assert projections(data / "corpus") == first
+    # a copy with every projection removed regenerates the same bytes from the log alone
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    for f in (copy / "corpus").rglob("*"):
+        if f.name == "manifest.json" or f.suffix == ".fsz":
+            f.unlink()
+    cli(copy, "rebuild")
+    assert projections(copy / "corpus") == first
+
+
+def test_restore_undoes_a_prune_exactly(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    before_images, before_proj = images(data / "corpus"), projections(data / "corpus")
+    p = open_pipeline(data)
+    pos = prune(p, "faceset_001/faces/0002.png")
+    assert (data / "corpus/faceset_001/faces/_dropped/0002.png").exists()
+    assert not (data / "corpus/faceset_001/faces/0002.png").exists()
+    m = json.loads((data / "corpus/faceset_001/manifest.json").read_text())
+    assert "0002.png" not in [f["file"] for f in m["faces"]]  # the manifest follows the move
+    assert {"file": "_dropped/0002.png", "pruned_by": pos}.items() <= m["dropped"][0].items()
+    out = cli(data, "restore", str(pos)).stdout
+    assert f"restored event {pos}" in out
+    assert images(data / "corpus") == before_images
+    after_proj = projections(data / "corpus")
+    del before_proj["manifest.json"], after_proj["manifest.json"]  # the master records the log position
+    assert after_proj == before_proj
+    m = json.loads((data / "corpus/faceset_001/manifest.json").read_text())
+    assert "0002.png" in [f["file"] for f in m["faces"]]
+    # restoring twice is a clear error, exit 1
+    again = cli(data, "restore", str(pos), check=False)
+    assert again.returncode == 1 and "already restored" in again.stderr
+
+
+def test_restore_undoes_a_quarantine(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    before = images(data / "corpus")
+    p = open_pipeline(data)
+    pos = quarantine(p, "faceset_003", "_thin", check="thin")
+    assert (data / "corpus/_thin/faceset_003/faces/0000.png").exists()
+    master = json.loads((data / "corpus/manifest.json").read_text())
+    assert "faceset_003" in [f["name"] for f in master["thin"]]
+    p.log.close()
+    cli(data, "restore", str(pos))
+    assert images(data / "corpus") == before
+    master = json.loads((data / "corpus/manifest.json").read_text())
+    assert "faceset_003" in [f["name"] for f in master["facesets"]]
+    events = cli(data, "events", "--kind", "decision_reverted", "--json").stdout.strip().splitlines()
+    assert json.loads(events[-1])["payload"]["target"] == pos
+
+
+def test_restore_of_a_non_decision_is_a_clear_error(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    proc = cli(data, "restore", "3", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("facesetd: error: event 3 is a ")
+    proc = cli(data, "restore", "99999", check=False)
+    assert proc.returncode == 1 and "no event 99999" in proc.stderr
+
+
+def test_changed_moved_and_missing_files_become_events(tmp_path: Path) -> None:
+    data = _adopted(tmp_path)
+    corpus = data / "corpus"
+    from corpus_factory import write_png
+
+    write_png(corpus / "faceset_002/faces/0000.png", 5000)  # same path, new bytes
+    (corpus / "faceset_002/faces/0001.png").rename(corpus / "faceset_003/faces/moved.png")
+    (corpus / "faceset_002/faces/0002.png").unlink()
+    write_png(corpus / "faceset_006/faces/new.png", 6000)
+    summary = json.loads(cli(data, "reconcile", "--json").stdout.strip().splitlines()[-1])
+    assert summary["events"] == {
+        "face_added": 1, "face_changed": 1, "face_missing": 1, "face_moved_externally": 1, "faceset_created": 1,
+    }
+    m3 = json.loads((corpus / "faceset_003/manifest.json").read_text())
+    assert "moved.png" in [f["file"] for f in m3["faces"]]
+    assert (corpus / "faceset_006/faceset_006.fsz").exists()
