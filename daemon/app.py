@@ -62,5 +62,11 @@ class App:
         return Pipeline(self.config, self.events, handler_ctx=self.handler_context())
 
     def handler_context(self) -> Any:
-        """What handlers get: config, corpus state and (lazily) the models."""
+        """What handlers get: corpus state, folders, thresholds and (lazily) the models."""
         return None
+
+    def open_engines(self) -> Any:
+        """(face engine, occlusion scorer), in-process or over the loopback agent, per config."""
+        from gpu_agent import open_engines
+
+        return open_engines(self.config.models, self.config.gpu_agent, self.config.models_dir)

@@ -1,0 +1,50 @@
+"""What a handler gets: the corpus state, folders, thresholds and (opened on first use) the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from gpu_agent.interface import FaceEngine, OcclusionScorer
+from state.corpus_state import CorpusState
+
+from .thresholds import IdentityThresholds, Thresholds
+
+
+@dataclass
+class HandlerContext:
+    state: CorpusState
+    corpus: Path
+    inbox: Path
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    identity: IdentityThresholds = field(default_factory=IdentityThresholds)
+    top_n: int = 8
+    # Opens (face engine, occlusion scorer); called once, on the first handler that needs a model.
+    open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None
+    log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
+    _engines: tuple[FaceEngine, OcclusionScorer] | None = None
+    _said_once: set[str] = field(default_factory=set)
+
+    def engines(self) -> tuple[FaceEngine, OcclusionScorer]:
+        if self._engines is None:
+            if self.open_engines is None:
+                raise RuntimeError("no models configured for the handlers")
+            self._engines = self.open_engines()
+        return self._engines
+
+    @property
+    def face_engine(self) -> FaceEngine:
+        return self.engines()[0]
+
+    @property
+    def occlusion(self) -> OcclusionScorer:
+        return self.engines()[1]
+
+    def say_once(self, key: str, message: str, **fields: Any) -> None:
+        """Log a warning the first time only (e.g. 'occlusion check off: no CLIP model')."""
+        if key not in self._said_once:
+            self._said_once.add(key)
+            self.log.warning(message, **fields)
