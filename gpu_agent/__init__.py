@@ -1,1 +1,28 @@
 """Models and inference: face detection, embedding, cropping, occlusion scores. Knows nothing of the corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .interface import DetectedFace, FaceEngine, OcclusionScorer
+from .settings import AgentSettings, ModelSettings
+
+__all__ = ["DetectedFace", "FaceEngine", "OcclusionScorer", "open_engines"]
+
+
+def open_engines(models: ModelSettings, agent: AgentSettings, models_dir: Path) -> tuple[FaceEngine, OcclusionScorer]:
+    """The face engine and occlusion scorer the config asks for: in this process, or the loopback agent's.
+
+    In "http" mode one HttpAgent serves as both; it checks the agent's health (and the token) right away so
+    a wrong URL or token shows up at start, not at the first photo.
+    """
+    if agent.mode == "http":
+        from .client import HttpAgent
+
+        remote = HttpAgent(agent.url, agent.token, timeout_s=agent.timeout_s, retries=agent.retries)
+        remote.health()
+        return remote, remote
+    from .face_engine import InsightFaceEngine
+    from .occlusion import OnnxOcclusionScorer
+
+    return InsightFaceEngine(models, models_dir), OnnxOcclusionScorer(models, models_dir)

@@ -1,0 +1,197 @@
+"""`facesetd models export-clip`: the open_clip image tower to ONNX, plus the fixed text side precomputed.
+
+Needs the optional `clip` extra (torch, torchvision, open_clip_torch, onnx). Run time needs none of it: the
+scorer (occlusion.py) runs image.onnx with onnxruntime and compares against the embeddings written here.
+
+Layout: <models_dir>/clip/<model>__<pretrained>/
+  image.onnx     input "image" float32 [N, 3, S, S] (normalised), output "embedding" float32 [N, D] (not normalised)
+  text.npz       <attribute>_positive / <attribute>_negative: the ensemble vectors (D,), mean-pooled over the
+                 prompts' L2-normalised embeddings, then L2-normalised; logit_scale: the model's raw parameter
+                 (the scorer applies exp(), as CLIP does)
+  clip.json      model, pretrained, image_size, mean, std, resize interpolation, prompts, attributes
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from .errors import ModelError
+from .prompts import PROMPTS
+
+log = structlog.get_logger("facesetd.gpu_agent")
+
+IMAGE_FILE = "image.onnx"
+TEXT_FILE = "text.npz"
+META_FILE = "clip.json"
+OPSET = 17
+
+
+def clip_dir(models_dir: Path, model: str, pretrained: str | None) -> Path:
+    """<models_dir>/clip/<model>__<pretrained or 'random'>/ ('/' in hf-hub names becomes '_')."""
+    tag = (pretrained or "random").replace("/", "_").replace(":", "_")
+    return Path(models_dir) / "clip" / f"{model.replace('/', '_')}__{tag}"
+
+
+def _declare_torchvision_ops() -> None:
+    """Let torchvision's Python parts import on a CPU-only torch (DOMAIN.md section 5).
+
+    PyPI's torchvision 0.28 is a CUDA build; against the local CPU torch its compiled ops library does not
+    load, and `import torchvision` then dies registering fake kernels for `torchvision::nms` ("operator
+    does not exist"). open_clip only uses torchvision's transforms, so declaring the two op schemas it
+    registers at import (nms, qnms) is enough; the ops themselves are never called.
+    """
+    import torch
+
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 - present when torchvision's own ops loaded
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    global _TV_LIB
+    _TV_LIB = torch.library.Library("torchvision", "DEF")  # kept alive: the schemas live as long as it does
+    _TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+_TV_LIB: Any = None
+
+
+def import_open_clip() -> Any:
+    """open_clip, with the torchvision workaround applied first; ModelError if the extra is missing."""
+    try:
+        _declare_torchvision_ops()
+        import open_clip
+    except ImportError as e:
+        raise ModelError(
+            f"export-clip needs the optional clip extra (torch, open_clip_torch, onnx): pip install 'facesetd[clip]' ({e})"
+        ) from e
+    return open_clip
+
+
+def build_model(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
+    """(model in eval mode, its validation preprocess, its tokenizer) from open_clip."""
+    open_clip = import_open_clip()
+    m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None)
+    m.eval()
+    return m, preprocess, open_clip.get_tokenizer(model)
+
+
+class _ImageTower:
+    """A torch module wrapper exposing only encode_image (unnormalised), for the export."""
+
+    def __new__(cls, clip_model: Any) -> Any:
+        import torch
+
+        class ImageTower(torch.nn.Module):
+            def __init__(self, m: Any) -> None:
+                super().__init__()
+                self.visual = m.visual
+
+            def forward(self, image: torch.Tensor) -> torch.Tensor:
+                return self.visual(image)
+
+        return ImageTower(clip_model).eval()
+
+
+def ensemble_embeddings(clip_model: Any, tokenizer: Any, prompts: dict[str, dict[str, tuple[str, ...]]]) -> dict[str, np.ndarray]:
+    """{"<attr>_positive": (D,), "<attr>_negative": (D,)}: per-prompt normalised, mean-pooled, normalised."""
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for attr, classes in prompts.items():
+            for cls, texts in classes.items():
+                feats = clip_model.encode_text(tokenizer(list(texts))).float()
+                feats = feats / feats.norm(dim=-1, keepdim=True)
+                mean = feats.mean(dim=0)
+                out[f"{attr}_{cls}"] = (mean / mean.norm()).numpy().astype(np.float32)
+    return out
+
+
+def _preprocess_params(preprocess: Any, clip_model: Any) -> dict[str, Any]:
+    """Image size, mean and std as the model's own preprocess uses them (model-agnostic run time)."""
+    size = None
+    mean = std = None
+    for t in getattr(preprocess, "transforms", []):
+        name = type(t).__name__
+        if name == "Resize" and size is None:
+            s = t.size
+            size = int(s if isinstance(s, int) else min(s))
+        elif name == "Normalize":
+            mean, std = [float(x) for x in t.mean], [float(x) for x in t.std]
+    img_size = clip_model.visual.image_size
+    img_size = int(img_size if isinstance(img_size, int) else img_size[0])
+    if mean is None or std is None:
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        mean, std = list(OPENAI_DATASET_MEAN), list(OPENAI_DATASET_STD)
+    return {"image_size": img_size, "resize": size or img_size, "mean": mean, "std": std, "interpolation": "bicubic"}
+
+
+def export_clip(model: str, pretrained: str | None, models_dir: Path, *, logit_scale: float | None = None) -> Path:
+    """Build `model`/`pretrained` with open_clip and export it into clip_dir(models_dir, ...); return that folder.
+
+    pretrained=None (or "") builds random weights (tests, benchmarks). logit_scale overrides the model's raw
+    (log-space) parameter: random weights start at log(1/0.07), trained CLIP ends near log(100).
+    """
+    import torch
+
+    clip_model, preprocess, tokenizer = build_model(model, pretrained)
+    if logit_scale is not None:
+        with torch.no_grad():
+            clip_model.logit_scale.fill_(float(logit_scale))
+    return export_built(clip_model, preprocess, tokenizer, model, pretrained or None, models_dir)
+
+
+def export_built(clip_model: Any, preprocess: Any, tokenizer: Any, model: str, pretrained: str | None,
+                 models_dir: Path) -> Path:
+    """Export an already built open_clip model (lets tests compare the export with the very same weights)."""
+    import torch
+
+    params = _preprocess_params(preprocess, clip_model)
+    out = clip_dir(models_dir, model, pretrained)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tower = _ImageTower(clip_model)
+    s = params["image_size"]
+    dummy = torch.randn(2, 3, s, s)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        tmp_onnx = Path(tmp) / IMAGE_FILE
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        # nn.MultiheadAttention's inference fast path is one fused op (aten::_native_multi_head_attention)
+        # that ONNX cannot express and DirectML would run on the CPU: export the plain-op path instead.
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with torch.no_grad():
+                # The TorchScript exporter (dynamo=False): one self-contained file, a dynamic batch axis,
+                # and plain ops (MatMul/Softmax) that every execution provider runs natively.
+                torch.onnx.export(
+                    tower, (dummy,), str(tmp_onnx), input_names=["image"], output_names=["embedding"],
+                    dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=OPSET,
+                    do_constant_folding=True, dynamo=False,
+                )
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+        os.replace(tmp_onnx, out / IMAGE_FILE)
+
+    text = ensemble_embeddings(clip_model, tokenizer, PROMPTS)
+    np.savez(out / TEXT_FILE, logit_scale=np.float32(clip_model.logit_scale.detach().item()), **text)
+    meta = {
+        "model": model,
+        "pretrained": pretrained,
+        **params,
+        "embedding_dim": int(next(iter(text.values())).shape[0]),
+        "attributes": {a: {k: list(v) for k, v in c.items()} for a, c in PROMPTS.items()},
+        "logit_scale_exp": math.exp(float(clip_model.logit_scale.detach().item())),
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    log.info("clip exported", model=model, pretrained=pretrained, path=str(out))
+    return out

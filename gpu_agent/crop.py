@@ -1,0 +1,81 @@
+"""Decoding image bytes and cutting the corpus crop: a 512x512 square around the face, bbox padded by 0.5."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+from .errors import ImageDecodeError
+from .interface import DetectedFace
+
+# Corpus format (DOMAIN.md section 1): 512x512 PNGs, the face box padded by half its size on every side.
+CROP_SIZE = 512
+CROP_PADDING = 0.5
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 array, as roop's cv2.imread would give.
+
+    JPEG/PNG/WebP/BMP/TIFF go through OpenCV; anything else (HEIC with pillow_heif, GIF, ...) through
+    Pillow. Photos are taken as they are: the corpus's sources are already EXIF-oriented.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is not None:
+        return img
+    try:
+        from PIL import Image
+
+        try:  # HEIC/HEIF support is optional
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:
+            pass
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def crop_box(bbox: tuple[float, float, float, float], padding: float = CROP_PADDING) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square crop: centred on the box, side = (1 + 2*padding) x the box's long edge."""
+    x1, y1, x2, y2 = bbox
+    side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * padding)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    s = max(1, int(round(side)))
+    return int(round(cx - s / 2.0)), int(round(cy - s / 2.0)), s
+
+
+def crop_face(
+    image_bgr: np.ndarray, face: DetectedFace, size: int = CROP_SIZE, padding: float = CROP_PADDING
+) -> np.ndarray:
+    """The size x size BGR crop of one face. Parts of the square outside the image are black.
+
+    Black rather than replicated borders: smeared edge pixels can form face-like texture, and the crop
+    must re-detect as exactly one face when roop loads it.
+    """
+    h, w = image_bgr.shape[:2]
+    x0, y0, s = crop_box(face.bbox, padding)
+    canvas = np.zeros((s, s, 3), dtype=np.uint8)
+    sx0, sy0 = max(0, x0), max(0, y0)
+    sx1, sy1 = min(w, x0 + s), min(h, y0 + s)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image_bgr[sy0:sy1, sx0:sx1]
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_CUBIC  # AREA for shrinking, CUBIC for enlarging
+    return cv2.resize(canvas, (size, size), interpolation=interp)
+
+
+def pad_image(image_bgr: np.ndarray, fraction: float = 0.5) -> tuple[np.ndarray, int, int]:
+    """A black border of `fraction` x the long edge on every side; returns (padded, dx, dy) offsets.
+
+    A face that fills the frame (a tight aligned crop) has no context for the detector at 640: its
+    anchors expect faces smaller than the input. The border shrinks it back into range.
+    """
+    h, w = image_bgr.shape[:2]
+    b = max(1, int(round(max(h, w) * fraction)))
+    padded = cv2.copyMakeBorder(image_bgr, b, b, b, b, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return padded, b, b

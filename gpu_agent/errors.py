@@ -1,0 +1,35 @@
+"""Errors from the models layer. Each message is one line a user can act on; the CLI prints it and exits 1."""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """A model problem the user can fix (missing files, bad checksum, agent down)."""
+
+
+class ModelNotFound(ModelError):
+    """A model pack or exported model is not where the config says it is."""
+
+
+class ChecksumMismatch(ModelError):
+    """A downloaded or installed model file does not have the pinned sha256."""
+
+
+class FetchFailed(ModelError):
+    """Neither insightface's model zoo nor the PyPI route could provide a pack."""
+
+
+class ImageDecodeError(ModelError):
+    """Bytes that are not an image any installed decoder can read."""
+
+
+class AgentUnavailable(ModelError):
+    """The loopback gpu agent does not answer (not started, crashed, wrong URL)."""
+
+
+class AgentAuthError(ModelError):
+    """The gpu agent refused the bearer token (401)."""
+
+
+class AgentProtocolError(ModelError):
+    """The gpu agent answered with something other than what the client expects."""
