@@ -59,11 +59,7 @@ class App:
         from .pipeline import Pipeline
 
         self.ensure_folders()
-        return Pipeline(self.config, self.events, handler_ctx=self.handler_context())
-
-    def handler_context(self) -> Any:
-        """What handlers get: corpus state, folders, thresholds and (lazily) the models."""
-        return None
+        return Pipeline(self.config, self.events, open_engines=self.open_engines)
 
     def open_engines(self) -> Any:
         """(face engine, occlusion scorer), in-process or over the loopback agent, per config."""

@@ -6,20 +6,20 @@ with the log. The daemon and the one-shot `facesetd reconcile` share this, so bo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import structlog
 
+from gpu_agent.interface import FaceEngine, OcclusionScorer
+from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import CorpusState
 from state.errors import UnknownEvent
 from state.eventlog import EventLog
-from state.layout import DROPPED, faceset_dir, parse_face_path
+from state.layout import faceset_dir, parse_face_path
 from state.mover import Mover
 from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
@@ -49,13 +49,23 @@ class ReconcileReport:
 
 
 class Pipeline:
-    def __init__(self, config: Config, events: EventLog, handler_ctx: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        events: EventLog,
+        open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None,
+    ) -> None:
         self.config = config
         self.log = events
         self.state = CorpusState(events)
         self.mover = Mover(events, self.state, config.corpus_dir)
         self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
-        self.dispatcher = Dispatcher(events, self.state, handler_ctx)
+        self.ctx = HandlerContext(
+            state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
+            thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
+            open_engines=open_engines,
+        )
+        self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
         self.scanners: list[Callable[["Pipeline"], list[ev.Event]]] = []
 
@@ -161,10 +171,6 @@ class Pipeline:
         return new_pos
 
 
-def dropped_dir(area: str, faceset: str) -> str:
-    return f"{faceset_dir(area, faceset)}/faces/{DROPPED}"
-
-
 def summarize(pipeline: Pipeline) -> dict[str, Any]:
     """Counts for `facesetd status`."""
     st = pipeline.state
@@ -181,11 +187,3 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
         "pending": pipeline.pending_work(),
         "corpus": str(pipeline.config.corpus_dir),
     }
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
-
-
-def corpus_path(config: Config, rel: str) -> Path:
-    return config.corpus_dir / rel
