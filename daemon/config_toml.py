@@ -82,3 +82,42 @@ def render(config: Config | None = None) -> str:
                 lines.append(f"{f.name} = {toml_value(getattr(table, f.name))}")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+REFERENCE_INTRO = """\
+# Configuration reference
+
+facesetd reads an optional TOML file (`facesetd --config PATH`, or `FACESETD_CONFIG`), then environment
+variables, then `--data-dir`. Every key below can be set by `FACESETD_<SECTION>_<KEY>` (upper case);
+values that are not strings are read as TOML values (`true`, `0.8`, `["CPUExecutionProvider"]`).
+`FACESETD_DATA_DIR` is a short form of `FACESETD_PATHS_DATA_DIR`. The top-level `config.toml` lists the same
+keys with their defaults; `facesetd config` prints the effective configuration, `facesetd config --defaults` the
+defaults. This page is `facesetd config --reference`.
+
+Errors are one line that names the key: an unknown key, a wrong type, a value outside a fixed set, or a path whose
+parent folder does not exist. The daemon reloads the file on SIGHUP (`systemctl reload facesetd`).
+"""
+
+
+def render_reference() -> str:
+    """docs/configuration.md: one table per section (key, default, environment variable, meaning)."""
+    config = Config()
+    out = [REFERENCE_INTRO]
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        comments = field_comments(type(values))
+        out += [f"## [{section.name}]", "", "| key | default | environment variable | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            default = "none" if isinstance(value, tuple) and f.name == "users" else toml_value(value)
+            meaning = comments.get(f.name, "").replace("|", "\\|")
+            env = f"FACESETD_{section.name.upper()}_{f.name.upper()}"
+            out.append(f"| `{section.name}.{f.name}` | `{default}` | `{env}` | {meaning} |")
+        out.append("")
+        if section.name == "immich":
+            out += [
+                "Each `[[immich.users]]` table has `name` (a label) and `api_key_env` (the *name* of the environment",
+                "variable that holds that user's API key; the key itself never goes into the file or a log line).",
+                "",
+            ]
+    return "\n".join(out).rstrip() + "\n"

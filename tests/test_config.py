@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Config, flatten, load_config
-from daemon.config_toml import render
+from daemon.config_toml import render, render_reference
 from helpers import REPO, cli
 from state.errors import ConfigError
 
@@ -25,6 +25,7 @@ def test_config_toml_documents_exactly_the_defaults() -> None:
 
 def test_docs_table_lists_every_key() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == render_reference(), "run `facesetd config --reference > docs/configuration.md`"
     for key in flatten(Config()):
         assert f"`{key}`" in doc, f"docs/configuration.md misses {key}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from daemon.config_toml import render
+from daemon.config_toml import render, render_reference
 
 NAME = "config"
 HELP = "print the effective configuration as commented TOML (--defaults: the built-in defaults)"
@@ -13,8 +13,12 @@ HELP = "print the effective configuration as commented TOML (--defaults: the bui
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--defaults", action="store_true", help="print the defaults (what config.toml documents)")
+    p.add_argument("--reference", action="store_true", help="print the Markdown reference (docs/configuration.md)")
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    print(render(None if args.defaults else app.config), end="")
+    if args.reference:
+        print(render_reference(), end="")
+    else:
+        print(render(None if args.defaults else app.config), end="")
     return 0
