@@ -185,11 +185,17 @@ class Settler:
             return True
 
     def pending(self) -> int:
-        """How many files are waiting to settle."""
-        with self._wake:
-            return len(self._pending)
+        """How many files are waiting to settle.
+
+        Read without the lock (len() of a dict is atomic in CPython): a status thread must not wait
+        behind a callback that is blocked on a full consumer queue.
+        """
+        return len(self._pending)
 
     # The timer thread ------------------------------------------------------------------------------
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="facesetd-settler", daemon=True)
@@ -370,8 +376,17 @@ class Watcher:
         return self._settler.pending()
 
     def is_alive(self) -> bool:
-        """True while the observer thread runs (it ends if, say, a watched root is deleted)."""
-        return self._observer is not None and self._observer.is_alive()
+        """True while every root is watched.
+
+        watchdog ends a root's emitter thread when the root itself is deleted or unmounted, while the
+        observer thread runs on; so this checks the emitters too. The daemon loop should check it
+        now and then and restart the watcher (or exit non-zero and let systemd restart it).
+        """
+        observer = self._observer
+        if observer is None or not observer.is_alive() or not self._settler.is_alive():
+            return False
+        emitters = list(observer.emitters)
+        return len(emitters) == len(self.roots) and all(e.is_alive() for e in emitters)
 
     def __enter__(self) -> Watcher:
         self.start()

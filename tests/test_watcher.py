@@ -137,6 +137,26 @@ def test_move_gives_file_moved(root: Path, mode: dict) -> None:
     assert not any(isinstance(e, (FileReady, FileDeleted)) for e in got.only())
 
 
+def test_folder_move_gives_file_moved_for_its_files(root: Path, mode: dict) -> None:
+    (root / "old").mkdir()
+    (root / "old" / "a.jpg").write_bytes(b"x")
+    got = Collector()
+    with Watcher([root], got, **mode):
+        (root / "old").rename(root / "new")
+        got.wait_for(lambda e: e == FileMoved(root / "old" / "a.jpg", root / "new" / "a.jpg", root))
+
+
+def test_deleting_a_root_is_noticed(root: Path, mode: dict) -> None:
+    got = Collector()
+    with Watcher([root], got, **mode) as w:
+        assert w.is_alive()
+        root.rmdir()
+        deadline = time.monotonic() + 3.0
+        while w.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not w.is_alive()
+
+
 def test_delete_gives_file_deleted(root: Path, mode: dict) -> None:
     path = root / "a.jpg"
     path.write_bytes(b"x" * 100)
