@@ -311,7 +311,9 @@ class Watcher:
         self._observer: BaseObserver | None = None
 
     @classmethod
-    def from_settings(cls, roots: Iterable[Path | str], callback: Callback, settings: WatchSettings) -> Watcher:
+    def from_settings(
+        cls, roots: Iterable[Path | str], callback: Callback, settings: WatchSettings
+    ) -> Watcher:
         """Build from the [watch] config section."""
         return cls(
             roots,
@@ -388,7 +390,7 @@ class Watcher:
         emitters = list(observer.emitters)
         return len(emitters) == len(self.roots) and all(e.is_alive() for e in emitters)
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self) -> Watcher:  # noqa: PYI034 (typing.Self needs 3.11; we support 3.10)
         self.start()
         return self
 

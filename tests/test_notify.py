@@ -79,7 +79,9 @@ def test_unset_socket_is_a_no_op() -> None:
     assert n.reloading() is False
 
 
-def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch, listener: tuple[socket.socket, str]) -> None:
+def test_reads_os_environ_by_default(
+    monkeypatch: pytest.MonkeyPatch, listener: tuple[socket.socket, str]
+) -> None:
     sock, name = listener
     monkeypatch.setenv("NOTIFY_SOCKET", name)
     Notifier().ready()

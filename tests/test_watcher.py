@@ -7,17 +7,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from daemon.watcher import FileDeleted, FileMoved, FileReady, Settler, Watcher, WatchError, WatchEvent, is_ignored
+from daemon.watcher import (
+    FileDeleted,
+    FileMoved,
+    FileReady,
+    Settler,
+    Watcher,
+    WatchError,
+    WatchEvent,
+    is_ignored,
+)
 
 CHUNKS = 5
 CHUNK_GAP_S = 0.3
 # Polling: poll often, and settle well above the gap between chunks (a writer pausing longer than
 # settle_s is indistinguishable from a finished one without close events).
-POLL = {"polling": True, "poll_interval_s": 0.1, "settle_s": 0.8}
-INOTIFY = {"polling": False, "settle_s": 2.0}
+Mode = dict[str, Any]
+POLL: Mode = {"polling": True, "poll_interval_s": 0.1, "settle_s": 0.8}
+INOTIFY: Mode = {"polling": False, "settle_s": 2.0}
 MODES = {"inotify": INOTIFY, "polling": POLL}
 
 
@@ -58,12 +69,12 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=sorted(MODES))
-def mode(request: pytest.FixtureRequest) -> dict:
+def mode(request: pytest.FixtureRequest) -> Mode:
     return MODES[request.param]
 
 
 @pytest.fixture
-def watching(root: Path, mode: dict) -> Iterator[tuple[Watcher, Collector]]:
+def watching(root: Path, mode: Mode) -> Iterator[tuple[Watcher, Collector]]:
     got = Collector()
     w = Watcher([root], got, **mode)
     w.start()
@@ -126,7 +137,7 @@ def test_file_in_a_new_subfolder(watching: tuple[Watcher, Collector], root: Path
     got.wait_for(_ready_for(sub / "a.jpg"))
 
 
-def test_move_gives_file_moved(root: Path, mode: dict) -> None:
+def test_move_gives_file_moved(root: Path, mode: Mode) -> None:
     src, dest = root / "a.jpg", root / "b.jpg"
     src.write_bytes(b"x" * 100)
     got = Collector()
@@ -137,7 +148,7 @@ def test_move_gives_file_moved(root: Path, mode: dict) -> None:
     assert not any(isinstance(e, (FileReady, FileDeleted)) for e in got.only())
 
 
-def test_folder_move_gives_file_moved_for_its_files(root: Path, mode: dict) -> None:
+def test_folder_move_gives_file_moved_for_its_files(root: Path, mode: Mode) -> None:
     (root / "old").mkdir()
     (root / "old" / "a.jpg").write_bytes(b"x")
     got = Collector()
@@ -146,7 +157,7 @@ def test_folder_move_gives_file_moved_for_its_files(root: Path, mode: dict) -> N
         got.wait_for(lambda e: e == FileMoved(root / "old" / "a.jpg", root / "new" / "a.jpg", root))
 
 
-def test_deleting_a_root_is_noticed(root: Path, mode: dict) -> None:
+def test_deleting_a_root_is_noticed(root: Path, mode: Mode) -> None:
     got = Collector()
     with Watcher([root], got, **mode) as w:
         assert w.is_alive()
@@ -157,7 +168,7 @@ def test_deleting_a_root_is_noticed(root: Path, mode: dict) -> None:
         assert not w.is_alive()
 
 
-def test_delete_gives_file_deleted(root: Path, mode: dict) -> None:
+def test_delete_gives_file_deleted(root: Path, mode: Mode) -> None:
     path = root / "a.jpg"
     path.write_bytes(b"x" * 100)
     got = Collector()
@@ -180,7 +191,9 @@ def test_hidden_and_temporary_files_are_ignored(watching: tuple[Watcher, Collect
     assert w.pending() == 0
 
 
-def test_rename_from_a_temporary_name_is_ready_at_once(watching: tuple[Watcher, Collector], root: Path) -> None:
+def test_rename_from_a_temporary_name_is_ready_at_once(
+    watching: tuple[Watcher, Collector], root: Path
+) -> None:
     _w, got = watching
     tmp = root / ".face.jpg.tmp-1234"  # how our own atomic writes look
     tmp.write_bytes(b"x" * 100)
@@ -197,7 +210,7 @@ def test_rename_from_a_temporary_name_is_ready_at_once(watching: tuple[Watcher, 
     got.wait_for(_ready_for(root / "clip.mp4"))
 
 
-def test_rename_to_a_temporary_name_is_a_deletion(root: Path, mode: dict) -> None:
+def test_rename_to_a_temporary_name_is_a_deletion(root: Path, mode: Mode) -> None:
     path = root / "a.jpg"
     path.write_bytes(b"x")
     got = Collector()
@@ -206,7 +219,7 @@ def test_rename_to_a_temporary_name_is_a_deletion(root: Path, mode: dict) -> Non
         got.wait_for(lambda e: e == FileDeleted(path, root))
 
 
-def test_stop_joins_all_threads(root: Path, mode: dict) -> None:
+def test_stop_joins_all_threads(root: Path, mode: Mode) -> None:
     before = set(threading.enumerate())
     w = Watcher([root], Collector(), **mode)
     w.start()
