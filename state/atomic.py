@@ -13,8 +13,11 @@ from pathlib import Path
 from .faults import crash_point
 
 
-def atomic_write(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` atomically. Returns False (and writes nothing) when the bytes are unchanged."""
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
+    """Write `data` to `path` atomically. Returns False (and writes nothing) when the bytes are unchanged.
+
+    durable=False skips the fsyncs: for a batch of writes followed by one `os.sync()` (the renderer),
+    which is far cheaper than two fsyncs per file and just as safe for files the log can regenerate."""
     path = Path(path)
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -27,7 +30,8 @@ def atomic_write(path: Path, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
@@ -36,7 +40,8 @@ def atomic_write(path: Path, data: bytes) -> bool:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return True
 
 

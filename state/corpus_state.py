@@ -80,7 +80,30 @@ def applies(*kinds: type[ev.Event]) -> Callable[[Applier], Applier]:
     return register
 
 
+# While `catch_up` applies a chunk, dirty marks collect here and are written once at its end.
+_dirty_buffer: set[str] | None = None
+
+
+BatchApplier = Callable[[sqlite3.Connection, list[StoredEvent]], None]
+# Faster appliers for the kinds that come in long runs (a scan, a replay): one executemany per run.
+# Each must leave exactly the state its single-event applier would.
+BATCH_APPLIERS: dict[str, BatchApplier] = {}
+
+
+def applies_in_batches(kind: type[ev.Event]) -> Callable[[BatchApplier], BatchApplier]:
+    def register(fn: BatchApplier) -> BatchApplier:
+        BATCH_APPLIERS[kind.KIND] = fn
+        return fn
+
+    return register
+
+
 def mark_dirty(conn: sqlite3.Connection, *facesets: str) -> None:
+    """Mark facesets (and always the master manifest) for re-rendering, in the applier's transaction."""
+    if _dirty_buffer is not None:
+        _dirty_buffer.update(facesets)
+        _dirty_buffer.add(MASTER_DIRTY)
+        return
     conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in facesets + (MASTER_DIRTY,)])
 
 
@@ -250,11 +273,74 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 @applies(ev.FaceAnalyzed)
 def _analyzed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
-    _merge_scores(conn, e.path, e.sha256, {"det_score": round(e.det_score, 6), "face_count": e.face_count})
+    scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
     vec = None if e.embedding is None else e.embedding.astype("<f4").tobytes()
-    conn.execute(
-        "UPDATE faces SET quality=?, embedding=? WHERE path=? AND sha256=?", (e.quality, vec, e.path, e.sha256)
+    cur = conn.execute(
+        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, embedding=? WHERE path=? AND sha256=?",
+        (json.dumps(scores), e.quality, vec, e.path, e.sha256),
     )
+    if cur.rowcount:
+        _dirty_for_path(conn, e.path)
+
+
+@applies_in_batches(ev.FaceAdded)
+def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+    rows, facesets = [], {}
+    for se in batch:
+        e: ev.FaceAdded = se.event  # type: ignore[assignment]
+        fp = parse_face_path(e.path)
+        if fp is None:
+            continue
+        facesets.setdefault(fp.faceset, (fp.faceset, fp.area, se.position, "found on disk"))
+        rows.append((e.path, fp.faceset, fp.name, int(fp.dropped), e.sha256, e.size, e.mtime_ns,
+                     json.dumps(e.source, sort_keys=True), se.position, se.position))
+    conn.executemany("INSERT OR IGNORE INTO facesets(name, area, created, reason) VALUES (?,?,?,?)",
+                     list(facesets.values()))
+    conn.executemany(
+        "INSERT OR REPLACE INTO faces(path, faceset, name, dropped, sha256, size, mtime_ns, source, added, changed)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    mark_dirty(conn, *facesets)
+
+
+@applies_in_batches(ev.FaceAnalyzed)
+def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+    rows = []
+    for se in batch:
+        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
+        vec = None if e.embedding is None else e.embedding.astype("<f4").tobytes()
+        rows.append((json.dumps(scores), e.quality, vec, e.path, e.sha256))
+    conn.executemany(
+        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, embedding=? WHERE path=? AND sha256=?", rows)
+    _dirty_for_paths(conn, [r[3] for r in rows])
+
+
+@applies_in_batches(ev.OcclusionScored)
+def _occlusion_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+    rows = []
+    for se in batch:
+        e: ev.OcclusionScored = se.event  # type: ignore[assignment]
+        rows.append((json.dumps({"mask": round(e.mask, 6), "sunglasses": round(e.sunglasses, 6)}), e.path, e.sha256))
+    conn.executemany("UPDATE faces SET scores=json_patch(scores, ?) WHERE path=? AND sha256=?", rows)
+    _dirty_for_paths(conn, [r[1] for r in rows])
+
+
+@applies_in_batches(ev.FaceTouched)
+def _touched_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+    conn.executemany("UPDATE faces SET size=?, mtime_ns=? WHERE path=?",
+                     [(se.event.size, se.event.mtime_ns, se.event.path) for se in batch])  # type: ignore[attr-defined]
+
+
+@applies_in_batches(ev.MoveCompleted)
+def _moves_completed(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+    conn.executemany("UPDATE decisions SET state='done' WHERE position=? AND state='pending'",
+                     [(se.event.decision,) for se in batch])  # type: ignore[attr-defined]
+    mark_dirty(conn)
+
+
+def _dirty_for_paths(conn: sqlite3.Connection, paths: list[str]) -> None:
+    # A superset is harmless: re-rendering an unchanged faceset writes nothing.
+    mark_dirty(conn, *{p.split("/faces/")[0].rsplit("/", 1)[-1] for p in paths if "/faces/" in p})
 
 
 @applies(ev.OcclusionScored)
@@ -264,12 +350,23 @@ def _occlusion(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 def _merge_scores(conn: sqlite3.Connection, path: str, sha256: str, scores: dict[str, Any]) -> None:
-    row = conn.execute("SELECT scores FROM faces WHERE path=? AND sha256=?", (path, sha256)).fetchone()
-    if row is None:
-        return  # the file moved or changed since: the event no longer describes it
-    merged = {**json.loads(row[0]), **scores}
-    conn.execute("UPDATE faces SET scores=? WHERE path=?", (json.dumps(merged, sort_keys=True), path))
-    _dirty_for_path(conn, path)
+    # Matches nothing when the file moved or changed since: the event no longer describes it.
+    cur = conn.execute(
+        "UPDATE faces SET scores=json_patch(scores, ?) WHERE path=? AND sha256=?", (json.dumps(scores), path, sha256)
+    )
+    if cur.rowcount:
+        _dirty_for_path(conn, path)
+
+
+def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
+    """Split a batch into runs of consecutive events of the same kind (order is kept)."""
+    runs: list[list[StoredEvent]] = []
+    for se in batch:
+        if runs and runs[-1][0].kind == se.kind:
+            runs[-1].append(se)
+        else:
+            runs.append([se])
+    return runs
 
 
 class CorpusState:
@@ -286,8 +383,9 @@ class CorpusState:
     def conn(self) -> sqlite3.Connection:
         return self.log.conn
 
-    def catch_up(self, chunk: int = 2000) -> int:
+    def catch_up(self, chunk: int = 5000) -> int:
         """Apply every event past the tracked position; returns how many were applied."""
+        global _dirty_buffer
         applied = 0
         while True:
             with self.log.transaction() as conn:
@@ -295,10 +393,21 @@ class CorpusState:
                 batch = self.log.read(after, chunk)
                 if not batch:
                     return applied
-                for se in batch:
-                    fn = APPLIERS.get(se.kind)
-                    if fn is not None:
-                        fn(conn, se)
+                _dirty_buffer = set()
+                try:
+                    for run in _runs(batch):
+                        many = BATCH_APPLIERS.get(run[0].kind) if len(run) > 1 else None
+                        if many is not None:
+                            many(conn, run)
+                            continue
+                        fn = APPLIERS.get(run[0].kind)
+                        if fn is not None:
+                            for se in run:
+                                fn(conn, se)
+                    dirty, _dirty_buffer = _dirty_buffer, None
+                    conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in sorted(dirty)])
+                finally:
+                    _dirty_buffer = None
                 self.log.track(PROCESSOR, batch[-1].position, conn)
             applied += len(batch)
 

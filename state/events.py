@@ -40,11 +40,15 @@ class Event:
 
 def _frozen(value: Any) -> Any:
     """JSON lists come back as tuples so decoded events equal the ones appended."""
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, dict):
+    t = type(value)
+    if t is list:
+        return tuple([_frozen(v) for v in value])
+    if t is dict:
         return {k: _frozen(v) for k, v in value.items()}
     return value
+
+
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def encode_event(event: Event) -> tuple[str, str, str, bytes | None]:
@@ -63,7 +67,10 @@ def decode_event(kind: str, payload: str, vector: bytes | None) -> Event:
     cls = REGISTRY.get(kind)
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r} (written by a newer facesetd?)")
-    values = {k: _frozen(v) for k, v in json.loads(payload).items()}
+    values = json.loads(payload)
+    for k, v in values.items():
+        if type(v) not in _SCALARS:
+            values[k] = _frozen(v)
     if cls.VECTOR_FIELD:
         values[cls.VECTOR_FIELD] = None if vector is None else np.frombuffer(vector, dtype="<f4")
     return cls(**values)
