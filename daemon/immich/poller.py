@@ -2,8 +2,8 @@
 
 The watermark. Immich's POST /search/metadata pages by offset and always sorts by fileCreatedAt,
 even when filtering on updatedAt, so the listing is not in updatedAt order. A pass therefore lists
-the whole window `updatedAfter = watermark` .. `updatedBefore = pass start` (both inclusive),
-de-duplicating by asset id (offset pages can repeat an asset at a boundary), handles the assets in
+the whole window `updatedAfter = watermark` .. `updatedBefore = pass start` (both inclusive; see
+list_window for how paging avoids offset shifts), de-duplicating by asset id, handles the assets in
 a thread pool, and then advances the watermark to the updatedAt of the last asset of the longest
 fully handled prefix in (updatedAt, id) order. It never moves when the listing did not finish. An
 asset at the watermark itself is seen again next pass; sha256 dedup makes that harmless.
@@ -201,18 +201,34 @@ class _Pass:
 
 
 def list_window(client: ImmichClient, after: str | None, before: str, page_size: int) -> list[dict[str, Any]]:
-    """Every IMAGE asset with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order."""
+    """Every IMAGE asset with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order.
+
+    Immich sorts by fileCreatedAt and pages by offset, so an asset that leaves the window during the
+    walk (deleted, or updated again) would shift the next page and hide one asset. The walk is
+    therefore keyset-style: each page asks for `takenAfter = the last fileCreatedAt seen` (inclusive)
+    from page 1, so the boundary asset comes back (a harmless repeat, de-duplicated here) and no
+    removal can shift anything. Only when a whole page shares one fileCreatedAt does it step by page.
+    """
     seen: dict[str, dict[str, Any]] = {}
-    page: int | None = 1
-    while page is not None:
+    cursor: str | None = None
+    page = 1
+    while True:
         body: dict[str, Any] = {"type": "IMAGE", "order": "asc", "size": page_size, "page": page, "updatedBefore": before}
         if after:
             body["updatedAfter"] = format_ts(parse_ts(after))
+        if cursor:
+            body["takenAfter"] = cursor
         result = client.search_metadata(body)
-        for item in result.get("items", []):
+        items = result.get("items", [])
+        for item in items:
             seen[item["id"]] = item  # a repeat across a page boundary replaces itself
-        nxt = result.get("nextPage")
-        page = int(nxt) if nxt else None
+        if not result.get("nextPage") or not items:
+            break
+        last = format_ts(parse_ts(items[-1]["fileCreatedAt"]))
+        if last != cursor:
+            cursor, page = last, 1
+        else:  # a full page of one timestamp: step past it by offset
+            page += 1
     return sorted(seen.values(), key=lambda a: (parse_ts(a["updatedAt"]), a["id"]))
 
 
