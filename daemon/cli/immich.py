@@ -47,9 +47,9 @@ def _check(args: argparse.Namespace, app: Any) -> int:
     for user in users:
         try:
             client = client_for(settings, user)
-        except FacesetdError as e:
+        except FacesetdError as e:  # the key's variable is missing: say which, and go on
             problems.append(str(e))
-            print(f"user {user.name}: {e}")
+            print(e)
             continue
         try:
             key = client.my_api_key()
