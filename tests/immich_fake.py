@@ -82,6 +82,7 @@ class FakeAsset:
     taken_at: datetime = field(default_factory=lambda: datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc))
     deleted: bool = False
     size_unknown: bool = False  # width/height null in the API
+    trailer: bytes = b""  # appended to the served file (after the JPEG's end): unique bytes per asset
 
     def __post_init__(self) -> None:
         self.original_file_name = self.original_file_name or self.file.name
@@ -167,7 +168,7 @@ class FakeImmich:
 
     # JSON shapes ----------------------------------------------------------------------------------
     def asset_json(self, a: FakeAsset) -> dict[str, Any]:
-        data = self._file_bytes(a.file)
+        data = self._file_bytes(a.file) + a.trailer
         return {
             "checksum": __import__("base64").b64encode(hashlib.sha1(data).digest()).decode(),
             "createdAt": ts(a.created_at),
@@ -351,7 +352,7 @@ class FakeImmich:
         a = self._live(asset_id)
         if a is None:
             return self._error(400, "Not found or no asset.download access")
-        r = Response(self._file_bytes(a.file), mimetype="application/octet-stream")
+        r = Response(self._file_bytes(a.file) + a.trailer, mimetype="application/octet-stream")
         r.headers["Content-Disposition"] = f'attachment; filename="{a.original_file_name}"'
         return r
 
