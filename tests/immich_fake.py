@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -126,7 +127,7 @@ class FakeImmich:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     # Lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> "FakeImmich":
+    def start(self) -> FakeImmich:
         self._thread.start()
         return self
 
@@ -134,10 +135,10 @@ class FakeImmich:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeImmich":
+    def __enter__(self) -> FakeImmich:  # noqa: PYI034 - not subclassed
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # Library --------------------------------------------------------------------------------------
@@ -201,8 +202,8 @@ class FakeImmich:
         out = []
         for x1, y1, x2, y2 in a.faces:
             out.append({
-                "boundingBoxX1": int(x1 * sx), "boundingBoxY1": int(y1 * sy),
-                "boundingBoxX2": int(round(x2 * sx)), "boundingBoxY2": int(round(y2 * sy)),
+                "boundingBoxX1": math.floor(x1 * sx), "boundingBoxY1": math.floor(y1 * sy),
+                "boundingBoxX2": round(x2 * sx), "boundingBoxY2": round(y2 * sy),
                 "id": new_id(), "imageWidth": pw, "imageHeight": ph,
                 "person": None,  # the real server's answer for faces not in one of the caller's people
                 "sourceType": "machine-learning",
@@ -319,8 +320,8 @@ class FakeImmich:
         page, size = int(body.get("page", 1)), int(body.get("size") or 250)
         after, before = body.get("updatedAfter"), body.get("updatedBefore")
         taken_after = body.get("takenAfter")
-        parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-        ms = lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)  # noqa: E731  (the API's precision)
+        parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+        ms = lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
         rows = [a for a in self.assets.values() if not a.deleted
                 and (after is None or ms(a.updated_at) >= parse(after))
                 and (before is None or ms(a.updated_at) <= parse(before))

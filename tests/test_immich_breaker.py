@@ -48,7 +48,7 @@ def test_job_pauses_during_outage_and_resumes(faces_dir: Path, tmp_path: Path, l
     settings = ImmichSettings(url="unused", page_size=4, workers=2, breaker_failures=2)
     with FakeImmich(api_key=KEY) as fake:
         library(fake, sorted((faces_dir / "identities" / "obama").glob("*.jpg")))
-        client = ImmichClient(fake.url, KEY, timeout_s=0.3, retries=1, backoff_s=0.01)
+        client = ImmichClient(fake.url, KEY, timeout_s=0.5, retries=1, backoff_s=0.01)
         store = MemoryImportStore()
         job = UserJob(settings, ImmichUser("alice", "X"), client, store, tmp_path, OutageBreaker(fake.url, 2))
         fake.inject("*", "500", times=10_000)  # the server is down, ping included
@@ -87,7 +87,7 @@ def test_scheduler_one_job_per_user(faces_dir: Path, tmp_path: Path, monkeypatch
         s.start()
         try:
             deadline = time.monotonic() + 10
-            while len({d.user for d in store.delivered} | set(k[1] for k in store.watermarks)) < 2:
+            while len({d.user for d in store.delivered} | {k[1] for k in store.watermarks}) < 2:
                 assert time.monotonic() < deadline, "the first passes did not run"
                 time.sleep(0.05)
         finally:

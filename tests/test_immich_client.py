@@ -82,8 +82,8 @@ def test_missing_permission(faces_dir: Path) -> None:
 
 def test_retries_5xx_and_timeouts_then_succeeds(fake: FakeImmich) -> None:
     fake.inject("getServerVersion", "500", times=2)
-    fake.inject("pingServer", "timeout", times=1, delay_s=1.0)
-    c = client(fake, timeout_s=0.3)
+    fake.inject("pingServer", "timeout", times=1, delay_s=1.5)
+    c = client(fake, timeout_s=0.5)
     assert c.version() == "3.1.0"
     assert fake.counts["getServerVersion"] == 3
     assert c.ping() is True
@@ -133,9 +133,12 @@ def test_validator_is_live(fake: FakeImmich) -> None:
 
 # `facesetd immich check` -------------------------------------------------------------------------
 
-def app_for(url: str, tmp_path: Path, users=(ImmichUser("alice", "FACESETD_TEST_KEY_ALICE"),)) -> SimpleNamespace:
+ALICE = ImmichUser("alice", "FACESETD_TEST_KEY_ALICE")
+
+
+def app_for(url: str, tmp_path: Path) -> SimpleNamespace:
     cfg = Config(paths=PathSettings(data_dir=str(tmp_path)),
-                 immich=ImmichSettings(url=url, users=tuple(users), timeout_s=1.0, retries=1))
+                 immich=ImmichSettings(url=url, users=(ALICE,), timeout_s=1.0, retries=1))
     return SimpleNamespace(config=cfg)
 
 
@@ -159,9 +162,9 @@ def test_check_bad_key(fake: FakeImmich, tmp_path: Path, monkeypatch, capsys) ->
 
 def test_check_missing_permission(faces_dir: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FACESETD_TEST_KEY_ALICE", KEY)
-    with FakeImmich(api_key=KEY, permissions=("asset.read", "face.read")) as f:
-        with pytest.raises(FacesetdError, match="lacks permission asset.download"):
-            run_check(app_for(f.url, tmp_path))
+    with FakeImmich(api_key=KEY, permissions=("asset.read", "face.read")) as f, \
+            pytest.raises(FacesetdError, match="lacks permission asset.download"):
+        run_check(app_for(f.url, tmp_path))
     assert f.validation_errors == []
 
 

@@ -135,9 +135,9 @@ def test_auth_errors_abort_cleanly(fake: FakeImmich, tmp_path: Path) -> None:
 def test_outage_mid_run_loses_and_skips_nothing(fake: FakeImmich, tmp_path: Path, kind: str) -> None:
     order = sorted((a for a in fake.assets.values() if a.id in big(fake)), key=lambda a: a.updated_at)
     stuck = order[7]
-    fake.inject("downloadAsset", kind, times=3, asset_id=stuck.id, delay_s=0.6)  # outlasts 2 retries
+    fake.inject("downloadAsset", kind, times=3, asset_id=stuck.id, delay_s=1.2)  # outlasts 2 retries
     store = MemoryImportStore()
-    c = client(fake, timeout_s=0.3)
+    c = client(fake, timeout_s=0.5)
     with pytest.raises(ImmichUnavailable) as e:
         poll(fake, store, tmp_path, client=c, workers=1)
     mark = store.watermark(fake.url, "alice")
@@ -228,10 +228,10 @@ def test_logs_never_contain_the_key(fake: FakeImmich, tmp_path: Path, caplog) ->
     caplog.set_level(logging.DEBUG)
     try:
         fake.inject("getFaces", "500", times=2)
-        fake.inject("downloadAsset", "timeout", times=1, delay_s=0.6)
+        fake.inject("downloadAsset", "timeout", times=1, delay_s=1.2)
         store = MemoryImportStore()
         errors = []
-        c = client(fake, timeout_s=0.3)
+        c = client(fake, timeout_s=0.5)
         poll(fake, store, tmp_path, client=c)
         fake.inject("searchAssets", "401")
         fake.inject("*", "500", times=50)

@@ -71,8 +71,8 @@ def _check(args: argparse.Namespace, app: Any) -> int:
 
 
 def _poll_once(args: argparse.Namespace, app: Any) -> int:
-    from daemon.immich.scheduler import client_for
     from daemon.immich.poller import poll_user
+    from daemon.immich.scheduler import client_for
     from daemon.immich.store import MemoryImportStore
 
     settings = app.config.immich

@@ -8,7 +8,7 @@ long outage is two log lines, not one per interval. One breaker per server, shar
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 
@@ -44,7 +44,7 @@ class OutageBreaker:
             return True
         try:
             ok = bool(probe())
-        except Exception:  # any failure of the probe means: still down
+        except Exception:  # noqa: BLE001 - any failure of the probe means: still down
             ok = False
         if ok:
             self.record_success()

@@ -18,11 +18,12 @@ until it has been in Immich for DEFER_GIVE_UP.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import structlog
 
@@ -108,7 +109,7 @@ def _image_size(path: Path) -> tuple[int, int] | None:
             if im.getexif().get(0x0112) in (5, 6, 7, 8):
                 w, h = h, w
             return w, h
-    except Exception:  # not an image Pillow reads: no size, the asset is skipped
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: no size, the asset is skipped
         return None
 
 

@@ -8,9 +8,10 @@ watermark never moves past a failure (poll_user sees to that).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
