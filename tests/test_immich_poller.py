@@ -150,6 +150,21 @@ def test_outage_mid_run_loses_and_skips_nothing(fake: FakeImmich, tmp_path: Path
     assert r.failure is None
 
 
+def test_outage_while_listing_moves_nothing(fake: FakeImmich, tmp_path: Path) -> None:
+    def fail_later_pages(page: int) -> None:
+        if fake.counts["searchAssets"] == 1:
+            fake.inject("searchAssets", "500", times=3)  # page 2 onwards, past the retries
+
+    fake.on_search = fail_later_pages
+    store = MemoryImportStore()
+    with pytest.raises(ImmichUnavailable):
+        poll(fake, store, tmp_path)
+    assert store.watermark(fake.url, "alice") is None and store.delivered == []
+    fake.on_search = None
+    poll(fake, store, tmp_path)
+    assert sorted(delivered_ids(store)) == sorted(big(fake))
+
+
 def test_asset_deleted_between_listing_and_download(fake: FakeImmich, tmp_path: Path) -> None:
     gone = sorted(fake.assets.values(), key=lambda a: a.updated_at)[2]
     fake.inject("getFaces", "delete", asset_id=gone.id)

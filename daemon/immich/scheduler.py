@@ -21,7 +21,7 @@ from daemon.logs import register_secret
 from state.errors import ConfigError
 
 from .breaker import OutageBreaker
-from .client import ImmichAuthError, ImmichClient, ImmichPermissionError, ImmichUnavailable
+from .client import ImmichAuthError, ImmichClient, ImmichError, ImmichPermissionError, ImmichUnavailable
 from .poller import PollResult, poll_user
 from .store import ImportStore
 
@@ -86,6 +86,9 @@ class UserJob:
             self.breaker.record_failure(str(e))
             if not self.breaker.open:
                 log.warning("immich_poll_failed", server=self.client.url, user=self.user.name, error=str(e))
+            return None
+        except ImmichError as e:  # another 4xx on the listing: not an outage; try again next interval
+            log.error("immich_poll_failed", server=self.client.url, user=self.user.name, error=str(e))
             return None
         self.last_error = None
         self.breaker.record_success()
