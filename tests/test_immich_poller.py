@@ -1,0 +1,262 @@
+"""poll_user against the fake Immich server: imports, paging, failures, hostile names, the 90 px rule."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import structlog
+
+from daemon.immich.client import ImmichAuthError, ImmichClient, ImmichPermissionError, ImmichUnavailable
+from daemon.immich.poller import DEFER_GIVE_UP, format_ts, poll_user, scale_faces
+from daemon.immich.store import MemoryImportStore
+from daemon.logs import configure_logging
+from tests.immich_fake import FakeAsset, FakeImmich, big_face, library, photo_size
+
+KEY = "fake-key-Zq8w3LmP0xY"
+# Face sizes (short side, original pixels) as ../shared/faces/README.md lists them for the photos
+# under the 90 px rule; every other photo gets big_face (a third of its short side, >= 113 px).
+SMALL = {"pp12.jpg": 40, "pp3.jpg": 31, "pp6.jpg": 50, "pp5_on_screen.jpg": 81, "obama_small.jpg": 70}
+
+
+@pytest.fixture
+def photos(faces_dir: Path) -> list[Path]:
+    return sorted((faces_dir / "identities").glob("*/*.jpg"))
+
+
+def face_for(p: Path) -> tuple[int, int, int, int]:
+    w, h = photo_size(p)
+    if p.name in SMALL:
+        s = SMALL[p.name]
+        return (w // 2 - s // 2, h // 3, w // 2 - s // 2 + s, h // 3 + s)
+    return big_face(w, h)
+
+
+@pytest.fixture
+def fake(photos: list[Path]):
+    with FakeImmich(api_key=KEY) as f:
+        for a in library(f, photos):
+            a.faces = [face_for(a.file)]
+        yield f
+    assert f.validation_errors == []
+
+
+def client(fake: FakeImmich, **kw) -> ImmichClient:
+    kw.setdefault("timeout_s", 2.0)
+    kw.setdefault("retries", 2)
+    kw.setdefault("backoff_s", 0.01)
+    return ImmichClient(fake.url, KEY, **kw)
+
+
+def poll(fake: FakeImmich, store: MemoryImportStore, staging: Path, **kw):
+    c = kw.pop("client", None) or client(fake)
+    kw.setdefault("page_size", 5)
+    kw.setdefault("workers", 4)
+    return poll_user(c, store, staging, "alice", **kw)
+
+
+def big(fake: FakeImmich) -> set[str]:
+    return {a.id for a in fake.assets.values() if a.file.name not in SMALL and not a.deleted}
+
+
+def delivered_ids(store: MemoryImportStore) -> list[str]:
+    return [d.asset_id for d in store.delivered]
+
+
+def max_updated(fake: FakeImmich) -> str:
+    return format_ts(max(a.updated_at for a in fake.assets.values() if not a.deleted))
+
+
+def test_full_import_then_nothing(fake: FakeImmich, tmp_path: Path) -> None:
+    store, staging = MemoryImportStore(), tmp_path / "staging"
+    r = poll(fake, store, staging)
+    assert r.listed == len(fake.assets) == 19
+    assert sorted(delivered_ids(store)) == sorted(big(fake)) and r.delivered == 14
+    assert r.counts["small_faces"] == 5
+    assert store.watermark(fake.url, "alice") == max_updated(fake)
+    for d in store.delivered:
+        a = fake.assets[d.asset_id]
+        assert d.path.is_file() and staging.resolve() in d.path.resolve().parents
+        assert d.sha256 == hashlib.sha256(d.path.read_bytes()).hexdigest() == hashlib.sha256(a.file.read_bytes()).hexdigest()
+        assert (d.server, d.user, d.original_file_name) == (fake.url, "alice", a.file.name)
+        assert d.taken_at == format_ts(a.taken_at)
+        # boxes come back in ORIGINAL pixels (within the preview's rounding, 640 px long side)
+        (box,) = d.faces
+        tol = max(a.width, a.height) / 640 + 1
+        assert all(abs(got - want) <= tol for got, want in zip(box, a.faces[0])), (box, a.faces[0])
+    assert not list((staging / ".partial").iterdir())
+    downloads = fake.counts["downloadAsset"]
+
+    r2 = poll(fake, store, staging)
+    assert r2.delivered == 0 and len(store.delivered) == 14
+    # only the asset(s) at the watermark itself are seen again (updatedAfter is inclusive)
+    assert r2.listed == 1 and fake.counts["downloadAsset"] - downloads <= 1
+
+
+def test_paging_with_repeats_removals_and_shared_timestamps(fake: FakeImmich, tmp_path: Path) -> None:
+    same = datetime(2019, 1, 1, tzinfo=timezone.utc)
+    for a in list(fake.assets.values())[:6]:
+        a.taken_at = same  # a run of equal fileCreatedAt longer than a page
+    order = sorted(fake.assets.values(), key=lambda a: (a.taken_at, a.id))
+    victim = order[-2]  # not yet listed when page 1 is served
+
+    def mutate(page: int) -> None:
+        if not victim.deleted and fake.counts["searchAssets"] == 2:
+            victim.deleted = True  # leaves the window mid-walk: offset paging would now skip an asset
+
+    fake.on_search = mutate
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path / "staging", page_size=3)
+    listed_ids = [aid for op, aid in fake.requests if op == "getFaces"]
+    assert fake.counts["searchAssets"] >= 7
+    assert len(listed_ids) == len(set(listed_ids))  # repeats across page boundaries were de-duplicated
+    assert sorted(delivered_ids(store)) == sorted(big(fake)) and r.listed == 18
+
+
+def test_auth_errors_abort_cleanly(fake: FakeImmich, tmp_path: Path) -> None:
+    store = MemoryImportStore()
+    fake.inject("searchAssets", "401")
+    with pytest.raises(ImmichAuthError, match="refused the API key"):
+        poll(fake, store, tmp_path)
+    fake.permissions = ["asset.read", "face.read"]
+    with pytest.raises(ImmichPermissionError, match="asset.download"):
+        poll(fake, store, tmp_path)
+    assert store.watermark(fake.url, "alice") is None and store.delivered == []
+    fake.permissions = ["all"]
+    assert poll(fake, store, tmp_path).delivered == 14
+
+
+@pytest.mark.parametrize("kind", ["500", "timeout"])
+def test_outage_mid_run_loses_and_skips_nothing(fake: FakeImmich, tmp_path: Path, kind: str) -> None:
+    order = sorted((a for a in fake.assets.values() if a.id in big(fake)), key=lambda a: a.updated_at)
+    stuck = order[7]
+    fake.inject("downloadAsset", kind, times=3, asset_id=stuck.id, delay_s=1.2)  # outlasts 2 retries
+    store = MemoryImportStore()
+    c = client(fake, timeout_s=0.5)
+    with pytest.raises(ImmichUnavailable) as e:
+        poll(fake, store, tmp_path, client=c, workers=1)
+    mark = store.watermark(fake.url, "alice")
+    assert mark is not None and mark < format_ts(stuck.updated_at)
+    assert stuck.id not in delivered_ids(store)
+    assert e.value.result.counts.get("not_tried", 0) > 0  # the pass stopped at the outage
+    r = poll(fake, store, tmp_path, client=c)
+    assert sorted(delivered_ids(store)) == sorted(big(fake))  # each exactly once
+    assert store.watermark(fake.url, "alice") == max_updated(fake)
+    assert r.failure is None
+
+
+def test_outage_while_listing_moves_nothing(fake: FakeImmich, tmp_path: Path) -> None:
+    def fail_later_pages(page: int) -> None:
+        if fake.counts["searchAssets"] == 1:
+            fake.inject("searchAssets", "500", times=3)  # page 2 onwards, past the retries
+
+    fake.on_search = fail_later_pages
+    store = MemoryImportStore()
+    with pytest.raises(ImmichUnavailable):
+        poll(fake, store, tmp_path)
+    assert store.watermark(fake.url, "alice") is None and store.delivered == []
+    fake.on_search = None
+    poll(fake, store, tmp_path)
+    assert sorted(delivered_ids(store)) == sorted(big(fake))
+
+
+def test_asset_deleted_between_listing_and_download(fake: FakeImmich, tmp_path: Path) -> None:
+    gone = sorted(fake.assets.values(), key=lambda a: a.updated_at)[2]
+    fake.inject("getFaces", "delete", asset_id=gone.id)
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path)
+    assert r.counts["deleted"] == 1 and gone.id not in delivered_ids(store)
+    assert sorted(delivered_ids(store)) == sorted(big(fake) - {gone.id})
+    assert store.watermark(fake.url, "alice") == max_updated(fake)  # a gone asset does not block it
+
+
+def test_hostile_file_names_stay_in_staging(fake: FakeImmich, tmp_path: Path) -> None:
+    hostile = ["../../x.jpg", "..\\..\\evil.jpg", "/etc/passwd", "..", "a/../../../b.jpg", "\x00nul.jpg", "é" * 300 + ".jpg"]
+    assets = [a for a in fake.assets.values() if a.id in big(fake)]
+    for a, name in zip(assets, hostile):
+        a.original_file_name = name
+    staging = tmp_path / "inner" / "staging"
+    store = MemoryImportStore()
+    poll(fake, store, staging)
+    assert len(store.delivered) == 14
+    for d in store.delivered:
+        assert staging.resolve() in d.path.resolve().parents
+        assert d.path.name.startswith(d.sha256[:12] + "_") and len(d.path.name) <= 120
+    assert {d.original_file_name for d in store.delivered} >= set(hostile)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and staging.resolve() not in p.resolve().parents]
+    assert outside == []
+
+
+def test_90px_rule_is_in_original_pixels(faces_dir: Path, tmp_path: Path) -> None:
+    p = faces_dir / "identities" / "obama" / "obama1.jpg"  # 1280x720; the preview is 640x360 (half)
+    now = datetime.now(timezone.utc)
+    with FakeImmich(api_key=KEY) as f:
+        kept = f.add(FakeAsset(p, 1280, 720, [(100, 100, 200, 196)], now - timedelta(hours=1), now))  # 96 px
+        dropped = f.add(FakeAsset(p, 1280, 720, [(300, 100, 388, 300)], now - timedelta(hours=1), now))  # 88 px
+        assert f.faces_json(kept)[0]["boundingBoxY2"] - f.faces_json(kept)[0]["boundingBoxY1"] == 48  # < 90 in the preview
+        store = MemoryImportStore()
+        r = poll(f, store, tmp_path)
+    assert f.validation_errors == []
+    assert delivered_ids(store) == [kept.id] and r.counts["small_faces"] == 1
+    assert store.delivered[0].faces == ((100.0, 100.0, 200.0, 196.0),)
+    assert dropped.id not in delivered_ids(store)
+    assert scale_faces([{"boundingBoxX1": 0, "boundingBoxY1": 0, "boundingBoxX2": 45, "boundingBoxY2": 45,
+                         "imageWidth": 640, "imageHeight": 360}], 1280, 720) == ((0, 0, 90, 90),)
+
+
+def test_unknown_size_is_measured_from_the_original(fake: FakeImmich, tmp_path: Path) -> None:
+    for a in fake.assets.values():
+        a.size_unknown = True
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path)
+    assert sorted(delivered_ids(store)) == sorted(big(fake)) and r.counts["small_faces"] == 5
+
+
+def test_faces_not_detected_yet_are_deferred_and_rechecked(fake: FakeImmich, tmp_path: Path) -> None:
+    later = [a for a in fake.assets.values() if a.id in big(fake)][:2]
+    saved = {a.id: a.faces for a in later}
+    for a in later:
+        a.faces = []
+    old = next(a for a in fake.assets.values() if a.id in big(fake) and a not in later)
+    old.faces, old.created_at = [], datetime.now(timezone.utc) - DEFER_GIVE_UP - timedelta(days=1)
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path)
+    assert r.counts["deferred"] == 2 and r.counts["no_faces"] == 1
+    assert store.deferred(fake.url, "alice") == set(saved)
+    assert store.watermark(fake.url, "alice") == max_updated(fake)  # deferral does not hold it back
+    for a in later:
+        a.faces = saved[a.id]  # Immich ran detection; updatedAt does not change
+    r2 = poll(fake, store, tmp_path)
+    assert r2.delivered == 2 and set(saved) <= set(delivered_ids(store))
+    assert store.deferred(fake.url, "alice") == set()
+
+
+def test_logs_never_contain_the_key(fake: FakeImmich, tmp_path: Path, caplog) -> None:
+    """The key is NOT registered for redaction here: nothing may log it in the first place."""
+    buf = io.StringIO()
+    configure_logging("debug", "json", stream=buf)
+    caplog.set_level(logging.DEBUG)
+    try:
+        fake.inject("getFaces", "500", times=2)
+        fake.inject("downloadAsset", "timeout", times=1, delay_s=1.2)
+        store = MemoryImportStore()
+        errors = []
+        c = client(fake, timeout_s=0.5)
+        poll(fake, store, tmp_path, client=c)
+        fake.inject("searchAssets", "401")
+        fake.inject("*", "500", times=50)
+        for _ in range(2):
+            try:
+                poll(fake, store, tmp_path, client=c)
+            except Exception as e:  # noqa: BLE001 - we want every message
+                errors.append(f"{e!r} {e}")
+    finally:
+        structlog.reset_defaults()
+    text = buf.getvalue() + caplog.text + " ".join(errors) + json.dumps([repr(d) for d in store.delivered])
+    assert "immich_retry" in text and "immich_poll" in text and len(errors) == 2
+    assert KEY not in text
