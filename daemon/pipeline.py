@@ -16,7 +16,7 @@ from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from state import events as ev
 from state.atomic import sweep_temp_files
-from state.corpus_state import CorpusState
+from state.corpus_state import MASTER_DIRTY, CorpusState
 from state.errors import UnknownEvent
 from state.eventlog import EventLog
 from state.layout import faceset_dir, parse_face_path
@@ -107,7 +107,7 @@ class Pipeline:
         if not dry_run:
             self.state.catch_up()
             self.mover.finish_pending()
-            sweep_temp_files(self.config.corpus_dir) if self.config.corpus_dir.exists() else None
+            self.sweep_interrupted_writes()
         result = self.scan()
         report = ReconcileReport(
             scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=dry_run,
@@ -120,6 +120,18 @@ class Pipeline:
             self.log.append(result.events)
         self.settle(progress=progress)
         return report
+
+    def sweep_interrupted_writes(self) -> None:
+        """Remove temp files a crash left mid-write. Only a render can leave them, and a crashed render
+        leaves its facesets marked dirty, so only those folders (and the corpus root) are looked at."""
+        corpus = self.config.corpus_dir
+        dirty = [d for d in self.state.dirty() if d != MASTER_DIRTY]
+        if not dirty or not corpus.exists():
+            return
+        folders = [corpus] + [corpus / faceset_dir(self.state.faceset_area(n) or "", n) for n in dirty]
+        for folder in folders:
+            if folder.is_dir():
+                sweep_temp_files(folder, recursive=False)
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""

@@ -56,10 +56,10 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def sweep_temp_files(folder: Path) -> int:
+def sweep_temp_files(folder: Path, recursive: bool = True) -> int:
     """Remove our own leftover temp files (from a crash mid-write). They are never user data."""
     count = 0
-    for p in Path(folder).rglob(".*.tmp-*"):
+    for p in (Path(folder).rglob if recursive else Path(folder).glob)(".*.tmp-*"):
         if p.is_file():
             p.unlink()
             count += 1

@@ -59,28 +59,28 @@ def iter_facesets(corpus: Path) -> Iterator[tuple[str, str]]:
                     yield entry.name, sub.name
 
 
-def _pngs(folder: str, rel: str) -> Iterator[FoundFile]:
+def _pngs(folder: str, rel: str) -> list[FoundFile]:
+    """Visible *.png files directly in `folder` (unsorted: callers sort what they report)."""
+    out: list[FoundFile] = []
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return out
     with entries:
-        for e in sorted(entries, key=lambda e: e.name):
+        for e in entries:
             name = e.name
-            if name[0] != "." and name.lower().endswith(".png") and e.is_file(follow_symlinks=False):
+            if name[0] != "." and name[-4:].lower() == ".png" and e.is_file(follow_symlinks=False):
                 st = e.stat(follow_symlinks=False)
-                yield FoundFile(f"{rel}/{name}", st.st_size, st.st_mtime_ns)
+                out.append(FoundFile(f"{rel}/{name}", st.st_size, st.st_mtime_ns))
+    return out
 
 
-def walk_faces(corpus: Path) -> Iterator[tuple[str, str, FoundFile]]:
-    """(area, faceset, file) for every face PNG: faces/*.png and faces/_dropped/*.png."""
-    for area, name in iter_facesets(corpus):
-        rel = faceset_dir(area, name)
-        base = os.path.join(corpus, rel, "faces")
-        for f in _pngs(base, f"{rel}/faces"):
-            yield area, name, f
-        for f in _pngs(os.path.join(base, DROPPED), f"{rel}/faces/{DROPPED}"):
-            yield area, name, f
+def face_folders(corpus: Path, facesets: list[tuple[str, str]] | None = None) -> Iterator[tuple[str, str]]:
+    """(folder on disk, its path relative to the corpus) for every faces/ and faces/_dropped/ folder."""
+    for area, name in iter_facesets(corpus) if facesets is None else facesets:
+        rel = f"{faceset_dir(area, name)}/faces"
+        yield os.path.join(corpus, rel), rel
+        yield os.path.join(corpus, rel, DROPPED), f"{rel}/{DROPPED}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -131,8 +131,7 @@ def scan_corpus(
     new: list[FoundFile] = []
     seen: set[str] = set()
     found_facesets: list[tuple[str, str]] = []
-    for area, name in iter_facesets(corpus):
-        found_facesets.append((area, name))
+    found_facesets.extend(iter_facesets(corpus))
     if adopt and found_facesets:
         master = _read_json(corpus / MASTER_MANIFEST)
         result.events.append(ev.CorpusAdopted(master=master, facesets=tuple(n for _a, n in found_facesets)))
@@ -145,21 +144,35 @@ def scan_corpus(
         result.events.append(
             ev.FacesetCreated(faceset=name, area=area, reason="adopted" if adopt else "found on disk", manifest=manifest)
         )
-    for _area, name, f in walk_faces(corpus):
-        result.files_seen += 1
-        seen.add(f.path)
-        old = known.get(f.path)
-        if old is not None and old[0] == f.size and old[1] == f.mtime_ns:
+    changed: list[FoundFile] = []
+    for folder, rel in face_folders(corpus, found_facesets):
+        # The hot loop of an unchanged corpus: one stat and one dict lookup per file, nothing more.
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        if old is None:
-            new.append(f)
-            continue
+        with entries:
+            for e in entries:
+                fname = e.name
+                if fname[0] == "." or fname[-4:].lower() != ".png" or not e.is_file(follow_symlinks=False):
+                    continue
+                path = f"{rel}/{fname}"
+                st = e.stat(follow_symlinks=False)
+                seen.add(path)
+                old = known.get(path)
+                if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+                    continue
+                (new if old is None else changed).append(FoundFile(path, st.st_size, st.st_mtime_ns))
+    result.files_seen = len(seen)
+    for f in sorted(changed, key=lambda f: f.path):
+        old = known[f.path]
         sha = sha256_file(corpus / f.path)
         result.hashed += 1
         if sha == old[2]:
             result.events.append(ev.FaceTouched(path=f.path, size=f.size, mtime_ns=f.mtime_ns))
         else:
             result.events.append(ev.FaceChanged(path=f.path, sha256=sha, size=f.size, mtime_ns=f.mtime_ns))
+    new.sort(key=lambda f: f.path)
     missing = {p: known[p] for p in known if p not in seen}
     missing_by_sha: dict[str, list[str]] = {}
     for p, (_s, _m, sha) in sorted(missing.items()):
