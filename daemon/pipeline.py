@@ -7,6 +7,7 @@ with the log. The daemon and the one-shot `facesetd reconcile` share this, so bo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import structlog
@@ -132,6 +133,13 @@ class Pipeline:
         for folder in folders:
             if folder.is_dir():
                 sweep_temp_files(folder, recursive=False)
+
+    def receive_photo(self, path: Path) -> list[ev.Event]:
+        """Events for one complete photo in the inbox (the watcher calls this)."""
+        return []
+
+    def cluster_pool(self) -> None:
+        """Turn pool clusters that reached the gate into new facesets (the scheduler calls this)."""
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""

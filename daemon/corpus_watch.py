@@ -1,0 +1,82 @@
+"""Turn what the watcher saw in the corpus into log events, checked against the corpus state.
+
+Our own moves and writes come back from the watcher too; they are recognised because the state
+already records them (a decision is applied before its files move), and produce nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from state import events as ev
+from state.corpus_state import CorpusState
+from state.layout import parse_face_path
+from state.scan import sha256_file
+
+from .watcher import FileDeleted, FileMoved, FileReady, WatchEvent
+
+
+def _row(state: CorpusState, rel: str) -> tuple[int, int, str] | None:
+    rows = state.query("SELECT size, mtime_ns, sha256 FROM faces WHERE path=?", (rel,))
+    return rows[0] if rows else None  # type: ignore[return-value]
+
+
+def _rel(corpus: Path, path: Path) -> str | None:
+    try:
+        return path.relative_to(corpus).as_posix()
+    except ValueError:
+        return None
+
+
+def _ready(state: CorpusState, corpus: Path, rel: str, known_facesets: set[str]) -> list[ev.Event]:
+    fp = parse_face_path(rel)
+    if fp is None:
+        return []  # manifests, .fsz files, placeholders: not faces
+    try:
+        st = (corpus / rel).stat()
+    except FileNotFoundError:
+        return []
+    old = _row(state, rel)
+    if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+        return []
+    sha = sha256_file(corpus / rel)
+    if old is not None:
+        if sha == old[2]:
+            return [ev.FaceTouched(path=rel, size=st.st_size, mtime_ns=st.st_mtime_ns)]
+        return [ev.FaceChanged(path=rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns)]
+    out: list[ev.Event] = []
+    if fp.faceset not in known_facesets:
+        out.append(ev.FacesetCreated(faceset=fp.faceset, area=fp.area, reason="found on disk"))
+        known_facesets.add(fp.faceset)
+    out.append(ev.FaceAdded(path=rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns))
+    return out
+
+
+def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) -> list[ev.Event]:
+    """Events for a batch of watcher reports under the corpus (in the order they came)."""
+    state.catch_up()
+    known_facesets = {n for n, _a in state.facesets()}
+    out: list[ev.Event] = []
+    for w in seen:
+        if isinstance(w, FileReady):
+            rel = _rel(corpus, w.path)
+            if rel:
+                out.extend(_ready(state, corpus, rel, known_facesets))
+        elif isinstance(w, FileMoved):
+            src, dest = _rel(corpus, w.src), _rel(corpus, w.dest)
+            if dest and _row(state, dest) is not None:
+                continue  # a move the log already records (ours)
+            if src and _row(state, src) is not None:
+                if dest and parse_face_path(dest) is not None:
+                    st = w.dest.stat()
+                    out.append(ev.FaceMovedExternally(path=src, dest=dest, size=st.st_size, mtime_ns=st.st_mtime_ns))
+                else:
+                    out.append(ev.FaceMissing(path=src))
+            elif dest:
+                out.extend(_ready(state, corpus, dest, known_facesets))
+        elif isinstance(w, FileDeleted):
+            rel = _rel(corpus, w.path)
+            if rel and _row(state, rel) is not None and not w.path.exists():
+                out.append(ev.FaceMissing(path=rel))
+    return out
