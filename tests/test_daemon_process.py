@@ -1,0 +1,68 @@
+"""The real daemon as a process: systemd notifications, SIGTERM, restart without duplicates."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from corpus_factory import batch_corpus, write_png
+from daemon_proc import DaemonProcess
+from helpers import cli, projections
+
+
+def _model_env(models_root: Path) -> dict[str, str]:
+    return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+
+
+def test_notify_socket_gets_ready_watchdog_status_and_stopping(tmp_path: Path, models_root: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    env = {**_model_env(models_root), "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    d = DaemonProcess(tmp_path / "data", env).start()
+    received: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+        any("WATCHDOG=1" in m for m in received) and any("STATUS=" in m for m in received)
+    ):
+        try:
+            received.append(sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+    assert received[0] == "READY=1"
+    assert sum("WATCHDOG=1" in m for m in received) >= 1
+    assert any(m.startswith("STATUS=queue 0") for m in received)
+    assert d.terminate() == 0
+    rest = []
+    try:
+        while True:
+            rest.append(sock.recv(4096).decode())
+    except socket.timeout:
+        pass
+    assert "STOPPING=1" in rest
+
+
+def test_sigterm_exits_0_and_a_restart_resumes_without_duplicates(tmp_path: Path, models_root: Path) -> None:
+    data = tmp_path / "data"
+    batch_corpus(data / "corpus")
+    env = _model_env(models_root)
+    d = DaemonProcess(data, env).start()
+    assert d.kinds().count("corpus_adopted") == 1
+    write_png(data / "corpus/faceset_002/faces/late.png", 4242)
+    d.wait_for(lambda: any(e["kind"] == "face_added" and e["subject"].endswith("late.png") for e in d.events()),
+               "the new face recorded")
+    assert d.terminate() == 0
+    before = d.events()
+    d2 = DaemonProcess(data, env).start()
+    time.sleep(1.0)
+    assert d2.terminate() == 0
+    after = d2.events()
+    added = [e["subject"] for e in after if e["kind"] == "face_added"]
+    assert len(added) == len(set(added)), "a face was recorded twice"
+    assert [e for e in after[: len(before)]] == before
+    assert "corpus_adopted" not in [e["kind"] for e in after[len(before):]]
+    recovered = projections(data / "corpus")
+    cli(data, "rebuild", env=env)
+    assert projections(data / "corpus") == recovered
