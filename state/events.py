@@ -254,3 +254,54 @@ class OcclusionScored(Event):
     mask: float = 0.0
     sunglasses: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Immich ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImmichWatermarkAdvanced(Event):
+    """Every asset of this user updated up to `value` is fully handled."""
+
+    KIND: ClassVar[str] = "immich_watermark_advanced"
+    server: str = ""
+    user: str = ""
+    value: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"immich:{self.server}:{self.user}"
+
+
+@dataclass(frozen=True)
+class ImmichAssetDeferred(Event):
+    """Immich has not run face detection on this asset yet: look again on a later pass."""
+
+    KIND: ClassVar[str] = "immich_asset_deferred"
+    server: str = ""
+    user: str = ""
+    asset_id: str = ""
+    undeferred: bool = False  # True: looked at again and settled, stop asking
+
+    @property
+    def subject(self) -> str:
+        return f"immich:{self.server}:{self.user}"
+
+
+@dataclass(frozen=True)
+class ImmichAssetImported(Event):
+    """An original was downloaded and handed to the inbox pipeline (its sha256 is never imported twice)."""
+
+    KIND: ClassVar[str] = "immich_asset_imported"
+    server: str = ""
+    user: str = ""
+    asset_id: str = ""
+    sha256: str = ""
+    staged: str = ""  # path of the staged original
+    original_file_name: str = ""
+    taken_at: str | None = None
+    faces: tuple[tuple[float, float, float, float], ...] = ()
+
+    @property
+    def subject(self) -> str:
+        return f"sha256:{self.sha256}"
