@@ -126,7 +126,9 @@ class Daemon:
         handled = self.pipeline.dispatcher.run_pending(max_events=BATCH_EVENTS)
         self.counts["handled"] += handled
         now = time.monotonic()
-        if now - self._last_render >= self.config.projection.coalesce_s or (not handled and self.work.empty()):
+        # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
+        # of its images arrive in that time; the first change after a quiet spell is written at once.
+        if now - self._last_render >= self.config.projection.coalesce_s:
             if self.pipeline.renderer.render_dirty():
                 self._last_render = now
         if self.reload_requested.is_set():
