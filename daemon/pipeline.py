@@ -14,6 +14,8 @@ import structlog
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
+from handlers.pool import cluster_pool
+from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import CorpusState
@@ -25,6 +27,7 @@ from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
 
 from .config import Config
+from .inbox import scan_inbox
 
 log = structlog.get_logger("facesetd.pipeline")
 
@@ -63,11 +66,14 @@ class Pipeline:
         self.ctx = HandlerContext(
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
-            open_engines=open_engines,
+            open_engines=open_engines, staging=config.staging_dir,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
         self.scanners: list[Callable[["Pipeline"], list[ev.Event]]] = []
+        # The inbox needs the face models: without them photos stay where they are.
+        if open_engines is not None:
+            self.scanners.append(scan_inbox)
 
     # Processing ------------------------------------------------------------------------------------
     def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> None:
@@ -119,7 +125,16 @@ class Pipeline:
         if result.events:
             self.log.append(result.events)
         self.settle(progress=progress)
+        self.promote_pool()
         return report
+
+    def promote_pool(self) -> int:
+        """New facesets from pool clusters past the refine gate (reconcile's last pass; the scheduler's job)."""
+        promoted = cluster_pool(self.ctx)
+        if promoted:
+            self.log.append(promoted)
+            self.settle()
+        return sum(isinstance(e, ev.FacesetPromoted) for e in promoted)
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""
