@@ -25,6 +25,7 @@ import numpy as np
 from state import events as ev
 from state.atomic import atomic_write, fsync_dir
 from state.eventlog import StoredEvent
+from state.faults import crash_point
 from state.layout import face_path, faceset_dir
 from state.scan import sha256_file
 
@@ -356,7 +357,9 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
                           "face": f.index})
 
+    crash_point("inbox:crops_written")
     dest = moved or move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
+    crash_point("inbox:photo_moved")
     note = "" if summaries else ("no face found" if not detected else "no usable face")
     out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
                                  skipped=skipped, note=note))
