@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from helpers import cli
+from helpers import cli, projections
 
 OBAMA = ["obama.jpg", "obama1.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg",
          "obama_partial_face2.jpg", "obama_small.jpg"]
@@ -90,6 +90,10 @@ def test_seed_route_pool_promote_reject(tmp_path: Path, faces_dir: Path, env: di
     head = len(evs)
     cli(data, "reconcile", env=env)
     assert len(events(data, env)) == head
+    # the projections (manifests, .fsz) are the log's: a rebuild gives the same bytes
+    before = projections(corpus)
+    cli(data, "rebuild", env=env)
+    assert projections(corpus) == before
 
 
 def test_pool_waits_for_gate_then_new_faceset_past_the_maximum(
