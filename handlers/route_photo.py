@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from state import events as ev
 from state.atomic import atomic_write, fsync_dir
 from state.eventlog import StoredEvent
 from state.faults import crash_point
-from state.layout import face_path, faceset_dir
+from state.layout import face_path
 from state.scan import sha256_file
 
 from .context import HandlerContext
@@ -36,6 +36,8 @@ PROCESSED = "_processed"
 REJECTED = "_rejected"
 POOL = "_pool"
 POOL_FACESET = "pool"
+# Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it.
+REJECT_REASONS = ("unreadable", "unprocessable")
 
 
 # --- Centroids --------------------------------------------------------------------------------------
@@ -129,7 +131,8 @@ def nearest(cents: dict[str, np.ndarray], vec: np.ndarray) -> tuple[str, float]:
 # --- Files ----------------------------------------------------------------------------------------
 
 
-def _free_names(rel: str) -> Any:
+def _free_names(rel: str) -> Iterator[str]:
+    """rel, then rel with _1, _2 ... before the extension."""
     stem, dot, ext = rel.rpartition(".")
     if not stem or "/" in ext:
         stem, dot, ext = rel, "", ""
@@ -222,7 +225,6 @@ def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, er
 
 def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[str, np.ndarray]) -> None:
     """Decide where each face goes; one face per identity (the best), the forced identity first."""
-    taken: set[str] = set()
     rest = list(faces)
     if forced:
         c = cents.get(forced)
@@ -232,7 +234,6 @@ def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[st
         else:  # seeding: the largest face
             pick = max(rest, key=lambda f: (f.face.short_side, -f.index))
         pick.to = forced
-        taken.add(forced)
         rest.remove(pick)
     others = {k: v for k, v in cents.items() if k != forced}
     for f in rest:
@@ -259,10 +260,11 @@ def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent]) -> list[ev.E
 
 
 def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
-    from gpu_agent.crop import crop_face, decode_image
-    from gpu_agent.quality import crop_quality
-
     import cv2
+
+    from gpu_agent.crop import crop_face, decode_image
+    from gpu_agent.errors import ImageDecodeError
+    from gpu_agent.quality import crop_quality
 
     root_dir = _root_dir(ctx, e.root)
     label = f"{e.root}/{e.path}"
@@ -277,14 +279,16 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
             data = raw
     moved = None
     if data is None:  # an earlier run moved it and crashed before recording that
-        moved = _find_moved(ctx.inbox, [_processed_rel(e), _rejected_rel(e, "unreadable")], e.sha256)
+        bases = [_processed_rel(e), *(_rejected_rel(e, r) for r in REJECT_REASONS)]
+        moved = _find_moved(ctx.inbox, bases, e.sha256)
         if moved is None:
             # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
             return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
                                      error=f"{label} changed or disappeared before it was processed")]
         if moved.startswith(REJECTED + "/"):
-            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason="unreadable",
-                                     error="cannot decode image (moved aside by an interrupted run)")]
+            reason = moved.split("/")[1]
+            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
+                                     error=f"{label}: {reason} (moved aside by an interrupted run)")]
         data = (ctx.inbox / moved).read_bytes()
 
     # The same bytes already routed (dropped twice): nothing new to take from them.
@@ -303,13 +307,17 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     except Exception as err:  # every decoder failure is the file's fault, not the daemon's
         return _reject(ctx, e, src, "unreadable", f"{label}: {err}")
 
-    detected = ctx.face_engine.analyze([data], pad=True)[0]
-    min_px = ctx.identity.min_face_px
-    usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
+    engine = ctx.face_engine  # outside the try: a model that cannot open is not the photo's fault
+    try:
+        detected = engine.analyze([data], pad=True)[0]
+        min_px = ctx.identity.min_face_px
+        usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
+        faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]
+    except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
+        return _reject(ctx, e, src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
     skipped: dict[str, int] = {}
     if len(usable) < len(detected):
         skipped["small"] = len(detected) - len(usable)
-    faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]
 
     prefix = f"{e.sha256[:12]}_"
     out: list[ev.Event] = []
@@ -367,4 +375,4 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     return out
 
 
-__all__ = ["route_photo", "route_one", "centroids", "nearest", "unit", "move_aside", "faceset_dir"]
+__all__ = ["route_photo", "route_one", "centroids", "nearest", "unit", "move_aside"]
