@@ -57,7 +57,7 @@ def taken_at(path: Path) -> str | None:
         with Image.open(path) as im:
             exif = im.getexif()
             raw = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
-    except Exception:  # no EXIF, or not an image at all: the router will say so
+    except Exception:  # noqa: BLE001 - no EXIF, or not an image at all: the router will say so
         return None
     if not isinstance(raw, str) or len(raw) < 10:
         return None
@@ -65,7 +65,7 @@ def taken_at(path: Path) -> str | None:
     return date if date[:4].isdigit() and date[4] == "-" else None
 
 
-def _pending(pipeline: "Pipeline", root: str) -> set[tuple[str, str]]:
+def _pending(pipeline: Pipeline, root: str) -> set[tuple[str, str]]:
     rows = pipeline.state.query("SELECT path, sha256 FROM photos WHERE root=? AND state='received'", (root,))
     return {(p, s) for p, s in rows}
 
@@ -85,7 +85,7 @@ def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[
     )
 
 
-def scan_inbox(pipeline: "Pipeline") -> list[ev.Event]:
+def scan_inbox(pipeline: Pipeline) -> list[ev.Event]:
     """PhotoReceived for every photo in the inbox not yet received (a `Pipeline.scanners` entry)."""
     inbox = pipeline.config.inbox_dir
     if not inbox.is_dir():
@@ -115,7 +115,7 @@ def scan_inbox(pipeline: "Pipeline") -> list[ev.Event]:
     return out
 
 
-def receive(pipeline: "Pipeline", path: Path) -> int | None:
+def receive(pipeline: Pipeline, path: Path) -> int | None:
     """Record one photo the watcher saw; returns its event position, or None when skipped or known."""
     inbox = pipeline.config.inbox_dir
     try:

@@ -12,10 +12,10 @@ from typing import Any, Callable
 import structlog
 
 from gpu_agent.interface import FaceEngine, OcclusionScorer
+from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool
-from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import CorpusState

@@ -304,7 +304,7 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         image = decode_image(data)
         if image is None or image.size == 0:
             raise ValueError("decoder returned no pixels")
-    except Exception as err:  # every decoder failure is the file's fault, not the daemon's
+    except Exception as err:  # noqa: BLE001 - every decoder failure is the file's fault, not the daemon's
         return _reject(ctx, e, src, "unreadable", f"{label}: {err}")
 
     engine = ctx.face_engine  # outside the try: a model that cannot open is not the photo's fault
@@ -375,4 +375,4 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     return out
 
 
-__all__ = ["route_photo", "route_one", "centroids", "nearest", "unit", "move_aside"]
+__all__ = ["centroids", "move_aside", "nearest", "route_one", "route_photo", "unit"]

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import cli
 from test_crash import _run_until_crash_point
 

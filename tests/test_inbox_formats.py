@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from helpers import cli
+from PIL import Image
 
 
 @pytest.fixture

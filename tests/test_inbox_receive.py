@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.inbox import forced_faceset, is_candidate, receive, scan_inbox
 from helpers import open_pipeline
+
+from daemon.inbox import forced_faceset, is_candidate, receive, scan_inbox
 
 
 def test_candidates_and_forced_folders() -> None:

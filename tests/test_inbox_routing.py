@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from helpers import cli, projections
 
 OBAMA = ["obama.jpg", "obama1.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg",
