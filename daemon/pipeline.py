@@ -13,8 +13,10 @@ from typing import Any, Callable
 import structlog
 
 from gpu_agent.interface import FaceEngine, OcclusionScorer
+from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
+from handlers.pool import cluster_pool
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
@@ -26,6 +28,7 @@ from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
 
 from .config import Config
+from .inbox import scan_inbox
 
 log = structlog.get_logger("facesetd.pipeline")
 
@@ -64,11 +67,14 @@ class Pipeline:
         self.ctx = HandlerContext(
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
-            open_engines=open_engines,
+            open_engines=open_engines, staging=config.staging_dir,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
         self.scanners: list[Callable[["Pipeline"], list[ev.Event]]] = []
+        # The inbox needs the face models: without them photos stay where they are.
+        if open_engines is not None:
+            self.scanners.append(scan_inbox)
 
     # Processing ------------------------------------------------------------------------------------
     def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> None:
@@ -120,6 +126,7 @@ class Pipeline:
         if result.events:
             self.log.append(result.events)
         self.settle(progress=progress)
+        self.promote_pool()
         return report
 
     def sweep_interrupted_writes(self) -> None:
@@ -134,12 +141,13 @@ class Pipeline:
             if folder.is_dir():
                 sweep_temp_files(folder, recursive=False)
 
-    def receive_photo(self, path: Path) -> list[ev.Event]:
-        """Events for one complete photo in the inbox (the watcher calls this)."""
-        return []
-
-    def cluster_pool(self) -> None:
-        """Turn pool clusters that reached the gate into new facesets (the scheduler calls this)."""
+    def promote_pool(self) -> int:
+        """New facesets from pool clusters past the refine gate (reconcile's last pass; the scheduler's job)."""
+        promoted = cluster_pool(self.ctx)
+        if promoted:
+            self.log.append(promoted)
+            self.settle()
+        return sum(isinstance(e, ev.FacesetPromoted) for e in promoted)
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""

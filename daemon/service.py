@@ -20,6 +20,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .corpus_watch import corpus_events
+from .inbox import receive
 from .notify import Notifier, watchdog_interval
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
 
@@ -65,7 +66,7 @@ class Daemon:
         self.watcher.start()
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(
-            lambda: self._submit(self.pipeline.cluster_pool), "interval", seconds=self.config.queue.cluster_interval_s,
+            lambda: self._submit(self.pipeline.promote_pool), "interval", seconds=self.config.queue.cluster_interval_s,
             id="cluster_pool", max_instances=1, coalesce=True, replace_existing=True,
         )
         self._start_immich()
@@ -158,11 +159,12 @@ class Daemon:
         in_corpus = [w for w in batch if _under(w, corpus)]
         in_inbox = [w for w in batch if _under(w, inbox) and isinstance(w, FileReady)]
         events = corpus_events(self.pipeline.state, corpus, in_corpus) if in_corpus else []
-        for w in in_inbox:
-            events.extend(self.pipeline.receive_photo(w.path))
         if events:
             self.pipeline.log.append(events)
             self.counts["appended"] += len(events)
+        for w in in_inbox:
+            if receive(self.pipeline, w.path) is not None:
+                self.counts["appended"] += 1
 
     def _reload(self) -> None:
         self.reload_requested.clear()

@@ -24,6 +24,7 @@ class HandlerContext:
     top_n: int = 8
     # Opens (face engine, occlusion scorer); called once, on the first handler that needs a model.
     open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None
+    staging: Path | None = None  # Immich originals staged for the inbox router (PhotoReceived root "staging")
     log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)

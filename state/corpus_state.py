@@ -65,6 +65,41 @@ CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 PROJECTION_TABLES = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
+
+# --- The inbox: photos seen, the pool of unassigned faces, routing embeddings ----------------------
+INBOX_TABLES = """
+CREATE TABLE IF NOT EXISTS photos (
+    position INTEGER PRIMARY KEY,  -- of its PhotoReceived
+    root     TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    state    TEXT NOT NULL,        -- received | processed | rejected
+    dest     TEXT
+);
+CREATE INDEX IF NOT EXISTS photos_path ON photos(root, path, state);
+CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256, state);
+CREATE TABLE IF NOT EXISTS pool (
+    face_id  TEXT PRIMARY KEY,
+    path     TEXT NOT NULL,        -- _pool/<id>.png, relative to the corpus
+    sha256   TEXT NOT NULL,
+    photo_sha256 TEXT NOT NULL,
+    quality  REAL NOT NULL,
+    source   TEXT NOT NULL,        -- JSON
+    embedding BLOB NOT NULL,
+    added    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS routed (
+    sha256   TEXT PRIMARY KEY,     -- of the crop: follows the PNG wherever it moves
+    embedding BLOB NOT NULL
+);
+-- Not a projection: embeddings computed on demand for faces the log has none for (keyed by bytes).
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    sha256   TEXT PRIMARY KEY,
+    embedding BLOB
+);
+"""
+INBOX_PROJECTION_TABLES = ("photos", "pool", "routed")
+PROJECTION_TABLES += INBOX_PROJECTION_TABLES
 MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
 
 Applier = Callable[[sqlite3.Connection, StoredEvent], None]
@@ -369,13 +404,70 @@ def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
     return runs
 
 
+# --- The inbox -------------------------------------------------------------------------------------
+
+
+@applies(ev.PhotoReceived)
+def _photo_received(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.PhotoReceived = se.event  # type: ignore[assignment]
+    conn.execute(
+        "INSERT OR REPLACE INTO photos(position, root, path, sha256, state) VALUES (?,?,?,?,'received')",
+        (se.position, e.root, e.path, e.sha256),
+    )
+
+
+@applies(ev.PhotoProcessed, ev.PhotoRejected)
+def _photo_done(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.PhotoProcessed | ev.PhotoRejected = se.event  # type: ignore[assignment]
+    done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
+    conn.execute(
+        "UPDATE photos SET state=?, dest=? WHERE root=? AND path=? AND sha256=? AND state='received'",
+        (done, e.dest, e.root, e.path, e.sha256),
+    )
+
+
+@applies(ev.FaceRouted)
+def _face_routed(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceRouted = se.event  # type: ignore[assignment]
+    if e.embedding is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO routed(sha256, embedding) VALUES (?,?)",
+            (e.sha256, np.asarray(e.embedding, dtype="<f4").tobytes()),
+        )
+
+
+@applies(ev.PoolFaceAdded)
+def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.PoolFaceAdded = se.event  # type: ignore[assignment]
+    conn.execute(
+        "INSERT OR REPLACE INTO pool(face_id, path, sha256, photo_sha256, quality, source, embedding, added)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (e.face_id, e.path, e.sha256, e.photo_sha256, e.quality, json.dumps(e.source, sort_keys=True),
+         np.asarray(e.embedding, dtype="<f4").tobytes(), se.position),
+    )
+
+
+@applies(ev.FacesetPromoted, ev.PoolFacesMatched)
+def _faceset_promoted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    # The moves (_pool/x.png -> faceset/faces/x.png) are carried out by the Mover; the FaceAdded events
+    # appended right after this one create the face rows.
+    e: ev.FacesetPromoted | ev.PoolFacesMatched = se.event  # type: ignore[assignment]
+    conn.execute(
+        "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
+        (se.position, e.KIND, e.subject, e.check, None, json.dumps(e.moves), "pending"),
+    )
+    _ensure_faceset(conn, e.faceset, "", se.position, e.reason)
+    conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
+    mark_dirty(conn, e.faceset)
+
+
 class CorpusState:
     """Applies the log to the state tables; reads for the other processors."""
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
         with log.transaction() as conn:
-            for statement in TABLES.strip().split(";"):
+            for statement in (TABLES + INBOX_TABLES).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
 

@@ -305,3 +305,96 @@ class ImmichAssetImported(Event):
     @property
     def subject(self) -> str:
         return f"sha256:{self.sha256}"
+
+
+# --- The inbox --------------------------------------------------------------------------------------
+# Photo paths are relative to their root: "inbox" (config paths.inbox) or "staging" (Immich originals).
+# Pool crops live in <corpus>/_pool/ (outside every faceset folder, so the corpus scan ignores them);
+# promoting a pool cluster is a Decision whose moves the Mover carries out like any other.
+
+
+@dataclass(frozen=True)
+class PhotoReceived(Event):
+    """A photo arrived; the router will crop and route its faces."""
+
+    KIND: ClassVar[str] = "photo_received"
+    path: str = ""
+    root: str = "inbox"
+    sha256: str = ""
+    size: int = 0
+    forced_faceset: str = ""  # "faceset_NNN" when dropped into inbox/faceset_NNN/
+    provenance: dict[str, Any] = field(default_factory=dict)  # {"photo": path} or {"immich": {...}}, "taken_at"
+
+
+@dataclass(frozen=True)
+class PhotoProcessed(Event):
+    """Every usable face of a photo was routed; the photo moved to inbox/_processed/."""
+
+    KIND: ClassVar[str] = "photo_processed"
+    path: str = ""
+    root: str = "inbox"
+    sha256: str = ""
+    dest: str = ""  # inbox-relative, under _processed/
+    faces: tuple[dict[str, Any], ...] = ()  # {"to": faceset | "pool", "crop": path, "distance": d, "quality": q}
+    skipped: dict[str, int] = field(default_factory=dict)  # faces not cropped, by reason (small, same_identity)
+    note: str = ""  # e.g. "no usable face", "already processed as ..."
+
+
+@dataclass(frozen=True)
+class PhotoRejected(Event):
+    """A file that is not a readable photo: moved aside to inbox/_rejected/<reason>/, never deleted."""
+
+    KIND: ClassVar[str] = "photo_rejected"
+    path: str = ""
+    root: str = "inbox"
+    sha256: str = ""
+    dest: str = ""  # inbox-relative, under _rejected/<reason>/
+    reason: str = ""  # unreadable | bad_folder
+    error: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class FaceRouted(Event):
+    """The embedding a routed crop was matched with (computed on the source photo), for centroids."""
+
+    KIND: ClassVar[str] = "face_routed"
+    VECTOR_FIELD: ClassVar[str | None] = "embedding"
+    path: str = ""  # the crop, relative to the corpus
+    sha256: str = ""  # of the crop
+    faceset: str = ""
+    distance: float | None = None  # to the centroid it matched; None when forced or promoted
+    quality: float = 0.0
+    embedding: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class PoolFaceAdded(Event):
+    """A face that matched no faceset waits in the pool (<corpus>/_pool/<id>.png) for more of its person."""
+
+    KIND: ClassVar[str] = "pool_face_added"
+    VECTOR_FIELD: ClassVar[str | None] = "embedding"
+    path: str = ""  # _pool/<id>.png, relative to the corpus
+    face_id: str = ""
+    sha256: str = ""  # of the crop
+    photo_sha256: str = ""
+    quality: float = 0.0
+    source: dict[str, Any] = field(default_factory=dict)
+    embedding: Any = None
+
+
+@dataclass(frozen=True)
+class FacesetPromoted(Decision):
+    """A pool cluster reached the refine gate: its crops move from _pool/ into a new faceset."""
+
+    KIND: ClassVar[str] = "faceset_promoted"
+    faceset: str = ""
+    face_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PoolFacesMatched(Decision):
+    """Pool faces now within the match distance of an existing faceset (e.g. one seeded later) move into it."""
+
+    KIND: ClassVar[str] = "pool_faces_matched"
+    faceset: str = ""
+    face_ids: tuple[str, ...] = ()

@@ -1,0 +1,152 @@
+"""Turn the pool of unassigned faces into new facesets once a person has enough of them.
+
+Complete-linkage clustering at `identity.cluster_distance` (cosine): every pair inside a cluster is
+within the distance, so a cluster cannot chain two people together. A cluster holding at least
+`identity.min_new_faceset` faces from distinct photos becomes faceset_{max+1}; smaller ones wait.
+Numbers are never reused: the maximum runs over every faceset ever recorded (any area) and on disk.
+
+Not a handler: `facesetd reconcile` calls it after settling, the daemon's scheduler periodically. It only
+returns events; the caller appends them, then the Mover carries out the promotion's moves.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from state import events as ev
+from state.layout import face_path, faceset_name, faceset_number
+from state.scan import iter_facesets
+
+from .context import HandlerContext
+from .route_photo import centroids, nearest, unit
+
+
+def _next_number(ctx: HandlerContext) -> int:
+    numbers = [faceset_number(n) for (n,) in ctx.state.query("SELECT name FROM facesets")]
+    numbers += [faceset_number(n) for _a, n in iter_facesets(ctx.corpus)]
+    return max([0, *numbers]) + 1
+
+
+Row = tuple  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
+
+
+def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
+           distances: dict[int, float] | None = None) -> tuple[list[tuple[str, str]], list[ev.Event]]:
+    """The moves out of the pool into `name` and the FaceAdded/FaceRouted events for the chosen faces."""
+    moves: list[tuple[str, str]] = []
+    added: list[ev.Event] = []
+    for i in chosen:
+        _face_id, path, sha, _photo, quality, source, blob = rows[i]
+        dest = face_path("", name, path.rsplit("/", 1)[-1])
+        try:
+            st = (ctx.corpus / path).stat()
+        except FileNotFoundError:
+            ctx.log.warning("pool crop missing; left in the pool", path=path)
+            continue
+        moves.append((path, dest))
+        added.append(ev.FaceAdded(path=dest, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                  source=json.loads(source)))
+        dist = None if distances is None else round(distances[i], 4)
+        added.append(ev.FaceRouted(path=dest, sha256=sha, faceset=name, distance=dist, quality=quality,
+                                   embedding=np.frombuffer(blob, dtype="<f4")))
+    return moves, added
+
+
+def _ids(moves: list[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(src.rsplit("/", 1)[-1][:-4] for src, _d in moves)
+
+
+def _best_per_photo(rows: list[Row], members: list[int]) -> list[int]:
+    """One face per source photo: the best crop (ties: the lower face id)."""
+    best: dict[str, int] = {}
+    for i in members:
+        photo = rows[i][3]
+        j = best.get(photo)
+        if j is None or (rows[i][4], rows[j][0]) > (rows[j][4], rows[i][0]):
+            best[photo] = i
+    return sorted(best.values(), key=lambda i: rows[i][0])
+
+
+def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[list[ev.Event], set[int]]:
+    """Pool faces within the match distance of an active faceset (one seeded after they arrived) join it."""
+    try:
+        cents = centroids(ctx)
+    except RuntimeError as e:  # no models to embed adopted facesets with: matching waits for them
+        ctx.say_once("pool-match", "pool faces not matched against facesets", error=str(e))
+        return [], set()
+    by_faceset: dict[str, list[int]] = {}
+    distances: dict[int, float] = {}
+    for i in range(len(rows)):
+        name, dist = nearest(cents, vecs[i])
+        if name and dist <= ctx.identity.match_distance:
+            by_faceset.setdefault(name, []).append(i)
+            distances[i] = dist
+    out: list[ev.Event] = []
+    taken: set[int] = set()
+    for name, members in sorted(by_faceset.items()):
+        has = {p for (p,) in ctx.state.query(
+            "SELECT DISTINCT json_extract(source, '$.photo_sha256') FROM faces WHERE faceset=?", (name,))}
+        chosen = [i for i in _best_per_photo(rows, members) if rows[i][3] not in has]
+        moves, added = _claim(ctx, rows, chosen, name, distances)
+        if not moves:
+            continue
+        out.append(ev.PoolFacesMatched(
+            faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
+            reason=f"{len(moves)} pool faces within cosine distance {ctx.identity.match_distance} of {name}'s centroid",
+            inputs={"match_distance": ctx.identity.match_distance},
+        ))
+        out.extend(added)
+        taken.update(members)  # the others of the same photos stay out of new facesets too
+        ctx.log.info("pool faces matched", faceset=name, faces=len(moves))
+    return out, taken
+
+
+def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
+    """Pool faces matched to facesets, then FacesetPromoted (+ FaceAdded, FaceRouted) per cluster past the gate."""
+    ctx.state.catch_up()
+    rows: list[Row] = ctx.state.query(
+        "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool ORDER BY face_id"
+    )
+    if not rows:
+        return []
+    vecs = np.stack([unit(np.frombuffer(r[6], dtype="<f4")) for r in rows])
+    out, taken = match_pool(ctx, rows, vecs)
+    left = [i for i in range(len(rows)) if i not in taken]
+    gate = max(1, ctx.identity.min_new_faceset)
+    if len(left) < gate:
+        return out
+    if len(left) == 1:
+        labels = np.array([1])
+    else:
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        z = linkage(vecs[left].astype(np.float64), method="complete", metric="cosine")
+        labels = fcluster(z, t=ctx.identity.cluster_distance, criterion="distance")
+    clusters: dict[int, list[int]] = {}
+    for i, label in zip(left, labels):
+        clusters.setdefault(int(label), []).append(i)
+
+    number = _next_number(ctx)
+    # Deterministic order: by each cluster's first face id.
+    for members in sorted(clusters.values(), key=lambda m: rows[m[0]][0]):
+        chosen = _best_per_photo(rows, members)
+        if len(chosen) < gate:
+            continue
+        name = faceset_name(number)
+        moves, added = _claim(ctx, rows, chosen, name)
+        if len(moves) < gate:
+            continue
+        number += 1
+        pair = 1.0 - float(np.min(vecs[chosen] @ vecs[chosen].T))
+        out.append(ev.FacesetPromoted(
+            faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
+            reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
+                   f"{ctx.identity.cluster_distance} of each other (complete linkage)",
+            inputs={"cluster_distance": ctx.identity.cluster_distance, "min_new_faceset": gate,
+                    "max_pair_distance": round(pair, 4), "pool_size": len(rows)},
+        ))
+        out.extend(added)
+        ctx.log.info("faceset promoted from pool", faceset=name, faces=len(moves))
+    return out

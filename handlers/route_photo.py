@@ -1,0 +1,378 @@
+"""Route the faces of a received photo: to the faceset whose centroid is near, or to the pool.
+
+Every face whose short side is at least `identity.min_face_px` (original pixels) is cropped to 512x512 and
+sent to the nearest active faceset when its cosine distance to that faceset's centroid is at most
+`identity.match_distance`; otherwise it waits in the pool (`<corpus>/_pool/`) for `handlers.pool`. A photo
+under inbox/faceset_NNN/ forces its best face into that identity. One face per photo per identity.
+
+Crash safety: the handler's files are written before its events are appended (by the dispatcher, in the same
+transaction as its position). Every step is idempotent, so a rerun after a crash gives the same events: crop
+names derive from the photo's hash (same bytes: no rewrite), and a photo already moved is found again in
+_processed/ or _rejected/ by its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from state import events as ev
+from state.atomic import atomic_write, fsync_dir
+from state.eventlog import StoredEvent
+from state.faults import crash_point
+from state.layout import face_path
+from state.scan import sha256_file
+
+from .context import HandlerContext
+from .registry import handles
+
+PROCESSED = "_processed"
+REJECTED = "_rejected"
+POOL = "_pool"
+POOL_FACESET = "pool"
+# Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it.
+REJECT_REASONS = ("unreadable", "unprocessable")
+
+
+# --- Centroids --------------------------------------------------------------------------------------
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> dict[str, np.ndarray | None]:
+    """Embeddings of PNGs the log has none for (e.g. adopted facesets), computed once and cached by sha256."""
+    if not missing:
+        return {}
+    shas = sorted({s for _p, s in missing})
+    found: dict[str, np.ndarray | None] = {}
+    for i in range(0, len(shas), 500):
+        chunk = shas[i : i + 500]
+        rows = ctx.state.query(
+            f"SELECT sha256, embedding FROM embedding_cache WHERE sha256 IN ({','.join('?' * len(chunk))})",
+            tuple(chunk),
+        )
+        found.update({s: (np.frombuffer(b, dtype="<f4") if b is not None else None) for s, b in rows})
+    todo = [(p, s) for p, s in missing if s not in found]
+    seen: set[str] = set()
+    todo = [(p, s) for p, s in todo if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
+    engine = ctx.face_engine if todo else None
+    for i in range(0, len(todo), 16):
+        chunk = todo[i : i + 16]
+        datas, keep = [], []
+        for p, s in chunk:
+            try:
+                datas.append((ctx.corpus / p).read_bytes())
+                keep.append(s)
+            except OSError:
+                found[s] = None
+        results = engine.analyze(datas, pad=True) if datas and engine is not None else []
+        rows_out = []
+        for s, faces in zip(keep, results):
+            best = max(faces, key=lambda f: f.short_side, default=None)
+            vec = None if best is None else unit(best.embedding)
+            found[s] = vec
+            rows_out.append((s, None if vec is None else vec.astype("<f4").tobytes()))
+        with ctx.state.log.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO embedding_cache(sha256, embedding) VALUES (?,?)", rows_out)
+    return found
+
+
+def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> dict[str, np.ndarray]:
+    """faceset -> unit centroid (mean of unit embeddings, renormalised) of every active faceset with faces.
+
+    An embedding comes from routing (the face on its photo), else from FaceAnalyzed (the PNG), else it is
+    computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
+    before a crash, then found by a scan).
+    """
+    rows = ctx.state.query(
+        "SELECT f.faceset, f.path, f.sha256, r.embedding, f.embedding FROM faces f"
+        " JOIN facesets s ON s.name = f.faceset LEFT JOIN routed r ON r.sha256 = f.sha256"
+        " WHERE f.dropped = 0 AND s.area = '' ORDER BY f.path"
+    )
+    vectors: dict[str, list[np.ndarray]] = {}
+    missing: list[tuple[str, str]] = []
+    pending: list[tuple[str, str]] = []
+    for faceset, path, sha, routed, analyzed in rows:
+        if exclude_prefix and path.rsplit("/", 1)[-1].startswith(exclude_prefix):
+            continue
+        blob = routed if routed is not None else analyzed
+        if blob is not None:
+            vectors.setdefault(faceset, []).append(unit(np.frombuffer(blob, dtype="<f4")))
+        else:
+            missing.append((path, sha))
+            pending.append((faceset, sha))
+    computed = _cached_embeddings(ctx, missing)
+    for faceset, sha in pending:
+        vec = computed.get(sha)
+        if vec is not None:
+            vectors.setdefault(faceset, []).append(unit(vec))
+    return {name: unit(np.mean(vs, axis=0)) for name, vs in sorted(vectors.items()) if vs}
+
+
+def nearest(cents: dict[str, np.ndarray], vec: np.ndarray) -> tuple[str, float]:
+    """(faceset, cosine distance) of the nearest centroid; ("", 2.0) without any."""
+    best, dist = "", 2.0
+    for name, c in cents.items():
+        d = 1.0 - float(np.dot(c, vec))
+        if d < dist:
+            best, dist = name, d
+    return best, dist
+
+
+# --- Files ----------------------------------------------------------------------------------------
+
+
+def _free_names(rel: str) -> Iterator[str]:
+    """rel, then rel with _1, _2 ... before the extension."""
+    stem, dot, ext = rel.rpartition(".")
+    if not stem or "/" in ext:
+        stem, dot, ext = rel, "", ""
+    yield rel
+    k = 1
+    while True:
+        yield f"{stem}_{k}{dot}{ext}"
+        k += 1
+
+
+def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str) -> str | None:
+    """Move `src` to inbox/dest_rel (or a free name beside it); returns the inbox-relative destination.
+
+    Idempotent: when `src` is gone and a candidate holds the same bytes, that is where an earlier run
+    moved it. Returns None when the photo is nowhere to be found.
+    """
+    for cand in _free_names(dest_rel):
+        target = inbox / cand
+        if target.exists():
+            if not src.exists() and sha256_file(target) == sha256:
+                return cand
+            continue
+        if not src.exists():
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(src, target)
+        except OSError:  # another file system (e.g. Immich staging): copy, then remove the original
+            shutil.copy2(src, target)
+            os.unlink(src)
+        fsync_dir(target.parent)
+        fsync_dir(src.parent)
+        return cand
+    return None  # pragma: no cover - the generator never ends
+
+
+def _find_moved(inbox: Path, dest_rels: list[str], sha256: str) -> str | None:
+    """Where an earlier run (interrupted before its events were recorded) moved the photo."""
+    for base in dest_rels:
+        for cand in _free_names(base):
+            target = inbox / cand
+            if not target.exists():
+                break
+            if sha256_file(target) == sha256:
+                return cand
+    return None
+
+
+def _write_crop(corpus: Path, rel: str, png: bytes) -> tuple[str, int, int]:
+    """Write the crop atomically (no-op with the same bytes there); returns (sha256, size, mtime_ns)."""
+    atomic_write(corpus / rel, png)
+    st = (corpus / rel).stat()
+    return hashlib.sha256(png).hexdigest(), len(png), st.st_mtime_ns
+
+
+# --- Routing --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Face:
+    index: int
+    face: Any  # DetectedFace
+    vec: np.ndarray
+    quality: float
+    to: str = ""
+    distance: float | None = None
+
+
+def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
+    if root == "inbox":
+        return ctx.inbox
+    if root == "staging":
+        return getattr(ctx, "staging", None)
+    return None
+
+
+def _processed_rel(e: ev.PhotoReceived) -> str:
+    return f"{PROCESSED}/{e.path}" if e.root == "inbox" else f"{PROCESSED}/{e.root}/{e.path}"
+
+
+def _rejected_rel(e: ev.PhotoReceived, reason: str) -> str:
+    return f"{REJECTED}/{reason}/{e.path}" if e.root == "inbox" else f"{REJECTED}/{reason}/{e.root}/{e.path}"
+
+
+def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, error: str) -> list[ev.Event]:
+    dest = move_aside(src, ctx.inbox, _rejected_rel(e, reason), e.sha256) or ""
+    ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
+    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
+
+
+def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[str, np.ndarray]) -> None:
+    """Decide where each face goes; one face per identity (the best), the forced identity first."""
+    rest = list(faces)
+    if forced:
+        c = cents.get(forced)
+        if c is not None:  # the face most like the person already there
+            pick = min(rest, key=lambda f: (1.0 - float(np.dot(c, f.vec)), f.index))
+            pick.distance = 1.0 - float(np.dot(c, pick.vec))
+        else:  # seeding: the largest face
+            pick = max(rest, key=lambda f: (f.face.short_side, -f.index))
+        pick.to = forced
+        rest.remove(pick)
+    others = {k: v for k, v in cents.items() if k != forced}
+    for f in rest:
+        name, dist = nearest(others, f.vec)
+        if name and dist <= ctx.identity.match_distance:
+            f.to, f.distance = name, dist
+        else:
+            f.to, f.distance = POOL_FACESET, (dist if name else None)
+    # One face per identity: keep the best crop, the others are not taken from this photo.
+    for name in sorted({f.to for f in rest} - {POOL_FACESET}):
+        group = [f for f in rest if f.to == name]
+        best = max(group, key=lambda f: (f.quality, -f.index))
+        for f in group:
+            if f is not best:
+                f.to = ""
+
+
+@handles(ev.PhotoReceived)
+def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent]) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for se in stored:
+        out.extend(route_one(ctx, se.event))  # type: ignore[arg-type]
+    return out
+
+
+def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
+    import cv2
+
+    from gpu_agent.crop import crop_face, decode_image
+    from gpu_agent.errors import ImageDecodeError
+    from gpu_agent.quality import crop_quality
+
+    root_dir = _root_dir(ctx, e.root)
+    label = f"{e.root}/{e.path}"
+    if root_dir is None:
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="unknown_root",
+                                 error=f"no folder configured for photo root {e.root!r}")]
+    src = root_dir / e.path
+    data: bytes | None = None
+    if src.is_file():
+        raw = src.read_bytes()
+        if hashlib.sha256(raw).hexdigest() == e.sha256:
+            data = raw
+    moved = None
+    if data is None:  # an earlier run moved it and crashed before recording that
+        bases = [_processed_rel(e), *(_rejected_rel(e, r) for r in REJECT_REASONS)]
+        moved = _find_moved(ctx.inbox, bases, e.sha256)
+        if moved is None:
+            # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
+            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
+                                     error=f"{label} changed or disappeared before it was processed")]
+        if moved.startswith(REJECTED + "/"):
+            reason = moved.split("/")[1]
+            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
+                                     error=f"{label}: {reason} (moved aside by an interrupted run)")]
+        data = (ctx.inbox / moved).read_bytes()
+
+    # The same bytes already routed (dropped twice): nothing new to take from them.
+    dup = ctx.state.query(
+        "SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (e.sha256,)
+    )
+    if dup:
+        dest = move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
+        return [ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
+                                  note=f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed")]
+
+    try:
+        image = decode_image(data)
+        if image is None or image.size == 0:
+            raise ValueError("decoder returned no pixels")
+    except Exception as err:  # noqa: BLE001 - every decoder failure is the file's fault, not the daemon's
+        return _reject(ctx, e, src, "unreadable", f"{label}: {err}")
+
+    engine = ctx.face_engine  # outside the try: a model that cannot open is not the photo's fault
+    try:
+        detected = engine.analyze([data], pad=True)[0]
+        min_px = ctx.identity.min_face_px
+        usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
+        faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]
+    except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
+        return _reject(ctx, e, src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
+    skipped: dict[str, int] = {}
+    if len(usable) < len(detected):
+        skipped["small"] = len(detected) - len(usable)
+
+    prefix = f"{e.sha256[:12]}_"
+    out: list[ev.Event] = []
+    forced = e.forced_faceset
+    area = ""
+    if forced:
+        known = ctx.state.faceset_area(forced)
+        if known is None:
+            out.append(ev.FacesetCreated(faceset=forced, reason=f"seeded through inbox/{forced}/"))
+        else:
+            area = known
+    cents = centroids(ctx, exclude_prefix=prefix) if faces else {}
+    if faces:
+        _assign(ctx, faces, forced, cents)
+    lost = sum(1 for f in faces if not f.to)
+    if lost:
+        skipped["same_identity"] = lost
+
+    base_source = {**e.provenance, "photo_sha256": e.sha256}
+    summaries: list[dict[str, Any]] = []
+    for f in faces:
+        if not f.to:
+            continue
+        name = f"{prefix}{f.index}.png"
+        crop = crop_face(image, f.face)
+        ok, buf = cv2.imencode(".png", crop)
+        if not ok:  # pragma: no cover - encoding a uint8 array does not fail
+            raise RuntimeError(f"cannot encode crop of {label}")
+        png = buf.tobytes()
+        source = {**base_source, "face": f.index, "bbox": [round(v, 1) for v in f.face.bbox],
+                  "det_score": round(float(f.face.det_score), 4)}
+        dist = None if f.distance is None else round(f.distance, 4)
+        if f.to == POOL_FACESET:
+            rel = f"{POOL}/{name}"
+            sha, _size, _m = _write_crop(ctx.corpus, rel, png)
+            out.append(ev.PoolFaceAdded(path=rel, face_id=name[:-4], sha256=sha, photo_sha256=e.sha256,
+                                        quality=f.quality, source=source, embedding=f.vec))
+        else:
+            fs_area = area if f.to == forced else (ctx.state.faceset_area(f.to) or "")
+            rel = face_path(fs_area, f.to, name)
+            sha, size, mtime = _write_crop(ctx.corpus, rel, png)
+            out.append(ev.FaceAdded(path=rel, sha256=sha, size=size, mtime_ns=mtime, source=source))
+            out.append(ev.FaceRouted(path=rel, sha256=sha, faceset=f.to, distance=dist, quality=f.quality,
+                                     embedding=f.vec))
+        summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
+                          "face": f.index})
+
+    crash_point("inbox:crops_written")
+    dest = moved or move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
+    crash_point("inbox:photo_moved")
+    note = "" if summaries else ("no face found" if not detected else "no usable face")
+    out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
+                                 skipped=skipped, note=note))
+    ctx.log.info("photo routed", path=label, faces=len(summaries), to=[s["to"] for s in summaries], dest=dest)
+    return out
+
+
+__all__ = ["centroids", "move_aside", "nearest", "route_one", "route_photo", "unit"]
