@@ -22,7 +22,7 @@ from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
 from state.errors import UnknownEvent
 from state.eventlog import EventLog
-from state.layout import faceset_dir, parse_face_path
+from state.layout import POOL_DIR, faceset_dir, parse_face_path
 from state.mover import Mover
 from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
@@ -116,6 +116,9 @@ class Pipeline:
             self.mover.finish_pending()
             self.sweep_interrupted_writes()
         result = self.scan()
+        if not dry_run:
+            for rel in result.leftovers:  # a crop or PNG write cut short by a crash
+                (self.config.corpus_dir / rel).unlink(missing_ok=True)
         report = ReconcileReport(
             scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=dry_run,
             adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
@@ -134,9 +137,10 @@ class Pipeline:
         leaves its facesets marked dirty, so only those folders (and the corpus root) are looked at."""
         corpus = self.config.corpus_dir
         dirty = [d for d in self.state.dirty() if d != MASTER_DIRTY]
-        if not dirty or not corpus.exists():
+        if not corpus.exists():
             return
-        folders = [corpus] + [corpus / faceset_dir(self.state.faceset_area(n) or "", n) for n in dirty]
+        folders = [corpus, corpus / POOL_DIR]
+        folders += [corpus / faceset_dir(self.state.faceset_area(n) or "", n) for n in dirty]
         for folder in folders:
             if folder.is_dir():
                 sweep_temp_files(folder, recursive=False)

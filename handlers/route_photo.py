@@ -26,7 +26,7 @@ from state import events as ev
 from state.atomic import atomic_write, fsync_dir
 from state.eventlog import StoredEvent
 from state.faults import crash_point
-from state.layout import face_path
+from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
 from .context import HandlerContext
@@ -34,7 +34,6 @@ from .registry import handles
 
 PROCESSED = "_processed"
 REJECTED = "_rejected"
-POOL = "_pool"
 POOL_FACESET = "pool"
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it.
 REJECT_REASONS = ("unreadable", "unprocessable")
@@ -351,7 +350,7 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
                   "det_score": round(float(f.face.det_score), 4)}
         dist = None if f.distance is None else round(f.distance, 4)
         if f.to == POOL_FACESET:
-            rel = f"{POOL}/{name}"
+            rel = f"{POOL_DIR}/{name}"
             sha, _size, _m = _write_crop(ctx.corpus, rel, png)
             out.append(ev.PoolFaceAdded(path=rel, face_id=name[:-4], sha256=sha, photo_sha256=e.sha256,
                                         quality=f.quality, source=source, embedding=f.vec))

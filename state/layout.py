@@ -15,6 +15,7 @@ QUARANTINE_AREAS = AREAS[1:]
 DROPPED = "_dropped"
 FACESET_RE = re.compile(r"^faceset_(\d{3,})$")
 MASTER_MANIFEST = "manifest.json"
+POOL_DIR = "_pool"  # crops of faces not yet assigned to anyone; outside every faceset folder
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class ScanResult:
     events: list[ev.Event] = field(default_factory=list)
     files_seen: int = 0
     hashed: int = 0
+    leftovers: list[str] = field(default_factory=list)  # our own temp files a crash left mid-write
 
     def count(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -154,7 +155,11 @@ def scan_corpus(
         with entries:
             for e in entries:
                 fname = e.name
-                if fname[0] == "." or fname[-4:].lower() != ".png" or not e.is_file(follow_symlinks=False):
+                if fname[0] == ".":
+                    if ".tmp-" in fname:
+                        result.leftovers.append(f"{rel}/{fname}")
+                    continue
+                if fname[-4:].lower() != ".png" or not e.is_file(follow_symlinks=False):
                     continue
                 path = f"{rel}/{fname}"
                 st = e.stat(follow_symlinks=False)
