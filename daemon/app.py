@@ -61,6 +61,27 @@ class App:
         self.ensure_folders()
         return Pipeline(self.config, self.events, open_engines=self.open_engines)
 
+    def import_store(self) -> Any:
+        """The Immich poller's store on the event log; each import is handed to the inbox pipeline."""
+        from .immich.store import StagedAsset
+        from .immich_store import EventLogImportStore
+        from .inbox import photo_event
+
+        staging = self.config.staging_dir
+
+        def hand_to_inbox(asset: StagedAsset) -> list[Any]:
+            rel = asset.path.resolve().relative_to(staging.resolve()).as_posix()
+            provenance: dict[str, Any] = {
+                "immich": {"server": asset.server, "user": asset.user, "asset_id": asset.asset_id,
+                           "original_file_name": asset.original_file_name},
+                "faces": [list(b) for b in asset.faces],
+            }
+            if asset.taken_at:
+                provenance["taken_at"] = asset.taken_at[:10]
+            return [photo_event(staging, rel, root="staging", provenance=provenance)]
+
+        return EventLogImportStore(self.events, hand_to_inbox)
+
     def open_engines(self) -> Any:
         """(face engine, occlusion scorer), in-process or over the loopback agent, per config."""
         from gpu_agent import open_engines

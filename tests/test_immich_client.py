@@ -174,12 +174,3 @@ def test_check_unreachable_and_missing_variable(tmp_path: Path, fake: FakeImmich
         run_check(app_for(fake.url, tmp_path))
     with pytest.raises(ImmichUnavailable, match="unavailable"):
         run_check(app_for("http://127.0.0.1:9", tmp_path))
-
-
-def test_poll_once_falls_back_to_the_inbox(fake: FakeImmich, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("FACESETD_TEST_KEY_ALICE", KEY)
-    app = app_for(fake.url, tmp_path)
-    assert immich_cli.run(argparse.Namespace(immich_verb="poll", once=True, user=None), app) == 0
-    out = capsys.readouterr().out
-    assert "user alice: listed 3; delivered 3" in out and KEY not in out
-    assert len(list(app.config.inbox_dir.iterdir())) == 3

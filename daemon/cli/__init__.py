@@ -27,7 +27,6 @@ VERB_MODULES = [
     "gpu_agent",
     "immich",
 ]
-VERB_MODULES = [v for v in VERB_MODULES if v in ("run", "reconcile", "rebuild", "status", "events", "restore", "config")]
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

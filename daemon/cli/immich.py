@@ -73,17 +73,11 @@ def _check(args: argparse.Namespace, app: Any) -> int:
 def _poll_once(args: argparse.Namespace, app: Any) -> int:
     from daemon.immich.poller import poll_user
     from daemon.immich.scheduler import client_for
-    from daemon.immich.store import MemoryImportStore
 
     settings = app.config.immich
     users = _users(app, args.user)
-    if hasattr(app, "import_store"):
-        store = app.import_store()
-    else:
-        # Fallback until the event-log-backed store is wired: watermark and dedup live only for
-        # this process, and delivered originals are moved into the inbox for the inbox pipeline
-        # (which does its own dedup), so a second `poll --once` lists everything again.
-        store = MemoryImportStore(deliver_dir=app.config.inbox_dir)
+    pipeline = app.pipeline
+    store = app.import_store()
     # A single pass has no breaker: a failure propagates as a one-line error and exit code 1.
     for user in users:
         client = client_for(settings, user)
@@ -94,6 +88,9 @@ def _poll_once(args: argparse.Namespace, app: Any) -> int:
             client.close()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing new"
         print(f"user {user.name}: listed {r.listed}; {counts}; watermark {r.watermark_after}")
+    # Then, as the daemon would: route the imported faces and run every check to completion.
+    pipeline.settle()
+    pipeline.promote_pool()
     return 0
 
 
