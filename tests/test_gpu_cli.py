@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import pytest
+import structlog
 
 from daemon.app import App
 from daemon.cli import doctor, models
 from daemon.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """App() points structlog at the sys.stdout of the moment (capsys's); later tests must not write there."""
+    yield
+    structlog.reset_defaults()
 
 
 def _app(tmp_path: Path, models_root: Path, **env: str) -> App:
