@@ -21,10 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemon.logs import configure_logging  # noqa: E402
-from gpu_agent.clip_export import build_model, export_built  # noqa: E402
-from gpu_agent.occlusion import OnnxOcclusionScorer  # noqa: E402
-from gpu_agent.settings import ModelSettings  # noqa: E402
+from daemon.logs import configure_logging
+from gpu_agent.clip_export import build_model, export_built
+from gpu_agent.occlusion import OnnxOcclusionScorer
+from gpu_agent.settings import ModelSettings
 
 
 def main() -> int:

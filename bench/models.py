@@ -15,8 +15,8 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -24,14 +24,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemon.logs import configure_logging  # noqa: E402
-from gpu_agent.client import HttpAgent  # noqa: E402
-from gpu_agent.crop import crop_face, decode_image  # noqa: E402
-from gpu_agent.face_engine import InsightFaceEngine  # noqa: E402
-from gpu_agent.fetch import fetch_pack  # noqa: E402
-from gpu_agent.occlusion import OnnxOcclusionScorer  # noqa: E402
-from gpu_agent.server import make_server  # noqa: E402
-from gpu_agent.settings import ModelSettings  # noqa: E402
+from daemon.logs import configure_logging
+from gpu_agent.client import HttpAgent
+from gpu_agent.crop import crop_face, decode_image
+from gpu_agent.face_engine import InsightFaceEngine
+from gpu_agent.fetch import fetch_pack
+from gpu_agent.occlusion import OnnxOcclusionScorer
+from gpu_agent.server import make_server
+from gpu_agent.settings import ModelSettings
 
 TOKEN = "bench-token"
 
