@@ -9,6 +9,7 @@ depend on the values). Both sides get the same preprocessed batch and the same t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -20,10 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemon.logs import configure_logging  # noqa: E402
-from gpu_agent.clip_export import build_model, export_built  # noqa: E402
-from gpu_agent.occlusion import OnnxOcclusionScorer  # noqa: E402
-from gpu_agent.settings import ModelSettings  # noqa: E402
+from daemon.logs import configure_logging
+from gpu_agent.clip_export import build_model, export_built
+from gpu_agent.occlusion import OnnxOcclusionScorer
+from gpu_agent.settings import ModelSettings
 
 
 def main() -> int:
@@ -62,20 +63,24 @@ def main() -> int:
         for fn in fns.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {k: [] for k in fns}
+        cpu: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(args.rounds):  # interleaved, median: fair on a noisy shared machine
             for name, fn in fns.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
         rate = {k: len(batch) / statistics.median(v) for k, v in times.items()}
+        cpu_rate = {k: len(batch) / statistics.median(v) for k, v in cpu.items()}
         diff = float(np.abs(scorer.embed_arrays(batch) - model.encode_image(tbatch).detach().numpy()).max())
 
     print(f"{args.model} (random weights), batch {len(batch)}, rounds {args.rounds}, threads {args.threads or 'default'}, "
-          f"providers {scorer.providers_in_use}")
-    print(f"{'runtime':<22}{'img/s':>8}")
-    print(f"{'eager torch':<22}{rate['torch']:>8.2f}")
-    print(f"{'onnxruntime':<22}{rate['onnx']:>8.2f}")
-    print(f"onnx / torch: {rate['onnx'] / rate['torch']:.2f}x   max |onnx - torch| = {diff:.2e}")
+          f"providers {scorer.providers_in_use}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'runtime':<16}{'img/s (wall)':>14}{'img per CPU-s':>15}")
+    print(f"{'eager torch':<16}{rate['torch']:>14.2f}{cpu_rate['torch']:>15.2f}")
+    print(f"{'onnxruntime':<16}{rate['onnx']:>14.2f}{cpu_rate['onnx']:>15.2f}")
+    print(f"onnx / torch: {rate['onnx'] / rate['torch']:.2f}x wall, {cpu_rate['onnx'] / cpu_rate['torch']:.2f}x CPU;"
+          f"   max |onnx - torch| = {diff:.2e}")
     return 0
 
 

@@ -21,7 +21,7 @@ def open_engines(models: ModelSettings, agent: AgentSettings, models_dir: Path) 
 
         remote = HttpAgent(agent.url, agent.token, timeout_s=agent.timeout_s, retries=agent.retries)
         remote.health()
-        return remote, remote
+        return remote, remote  # type: ignore[return-value]  # HttpAgent.available is a property
     from .face_engine import InsightFaceEngine
     from .occlusion import OnnxOcclusionScorer
 

@@ -7,7 +7,8 @@ AgentUnavailable with the URL when the agent stays silent, AgentAuthError on 401
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import requests
 

@@ -183,7 +183,8 @@ def export_built(clip_model: Any, preprocess: Any, tokenizer: Any, model: str, p
         os.replace(tmp_onnx, out / IMAGE_FILE)
 
     text = ensemble_embeddings(clip_model, tokenizer, PROMPTS)
-    np.savez(out / TEXT_FILE, logit_scale=np.float32(clip_model.logit_scale.detach().item()), **text)
+    arrays: dict[str, Any] = {**text, "logit_scale": np.float32(clip_model.logit_scale.detach().item())}
+    np.savez(out / TEXT_FILE, **arrays)
     meta = {
         "model": model,
         "pretrained": pretrained,

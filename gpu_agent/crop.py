@@ -46,8 +46,8 @@ def crop_box(bbox: tuple[float, float, float, float], padding: float = CROP_PADD
     x1, y1, x2, y2 = bbox
     side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * padding)
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-    s = max(1, int(round(side)))
-    return int(round(cx - s / 2.0)), int(round(cy - s / 2.0)), s
+    s = max(1, round(side))
+    return round(cx - s / 2.0), round(cy - s / 2.0), s
 
 
 def crop_face(
@@ -76,6 +76,6 @@ def pad_image(image_bgr: np.ndarray, fraction: float = 0.5) -> tuple[np.ndarray,
     anchors expect faces smaller than the input. The border shrinks it back into range.
     """
     h, w = image_bgr.shape[:2]
-    b = max(1, int(round(max(h, w) * fraction)))
+    b = max(1, round(max(h, w) * fraction))
     padded = cv2.copyMakeBorder(image_bgr, b, b, b, b, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     return padded, b, b

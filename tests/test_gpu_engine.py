@@ -104,3 +104,19 @@ def test_describe_names_pack_and_providers(engine: InsightFaceEngine) -> None:
     d = engine.describe()
     assert d["pack"] == "buffalo_sc" and d["providers"][0] == "CPUExecutionProvider"
     assert set(d["files"]) == {"scrfd_500m_bnkps.onnx", "w600k_mbf.onnx"}
+
+
+def test_provider_choice() -> None:
+    from gpu_agent.errors import ModelError
+    from gpu_agent.providers import choose_providers, session_options
+
+    every = ["DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(ModelSettings(), every) == ["DmlExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(ModelSettings(), every[1:]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(ModelSettings(), ["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(ModelSettings(providers=("CUDAExecutionProvider",)), every) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ModelError, match="DmlExecutionProvider"):
+        choose_providers(ModelSettings(providers=("DmlExecutionProvider",)), ["CPUExecutionProvider"])
+    opts = session_options(ModelSettings(intra_op_threads=3, inter_op_threads=1), ["DmlExecutionProvider"])
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads, opts.enable_mem_pattern) == (3, 1, False)
