@@ -8,6 +8,7 @@ import structlog
 
 from state.corpus_state import CorpusState
 from state.eventlog import EventLog, StoredEvent
+from state.faults import crash_point
 
 from .registry import HANDLERS
 
@@ -37,6 +38,7 @@ class Dispatcher:
             out = []
             for reg in HANDLERS.get(group[0].kind, []):
                 out.extend(reg.fn(self.ctx, group))
+            crash_point("dispatch:before_commit")  # handlers ran (files may be written), nothing recorded
             with self.log.transaction() as conn:
                 if self.log.tracked(PROCESSOR, conn) != after:  # another process got here first
                     continue

@@ -22,14 +22,15 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = data.parent / f"{data.name}-daemon.log"
 
-    def start(self) -> "DaemonProcess":
+    def start(self, wait: bool = True) -> "DaemonProcess":
         self.data.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--data-dir", str(self.data), "run"],
             env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )
-        self.wait_for(lambda: "facesetd running" in self.output(), "daemon start", timeout=60)
+        if wait:
+            self.wait_for(lambda: "facesetd running" in self.output(), "daemon start", timeout=60)
         return self
 
     def output(self) -> str:

@@ -79,7 +79,7 @@ def test_a_photo_written_slowly_is_taken_once_complete(tmp_path: Path, faces_dir
     assert "photo_rejected" not in d.kinds()
 
 
-KILL_POINTS = ["inbox:crops_written", "inbox:photo_moved", "move:after_rename", "write:manifest.json"]
+KILL_POINTS = ["inbox:crops_written", "inbox:photo_moved", "dispatch:before_commit", "write:manifest.json"]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -90,12 +90,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, faces_dir: Path, models_
     (data / "inbox" / "faceset_001").mkdir(parents=True)
     shutil.copy(faces_dir / IDS / "obama" / "obama.jpg", data / "inbox" / "faceset_001" / "seed.jpg")
     env = _env(models_root, FACESETD_CRASHPOINT=point, FACESETD_CRASHPOINT_FILE=str(marker))
-    d = DaemonProcess(data, env)
-    d.data.mkdir(parents=True, exist_ok=True)
-    d.proc = __import__("subprocess").Popen(
-        [__import__("sys").executable, "-m", "daemon.cli", "--data-dir", str(data), "run"],
-        env=d.env, cwd=Path(__file__).resolve().parents[1], stdout=open(d.log_file, "ab"), stderr=-2,
-    )
+    d = DaemonProcess(data, env).start(wait=False)  # it may reach the crash point while starting
     for p in photos:
         shutil.copy(p, data / "inbox" / p.name)
     d.wait_for(marker.exists, f"crash point {point}", timeout=120)
