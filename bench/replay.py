@@ -44,20 +44,29 @@ def synthetic_log(data: Path, total: int, per_faceset: int = 100) -> EventLog:
         log.append(batch)
         batch = []
 
-    for i in range(faces):
-        fs = f"faceset_{i // per_faceset + 1:03d}"
-        rel = f"{fs}/faces/{i:06d}.png"
-        p = config.corpus_dir / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(png)
-        if i % per_faceset == 0:
-            batch.append(ev.FacesetCreated(faceset=fs, reason="bench"))
-        batch.append(ev.FaceAdded(path=rel, sha256=f"{i:064x}", size=len(png), mtime_ns=i, source={"photo": f"/p/{i}.jpg"}))
-        emb = rng.standard_normal(512).astype(np.float32)
-        batch.append(ev.FaceAnalyzed(path=rel, sha256=f"{i:064x}", face_count=1, det_score=0.8, quality=float(i % 97) / 97,
-                                     embedding=emb / np.linalg.norm(emb), model={"pack": "bench"}))
-        batch.append(ev.OcclusionScored(path=rel, sha256=f"{i:064x}", mask=0.1, sunglasses=0.2))
-        batch.append(ev.FaceTouched(path=rel, size=len(png), mtime_ns=i + 1))
+    # In the order the daemon writes them: a scan records a faceset's new faces together, then the
+    # handlers record analyses and occlusion scores in batches of 8, and a later scan the touches.
+    for start in range(0, faces, per_faceset):
+        fs = f"faceset_{start // per_faceset + 1:03d}"
+        rels = [f"{fs}/faces/{i:06d}.png" for i in range(start, min(start + per_faceset, faces))]
+        batch.append(ev.FacesetCreated(faceset=fs, reason="bench"))
+        for i, rel in enumerate(rels, start):
+            p = config.corpus_dir / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(png)
+            batch.append(ev.FaceAdded(path=rel, sha256=f"{i:064x}", size=len(png), mtime_ns=i,
+                                      source={"photo": f"/p/{i}.jpg"}))
+        for b in range(0, len(rels), 8):
+            chunk = list(enumerate(rels[b:b + 8], start + b))
+            for i, rel in chunk:
+                emb = rng.standard_normal(512).astype(np.float32)
+                batch.append(ev.FaceAnalyzed(path=rel, sha256=f"{i:064x}", face_count=1, det_score=0.8,
+                                             quality=float(i % 97) / 97, embedding=emb / np.linalg.norm(emb),
+                                             model={"pack": "bench"}))
+            for i, rel in chunk:
+                batch.append(ev.OcclusionScored(path=rel, sha256=f"{i:064x}", mask=0.1, sunglasses=0.2))
+        for i, rel in enumerate(rels, start):
+            batch.append(ev.FaceTouched(path=rel, size=len(png), mtime_ns=i + 1))
         if len(batch) >= 1000:
             flush()
     flush()

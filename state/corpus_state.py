@@ -220,33 +220,38 @@ def _dirty_for_path(conn: sqlite3.Connection, path: str) -> None:
         mark_dirty(conn, fp.faceset)
 
 
-def _move_face_row(conn: sqlite3.Connection, src: str, dest: str) -> None:
+def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int | None = None) -> None:
+    """Move one face row from src to dest (pruned_by: the decision, for a move into _dropped/)."""
     fp = parse_face_path(dest)
     if fp is None:
         conn.execute("DELETE FROM faces WHERE path=?", (src,))
         return
-    conn.execute("DELETE FROM faces WHERE path=? AND ? != ?", (dest, src, dest))
+    if src != dest:
+        conn.execute("DELETE FROM faces WHERE path=?", (dest,))  # a stale row the file is replacing
     conn.execute(
-        "UPDATE faces SET path=?, faceset=?, name=?, dropped=? WHERE path=?",
-        (dest, fp.faceset, fp.name, int(fp.dropped), src),
+        "UPDATE faces SET path=?, faceset=?, name=?, dropped=?, pruned_by=? WHERE path=?",
+        (dest, fp.faceset, fp.name, int(fp.dropped), pruned_by, src),
     )
-    _ensure_faceset(conn, fp.faceset, fp.area, 0, "moved in")
+    from_fp = parse_face_path(src)
+    if from_fp is None or from_fp.faceset != fp.faceset:
+        _ensure_faceset(conn, fp.faceset, fp.area, 0, "moved in")
     mark_dirty(conn, fp.faceset)
 
 
-def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...]) -> None:
+def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], pruned_by: int | None = None) -> None:
     """Move rows the way the files will move: single PNGs, or whole faceset folders."""
     for src, dest in moves:
         fp = parse_face_path(src)
         if fp is not None:
-            _move_face_row(conn, src, dest)
+            _move_face_row(conn, src, dest, pruned_by)
             continue
-        # A faceset folder: src/dest are "[area/]faceset_NNN".
+        # A faceset folder: src/dest are "[area/]faceset_NNN"; every face under it moves with it.
         name = dest.split("/")[-1]
         area = dest.split("/")[0] if "/" in dest else ""
-        rows = conn.execute("SELECT path FROM faces WHERE path LIKE ? ESCAPE '\\'", (_like_prefix(src),)).fetchall()
-        for (path,) in rows:
-            conn.execute("UPDATE faces SET path=? WHERE path=?", (dest + path[len(src):], path))
+        conn.execute(
+            "UPDATE faces SET path = ? || substr(path, ?) WHERE path LIKE ? ESCAPE '\\'",
+            (dest, len(src) + 1, _like_prefix(src)),
+        )
         conn.execute("UPDATE facesets SET area=? WHERE name=?", (area, name))
         mark_dirty(conn, name)
 
@@ -262,10 +267,7 @@ def _decided(conn: sqlite3.Connection, se: StoredEvent) -> None:
         "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
         (se.position, e.KIND, e.subject, e.check, getattr(e, "sha256", None), json.dumps(e.moves), "pending"),
     )
-    _apply_moves(conn, e.moves)
-    if isinstance(e, ev.FacePruned):
-        for _src, dest in e.moves:
-            conn.execute("UPDATE faces SET pruned_by=? WHERE path=?", (se.position, dest))
+    _apply_moves(conn, e.moves, se.position if isinstance(e, ev.FacePruned) else None)
 
 
 @applies(ev.DecisionReverted)
@@ -278,8 +280,6 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
     )
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
     _apply_moves(conn, e.moves)
-    for _src, dest in e.moves:
-        conn.execute("UPDATE faces SET pruned_by=NULL WHERE path=?", (dest,))
     if row is not None:
         check, sha, subject = row
         faceset = (parse_face_path(subject).faceset if parse_face_path(subject) else subject.split("/")[-1])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
 REGISTRY: dict[str, type["Event"]] = {}
 
@@ -63,17 +64,43 @@ def encode_event(event: Event) -> tuple[str, str, str, bytes | None]:
     return event.KIND, event.subject, json.dumps(payload, sort_keys=True, separators=(",", ":")), vector
 
 
-def decode_event(kind: str, payload: str, vector: bytes | None) -> Event:
+_defaults: dict[type, dict[str, Any]] = {}
+_factories: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _prepare(cls: type[Event]) -> None:
+    plain, made = {}, []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            plain[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            made.append((f.name, f.default_factory))
+    _defaults[cls], _factories[cls] = plain, made
+
+
+def decode_event(kind: str, payload: str | bytes, vector: bytes | None) -> Event:
+    """Rebuild a stored event. Bypasses the frozen dataclass __init__ (a setattr per field, the slowest
+    part of a replay): the payload was written by encode_event, so it holds exactly the fields, or
+    fewer for events written before a field was added, which then take their defaults."""
     cls = REGISTRY.get(kind)
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r} (written by a newer facesetd?)")
-    values = json.loads(payload)
+    if cls not in _defaults:
+        _prepare(cls)
+    values = orjson.loads(payload)
     for k, v in values.items():
         if type(v) not in _SCALARS:
             values[k] = _frozen(v)
     if cls.VECTOR_FIELD:
         values[cls.VECTOR_FIELD] = None if vector is None else np.frombuffer(vector, dtype="<f4")
-    return cls(**values)
+    event = object.__new__(cls)
+    fields = event.__dict__
+    fields.update(_defaults[cls])
+    for name, factory in _factories[cls]:
+        if name not in values:
+            fields[name] = factory()
+    fields.update(values)
+    return event
 
 
 # --- The corpus as found on disk ----------------------------------------------------------------
