@@ -25,8 +25,9 @@ from daemon.pipeline import Pipeline  # noqa: E402
 from state.eventlog import EventLog  # noqa: E402
 
 
-def bare_walk(root: str) -> int:
-    """Every file under root, by os.scandir recursion: the least any reconcile must do."""
+def walk(root: str, stat: bool = False) -> int:
+    """Every file under root by os.scandir recursion: the least any reconcile must do (stat=False),
+    and the same with one stat per file, the floor for a reconcile that checks size and mtime."""
     count, stack = 0, [root]
     while stack:
         with os.scandir(stack.pop()) as it:
@@ -34,20 +35,8 @@ def bare_walk(root: str) -> int:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
                 else:
-                    count += 1
-    return count
-
-
-def walk_and_stat(root: str) -> int:
-    """The same walk with one stat per file: the floor for any reconcile that checks size and mtime."""
-    count, stack = 0, [root]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    e.stat(follow_symlinks=False)
+                    if stat:
+                        e.stat(follow_symlinks=False)
                     count += 1
     return count
 
@@ -79,8 +68,8 @@ def main() -> None:
         first = pipeline.reconcile()
         first_s = time.perf_counter() - t
         assert first.scanned == args.files
-        walk_s = best_of(5, lambda: bare_walk(str(config.corpus_dir)))
-        stat_s = best_of(5, lambda: walk_and_stat(str(config.corpus_dir)))
+        walk_s = best_of(5, lambda: walk(str(config.corpus_dir)))
+        stat_s = best_of(5, lambda: walk(str(config.corpus_dir), stat=True))
         head = pipeline.log.head()
         recon_s = best_of(5, lambda: pipeline.reconcile())
         assert pipeline.log.head() == head, "an unchanged corpus must record nothing"
