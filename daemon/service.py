@@ -177,6 +177,12 @@ class Daemon:
             from .logs import configure_logging
 
             configure_logging(config.logging.level, config.logging.format)
+            # What can change in place: thresholds, identity routing, projection and queue settings.
+            # Folders, watching and models are fixed for the life of the process (restart for those).
+            self.config = self.pipeline.config = config
+            ctx = self.pipeline.ctx
+            ctx.thresholds, ctx.identity, ctx.top_n = config.thresholds, config.identity, config.projection.top_n
+            self.pipeline.renderer.top_n = config.projection.top_n
             log.info("config reloaded")
         self.notifier.ready()
 

@@ -66,3 +66,23 @@ def test_sigterm_exits_0_and_a_restart_resumes_without_duplicates(tmp_path: Path
     recovered = projections(data / "corpus")
     cli(data, "rebuild", env=env)
     assert projections(data / "corpus") == recovered
+
+
+def test_sighup_reloads_the_config_and_a_bad_edit_keeps_the_old_one(tmp_path: Path, models_root: Path) -> None:
+    import signal
+
+    config = tmp_path / "facesetd.toml"
+    config.write_text("[thresholds]\nnear_dup_similarity = 0.95\n")
+    env = {**_model_env(models_root), "FACESETD_CONFIG": str(config)}
+    d = DaemonProcess(tmp_path / "data", env).start()
+    assert d.proc is not None
+    config.write_text("[thresholds]\nnear_dup_similarity = 0.97\n")
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: "config reloaded" in d.output(), "the reload")
+    config.write_text("[thresholds]\nnear_dup_similarit = 0.97\n")
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: "config reload failed" in d.output(), "the failed reload")
+    assert "thresholds.near_dup_similarit: unknown key" in d.output()
+    time.sleep(0.5)
+    assert d.proc.poll() is None, "a bad config edit must not stop the daemon"
+    assert d.terminate() == 0

@@ -14,8 +14,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    import faulthandler
+
     from daemon.service import Daemon
 
+    faulthandler.enable()  # a watchdog SIGABRT then leaves every thread's traceback in the journal
     daemon = Daemon(app)
     daemon.install_signal_handlers()
     return daemon.run()
