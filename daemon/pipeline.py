@@ -12,6 +12,7 @@ from typing import Any, Callable
 import structlog
 
 from gpu_agent.interface import FaceEngine, OcclusionScorer
+import handlers  # noqa: F401  (registers every check)
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from state import events as ev
@@ -63,7 +64,7 @@ class Pipeline:
         self.ctx = HandlerContext(
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
-            open_engines=open_engines,
+            open_engines=open_engines, eras=config.eras,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].

@@ -25,6 +25,12 @@ class HandlerContext:
     # Opens (face engine, occlusion scorer); called once, on the first handler that needs a model.
     open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
+    # Era buckets (config [eras]): which facesets are age eras of which identity, and their years.
+    eras: Any = None
+    # Face paths (and _dropped/ destinations) decided on in the batch being handled: the next handler of
+    # the same batch must not decide on them again (its decisions are not in the state yet).
+    claimed: set[str] = field(default_factory=set)
+    claimed_dests: set[str] = field(default_factory=set)
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 
@@ -42,6 +48,11 @@ class HandlerContext:
     @property
     def occlusion(self) -> OcclusionScorer:
         return self.engines()[1]
+
+    def begin_batch(self) -> None:
+        """Called by the dispatcher before the handlers of each batch run."""
+        self.claimed.clear()
+        self.claimed_dests.clear()
 
     def say_once(self, key: str, message: str, **fields: Any) -> None:
         """Log a warning the first time only (e.g. 'occlusion check off: no CLIP model')."""

@@ -35,6 +35,9 @@ class Dispatcher:
                 break
             group = self._group(batch)
             out = []
+            begin = getattr(self.ctx, "begin_batch", None)
+            if begin is not None:
+                begin()
             for reg in HANDLERS.get(group[0].kind, []):
                 out.extend(reg.fn(self.ctx, group))
             with self.log.transaction() as conn:

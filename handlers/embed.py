@@ -1,0 +1,61 @@
+"""embed: detect and embed a new or changed corpus PNG exactly as roop loads it (no padding).
+
+The detections and the best face's embedding become one FaceAnalyzed event; every other check reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from state import events as ev
+from state.eventlog import StoredEvent
+
+from .common import Face, active_face, open_models, sha256_bytes
+from .context import HandlerContext
+from .registry import handles
+
+
+@handles(ev.FaceAdded, ev.FaceChanged, batch=8)
+def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+    todo: list[tuple[Face, bytes]] = []
+    for se in events:
+        e = se.event
+        face = active_face(ctx, e.path, e.sha256)  # type: ignore[attr-defined]
+        if face is None:
+            continue  # pruned, quarantined or changed again since: a later event covers it
+        try:
+            data = (ctx.corpus / face.path).read_bytes()
+        except FileNotFoundError:
+            continue  # gone by hand; the next scan records it
+        if sha256_bytes(data) != face.sha256:
+            continue  # rewritten since the scan; its FaceChanged will come
+        todo.append((face, data))
+    if not todo:
+        return []
+    models = open_models(ctx, "embed")
+    if models is None:
+        return []
+    from gpu_agent.crop import decode_image  # here: insightface is a heavy import for `facesetd config`
+    from gpu_agent.quality import crop_quality
+
+    engine = models[0]
+    model = engine.describe()
+    det_thresh = ctx.thresholds.multi_face_det_thresh
+    found = engine.analyze([d for _f, d in todo], pad=False)  # pad=False: what roop sees on load
+    out: list[ev.Event] = []
+    for (face, data), faces in zip(todo, found):
+        faces = [f for f in faces if f.det_score >= det_thresh]
+        if not faces:
+            out.append(ev.FaceAnalyzed(path=face.path, sha256=face.sha256, face_count=0, model=model))
+            continue
+        best = max(faces, key=lambda f: f.det_score)
+        q = crop_quality(decode_image(data), best)
+        out.append(ev.FaceAnalyzed(
+            path=face.path, sha256=face.sha256, face_count=len(faces), det_score=round(best.det_score, 6),
+            bbox=tuple(round(v, 2) for v in best.bbox), kps=tuple((round(x, 2), round(y, 2)) for x, y in best.kps),
+            quality=q.total,
+            quality_terms={k: round(getattr(q, k), 6)
+                           for k in ("det_score", "short_edge", "sharpness", "frontality", "symmetry")},
+            model=model, embedding=best.embedding.astype("float32"),
+        ))
+    return out
