@@ -74,6 +74,8 @@ def exif_year(data: bytes) -> int | None:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.format == "PNG":
+                im.load()  # a PNG's eXIf chunk may follow the pixels
             exif = im.getexif()
             return _year_of(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)) or _year_of(exif.get(DATETIME))
     except Exception:

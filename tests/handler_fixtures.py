@@ -38,8 +38,8 @@ def png(bgr: np.ndarray, year: int | None = None) -> bytes:
         im.save(buf, format="PNG")
     else:
         exif = Image.Exif()
-        exif.get_ifd(0x8769)[0x9003] = f"{year}:06:01 12:00:00"
-        im.save(buf, format="PNG", exif=exif)
+        exif[0x8769] = {0x9003: f"{year}:06:01 12:00:00"}  # Exif IFD: DateTimeOriginal
+        im.save(buf, format="PNG", exif=exif.tobytes())
     return buf.getvalue()
 
 
