@@ -41,15 +41,23 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     engine = models[0]
     model = engine.describe()
     det_thresh = ctx.thresholds.multi_face_det_thresh
-    found = engine.analyze([d for _f, d in todo], pad=False)  # pad=False: what roop sees on load
+    # pad=False: what roop sees on load. An in-process engine takes the decoded images, so each PNG is
+    # decoded once for detection and quality; the HTTP agent takes the bytes.
+    arrays = getattr(engine, "analyze_arrays", None)
+    if arrays is not None:
+        decoded = [decode_image(d) for _f, d in todo]
+        found = arrays(decoded, pad=False)
+    else:
+        decoded = [None] * len(todo)
+        found = engine.analyze([d for _f, d in todo], pad=False)
     out: list[ev.Event] = []
-    for (face, data), faces in zip(todo, found):
+    for (face, data), image, faces in zip(todo, decoded, found):
         faces = [f for f in faces if f.det_score >= det_thresh]
         if not faces:
             out.append(ev.FaceAnalyzed(path=face.path, sha256=face.sha256, face_count=0, model=model))
             continue
         best = max(faces, key=lambda f: f.det_score)
-        q = crop_quality(decode_image(data), best)
+        q = crop_quality(image if image is not None else decode_image(data), best)
         out.append(ev.FaceAnalyzed(
             path=face.path, sha256=face.sha256, face_count=len(faces), det_score=round(best.det_score, 6),
             bbox=tuple(round(v, 2) for v in best.bbox), kps=tuple((round(x, 2), round(y, 2)) for x, y in best.kps),
