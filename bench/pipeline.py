@@ -44,7 +44,7 @@ def main() -> int:
     from gpu_agent.occlusion import OnnxOcclusionScorer
     from gpu_agent.settings import ModelSettings
     from state.eventlog import EventLog
-    from tests.handler_fixtures import GivenScorer, PHOTOS, make_crops, png, variant
+    from tests.handler_fixtures import PHOTOS, GivenScorer, make_crops, png, variant
 
     fetch_pack("buffalo_sc", args.models)
     settings = ModelSettings(face_pack="buffalo_sc", clip_model="ViT-B-32", clip_pretrained="")

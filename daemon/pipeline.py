@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import structlog
 
-from gpu_agent.interface import FaceEngine, OcclusionScorer
 import handlers  # noqa: F401  (registers every check)
+from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from state import events as ev

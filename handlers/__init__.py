@@ -4,6 +4,6 @@ Importing this package registers every check. Handlers of one event kind run in 
 multi-face, occlusion, near-dup, era, then the faceset rules (which see what the others decided).
 """
 
-from . import embed, multi_face, occlusion, near_dup, era, faceset_rules  # noqa: F401  (registration)
+from . import embed, era, faceset_rules, multi_face, near_dup, occlusion
 
-__all__ = ["embed", "multi_face", "occlusion", "near_dup", "era", "faceset_rules"]
+__all__ = ["embed", "era", "faceset_rules", "multi_face", "near_dup", "occlusion"]

@@ -93,7 +93,7 @@ def open_models(ctx: HandlerContext, check: str) -> tuple[Any, Any] | None:
         return None
     try:
         return ctx.engines()
-    except Exception as e:  # a missing pack must not stop the checks that need no model
+    except Exception as e:  # noqa: BLE001  (a missing pack must not stop the checks that need no model)
         ctx.say_once("no_models", "checks that need models are off: the models could not be opened",
                      check=check, error=f"{type(e).__name__}: {e}")
         return None

@@ -5,7 +5,7 @@ The detections and the best face's embedding become one FaceAnalyzed event; ever
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from state import events as ev
 from state.eventlog import StoredEvent

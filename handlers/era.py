@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def exif_year(data: bytes) -> int | None:
                 im.load()  # a PNG's eXIf chunk may follow the pixels
             exif = im.getexif()
             return _year_of(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)) or _year_of(exif.get(DATETIME))
-    except Exception:
+    except Exception:  # noqa: BLE001  (an unreadable image simply has no year)
         return None
 
 

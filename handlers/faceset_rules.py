@@ -8,16 +8,16 @@ A restored quarantine is an override: that rule no longer acts on that faceset.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from state import events as ev
 from state.eventlog import StoredEvent
 from state.layout import parse_face_path
 
+from .common import overridden
 from .context import HandlerContext
 from .occlusion import scorer_available
 from .registry import handles
-from .common import overridden
 
 MASKED, THIN = "masked", "thin"
 

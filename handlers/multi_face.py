@@ -3,7 +3,7 @@ corpus PNG must hold exactly one face at det_thresh 0.5 / det_size 640; 0 or 2+ 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from state import events as ev
 from state.eventlog import StoredEvent

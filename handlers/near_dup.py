@@ -5,7 +5,7 @@ PNGs on purpose, so byte-identical files within one family are left alone."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -3,7 +3,7 @@ threshold prunes it. Without an exported CLIP model the check says so once and t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from state import events as ev
 from state.eventlog import StoredEvent

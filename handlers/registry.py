@@ -9,8 +9,9 @@ what they return and advances its position in one transaction: a replayed event 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from state.eventlog import StoredEvent
 from state.events import Event

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -56,7 +57,7 @@ def make_crops(engine: Any, faces_dir: Path) -> dict[str, np.ndarray]:
                                 interpolation=cv2.INTER_AREA)
     # A re-encoded, slightly resized copy of a crop (JPEG q90 through 490 px and back to 512).
     small = cv2.resize(a, (490, 490), interpolation=cv2.INTER_AREA)
-    ok, jpg = cv2.imencode(".jpg", cv2.resize(small, (512, 512), interpolation=cv2.INTER_CUBIC),
+    _ok, jpg = cv2.imencode(".jpg", cv2.resize(small, (512, 512), interpolation=cv2.INTER_CUBIC),
                            [cv2.IMWRITE_JPEG_QUALITY, 90])
     out["obama_copy"] = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
     return out
@@ -111,9 +112,9 @@ def pipeline(data_dir: Path, engines: Callable[[], Any], config_toml: str = "") 
 def decisions(p: Pipeline, check: str | None = None) -> list[tuple[int, ev.Event]]:
     out = []
     for se in p.log.read(0, None):
-        if isinstance(se.event, ev.Decision) and not isinstance(se.event, ev.DecisionReverted):
-            if check is None or se.event.check == check:
-                out.append((se.position, se.event))
+        e = se.event
+        if isinstance(e, ev.Decision) and not isinstance(e, ev.DecisionReverted) and check in (None, e.check):
+            out.append((se.position, e))
     return out
 
 
