@@ -32,6 +32,8 @@ class HandlerContext:
     # the same batch must not decide on them again (its decisions are not in the state yet).
     claimed: set[str] = field(default_factory=set)
     claimed_dests: set[str] = field(default_factory=set)
+    # Lookups that hold for one batch (e.g. the era buckets an adopted master manifest names).
+    batch_cache: dict[str, Any] = field(default_factory=dict)
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 
@@ -54,6 +56,7 @@ class HandlerContext:
         """Called by the dispatcher before the handlers of each batch run."""
         self.claimed.clear()
         self.claimed_dests.clear()
+        self.batch_cache.clear()
 
     def say_once(self, key: str, message: str, **fields: Any) -> None:
         """Log a warning the first time only (e.g. 'occlusion check off: no CLIP model')."""

@@ -47,8 +47,30 @@ class EraSettings:
     buckets: tuple[EraBucket, ...] = ()
 
 
+def adopted_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
+    """Era buckets named by an adopted master manifest: a list `era_buckets` (or `eras`) of tables with
+    faceset (or name), family (or parent) and year (or anchor_year). Entries missing any of them are ignored."""
+    rows = ctx.state.query("SELECT value FROM meta WHERE key='adopted_master'")
+    master = json.loads(rows[0][0]) if rows else {}
+    found = []
+    for entry in master.get("era_buckets") or master.get("eras") or ():
+        if not isinstance(entry, dict):
+            continue
+        faceset = entry.get("faceset") or entry.get("name")
+        family = entry.get("family") or entry.get("parent")
+        year = entry.get("year") or entry.get("anchor_year")
+        if isinstance(faceset, str) and isinstance(family, str) and isinstance(year, int):
+            found.append(EraBucket(faceset=faceset, family=family, year=year))
+    return tuple(found)
+
+
 def buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
-    return tuple(getattr(ctx.eras, "buckets", ()) or ())
+    """The era buckets: from config [eras], then any the adopted corpus names (config wins per faceset)."""
+    if "era_buckets" not in ctx.batch_cache:
+        configured = tuple(getattr(ctx.eras, "buckets", ()) or ())
+        names = {b.faceset for b in configured}
+        ctx.batch_cache["era_buckets"] = configured + tuple(b for b in adopted_buckets(ctx) if b.faceset not in names)
+    return ctx.batch_cache["era_buckets"]  # type: ignore[no-any-return]
 
 
 def family_of(ctx: HandlerContext, faceset: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from state import events as ev
 from tests.handler_fixtures import GivenScorer, decisions, events_of, pipeline, png, variant, write_corpus
 from tests.helpers import images, projections
@@ -114,7 +116,8 @@ year = 1990
 """
 
 
-def test_slot_into_era(tmp_path: Path, face_engine, crops) -> None:
+@pytest.mark.parametrize("buckets_from", ["config", "adopted"])
+def test_slot_into_era(tmp_path: Path, face_engine, crops, buckets_from: str) -> None:
     corpus = tmp_path / "corpus"
     files = {
         "faceset_101/faces/a.png": png(crops["obama"]),  # anchors of the 2010 era
@@ -126,7 +129,12 @@ def test_slot_into_era(tmp_path: Path, face_engine, crops) -> None:
     # The 1990 era holds the very bytes of y2016.png: byte-identical within one family is left alone.
     files["faceset_102/faces/c.png"] = files["faceset_001/faces/y2016.png"]
     write_corpus(corpus, files)
-    p = pipeline(tmp_path, _engines(face_engine), ERAS)
+    if buckets_from == "adopted":  # the batch scripts' master manifest names the buckets
+        (corpus / "manifest.json").write_text(json.dumps({"facesets": [], "era_buckets": [
+            {"faceset": "faceset_101", "family": "faceset_001", "year": 2010},
+            {"faceset": "faceset_102", "family": "faceset_001", "year": 1990},
+        ]}))
+    p = pipeline(tmp_path, _engines(face_engine), ERAS if buckets_from == "config" else "")
     p.reconcile()
 
     slotted = {e.path: e for _pos, e in events_of(p, ev.FaceSlotted)}
