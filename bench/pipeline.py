@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,6 +50,7 @@ def main() -> int:
     fetch_pack("buffalo_sc", args.models)
     settings = ModelSettings(face_pack="buffalo_sc", clip_model="ViT-B-32", clip_pretrained="")
     engine = InsightFaceEngine(settings, args.models)
+    scorer: Any
     if args.no_clip:
         scorer = GivenScorer(available=False)
     else:

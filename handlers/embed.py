@@ -6,6 +6,7 @@ The detections and the best face's embedding become one FaceAnalyzed event; ever
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from state import events as ev
 from state.eventlog import StoredEvent
@@ -44,11 +45,11 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     # pad=False: what roop sees on load. An in-process engine takes the decoded images, so each PNG is
     # decoded once for detection and quality; the HTTP agent takes the bytes.
     arrays = getattr(engine, "analyze_arrays", None)
+    decoded: list[Any] = [None] * len(todo)
     if arrays is not None:
         decoded = [decode_image(d) for _f, d in todo]
         found = arrays(decoded, pad=False)
     else:
-        decoded = [None] * len(todo)
         found = engine.analyze([d for _f, d in todo], pad=False)
     out: list[ev.Event] = []
     for (face, data), image, faces in zip(todo, decoded, found):
