@@ -91,9 +91,13 @@ def open_models(ctx: HandlerContext, check: str) -> tuple[Any, Any] | None:
     if ctx.open_engines is None:
         ctx.say_once("no_models", "checks that need models are off: no models configured", check=check)
         return None
+    if ctx.open_failed:
+        return None
     try:
         return ctx.engines()
     except Exception as e:  # noqa: BLE001  (a missing pack must not stop the checks that need no model)
+        # Not retried in this process: opening can be slow (the HTTP agent retries with backoff).
+        ctx.open_failed = f"{type(e).__name__}: {e}"
         ctx.say_once("no_models", "checks that need models are off: the models could not be opened",
-                     check=check, error=f"{type(e).__name__}: {e}")
+                     check=check, error=ctx.open_failed)
         return None

@@ -34,6 +34,8 @@ class HandlerContext:
     claimed_dests: set[str] = field(default_factory=set)
     # Lookups that hold for one batch (e.g. the era buckets an adopted master manifest names).
     batch_cache: dict[str, Any] = field(default_factory=dict)
+    # Why the models could not be opened ("" = not tried or fine); the model checks stay off in this process.
+    open_failed: str = ""
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 

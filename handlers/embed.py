@@ -42,6 +42,12 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     engine = models[0]
     model = engine.describe()
     det_thresh = ctx.thresholds.multi_face_det_thresh
+    if model.get("det_size", ctx.thresholds.multi_face_det_size) != ctx.thresholds.multi_face_det_size or \
+            model.get("det_thresh", det_thresh) > det_thresh:
+        ctx.say_once("det_settings", "the face engine detects with other settings than the multi-face check"
+                     " expects ([models] det_size/det_thresh vs [thresholds] multi_face_*)",
+                     engine_det_size=model.get("det_size"), engine_det_thresh=model.get("det_thresh"),
+                     check_det_size=ctx.thresholds.multi_face_det_size, check_det_thresh=det_thresh)
     # pad=False: what roop sees on load. An in-process engine takes the decoded images, so each PNG is
     # decoded once for detection and quality; the HTTP agent takes the bytes.
     arrays = getattr(engine, "analyze_arrays", None)

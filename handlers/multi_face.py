@@ -31,7 +31,8 @@ def check_multi_face(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list
         else:
             reason = f"{e.face_count} faces at det_thresh {t.multi_face_det_thresh} (roop would average all of them)"
         out.append(prune(ctx, face, CHECK, reason, {
-            "face_count": e.face_count, "det_thresh": t.multi_face_det_thresh, "det_size": t.multi_face_det_size,
+            "face_count": e.face_count, "det_thresh": t.multi_face_det_thresh,
+            "det_size": e.model.get("det_size", t.multi_face_det_size),
             "analysis": se.position, "model": dict(e.model),
         }))
     return out

@@ -229,3 +229,14 @@ def test_without_clip_the_other_checks_run(tmp_path: Path, face_engine, crops) -
     assert "occlusion_off" in p.ctx._said_once
     # 2 survivors after a prune: thin (the rule runs without the scorer)
     assert p.state.faceset_area("faceset_001") == "_thin"
+
+
+def test_checks_are_registered_in_order() -> None:
+    import handlers  # noqa: F401
+    from handlers.registry import HANDLERS
+
+    assert [r.name for r in HANDLERS[ev.FaceAdded.KIND]] == ["embed"]
+    assert [r.name for r in HANDLERS[ev.FaceChanged.KIND]] == ["embed"]
+    assert [r.name for r in HANDLERS[ev.FaceAnalyzed.KIND]] == [
+        "check_multi_face", "check_occlusion", "check_near_dup", "slot_into_era", "apply_faceset_rules"]
+    assert [r.name for r in HANDLERS[ev.FacePruned.KIND]] == ["apply_faceset_rules"]
