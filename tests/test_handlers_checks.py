@@ -76,13 +76,22 @@ def test_near_dup_and_byte_dup(tmp_path: Path, face_engine, crops) -> None:
     files["faceset_003/faces/obama3.png"] = png(variant(crops["obama3"], 5))
     files["faceset_003/faces/zz_copy.png"] = files["faceset_002/faces/obama1.png"]
     files["faceset_003/faces/lin_b.png"] = png(variant(crops["lin"], 9))
+    # faceset_004: the copy is found first, the better original after it: the existing copy is pruned.
+    files.update({f"faceset_004/faces/{n}.png": png(variant(crops[n], 20 + i))
+                  for i, n in enumerate(("obama1", "obama2", "biden", "alex1"))})
+    files["faceset_004/faces/a_copy.png"] = png(variant(crops["obama_copy"], 30))
+    files["faceset_004/faces/b_original.png"] = png(variant(crops["obama"], 31))
     original = write_corpus(corpus, files)
     p = pipeline(tmp_path, _engines(face_engine))
     p.reconcile()
 
     near = decisions(p, "near_dup")
-    assert len(near) == 2  # the copy of obama, and lin_b (a one-pixel variant) in faceset_003
+    assert len(near) == 3  # the copy of obama (twice), and lin_b (a one-pixel variant) in faceset_003
     by_set = {e.path.split("/")[0]: (pos, e) for pos, e in near}
+    existing = by_set["faceset_004"][1]
+    assert existing.path == "faceset_004/faces/a_copy.png"
+    assert existing.inputs["duplicate_of"] == "faceset_004/faces/b_original.png"
+    assert existing.inputs["quality"] < existing.inputs["quality_of_kept"]
     pos, e = by_set["faceset_002"]
     pair = {e.path.split("/")[-1], e.inputs["duplicate_of"].split("/")[-1]}
     assert pair == {"obama.png", "obama_copy.png"}
@@ -97,6 +106,7 @@ def test_near_dup_and_byte_dup(tmp_path: Path, face_engine, crops) -> None:
     assert p.state.faceset_area("faceset_002") == "" and p.state.faceset_area("faceset_003") == ""
 
     p.restore(by_set["faceset_003"][0])
+    p.restore(by_set["faceset_004"][0])
     p.restore(bpos)
     _restore_and_check(p, pos, original)
     p.reconcile()
