@@ -16,7 +16,7 @@ from state.layout import parse_face_path
 
 from .common import overridden
 from .context import HandlerContext
-from .occlusion import scorer_available
+from .occlusion import SCORED_NOW, scorer_available
 from .registry import handles
 
 MASKED, THIN = "masked", "thin"
@@ -37,16 +37,30 @@ def _quarantine(ctx: HandlerContext, faceset: str, area: str, check: str, reason
                                  check=check, reason=reason, inputs=inputs)
 
 
-def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool) -> ev.Event | None:
-    """The rule that applies to an active, fully checked faceset, or None."""
+def _checks_pending(ctx: HandlerContext, path: str, scores: dict, occlusion_on: bool, upto: int) -> bool:
+    """True while a face still waits for its analysis, or for an occlusion score that is on its way."""
+    if "face_count" not in scores:
+        return True
+    if not occlusion_on or scores["face_count"] != 1 or "mask" in scores:
+        return False
+    # No score: pending if its analysis is past this batch; an analysis the scorer already saw (while no CLIP
+    # model was installed) will not get one, and must not hold the rules back forever.
+    rows = ctx.state.query("SELECT MAX(position) FROM events WHERE subject=? AND kind=?", (path, ev.FaceAnalyzed.KIND))
+    return bool(rows and rows[0][0] is not None and rows[0][0] > upto)
+
+
+def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | None = None) -> ev.Event | None:
+    """The rule that applies to an active, fully checked faceset, or None. `upto`: the last event handled."""
     if faceset in ctx.claimed or ctx.state.faceset_area(faceset) != "":
         return None
+    if faceset in ctx.batch_cache.get(SCORED_NOW, ()):
+        return None  # its scores of this batch are not in the state yet; their events bring it back here
+    upto = ctx.state.log.head() if upto is None else upto
     t = ctx.thresholds
     rows = ctx.state.query("SELECT path, dropped, scores FROM faces WHERE faceset=?", (faceset,))
     active = [(p, json.loads(s)) for p, d, s in rows if not d and p not in ctx.claimed]
-    for _p, s in active:  # wait until every face is analyzed (and scored, where the scorer runs)
-        if "face_count" not in s or (occlusion_on and s["face_count"] == 1 and "mask" not in s):
-            return None
+    if any(_checks_pending(ctx, p, s, occlusion_on, upto) for p, s in active):
+        return None
     scored = [json.loads(s) for _p, _d, s in rows if "mask" in json.loads(s)]
     flagged = [s for s in scored if max(s["mask"], s["sunglasses"]) >= t.occlusion_prune]
     if scored and len(flagged) / len(scored) >= t.masked_fraction and not overridden(ctx, faceset, MASKED):
@@ -75,7 +89,7 @@ def apply_faceset_rules(ctx: HandlerContext, events: Sequence[StoredEvent]) -> l
     occlusion_on = scorer_available(ctx) if ctx.open_engines is not None else False
     out = []
     for name in names:
-        decision = evaluate(ctx, name, occlusion_on)
+        decision = evaluate(ctx, name, occlusion_on, events[-1].position)
         if decision is not None:
             out.append(decision)
     return out

@@ -14,6 +14,7 @@ from .registry import handles
 
 CHECK = "occlusion"
 ATTRIBUTES = ("mask", "sunglasses")
+SCORED_NOW = "occlusion_scored_facesets"  # ctx.batch_cache key: facesets whose scores this batch appends
 
 
 def scorer_available(ctx: HandlerContext) -> bool:
@@ -48,6 +49,7 @@ def check_occlusion(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[
     model = scorer.describe()
     limit = ctx.thresholds.occlusion_prune
     out: list[ev.Event] = []
+    ctx.batch_cache.setdefault(SCORED_NOW, set()).update(f.faceset for f, _d in todo)
     for (face, _data), scores in zip(todo, scorer.score([d for _f, d in todo])):
         mask, sunglasses = float(scores.get("mask", 0.0)), float(scores.get("sunglasses", 0.0))
         out.append(ev.OcclusionScored(path=face.path, sha256=face.sha256, mask=round(mask, 6),

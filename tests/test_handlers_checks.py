@@ -250,3 +250,16 @@ def test_checks_are_registered_in_order() -> None:
     assert [r.name for r in HANDLERS[ev.FaceAnalyzed.KIND]] == [
         "check_multi_face", "check_occlusion", "check_near_dup", "slot_into_era", "apply_faceset_rules"]
     assert [r.name for r in HANDLERS[ev.FacePruned.KIND]] == ["apply_faceset_rules"]
+
+
+def test_faces_analyzed_before_clip_do_not_hold_the_rules_back(tmp_path: Path, face_engine, crops) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {f"faceset_001/faces/{n}.png": png(crops[n]) for n in ("obama", "biden", "alex1")})
+    p = pipeline(tmp_path, _engines(face_engine, GivenScorer(available=False)))
+    p.reconcile()
+    assert p.state.faceset_area("faceset_001") == ""  # small, nothing pruned: stays
+    p.ctx._engines = (face_engine, GivenScorer(available=True))  # a CLIP model is installed now
+    write_corpus(corpus, {"faceset_001/faces/pair.png": png(crops["two_faces"])})
+    p.reconcile()
+    assert [e.path for _p, e in decisions(p, "multi_face")] == ["faceset_001/faces/pair.png"]
+    assert p.state.faceset_area("faceset_001") == "_thin"  # 3 left after a prune, unscored faces or not
