@@ -149,7 +149,9 @@ class Pipeline:
             current = found[0][0]
             fp = parse_face_path(current)
             assert fp is not None and fp.dropped
-            dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{fp.name}"
+            # Back under the name it had (its _dropped/ name may carry a ~2 suffix when that name was taken).
+            original = parse_face_path(target.moves[0][0]) if target.moves else None
+            dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{original.name if original else fp.name}"
             if (self.config.corpus_dir / dest).exists():
                 raise UnknownEvent(f"cannot restore: {dest} is taken by another file")
             moves: tuple[tuple[str, str], ...] = ((current, dest),)

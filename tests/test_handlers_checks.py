@@ -31,6 +31,7 @@ def test_multi_face_and_zero_face_prune_and_restore(tmp_path: Path, face_engine,
     files = {f"faceset_001/faces/{n}.png": png(crops[n]) for n in ("obama", "obama1", "obama2", "obama3", "biden")}
     files["faceset_001/faces/pair.png"] = png(crops["two_faces"])
     files["faceset_001/faces/empty.png"] = png(crops["no_face"])
+    files["faceset_001/faces/_dropped/pair.png"] = png(variant(crops["no_face"], 1))  # pruned by the batch scripts
     original = write_corpus(corpus, files)
     p = pipeline(tmp_path, _engines(face_engine))
     p.reconcile()
@@ -43,9 +44,10 @@ def test_multi_face_and_zero_face_prune_and_restore(tmp_path: Path, face_engine,
     for e in (pair, empty):
         assert e.inputs["det_thresh"] == 0.5 and e.inputs["det_size"] == 640
         assert e.inputs["model"]["pack"] == "buffalo_sc"
-    assert (corpus / "faceset_001/faces/_dropped/pair.png").is_file()
+    assert pair.moves == (("faceset_001/faces/pair.png", "faceset_001/faces/_dropped/pair~2.png"),)  # name taken
+    assert (corpus / "faceset_001/faces/_dropped/pair~2.png").is_file()
     manifest = json.loads((corpus / "faceset_001/manifest.json").read_text())
-    assert {f["file"] for f in manifest["dropped"]} == {"_dropped/pair.png", "_dropped/empty.png"}
+    assert {f["file"] for f in manifest["dropped"]} == {"_dropped/pair.png", "_dropped/pair~2.png", "_dropped/empty.png"}
     assert len(manifest["faces"]) == 5  # 5 survivors: not thin
     assert p.state.faceset_area("faceset_001") == ""
 
