@@ -265,3 +265,33 @@ def test_faces_analyzed_before_clip_do_not_hold_the_rules_back(tmp_path: Path, f
     p.reconcile()
     assert [e.path for _p, e in decisions(p, "multi_face")] == ["faceset_001/faces/pair.png"]
     assert p.state.faceset_area("faceset_001") == "_thin"  # 3 left after a prune, unscored faces or not
+
+
+def test_photo_year_sources(tmp_path: Path) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from handlers.common import Face
+    from handlers.context import HandlerContext
+    from handlers.era import photo_year
+
+    inbox, corpus = tmp_path / "inbox", tmp_path / "corpus"
+    (inbox / "trip").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x8769] = {0x9003: "2008:07:14 10:00:00"}
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
+    (inbox / "trip" / "a.jpg").write_bytes(buf.getvalue())
+    write_corpus(corpus, {"faceset_001/faces/x.png": png(np.zeros((8, 8, 3), np.uint8), year=2015),
+                          "faceset_001/faces/y.png": png(np.zeros((8, 8, 3), np.uint8))})
+    ctx = HandlerContext(state=None, corpus=corpus, inbox=inbox)  # type: ignore[arg-type]
+
+    def face(name: str, source: dict) -> Face:
+        return Face(f"faceset_001/faces/{name}", "faceset_001", "", {}, None, 0, source)
+
+    assert photo_year(ctx, face("x.png", {"photo": "trip/a.jpg"})) == (2008, "EXIF DateTimeOriginal of trip/a.jpg")
+    assert photo_year(ctx, face("x.png", {"immich": {"takenAt": "2011-03-02T10:00:00.000Z"}}))[0] == 2011
+    assert photo_year(ctx, face("x.png", {})) == (2015, "EXIF DateTimeOriginal of the PNG")
+    assert photo_year(ctx, face("y.png", {"photo": "gone.jpg"})) == (None, "")
