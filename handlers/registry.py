@@ -9,9 +9,8 @@ what they return and advances its position in one transaction: a replayed event 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from state.eventlog import StoredEvent
 from state.events import Event
