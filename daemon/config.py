@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gpu_agent.settings import AgentSettings, ModelSettings
+from handlers.era import EraSettings
 from handlers.thresholds import IdentityThresholds, Thresholds
 
 from .errors import ConfigError
@@ -112,6 +113,7 @@ class Config:
     gpu_agent: AgentSettings = field(default_factory=AgentSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
     identity: IdentityThresholds = field(default_factory=IdentityThresholds)
+    eras: EraSettings = field(default_factory=EraSettings)
     projection: ProjectionSettings = field(default_factory=ProjectionSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import structlog
 
+import handlers  # noqa: F401  (registers every check)
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from handlers.context import HandlerContext
@@ -67,7 +68,7 @@ class Pipeline:
         self.ctx = HandlerContext(
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
-            open_engines=open_engines, staging=config.staging_dir,
+            open_engines=open_engines, staging=config.staging_dir, eras=config.eras,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
@@ -180,7 +181,9 @@ class Pipeline:
             current = found[0][0]
             fp = parse_face_path(current)
             assert fp is not None and fp.dropped
-            dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{fp.name}"
+            # Back under the name it had (its _dropped/ name may carry a ~2 suffix when that name was taken).
+            original = parse_face_path(target.moves[0][0]) if target.moves else None
+            dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{original.name if original else fp.name}"
             if (self.config.corpus_dir / dest).exists():
                 raise UnknownEvent(f"cannot restore: {dest} is taken by another file")
             moves: tuple[tuple[str, str], ...] = ((current, dest),)

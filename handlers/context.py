@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -26,6 +27,16 @@ class HandlerContext:
     open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None
     staging: Path | None = None  # Immich originals staged for the inbox router (PhotoReceived root "staging")
     log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
+    # Era buckets (config [eras]): which facesets are age eras of which identity, and their years.
+    eras: Any = None
+    # Face paths (and _dropped/ destinations) decided on in the batch being handled: the next handler of
+    # the same batch must not decide on them again (its decisions are not in the state yet).
+    claimed: set[str] = field(default_factory=set)
+    claimed_dests: set[str] = field(default_factory=set)
+    # Lookups that hold for one batch (e.g. the era buckets an adopted master manifest names).
+    batch_cache: dict[str, Any] = field(default_factory=dict)
+    # Why the models could not be opened ("" = not tried or fine); the model checks stay off in this process.
+    open_failed: str = ""
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 
@@ -43,6 +54,12 @@ class HandlerContext:
     @property
     def occlusion(self) -> OcclusionScorer:
         return self.engines()[1]
+
+    def begin_batch(self) -> None:
+        """Called by the dispatcher before the handlers of each batch run."""
+        self.claimed.clear()
+        self.claimed_dests.clear()
+        self.batch_cache.clear()
 
     def say_once(self, key: str, message: str, **fields: Any) -> None:
         """Log a warning the first time only (e.g. 'occlusion check off: no CLIP model')."""

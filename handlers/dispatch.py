@@ -31,11 +31,20 @@ class Dispatcher:
         consumed = 0
         while max_events is None or consumed < max_events:
             after = self.log.tracked(PROCESSOR)
-            batch = self.log.read(after, self.chunk)
+            # Read no more than one group can take (the rest would be decoded again on the next turn): the
+            # handlers' batch size for the next event's kind, a whole chunk for kinds nobody handles.
+            head = self.log.read(after, 1)
+            if not head:
+                break
+            regs = HANDLERS.get(head[0].kind, [])
+            batch = self.log.read(after, max(1, min(r.batch for r in regs)) if regs else self.chunk)
             if not batch:
                 break
             group = self._group(batch)
             out = []
+            begin = getattr(self.ctx, "begin_batch", None)
+            if begin is not None:
+                begin()
             for reg in HANDLERS.get(group[0].kind, []):
                 out.extend(reg.fn(self.ctx, group))
             crash_point("dispatch:before_commit")  # handlers ran (files may be written), nothing recorded

@@ -384,6 +384,27 @@ def _occlusion(conn: sqlite3.Connection, se: StoredEvent) -> None:
     _merge_scores(conn, e.path, e.sha256, {"mask": round(e.mask, 6), "sunglasses": round(e.sunglasses, 6)})
 
 
+@applies(ev.FaceSlotted)
+def _slotted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceSlotted = se.event  # type: ignore[assignment]
+    conn.execute("UPDATE faces SET era=? WHERE path=? AND sha256=?", (e.era, e.path, e.sha256))
+    _dirty_for_path(conn, e.path)
+    mark_dirty(conn, e.era)
+
+
+@applies(ev.FaceUnslotted)
+def _unslotted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.FaceUnslotted = se.event  # type: ignore[assignment]
+    conn.execute("UPDATE faces SET era=NULL WHERE path=? AND sha256=?", (e.path, e.sha256))
+
+
+@applies(ev.ThinErasListed)
+def _thin_eras(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.ThinErasListed = se.event  # type: ignore[assignment]
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('thin_eras', ?)", (json.dumps(list(e.eras)),))
+    mark_dirty(conn)
+
+
 def _merge_scores(conn: sqlite3.Connection, path: str, sha256: str, scores: dict[str, Any]) -> None:
     # Matches nothing when the file moved or changed since: the event no longer describes it.
     cur = conn.execute(

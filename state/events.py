@@ -425,3 +425,39 @@ class PoolFacesMatched(Decision):
     KIND: ClassVar[str] = "pool_faces_matched"
     faceset: str = ""
     face_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FaceSlotted(Event):
+    """A PNG of an identity with age eras joined era bucket `era` (nearest anchor and year within limits)."""
+
+    KIND: ClassVar[str] = "face_slotted"
+    path: str = ""
+    sha256: str = ""
+    era: str = ""  # the era bucket (a faceset of anchors)
+    reason: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)  # distances, years, thresholds, model
+
+
+@dataclass(frozen=True)
+class FaceUnslotted(Event):
+    """A PNG of an identity with age eras fits no era (or has no year): it stays unslotted, and why."""
+
+    KIND: ClassVar[str] = "face_unslotted"
+    path: str = ""
+    sha256: str = ""
+    reason: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThinErasListed(Event):
+    """The era buckets holding fewer PNGs than the thin minimum (listed in the master manifest)."""
+
+    KIND: ClassVar[str] = "thin_eras_listed"
+    eras: tuple[str, ...] = ()
+    threshold: int = 0
+
+    @property
+    def subject(self) -> str:
+        return "eras"

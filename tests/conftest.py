@@ -30,3 +30,20 @@ def models_root() -> Path:
 
     fetch_pack("buffalo_sc", MODELS_CACHE)
     return MODELS_CACHE
+
+
+@pytest.fixture(scope="session")
+def face_engine(models_root: Path):
+    """One real buffalo_sc engine for the handler tests (loading it takes seconds)."""
+    from gpu_agent.face_engine import InsightFaceEngine
+    from gpu_agent.settings import ModelSettings
+
+    return InsightFaceEngine(ModelSettings(face_pack="buffalo_sc"), models_root)
+
+
+@pytest.fixture(scope="session")
+def crops(face_engine, faces_dir: Path):
+    """Real 512x512 corpus crops (tests/handler_fixtures.make_crops)."""
+    from tests.handler_fixtures import make_crops
+
+    return make_crops(face_engine, faces_dir)

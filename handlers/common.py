@@ -1,0 +1,103 @@
+"""Small helpers every check shares: is a face still current, is a check overridden, where does a prune go."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from state import events as ev
+from state.layout import DROPPED, parse_face_path
+
+from .context import HandlerContext
+
+
+@dataclass(frozen=True)
+class Face:
+    """One active face as the corpus state holds it now."""
+
+    path: str
+    faceset: str
+    sha256: str
+    scores: dict[str, Any]
+    quality: float | None
+    changed: int
+    source: dict[str, Any]
+
+
+def active_face(ctx: HandlerContext, path: str, sha256: str) -> Face | None:
+    """The face at `path` if it still holds these bytes, is not pruned and sits in an active faceset.
+
+    Anything else (moved, changed since, pruned, quarantined) means the event no longer describes it.
+    """
+    if path in ctx.claimed:
+        return None  # another check decided on it in this same batch
+    rows = ctx.state.query(
+        "SELECT x.faceset, x.sha256, x.scores, x.quality, x.changed, x.source FROM faces x"
+        " JOIN facesets f ON f.name = x.faceset WHERE x.path=? AND x.dropped=0 AND f.area=''",
+        (path,),
+    )
+    if not rows or rows[0][1] != sha256:
+        return None
+    faceset, sha, scores, quality, changed, source = rows[0]
+    return Face(path, faceset, sha, json.loads(scores), quality, changed, json.loads(source))
+
+
+def overridden(ctx: HandlerContext, faceset: str, check: str, sha256: str = "*") -> bool:
+    """True when the user restored a decision of `check` on these bytes (or, with "*", on the faceset)."""
+    return bool(ctx.state.query(
+        "SELECT 1 FROM overrides WHERE faceset=? AND check_name=? AND sha256 IN (?, '*')", (faceset, check, sha256)
+    ))
+
+
+def _dropped_name_taken(ctx: HandlerContext, rel: str) -> bool:
+    if rel in ctx.claimed_dests or (ctx.corpus / rel).exists():
+        return True
+    return bool(ctx.state.query("SELECT 1 FROM faces WHERE path=?", (rel,)))
+
+
+def dropped_dest(ctx: HandlerContext, path: str) -> str:
+    """Where a pruned PNG goes: its faceset's faces/_dropped/, as name~2.png, name~3.png ... if taken."""
+    folder, name = path.rsplit("/", 1)
+    stem, dot, ext = name.rpartition(".")
+    candidate, n = f"{folder}/{DROPPED}/{name}", 1
+    while _dropped_name_taken(ctx, candidate):
+        n += 1
+        candidate = f"{folder}/{DROPPED}/{stem}~{n}{dot}{ext}"
+    return candidate
+
+
+def prune(ctx: HandlerContext, face: Face, check: str, reason: str, inputs: dict[str, Any]) -> ev.FacePruned:
+    """The decision to move one PNG to _dropped/ (the destination is decided here, so replay is deterministic)."""
+    dest = dropped_dest(ctx, face.path)
+    ctx.claimed.add(face.path)
+    ctx.claimed_dests.add(dest)
+    return ev.FacePruned(path=face.path, sha256=face.sha256, moves=((face.path, dest),), check=check,
+                         reason=reason, inputs=inputs)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def faceset_of(path: str) -> str | None:
+    fp = parse_face_path(path)
+    return fp.faceset if fp else None
+
+
+def open_models(ctx: HandlerContext, check: str) -> tuple[Any, Any] | None:
+    """The (face engine, occlusion scorer), or None (logged once) when no models can be opened."""
+    if ctx.open_engines is None:
+        ctx.say_once("no_models", "checks that need models are off: no models configured", check=check)
+        return None
+    if ctx.open_failed:
+        return None
+    try:
+        return ctx.engines()
+    except Exception as e:  # noqa: BLE001  (a missing pack must not stop the checks that need no model)
+        # Not retried in this process: opening can be slow (the HTTP agent retries with backoff).
+        ctx.open_failed = f"{type(e).__name__}: {e}"
+        ctx.say_once("no_models", "checks that need models are off: the models could not be opened",
+                     check=check, error=ctx.open_failed)
+        return None

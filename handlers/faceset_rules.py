@@ -1,0 +1,95 @@
+"""The faceset rules, once every face of a faceset has been checked:
+- masked: at least 40% of its scored images flagged (P >= 0.7) for either attribute moves it to _masked/;
+- thin: fewer than 5 survivors AND at least one of its PNGs pruned moves it to _thin/ (small hand-sorted sets
+  with nothing pruned stay where they are).
+A restored quarantine is an override: that rule no longer acts on that faceset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from state import events as ev
+from state.eventlog import StoredEvent
+from state.layout import parse_face_path
+
+from .common import overridden
+from .context import HandlerContext
+from .occlusion import SCORED_NOW, scorer_available
+from .registry import handles
+
+MASKED, THIN = "masked", "thin"
+
+
+def _facesets_of(events: Sequence[StoredEvent]) -> list[str]:
+    names: list[str] = []
+    for se in events:
+        fp = parse_face_path(getattr(se.event, "path", ""))
+        if fp is not None and fp.faceset not in names:
+            names.append(fp.faceset)
+    return names
+
+
+def _quarantine(ctx: HandlerContext, faceset: str, area: str, check: str, reason: str, inputs: dict) -> ev.Event:
+    ctx.claimed.add(faceset)
+    return ev.FacesetQuarantined(faceset=faceset, area=area, moves=((faceset, f"{area}/{faceset}"),),
+                                 check=check, reason=reason, inputs=inputs)
+
+
+def _checks_pending(ctx: HandlerContext, path: str, scores: dict, occlusion_on: bool, upto: int) -> bool:
+    """True while a face still waits for its analysis, or for an occlusion score that is on its way."""
+    if "face_count" not in scores:
+        return True
+    if not occlusion_on or scores["face_count"] != 1 or "mask" in scores:
+        return False
+    # No score: pending if its analysis is past this batch; an analysis the scorer already saw (while no CLIP
+    # model was installed) will not get one, and must not hold the rules back forever.
+    rows = ctx.state.query("SELECT MAX(position) FROM events WHERE subject=? AND kind=?", (path, ev.FaceAnalyzed.KIND))
+    return bool(rows and rows[0][0] is not None and rows[0][0] > upto)
+
+
+def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | None = None) -> ev.Event | None:
+    """The rule that applies to an active, fully checked faceset, or None. `upto`: the last event handled."""
+    if faceset in ctx.claimed or ctx.state.faceset_area(faceset) != "":
+        return None
+    if faceset in ctx.batch_cache.get(SCORED_NOW, ()):
+        return None  # its scores of this batch are not in the state yet; their events bring it back here
+    upto = ctx.state.log.head() if upto is None else upto
+    t = ctx.thresholds
+    rows = ctx.state.query("SELECT path, dropped, scores FROM faces WHERE faceset=?", (faceset,))
+    active = [(p, json.loads(s)) for p, d, s in rows if not d and p not in ctx.claimed]
+    if any(_checks_pending(ctx, p, s, occlusion_on, upto) for p, s in active):
+        return None
+    scored = [json.loads(s) for _p, _d, s in rows if "mask" in json.loads(s)]
+    flagged = [s for s in scored if max(s["mask"], s["sunglasses"]) >= t.occlusion_prune]
+    if scored and len(flagged) / len(scored) >= t.masked_fraction and not overridden(ctx, faceset, MASKED):
+        share = len(flagged) / len(scored)
+        return _quarantine(ctx, faceset, "_masked", MASKED,
+                           f"{len(flagged)} of {len(scored)} images ({share:.0%}) masked or sunglassed"
+                           f" (P >= {t.occlusion_prune}); the threshold is {t.masked_fraction:.0%}",
+                           {"flagged": len(flagged), "scored": len(scored), "fraction": round(share, 6),
+                            "masked_fraction": t.masked_fraction, "occlusion_prune": t.occlusion_prune})
+    pruned = ctx.state.query(
+        "SELECT COUNT(*) FROM decisions WHERE kind='face_pruned' AND state IN ('pending','done')"
+        " AND (subject LIKE ? OR subject LIKE ?)", (f"{faceset}/%", f"%/{faceset}/%"))[0][0]
+    survivors = len(active)
+    if pruned and survivors < t.thin_min_survivors and not overridden(ctx, faceset, THIN):
+        return _quarantine(ctx, faceset, "_thin", THIN,
+                           f"{survivors} images left after {pruned} pruned (fewer than {t.thin_min_survivors})",
+                           {"survivors": survivors, "pruned": pruned, "thin_min_survivors": t.thin_min_survivors})
+    return None
+
+
+@handles(ev.FaceAnalyzed, ev.OcclusionScored, ev.FacePruned, batch=8)
+def apply_faceset_rules(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+    names = _facesets_of(events)
+    if not names:
+        return []
+    occlusion_on = scorer_available(ctx) if ctx.open_engines is not None else False
+    out = []
+    for name in names:
+        decision = evaluate(ctx, name, occlusion_on, events[-1].position)
+        if decision is not None:
+            out.append(decision)
+    return out
