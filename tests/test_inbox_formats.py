@@ -60,4 +60,7 @@ def test_formats_odd_files_and_redrops(tmp_path: Path, faces_dir: Path, env: dic
     assert redrop["faces"] == [] and "already processed" in redrop["note"]
     renamed = [p for p in again if p["path"] == "faceset_001/obama.jpg"]
     assert [p["dest"] for p in renamed] == ["_processed/faceset_001/obama.jpg", "_processed/faceset_001/obama_1.jpg"]
-    assert len(list((data / "corpus/faceset_001/faces").glob("*.png"))) == 5
+    # the fifth crop arrived; the checks may then prune it (obama_small is a smaller copy of obama.jpg)
+    # and quarantine the faceset as thin, so count it wherever the checks put it
+    crops = [p for p in (data / "corpus").rglob("*.png") if "faceset_001" in p.parts]
+    assert len(crops) == 5
