@@ -215,12 +215,26 @@ def test_int8_missing_reports_unavailable(clip_export: tuple[Any, Any, Any, Path
     assert bad.available is False and "fp32, int8" in bad.describe()["reason"]
 
 
-def test_export_without_quantize_drops_a_stale_int8_file(tmp_path: Path) -> None:
-    from gpu_agent.clip_export import clip_dir, quantize_int8
+def test_export_without_quantize_drops_a_stale_int8_file(
+    clip_export: tuple[Any, Any, Any, Path], tmp_path: Path
+) -> None:
+    from gpu_agent.clip_export import clip_dir
 
+    model, pre, tok, _ = clip_export
     d = clip_dir(tmp_path, ARCH, None)
     d.mkdir(parents=True)
-    (d / INT8_IMAGE_FILE).write_bytes(b"stale")
-    with pytest.raises(Exception):  # noqa: B017 - not an ONNX file: quantize_int8 fails and leaves no temp file
-        quantize_int8(d / INT8_IMAGE_FILE, d / "out.onnx")
-    assert sorted(p.name for p in d.iterdir()) == [INT8_IMAGE_FILE]
+    (d / INT8_IMAGE_FILE).write_bytes(b"from an earlier export")
+    export_built(model, pre, tok, ARCH, None, tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == [META_FILE, IMAGE_FILE, TEXT_FILE]
+    import json
+
+    assert json.loads((d / META_FILE).read_text())["int8"] is None
+
+
+def test_failed_quantize_leaves_no_partial_file(tmp_path: Path) -> None:
+    from gpu_agent.clip_export import quantize_int8
+
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(Exception):  # noqa: B017 - whatever onnx raises for a corrupt file
+        quantize_int8(tmp_path / "bad.onnx", tmp_path / INT8_IMAGE_FILE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
