@@ -1,14 +1,16 @@
-"""CLIP image tower throughput: the exported ONNX model on onnxruntime vs eager torch, same random weights.
+"""CLIP image tower throughput: eager torch vs the exported ONNX model (fp32 and int8) on onnxruntime.
 
     PYTHONPATH=. python bench/clip.py [--model ViT-B-32] [--batch 8] [--rounds 5] [--threads 0]
 
 open_clip builds the architecture with random weights (no CLIP weights are reachable here; speed does not
-depend on the values). Both sides get the same preprocessed batch and the same thread count.
+depend on the values). All three get the same preprocessed batch and the same thread count, interleaved
+round by round; medians. int8 is image.int8.onnx from export_built(..., quantize="int8").
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -45,9 +47,12 @@ def main() -> int:
     model, pre, tok = build_model(args.model, None)
     settings = ModelSettings(clip_model=args.model, clip_pretrained="", intra_op_threads=args.threads,
                              batch_size=args.batch)
+    int8_settings = dataclasses.replace(settings, clip_precision="int8")
     with tempfile.TemporaryDirectory() as tmp:
-        export_built(model, pre, tok, args.model, None, Path(tmp))
+        export_built(model, pre, tok, args.model, None, Path(tmp), quantize="int8")
         scorer = OnnxOcclusionScorer(settings, Path(tmp))
+        int8 = OnnxOcclusionScorer(int8_settings, Path(tmp))
+        assert scorer.available and int8.available, (scorer.describe(), int8.describe())
         photos = sorted(args.faces.glob("*/*.jpg"))[: args.batch]
         batch = np.stack([scorer.prepare(p.read_bytes()) for p in photos])
         tbatch = torch.from_numpy(batch)
@@ -55,11 +60,14 @@ def main() -> int:
         def run_onnx() -> None:
             scorer.embed_arrays(batch)
 
+        def run_int8() -> None:
+            int8.embed_arrays(batch)
+
         def run_torch() -> None:
             with torch.inference_mode():
                 model.encode_image(tbatch)
 
-        fns = {"onnx": run_onnx, "torch": run_torch}
+        fns = {"torch": run_torch, "onnx": run_onnx, "int8": run_int8}
         for fn in fns.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {k: [] for k in fns}
@@ -72,15 +80,20 @@ def main() -> int:
                 cpu[name].append(time.process_time() - c0)
         rate = {k: len(batch) / statistics.median(v) for k, v in times.items()}
         cpu_rate = {k: len(batch) / statistics.median(v) for k, v in cpu.items()}
-        diff = float(np.abs(scorer.embed_arrays(batch) - model.encode_image(tbatch).detach().numpy()).max())
+        with torch.inference_mode():
+            ref = model.encode_image(tbatch).numpy()
+        e32, e8 = scorer.embed_arrays(batch), int8.embed_arrays(batch)
+        diff = float(np.abs(e32 - ref).max())
+        cos8 = float(((e8 * e32).sum(1) / (np.linalg.norm(e8, axis=1) * np.linalg.norm(e32, axis=1))).min())
 
     print(f"{args.model} (random weights), batch {len(batch)}, rounds {args.rounds}, threads {args.threads or 'default'}, "
           f"providers {scorer.providers_in_use}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'runtime':<16}{'img/s (wall)':>14}{'img per CPU-s':>15}")
-    print(f"{'eager torch':<16}{rate['torch']:>14.2f}{cpu_rate['torch']:>15.2f}")
-    print(f"{'onnxruntime':<16}{rate['onnx']:>14.2f}{cpu_rate['onnx']:>15.2f}")
-    print(f"onnx / torch: {rate['onnx'] / rate['torch']:.2f}x wall, {cpu_rate['onnx'] / cpu_rate['torch']:.2f}x CPU;"
-          f"   max |onnx - torch| = {diff:.2e}")
+    labels = {"torch": "eager torch", "onnx": "onnx fp32", "int8": "onnx int8"}
+    print(f"{'runtime':<14}{'img/s (wall)':>14}{'x torch':>9}{'img per CPU-s':>15}{'x torch':>9}")
+    for k, label in labels.items():
+        print(f"{label:<14}{rate[k]:>14.2f}{rate[k] / rate['torch']:>9.2f}"
+              f"{cpu_rate[k]:>15.2f}{cpu_rate[k] / cpu_rate['torch']:>9.2f}")
+    print(f"max |onnx fp32 - torch| = {diff:.2e};   min cosine(int8, fp32) over the batch = {cos8:.5f}")
     return 0
 
 

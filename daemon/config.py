@@ -157,6 +157,7 @@ class Config:
 
 _ENUMS = {
     ("gpu_agent", "mode"): ("in-process", "http"),
+    ("models", "clip_precision"): ("fp32", "int8"),
     ("logging", "level"): ("debug", "info", "warning", "error"),
     ("logging", "format"): ("auto", "json", "console"),
 }

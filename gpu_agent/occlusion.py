@@ -17,7 +17,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from .clip_export import IMAGE_FILE, META_FILE, TEXT_FILE, clip_dir
+from .clip_export import IMAGE_FILE, INT8_IMAGE_FILE, META_FILE, PRECISIONS, TEXT_FILE, clip_dir
 from .crop import decode_image
 from .errors import ModelError
 from .providers import choose_providers, log_providers_in_use, session_options
@@ -58,7 +58,11 @@ class OnnxOcclusionScorer:
     """OcclusionScorer over <models_dir>/clip/<model>__<pretrained>/ as written by export_clip."""
 
     def __init__(self, settings: ModelSettings, models_dir: Path) -> None:
-        """Load the export for [models] clip_model / clip_pretrained ("" = random weights, tests only)."""
+        """Load the export for [models] clip_model / clip_pretrained ("" = random weights, tests only).
+
+        clip_precision picks the image tower: "fp32" runs image.onnx, "int8" image.int8.onnx (no fallback to
+        fp32: a missing int8 file makes the scorer unavailable, with the command that writes it).
+        """
         self.settings = settings
         tag = settings.clip_pretrained or None
         self.path = clip_dir(Path(models_dir), settings.clip_model, tag)
@@ -67,13 +71,27 @@ class OnnxOcclusionScorer:
         self.reason = ""
         self.providers_in_use: list[str] = []
         self._lock = threading.Lock()
+        self.precision = settings.clip_precision
+        if self.precision not in PRECISIONS:
+            self.reason = f"clip_precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            return
+        image_file = INT8_IMAGE_FILE if self.precision == "int8" else IMAGE_FILE
         missing = [f for f in (IMAGE_FILE, TEXT_FILE, META_FILE) if not (self.path / f).is_file()]
         if missing:
             self.reason = (
                 f"no exported CLIP model in {self.path} (missing {', '.join(missing)}); run "
-                f"`facesetd models export-clip --model {settings.clip_model} --pretrained {tag}`"
+                f"`facesetd models export-clip --model {settings.clip_model} --pretrained {tag}"
+                f"{' --quantize int8' if self.precision == 'int8' else ''}`"
             )
             return
+        if not (self.path / image_file).is_file():
+            self.reason = (
+                f'clip_precision = "int8" but {self.path / image_file} is missing (the export was fp32 only); run '
+                f"`facesetd models export-clip --model {settings.clip_model} --pretrained {tag} --quantize int8`, "
+                f'or set [models] clip_precision = "fp32"'
+            )
+            return
+        self.image_file = self.path / image_file
         import onnxruntime as ort
 
         self.meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text(encoding="utf-8"))
@@ -83,17 +101,19 @@ class OnnxOcclusionScorer:
                          for a in self.meta["attributes"]}
         providers = choose_providers(settings)
         self.session = ort.InferenceSession(
-            str(self.path / IMAGE_FILE), sess_options=session_options(settings, providers), providers=providers
+            str(self.image_file), sess_options=session_options(settings, providers), providers=providers
         )
         self.providers_in_use = list(self.session.get_providers())
-        log_providers_in_use(f"clip/{self.model_name}", providers, self.providers_in_use)
+        log_providers_in_use(f"clip/{self.model_name}/{self.precision}", providers, self.providers_in_use)
         self.input_name = self.session.get_inputs()[0].name
         self.available = True
 
     def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"scorer": "open_clip-onnx", "model": self.model_name, "available": self.available}
+        d: dict[str, Any] = {"scorer": "open_clip-onnx", "model": self.model_name, "precision": self.precision,
+                             "available": self.available}
         if self.available:
-            d.update(providers=self.providers_in_use, logit_scale_exp=round(float(np.exp(self.logit_scale)), 4),
+            d.update(image_file=self.image_file.name, providers=self.providers_in_use,
+                     logit_scale_exp=round(float(np.exp(self.logit_scale)), 4),
                      attributes=sorted(self.text))
         else:
             d["reason"] = self.reason

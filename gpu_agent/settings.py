@@ -25,6 +25,8 @@ class ModelSettings:
     clip_model: str = "ViT-L-14"
     # open_clip pretrained tag for that architecture.
     clip_pretrained: str = "dfn2b_s39b"
+    # "fp32" or "int8" (image.int8.onnx, export-clip --quantize int8): int8 is ~4x faster on VNNI CPUs, scores differ by up to ~0.02.
+    clip_precision: str = "fp32"
     # images per model call.
     batch_size: int = 8
 

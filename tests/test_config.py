@@ -37,6 +37,7 @@ def test_docs_table_lists_every_key() -> None:
         ("[thresholds]\nocclusion_prune = \"high\"\n", "thresholds.occlusion_prune: expected a number"),
         ("[watch]\npolling = 1\n", "watch.polling: expected a boolean"),
         ("[gpu_agent]\nmode = \"cloud\"\n", "gpu_agent.mode: must be one of"),
+        ("[models]\nclip_precision = \"fp16\"\n", "models.clip_precision: must be one of fp32, int8"),
         ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
         ("[paths]\ncorpus = \"/does/not/exist/corpus\"\n", "paths.corpus: parent folder of /does/not/exist/corpus"),
         ("[[immich.users]]\nname = \"a\"\napi_key = \"secret\"\n", "immich.users[0].api_key: unknown key"),

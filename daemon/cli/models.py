@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--model", help="open_clip architecture (default: [models] clip_model)")
     e.add_argument("--pretrained", help="open_clip pretrained tag (default: [models] clip_pretrained; "
                    "'none' = random weights, for testing)")
+    e.add_argument("--quantize", choices=("none", "int8"),
+                   help="also write image.int8.onnx, dynamically quantised (default: int8 when [models] "
+                   "clip_precision = \"int8\", else none)")
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
@@ -43,8 +46,9 @@ def run(args: argparse.Namespace, app: Any) -> int:
         pretrained = args.pretrained if args.pretrained is not None else ms.clip_pretrained
         if pretrained.lower() in ("", "none"):
             pretrained = None
-        out = export_clip(model, pretrained, models_dir)
-        print(f"{model}/{pretrained or 'random'}: exported to {out}")
+        quantize = args.quantize or ("int8" if ms.clip_precision == "int8" else "none")
+        out = export_clip(model, pretrained, models_dir, quantize=None if quantize == "none" else quantize)
+        print(f"{model}/{pretrained or 'random'}: exported to {out}{' (fp32 and int8)' if quantize == 'int8' else ''}")
         if (model, pretrained) != (ms.clip_model, ms.clip_pretrained or None):
             print(f"note: the daemon uses [models] clip_model={ms.clip_model!r} clip_pretrained={ms.clip_pretrained!r}")
         return 0
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
 
 def _list(models_dir: Path) -> int:
-    from gpu_agent.clip_export import IMAGE_FILE, META_FILE, TEXT_FILE
+    from gpu_agent.clip_export import IMAGE_FILE, INT8_IMAGE_FILE, META_FILE, TEXT_FILE
     from gpu_agent.fetch import installed_packs
 
     print(f"models root: {models_dir}")
@@ -70,5 +74,7 @@ def _list(models_dir: Path) -> int:
     for d in exports:
         complete = all((d / f).is_file() for f in (IMAGE_FILE, TEXT_FILE, META_FILE))
         size = (d / IMAGE_FILE).stat().st_size / 1e6 if (d / IMAGE_FILE).is_file() else 0.0
-        print(f"  clip {d.name}: {'complete' if complete else 'INCOMPLETE'} ({size:.0f} MB)")
+        int8 = (d / INT8_IMAGE_FILE).stat().st_size / 1e6 if (d / INT8_IMAGE_FILE).is_file() else 0.0
+        print(f"  clip {d.name}: {'complete' if complete else 'INCOMPLETE'} ({size:.0f} MB"
+              f"{f', int8 {int8:.0f} MB' if int8 else ''})")
     return 0
