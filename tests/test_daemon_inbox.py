@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from daemon_proc import DaemonProcess
 from helpers import cli, projections
@@ -79,7 +80,9 @@ def test_a_photo_written_slowly_is_taken_once_complete(tmp_path: Path, faces_dir
     assert "photo_rejected" not in d.kinds()
 
 
-KILL_POINTS = ["inbox:crops_written", "inbox:photo_moved", "dispatch:before_commit", "write:manifest.json"]
+KILL_POINTS = [
+    "inbox:crops_written", "inbox:photo_moved", "dispatch:before_commit", "move:after_rename", "write:manifest.json",
+]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -89,6 +92,11 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, faces_dir: Path, models_
     photos = sorted((faces_dir / IDS / "obama").glob("obama[0-9].jpg")) + [faces_dir / "group" / "two_people_obama_biden.jpg"]
     (data / "inbox" / "faceset_001").mkdir(parents=True)
     shutil.copy(faces_dir / IDS / "obama" / "obama.jpg", data / "inbox" / "faceset_001" / "seed.jpg")
+    # a re-encoded, slightly smaller copy: its crop is a near-duplicate, so a prune (a move) happens
+    copy = tmp_path / "obama1_copy.jpg"
+    with Image.open(faces_dir / IDS / "obama" / "obama1.jpg") as im:
+        im.resize((im.width * 97 // 100, im.height * 97 // 100)).save(copy, quality=90)
+    photos.append(copy)
     env = _env(models_root, FACESETD_CRASHPOINT=point, FACESETD_CRASHPOINT_FILE=str(marker))
     d = DaemonProcess(data, env).start(wait=False)  # it may reach the crash point while starting
     for p in photos:
