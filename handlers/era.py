@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from state import events as ev
+from state.corpus_state import EMBEDDING_SQL
 from state.eventlog import StoredEvent
 
 from .common import Face, active_face
@@ -133,7 +134,7 @@ def photo_year(ctx: HandlerContext, face: Face) -> tuple[int | None, str]:
 
 
 def _anchors(ctx: HandlerContext, bucket: str) -> np.ndarray:
-    rows = ctx.state.query("SELECT embedding FROM faces WHERE faceset=? AND dropped=0 AND embedding IS NOT NULL"
+    rows = ctx.state.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE faceset=? AND dropped=0 AND analyzed IS NOT NULL"
                            " ORDER BY path", (bucket,))
     return np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows]) if rows else np.zeros((0, 512), np.float32)
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from state import events as ev
+from state.corpus_state import EMBEDDING_SQL
 from state.eventlog import StoredEvent
 
 from .common import Face, active_face, overridden, prune
@@ -40,8 +41,8 @@ def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
 def _existing(ctx: HandlerContext, face: Face) -> list[tuple[str, str, float | None, np.ndarray]]:
     """Faces already in the faceset (analyzed, one face, not decided on in this batch)."""
     rows = ctx.state.query(
-        "SELECT path, sha256, quality, embedding, scores FROM faces WHERE faceset=? AND dropped=0 AND path != ?"
-        " AND changed < ? AND embedding IS NOT NULL ORDER BY path", (face.faceset, face.path, face.changed))
+        f"SELECT path, sha256, quality, {EMBEDDING_SQL}, scores FROM faces WHERE faceset=? AND dropped=0 AND path != ?"
+        " AND changed < ? AND analyzed IS NOT NULL ORDER BY path", (face.faceset, face.path, face.changed))
     return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.claimed]
 
 

@@ -93,7 +93,8 @@ def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> dict[str, np.nda
     before a crash, then found by a scan).
     """
     rows = ctx.state.query(
-        "SELECT f.faceset, f.path, f.sha256, r.embedding, f.embedding FROM faces f"
+        "SELECT f.faceset, f.path, f.sha256, r.embedding, (SELECT vector FROM events WHERE position = f.analyzed)"
+        " FROM faces f"
         " JOIN facesets s ON s.name = f.faceset LEFT JOIN routed r ON r.sha256 = f.sha256"
         " WHERE f.dropped = 0 AND s.area = '' ORDER BY f.path"
     )

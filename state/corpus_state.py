@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS faces (
     scores   TEXT NOT NULL DEFAULT '{}',  -- JSON: det_score, quality, mask, sunglasses, ...
     quality  REAL,
     era      TEXT,
-    embedding BLOB,
+    analyzed INTEGER,           -- position of the FaceAnalyzed event holding its embedding (EMBEDDING_SQL)
     pruned_by INTEGER           -- decision position while in _dropped/
 );
 CREATE INDEX IF NOT EXISTS faces_faceset ON faces(faceset, dropped);
@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS overrides (
 CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Bump when a projection table's layout changes: existing state is dropped and rebuilt from the log.
+PROJECTION_VERSION = 2
+
+# A face's embedding, read from the log itself: the FaceAnalyzed event keeps it as float32 bytes, so the
+# state stores only that event's position instead of a second copy (which made replays twice as slow).
+EMBEDDING_SQL = "(SELECT vector FROM events WHERE position = faces.analyzed)"
 PROJECTION_TABLES = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
 # --- The inbox: photos seen, the pool of unassigned faces, routing embeddings ----------------------
@@ -187,7 +193,7 @@ def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     # New bytes: the old analysis no longer holds.
     conn.execute(
         "UPDATE faces SET sha256=?, size=?, mtime_ns=?, changed=?, scores='{}', quality=NULL, era=NULL,"
-        " embedding=NULL WHERE path=?",
+        " analyzed=NULL WHERE path=?",
         (e.sha256, e.size, e.mtime_ns, se.position, e.path),
     )
     _dirty_for_path(conn, e.path)
@@ -309,10 +315,10 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 def _analyzed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
     scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
-    vec = None if e.embedding is None else e.embedding.astype("<f4").tobytes()
+    analyzed = None if e.embedding is None else se.position
     cur = conn.execute(
-        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, embedding=? WHERE path=? AND sha256=?",
-        (json.dumps(scores), e.quality, vec, e.path, e.sha256),
+        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, analyzed=? WHERE path=? AND sha256=?",
+        (json.dumps(scores), e.quality, analyzed, e.path, e.sha256),
     )
     if cur.rowcount:
         _dirty_for_path(conn, e.path)
@@ -343,10 +349,10 @@ def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
     for se in batch:
         e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
         scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
-        vec = None if e.embedding is None else e.embedding.astype("<f4").tobytes()
-        rows.append((json.dumps(scores), e.quality, vec, e.path, e.sha256))
+        analyzed = None if e.embedding is None else se.position
+        rows.append((json.dumps(scores), e.quality, analyzed, e.path, e.sha256))
     conn.executemany(
-        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, embedding=? WHERE path=? AND sha256=?", rows)
+        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, analyzed=? WHERE path=? AND sha256=?", rows)
     _dirty_for_paths(conn, [r[3] for r in rows])
 
 
@@ -488,9 +494,20 @@ class CorpusState:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         with log.transaction() as conn:
+            found = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            version = conn.execute(
+                "SELECT value FROM meta WHERE key='projection_version'").fetchone() if found else None
+            if version is not None and version[0] != str(PROJECTION_VERSION):
+                # The tables' layout changed: drop them and replay the log into the new layout.
+                for table in PROJECTION_TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute("DELETE FROM tracking WHERE processor=?", (PROCESSOR,))
             for statement in (TABLES + INBOX_TABLES).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('projection_version', ?)",
+                         (str(PROJECTION_VERSION),))
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -559,7 +576,7 @@ class CorpusState:
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
     def embedding(self, path: str) -> np.ndarray | None:
-        rows = self.query("SELECT embedding FROM faces WHERE path=?", (path,))
+        rows = self.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE path=?", (path,))
         return np.frombuffer(rows[0][0], dtype="<f4") if rows and rows[0][0] is not None else None
 
 

@@ -144,3 +144,19 @@ def test_changed_moved_and_missing_files_become_events(tmp_path: Path) -> None:
     m3 = json.loads((corpus / "faceset_003/manifest.json").read_text())
     assert "moved.png" in [f["file"] for f in m3["faces"]]
     assert (corpus / "faceset_006/faceset_006.fsz").exists()
+
+
+def test_a_changed_projection_layout_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    import sqlite3
+
+    data = _adopted(tmp_path)
+    before = projections(data / "corpus")
+    db = sqlite3.connect(data / "state" / "events.sqlite3")
+    db.execute("UPDATE meta SET value='1' WHERE key='projection_version'")  # as an older facesetd left it
+    db.execute("DELETE FROM faces")  # and its rows, in a layout this version cannot read
+    db.commit()
+    db.close()
+    status = json.loads(cli(data, "status", "--json").stdout.strip().splitlines()[-1])
+    assert status["images"] == {"active": 18, "dropped": 1}
+    cli(data, "rebuild")
+    assert projections(data / "corpus") == before
