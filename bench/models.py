@@ -47,7 +47,7 @@ def rates(fns: dict[str, Callable[[Sequence[bytes]], object]], images: Sequence[
     """
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for name, fn in fns.items():  # warm-up pass each: session allocation, connection setup
+    for fn in fns.values():  # warm-up pass each: session allocation, connection setup
         for i in range(0, len(images), batch):
             fn(images[i : i + batch])
     for _ in range(rounds):

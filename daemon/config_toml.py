@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-from functools import lru_cache
 from typing import Any
 
 from .config import Config
@@ -29,10 +28,14 @@ USERS_EXAMPLE = """\
 """
 
 
-@lru_cache(maxsize=None)
+_comments: dict[type, dict[str, str]] = {}
+
+
 def field_comments(cls: type) -> dict[str, str]:
     """field name -> the comment lines written right above it in the class body."""
-    out: dict[str, str] = {}
+    if cls in _comments:
+        return _comments[cls]
+    out: dict[str, str] = _comments.setdefault(cls, {})
     pending: list[str] = []
     for line in inspect.getsource(cls).splitlines():
         text = line.strip()
@@ -63,7 +66,7 @@ def render(config: Config | None = None) -> str:
         values = getattr(config, section.name)
         comments = field_comments(type(values))
         lines.append(f"[{section.name}]")
-        tables = []
+        tables: list[tuple[str, Any]] = []
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
             if value and isinstance(value, tuple) and dataclasses.is_dataclass(value[0]):

@@ -7,7 +7,6 @@ with the log. The daemon and the one-shot `facesetd reconcile` share this, so bo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import structlog

@@ -12,7 +12,7 @@ import queue
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -208,6 +208,3 @@ def _under(w: WatchEvent, root: Path) -> bool:
     except ValueError:
         return False
 
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat()

@@ -60,14 +60,16 @@ def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> d
             tuple(chunk),
         )
         found.update({s: (np.frombuffer(b, dtype="<f4") if b is not None else None) for s, b in rows})
-    todo = [(p, s) for p, s in missing if s not in found]
+    todo: list[tuple[str, str]] = []
     seen: set[str] = set()
-    todo = [(p, s) for p, s in todo if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
+    for p, s in missing:  # each unknown sha256 once
+        if s not in found and s not in seen:
+            seen.add(s)
+            todo.append((p, s))
     engine = ctx.face_engine if todo else None
     for i in range(0, len(todo), 16):
-        chunk = todo[i : i + 16]
         datas, keep = [], []
-        for p, s in chunk:
+        for p, s in todo[i : i + 16]:
             try:
                 datas.append((ctx.corpus / p).read_bytes())
                 keep.append(s)

@@ -70,7 +70,7 @@ PROJECTION_VERSION = 2
 # A face's embedding, read from the log itself: the FaceAnalyzed event keeps it as float32 bytes, so the
 # state stores only that event's position instead of a second copy (which made replays twice as slow).
 EMBEDDING_SQL = "(SELECT vector FROM events WHERE position = faces.analyzed)"
-PROJECTION_TABLES = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
+PROJECTION_TABLES: tuple[str, ...] = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
 # --- The inbox: photos seen, the pool of unassigned faces, routing embeddings ----------------------
 INBOX_TABLES = """
@@ -288,7 +288,8 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
     _apply_moves(conn, e.moves)
     if row is not None:
         check, sha, subject = row
-        faceset = (parse_face_path(subject).faceset if parse_face_path(subject) else subject.split("/")[-1])
+        fp = parse_face_path(subject)
+        faceset = fp.faceset if fp is not None else subject.split("/")[-1]
         # An override pins the restored file (or, for a faceset, the check on that faceset).
         conn.execute(
             "INSERT OR IGNORE INTO overrides(faceset, check_name, sha256) VALUES (?,?,?)", (faceset, check, sha or "*")
@@ -326,7 +327,8 @@ def _analyzed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 @applies_in_batches(ev.FaceAdded)
 def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
-    rows, facesets = [], {}
+    rows: list[tuple[Any, ...]] = []
+    facesets: dict[str, tuple[str, str, int, str]] = {}
     for se in batch:
         e: ev.FaceAdded = se.event  # type: ignore[assignment]
         fp = parse_face_path(e.path)

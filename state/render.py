@@ -88,7 +88,8 @@ class Renderer:
             else:
                 faces.append(entry)
         full = [f["file"] for f in faces]
-        ranked = sorted(faces, key=lambda f: (-(f.get("quality") if f.get("quality") is not None else -1.0), f["file"]))
+        # best quality first, unanalysed faces last, file name breaking ties: stable from run to run
+        ranked = sorted(faces, key=lambda f: (-float(f.get("quality", -1.0)), f["file"]))
         top = [f["file"] for f in ranked[: self.top_n]]
         full_name, top_name = fsz_names(name, self.top_n)
         adopted = self.state.query("SELECT adopted FROM facesets WHERE name=?", (name,))

@@ -79,4 +79,4 @@ def test_environment_overrides_every_key_by_name(tmp_path: Path) -> None:
 
 def test_every_section_is_a_frozen_dataclass() -> None:
     for section in dataclasses.fields(Config):
-        assert getattr(type(getattr(Config(), section.name)), "__dataclass_params__").frozen
+        assert type(getattr(Config(), section.name)).__dataclass_params__.frozen
