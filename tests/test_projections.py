@@ -160,3 +160,39 @@ def test_a_changed_projection_layout_is_rebuilt_from_the_log(tmp_path: Path) -> 
     assert status["images"] == {"active": 18, "dropped": 1}
     cli(data, "rebuild")
     assert projections(data / "corpus") == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    batch_corpus(data / "corpus")
+    before = images(data / "corpus") | projections(data / "corpus")
+    out = cli(data, "reconcile", "--dry-run").stdout
+    assert "would record corpus_adopted" in out and "would record face_added" in out
+    assert "25 events would be recorded (19 files scanned)" in out
+    assert images(data / "corpus") | projections(data / "corpus") == before
+    assert json.loads(cli(data, "status", "--json").stdout.splitlines()[-1])["log_position"] == 0
+
+
+def test_events_follow_prints_new_events_as_they_come(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO, open_pipeline
+
+    data = _adopted(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "events", "--follow", "--json",
+         "--kind", "face_pruned"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "FACESETD_LOGGING_FORMAT": "json"},
+    )
+    try:
+        time.sleep(1.0)
+        pos = prune(open_pipeline(data), "faceset_002/faces/0001.png", reason="followed")
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())
+        assert line["id"] == pos and line["kind"] == "face_pruned" and line["payload"]["reason"] == "followed"
+    finally:
+        proc.kill()
+        proc.wait()
