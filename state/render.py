@@ -43,7 +43,12 @@ class Renderer:
         dirty = self.state.dirty()
         if not dirty:
             return []
-        self._render([d for d in dirty if d != MASTER_DIRTY])
+        names = [d for d in dirty if d != MASTER_DIRTY]
+        # era buckets holding PNGs slotted from a changed faceset change with it
+        marks = ",".join("?" * len(names))
+        eras = [r[0] for r in self.state.query(
+            f"SELECT DISTINCT era FROM faces WHERE era IS NOT NULL AND faceset IN ({marks})", tuple(names))]
+        self._render(sorted(set(names) | set(eras)))
         self.state.clear_dirty(dirty)
         return [d for d in dirty if d != MASTER_DIRTY]
 
@@ -87,9 +92,24 @@ class Renderer:
                 dropped.append(entry)
             else:
                 faces.append(entry)
-        full = [f["file"] for f in faces]
+        # An era bucket's .fsz also carries the family's PNGs slotted into it (read from where they are,
+        # never copied): roop then averages the era's anchors and its newer photos together.
+        slotted = []
+        for path, sha, size, source, scores, quality in self.state.query(
+            "SELECT x.path, x.sha256, x.size, x.source, x.scores, x.quality FROM faces x"
+            " JOIN facesets s ON s.name = x.faceset WHERE x.era = ? AND x.dropped = 0 AND s.area = ''"
+            " AND x.faceset != ? ORDER BY x.path",
+            (name, name),
+        ):
+            entry = {"file": path, "sha256": sha, "size": size, "source": json.loads(source),
+                     "scores": json.loads(scores), "slotted_from": path.split("/", 1)[0]}
+            if quality is not None:
+                entry["quality"] = round(quality, 6)
+            slotted.append(entry)
+        faces_and_slotted = faces + slotted
+        full = [f["file"] for f in faces_and_slotted]
         # best quality first, unanalysed faces last, file name breaking ties: stable from run to run
-        ranked = sorted(faces, key=lambda f: (-float(f.get("quality", -1.0)), f["file"]))
+        ranked = sorted(faces_and_slotted, key=lambda f: (-float(f.get("quality", -1.0)), f["file"]))
         top = [f["file"] for f in ranked[: self.top_n]]
         full_name, top_name = fsz_names(name, self.top_n)
         adopted = self.state.query("SELECT adopted FROM facesets WHERE name=?", (name,))
@@ -98,6 +118,7 @@ class Renderer:
             "area": area or "active",
             "faces": faces,
             "dropped": dropped,
+            "slotted": slotted,
             "fsz": {"full": full_name, "top": top_name, "top_n": self.top_n, "top_files": top},
             "generator": f"facesetd {VERSION}",
         }
@@ -116,8 +137,8 @@ class Renderer:
         faces_dir = folder / "faces"
         blobs: dict[str, bytes] = {}
         for fname in full:
-            try:
-                blobs[fname] = (faces_dir / fname).read_bytes()
+            try:  # own faces by name; slotted faces by their corpus path
+                blobs[fname] = (faces_dir / fname if "/" not in fname else self.corpus / fname).read_bytes()
             except FileNotFoundError:
                 log.warning("face missing while writing .fsz", faceset=name, file=fname)
         full_name, top_name = fsz_names(name, self.top_n)

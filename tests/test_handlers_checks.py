@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -164,9 +165,22 @@ def test_slot_into_era(tmp_path: Path, face_engine, crops, buckets_from: str) ->
 
     manifest = json.loads((corpus / "faceset_001/manifest.json").read_text())
     assert {f["file"]: f.get("era") for f in manifest["faces"]}["y2012.png"] == "faceset_101"
+    # the era bucket's manifest and .fsz carry the slotted PNG beside its anchors (read in place, not copied)
+    bucket = json.loads((corpus / "faceset_101/manifest.json").read_text())
+    assert [f["file"] for f in bucket["slotted"]] == ["faceset_001/faces/y2012.png"]
+    with zipfile.ZipFile(corpus / "faceset_101/faceset_101.fsz") as zf:
+        members = [zf.read(n) for n in zf.namelist()]
+    assert len(members) == 3 and (corpus / "faceset_001/faces/y2012.png").read_bytes() in members
+    assert not (corpus / "faceset_101/faces/y2012.png").exists()
     master = json.loads((corpus / "manifest.json").read_text())
     assert master["thin_eras"] == ["faceset_101", "faceset_102"]
     assert [f["name"] for f in master["facesets"]] == ["faceset_001", "faceset_101", "faceset_102"]
+    # pruning the slotted PNG from its own faceset takes it out of the bucket's .fsz as well
+    from helpers import prune
+
+    prune(p, "faceset_001/faces/y2012.png", check="test")
+    with zipfile.ZipFile(corpus / "faceset_101/faceset_101.fsz") as zf:
+        assert len(zf.namelist()) == 2
 
 
 def _occlusion_corpus(crops) -> dict[str, bytes]:
