@@ -13,7 +13,6 @@ import structlog
 
 import handlers  # noqa: F401  (registers every check)
 from gpu_agent.interface import FaceEngine, OcclusionScorer
-from handlers import route_photo  # noqa: F401  (registers the PhotoReceived handler)
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool
