@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -14,11 +15,15 @@ from .config import Config, load_config
 from .logs import configure_logging, register_secret
 
 
+LOG_TO_STDOUT = ("run", "gpu-agent")  # verbs whose process is a service
+
+
 class App:
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, log_stream: TextIO | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        configure_logging(config.logging.level, config.logging.format)
+        self.log_stream = log_stream
+        configure_logging(config.logging.level, config.logging.format, stream=log_stream)
         register_secret(config.gpu_agent.token)
         for user in config.immich.users:
             register_secret(os.environ.get(user.api_key_env))
@@ -28,11 +33,18 @@ class App:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "App":
         config_path = args.config or (Path(os.environ["FACESETD_CONFIG"]) if os.environ.get("FACESETD_CONFIG") else None)
-        return cls(load_config(config_path, data_dir=args.data_dir), config_path)
+        # The resident processes' stdout is their log (journald); the one-shot verbs keep stdout for their
+        # own output (`reconcile --json | jq`, `events --json`) and log to stderr.
+        stream = sys.stdout if args.verb in LOG_TO_STDOUT else sys.stderr
+        return cls(load_config(config_path, data_dir=args.data_dir), config_path, log_stream=stream)
 
     def reload_config(self) -> Config:
         self.config = load_config(self.config_path, data_dir=str(self.config.data_dir))
         return self.config
+
+    def configure_logging(self) -> None:
+        """Apply the current config's logging settings (after a reload)."""
+        configure_logging(self.config.logging.level, self.config.logging.format, stream=self.log_stream)
 
     def ensure_folders(self) -> None:
         for p in (self.config.corpus_dir, self.config.inbox_dir, self.config.state_dir, self.config.models_dir):

@@ -66,6 +66,8 @@ class QueueSettings:
     max_pending: int = 256
     # seconds between pool-clustering runs (new identities from unassigned faces).
     cluster_interval_s: float = 60.0
+    # seconds to wait before trying again when the face models cannot be opened or the gpu agent is down.
+    model_retry_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import structlog
 
 import handlers  # noqa: F401  (registers every check)
 from gpu_agent.interface import FaceEngine, OcclusionScorer
+from handlers.common import open_models
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool
@@ -39,6 +40,8 @@ class ReconcileReport:
     appended: dict[str, int] = field(default_factory=dict)
     adopted: bool = False
     dry_run: bool = False
+    handled: int = 0  # events the checks then handled (the scan's and those they led to)
+    promoted: int = 0  # new facesets from the pool
     planned: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,6 +49,8 @@ class ReconcileReport:
             "scanned": self.scanned,
             "hashed": self.hashed,
             "events": dict(sorted(self.appended.items())),
+            "handled": self.handled,
+            "promoted": self.promoted,
             "adopted": self.adopted,
             "dry_run": self.dry_run,
         }
@@ -67,6 +72,7 @@ class Pipeline:
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
             open_engines=open_engines, staging=config.staging_dir, eras=config.eras,
+            model_retry_s=config.queue.model_retry_s,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
@@ -76,18 +82,22 @@ class Pipeline:
             self.scanners.append(scan_inbox)
 
     # Processing ------------------------------------------------------------------------------------
-    def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> None:
-        """Run state, moves, handlers and projections until all are caught up with the log."""
+    def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> int:
+        """Run state, moves, handlers and projections until all are caught up with the log; returns how
+        many events the handlers consumed."""
+        total = 0
         while True:
             self.state.catch_up()
             moved = self.mover.finish_pending()
             handled = self.dispatcher.run_pending()
+            total += handled
             if progress and handled:
                 progress(handled)
             if not moved and not handled and not self.state.pending_decisions():
                 break
         if render:
             self.renderer.render_dirty()
+        return total
 
     def pending_work(self) -> dict[str, int]:
         return {
@@ -127,9 +137,26 @@ class Pipeline:
             return report
         if result.events:
             self.log.append(result.events)
-        self.settle(progress=progress)
-        self.promote_pool()
+        report.handled = self.settle(progress=progress)
+        if self.request_missing_analyses():
+            report.handled += self.settle(progress=progress)
+        report.promoted = self.promote_pool()
         return report
+
+    def request_missing_analyses(self) -> int:
+        """Ask again for the analysis of active faces that have none (added while no face model could be
+        opened). Only when the models open and nothing is in flight, so each request is answered."""
+        if self.dispatcher.pending() or open_models(self.ctx, "embed") is None:
+            return 0
+        rows = self.state.query(
+            "SELECT f.path, f.sha256 FROM faces f JOIN facesets s ON s.name = f.faceset"
+            " WHERE s.area = '' AND f.dropped = 0 AND f.analyzed IS NULL"
+            " AND json_extract(f.scores, '$.face_count') IS NULL ORDER BY f.path"
+        )
+        if rows:
+            self.log.append([ev.AnalysisRequested(path=p, sha256=h, reason="no analysis yet (models were not available)")
+                             for p, h in rows])
+        return len(rows)
 
     def sweep_interrupted_writes(self) -> None:
         """Remove temp files a crash left mid-write. Only a render can leave them, and a crashed render

@@ -19,6 +19,8 @@ from typing import Any, Callable
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from gpu_agent.errors import ModelsUnavailable
+
 from .corpus_watch import corpus_events
 from .inbox import receive
 from .notify import Notifier, watchdog_interval
@@ -48,6 +50,7 @@ class Daemon:
         self._last_render = 0.0
         self._last_status = 0.0
         self._last_ping = 0.0
+        self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
 
     # Signals -------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -58,15 +61,18 @@ class Daemon:
     # Start and stop --------------------------------------------------------------------------------
     def start(self) -> None:
         self.app.ensure_folders()
-        report = self.pipeline.reconcile()  # what changed while we were down
-        log.info("startup reconcile done", **report.as_dict())
+        try:
+            report = self.pipeline.reconcile()  # what changed while we were down
+            log.info("startup reconcile done", **report.as_dict())
+        except ModelsUnavailable as e:  # recorded, not yet handled: the loop tries again later
+            self._models_unavailable(e)
         self.watcher = Watcher.from_settings(
             [self.config.corpus_dir, self.config.inbox_dir], self._on_watch_event, self.config.watch
         )
         self.watcher.start()
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(
-            lambda: self._submit(self.pipeline.promote_pool), "interval", seconds=self.config.queue.cluster_interval_s,
+            lambda: self._submit(self._periodic), "interval", seconds=self.config.queue.cluster_interval_s,
             id="cluster_pool", max_instances=1, coalesce=True, replace_existing=True,
         )
         self._start_immich()
@@ -74,6 +80,16 @@ class Daemon:
         self.notifier.ready()
         log.info("facesetd running", corpus=str(self.config.corpus_dir), inbox=str(self.config.inbox_dir),
                  watch="polling" if self.watcher.polling else "inotify", watchdog_s=self.watchdog_s)
+
+    def _periodic(self) -> None:
+        """The scheduled pass: promote pool clusters, and ask again for analyses missed while no model was up."""
+        if self._models_down():
+            return
+        self.pipeline.promote_pool()
+        self.pipeline.request_missing_analyses()
+
+    def _models_down(self) -> bool:
+        return time.monotonic() < self._models_retry_at
 
     def _start_immich(self) -> None:
         if not (self.config.immich.url and self.config.immich.users):
@@ -121,10 +137,21 @@ class Daemon:
 
     def step(self) -> None:
         """One turn: take queued work, record it, handle one batch, render if due, ping systemd."""
-        self._drain(timeout=TICK_S if self.pipeline.dispatcher.pending() == 0 else 0.0)
+        idle = self.pipeline.dispatcher.pending() == 0 or self._models_down()
+        self._drain(timeout=TICK_S if idle else 0.0)
         self.pipeline.state.catch_up()
         self.pipeline.mover.finish_pending()
-        handled = self.pipeline.dispatcher.run_pending(max_events=BATCH_EVENTS)
+        handled = 0
+        if not self._models_down():
+            try:
+                handled = self.pipeline.dispatcher.run_pending(max_events=BATCH_EVENTS)
+            except ModelsUnavailable as e:  # the event stays unhandled; nothing is lost, it is tried again later
+                self._models_unavailable(e)
+            else:
+                if self._models_retry_at:
+                    self._models_retry_at = 0.0
+                    log.info("models available again; handling the waiting events")
+                    self.pipeline.request_missing_analyses()
         self.counts["handled"] += handled
         now = time.monotonic()
         # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
@@ -135,6 +162,12 @@ class Daemon:
         if self.reload_requested.is_set():
             self._reload()
         self._keepalive(now)
+
+    def _models_unavailable(self, error: Exception) -> None:
+        if not self._models_retry_at:
+            log.error("models unavailable: new photos and faces are recorded and wait", error=str(error),
+                      retry_s=self.config.queue.model_retry_s)
+        self._models_retry_at = time.monotonic() + self.config.queue.model_retry_s
 
     def _drain(self, timeout: float) -> None:
         batch: list[WatchEvent] = []
@@ -174,9 +207,7 @@ class Daemon:
         except Exception as e:  # a bad edit must not take the daemon down: keep the old config
             log.error("config reload failed; keeping the running config", error=str(e))
         else:
-            from .logs import configure_logging
-
-            configure_logging(config.logging.level, config.logging.format)
+            self.app.configure_logging()
             # What can change in place: thresholds, identity routing, projection and queue settings.
             # Folders, watching and models are fixed for the life of the process (restart for those).
             self.config = self.pipeline.config = config

@@ -7,11 +7,16 @@ class ModelError(Exception):
     """A model problem the user can fix (missing files, bad checksum, agent down)."""
 
 
-class ModelNotFound(ModelError):
+class ModelsUnavailable(ModelError):
+    """The models cannot be used right now (missing, corrupt, agent down or refusing): a daemon waits and
+    tries again; the work that needed them stays pending."""
+
+
+class ModelNotFound(ModelsUnavailable):
     """A model pack or exported model is not where the config says it is."""
 
 
-class ChecksumMismatch(ModelError):
+class ChecksumMismatch(ModelsUnavailable):
     """A downloaded or installed model file does not have the pinned sha256."""
 
 
@@ -23,11 +28,11 @@ class ImageDecodeError(ModelError):
     """Bytes that are not an image any installed decoder can read."""
 
 
-class AgentUnavailable(ModelError):
+class AgentUnavailable(ModelsUnavailable):
     """The loopback gpu agent does not answer (not started, crashed, wrong URL)."""
 
 
-class AgentAuthError(ModelError):
+class AgentAuthError(ModelsUnavailable):
     """The gpu agent refused the bearer token (401)."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import hashlib
 import json
 from dataclasses import dataclass
@@ -91,13 +93,15 @@ def open_models(ctx: HandlerContext, check: str) -> tuple[Any, Any] | None:
     if ctx.open_engines is None:
         ctx.say_once("no_models", "checks that need models are off: no models configured", check=check)
         return None
-    if ctx.open_failed:
-        return None
+    if ctx.open_failed and time.monotonic() - ctx.open_failed_at < ctx.model_retry_s:
+        return None  # opening is slow (the HTTP agent retries with backoff): not for every batch
     try:
-        return ctx.engines()
+        engines = ctx.engines()
     except Exception as e:  # noqa: BLE001  (a missing pack must not stop the checks that need no model)
-        # Not retried in this process: opening can be slow (the HTTP agent retries with backoff).
-        ctx.open_failed = f"{type(e).__name__}: {e}"
+        ctx.open_failed, ctx.open_failed_at = f"{type(e).__name__}: {e}", time.monotonic()
+        # The faces skipped meanwhile are asked for again once the models open (AnalysisRequested).
         ctx.say_once("no_models", "checks that need models are off: the models could not be opened",
                      check=check, error=ctx.open_failed)
         return None
+    ctx.open_failed = ""
+    return engines

@@ -36,7 +36,9 @@ class HandlerContext:
     # Lookups that hold for one batch (e.g. the era buckets an adopted master manifest names).
     batch_cache: dict[str, Any] = field(default_factory=dict)
     # Why the models could not be opened ("" = not tried or fine); the model checks stay off in this process.
-    open_failed: str = ""
+    open_failed: str = ""  # why the models could not be opened, until the next try
+    open_failed_at: float = 0.0  # time.monotonic() of that failure
+    model_retry_s: float = 30.0  # seconds before trying to open the models again
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 

@@ -11,12 +11,12 @@ from typing import Any
 from state import events as ev
 from state.eventlog import StoredEvent
 
-from .common import Face, active_face, open_models, sha256_bytes
+from .common import Face, active_face, open_models, prune, sha256_bytes
 from .context import HandlerContext
 from .registry import handles
 
 
-@handles(ev.FaceAdded, ev.FaceChanged, batch=8)
+@handles(ev.FaceAdded, ev.FaceChanged, ev.AnalysisRequested, batch=8)
 def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     todo: list[tuple[Face, bytes]] = []
     for se in events:
@@ -37,6 +37,7 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     if models is None:
         return []
     from gpu_agent.crop import decode_image  # here: insightface is a heavy import for `facesetd config`
+    from gpu_agent.errors import ImageDecodeError
     from gpu_agent.quality import crop_quality
 
     engine = models[0]
@@ -50,21 +51,30 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
                      check_det_size=ctx.thresholds.multi_face_det_size, check_det_thresh=det_thresh)
     # pad=False: what roop sees on load. An in-process engine takes the decoded images, so each PNG is
     # decoded once for detection and quality; the HTTP agent takes the bytes.
+    out: list[ev.Event] = []
+    decoded: list[Any] = []
+    readable: list[tuple[Face, bytes]] = []
+    for face, data in todo:
+        try:
+            decoded.append(decode_image(data))
+            readable.append((face, data))
+        except ImageDecodeError as err:  # bad input: moved aside with the reason, the rest go on
+            out.append(prune(ctx, face, "unreadable", f"cannot decode the PNG: {err}", {"size": len(data)}))
+    todo = readable
+    if not todo:
+        return out
     arrays = getattr(engine, "analyze_arrays", None)
-    decoded: list[Any] = [None] * len(todo)
     if arrays is not None:
-        decoded = [decode_image(d) for _f, d in todo]
         found = arrays(decoded, pad=False)
     else:
         found = engine.analyze([d for _f, d in todo], pad=False)
-    out: list[ev.Event] = []
-    for (face, data), image, faces in zip(todo, decoded, found):
+    for (face, _data), image, faces in zip(todo, decoded, found):
         faces = [f for f in faces if f.det_score >= det_thresh]
         if not faces:
             out.append(ev.FaceAnalyzed(path=face.path, sha256=face.sha256, face_count=0, model=model))
             continue
         best = max(faces, key=lambda f: f.det_score)
-        q = crop_quality(image if image is not None else decode_image(data), best)
+        q = crop_quality(image, best)
         out.append(ev.FaceAnalyzed(
             path=face.path, sha256=face.sha256, face_count=len(faces), det_score=round(best.det_score, 6),
             bbox=tuple(round(v, 2) for v in best.bbox), kps=tuple((round(x, 2), round(y, 2)) for x, y in best.kps),

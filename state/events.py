@@ -272,6 +272,16 @@ class FaceAnalyzed(Event):
 
 
 @dataclass(frozen=True)
+class AnalysisRequested(Event):
+    """Analyse this PNG again: it was added while no face model could be opened (or its analysis is missing)."""
+
+    KIND: ClassVar[str] = "analysis_requested"
+    path: str = ""
+    sha256: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class OcclusionScored(Event):
     """P(mask) and P(dark sunglasses over the eyes) for one corpus PNG."""
 

@@ -86,3 +86,33 @@ def test_sighup_reloads_the_config_and_a_bad_edit_keeps_the_old_one(tmp_path: Pa
     time.sleep(0.5)
     assert d.proc.poll() is None, "a bad config edit must not stop the daemon"
     assert d.terminate() == 0
+
+
+def test_without_models_the_daemon_keeps_running_and_catches_up_once_they_come(
+    tmp_path: Path, faces_dir: Path, models_root: Path
+) -> None:
+    import shutil
+
+    empty = tmp_path / "models"
+    empty.mkdir()
+    data = tmp_path / "data"
+    (data / "inbox" / "faceset_001").mkdir(parents=True)
+    shutil.copy(faces_dir / "identities" / "biden" / "biden.jpg", data / "inbox" / "faceset_001" / "b.jpg")
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(empty),
+           "FACESETD_QUEUE_MODEL_RETRY_S": "1.0"}
+    d = DaemonProcess(data, env).start()
+    d.wait_for(lambda: "models unavailable" in d.output(), "the models-unavailable error")
+    assert "photo_received" in d.kinds() and "photo_processed" not in d.kinds()
+    # a face PNG added by hand while no model is there: recorded, its checks wait
+    write_png(data / "corpus/faceset_001/faces/by_hand.png", 77)
+    d.wait_for(lambda: any(e["kind"] == "face_added" and e["subject"].endswith("by_hand.png") for e in d.events()),
+               "the hand-added face recorded")
+    time.sleep(1.5)
+    assert d.proc is not None and d.proc.poll() is None
+    # the pack arrives: the waiting photo is routed and the hand-added PNG analysed (and pruned: no face)
+    shutil.copytree(models_root / "models", empty / "models")
+    d.wait_for(lambda: "photo_processed" in d.kinds(), "the photo processed once models came", timeout=60)
+    d.wait_for(lambda: any(e["kind"] == "face_pruned" and e["subject"].endswith("by_hand.png") for e in d.events()),
+               "the hand-added PNG analysed once models came", timeout=60)
+    assert d.terminate() == 0
+    assert d.kinds().count("photo_processed") == 1

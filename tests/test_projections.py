@@ -196,3 +196,38 @@ def test_events_follow_prints_new_events_as_they_come(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_faces_added_while_no_model_opens_are_analysed_once_one_does(tmp_path: Path, models_root: Path) -> None:
+    from corpus_factory import write_png
+
+    data = tmp_path / "data"
+    write_png(data / "corpus" / "faceset_001" / "faces" / "noise.png", 31)  # no face in it
+    cli(data, "reconcile")  # no face pack installed: recorded, not analysed
+    kinds = [json.loads(line)["kind"] for line in cli(data, "events", "--json").stdout.splitlines()]
+    assert "face_added" in kinds and "face_analyzed" not in kinds
+    cli(data, "reconcile")  # still none: nothing new is recorded
+    assert [json.loads(line)["kind"] for line in cli(data, "events", "--json").stdout.splitlines()] == kinds
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+    cli(data, "reconcile", env=env)
+    events = [json.loads(line) for line in cli(data, "events", "--json").stdout.splitlines()]
+    after = [e["kind"] for e in events[len(kinds):]]
+    assert after[:2] == ["analysis_requested", "face_analyzed"] and "face_pruned" in after
+    # pruned as zero-face (and the faceset, now empty with a prune, is quarantined as thin)
+    assert [p.parent.name for p in (data / "corpus").rglob("noise.png")] == ["_dropped"]
+    cli(data, "reconcile", env=env)  # and only once
+    assert len(cli(data, "events", "--json").stdout.splitlines()) == len(events)
+
+
+def test_a_corpus_png_no_decoder_reads_is_moved_aside_with_its_reason(tmp_path: Path, models_root: Path) -> None:
+    data = tmp_path / "data"
+    faces = data / "corpus" / "faceset_001" / "faces"
+    faces.mkdir(parents=True)
+    (faces / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a truncated PNG
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+    proc = cli(data, "reconcile", env=env)
+    assert proc.returncode == 0
+    events = [json.loads(line) for line in cli(data, "events", "--json", "--kind", "face_pruned").stdout.splitlines()]
+    assert len(events) == 1
+    assert events[0]["payload"]["check"] == "unreadable" and "cannot decode" in events[0]["payload"]["reason"]
+    assert [p.parent.name for p in (data / "corpus").rglob("broken.png")] == ["_dropped"]

@@ -38,5 +38,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(f"{len(report.planned)} events would be recorded ({report.scanned} files scanned)")
     else:
         counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
-        print(f"reconciled {report.scanned} files: {counts}" + (" (corpus adopted)" if report.adopted else ""))
+        print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
+              + (" (corpus adopted)" if report.adopted else ""))
+        print(f"handled {report.handled} events; {report.promoted} new facesets from the pool")
     return 0
