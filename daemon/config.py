@@ -24,7 +24,7 @@ from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.era import EraSettings
 from handlers.thresholds import IdentityThresholds, Thresholds
 
-from .errors import ConfigError
+from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
 DEFAULT_DATA_DIR = "~/.local/share/facesetd"

@@ -44,7 +44,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .errors import FacesetdError
+from state.errors import FacesetdError
 
 if TYPE_CHECKING:
     from .config import WatchSettings

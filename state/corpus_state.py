@@ -15,7 +15,7 @@ import numpy as np
 
 from . import events as ev
 from .eventlog import EventLog, StoredEvent
-from .layout import DROPPED, faceset_dir, parse_face_path
+from .layout import parse_face_path
 
 PROCESSOR = "corpus_state"
 
@@ -126,8 +126,8 @@ _dirty_buffer: set[str] | None = None
 
 
 BatchApplier = Callable[[sqlite3.Connection, list[StoredEvent]], None]
-# Faster appliers for the kinds that come in long runs (a scan, a replay): one executemany per run.
-# Each must leave exactly the state its single-event applier would.
+# The kinds that come in long runs (a scan, a replay) are applied a run at a time: one executemany per run
+# (a run of one included), and these kinds have no single-event applier.
 BATCH_APPLIERS: dict[str, BatchApplier] = {}
 
 
@@ -171,22 +171,6 @@ def _faceset_created(conn: sqlite3.Connection, se: StoredEvent) -> None:
     mark_dirty(conn, e.faceset)
 
 
-@applies(ev.FaceAdded)
-def _face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceAdded = se.event  # type: ignore[assignment]
-    fp = parse_face_path(e.path)
-    if fp is None:
-        return
-    _ensure_faceset(conn, fp.faceset, fp.area, se.position, "found on disk")
-    conn.execute(
-        "INSERT OR REPLACE INTO faces(path, faceset, name, dropped, sha256, size, mtime_ns, source, added, changed)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (e.path, fp.faceset, fp.name, int(fp.dropped), e.sha256, e.size, e.mtime_ns,
-         json.dumps(e.source, sort_keys=True), se.position, se.position),
-    )
-    mark_dirty(conn, fp.faceset)
-
-
 @applies(ev.FaceChanged)
 def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.FaceChanged = se.event  # type: ignore[assignment]
@@ -197,12 +181,6 @@ def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
         (e.sha256, e.size, e.mtime_ns, se.position, e.path),
     )
     _dirty_for_path(conn, e.path)
-
-
-@applies(ev.FaceTouched)
-def _face_touched(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceTouched = se.event  # type: ignore[assignment]
-    conn.execute("UPDATE faces SET size=?, mtime_ns=? WHERE path=?", (e.size, e.mtime_ns, e.path))
 
 
 @applies(ev.FaceMissing)
@@ -296,13 +274,6 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
         )
 
 
-@applies(ev.MoveCompleted)
-def _move_completed(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.MoveCompleted = se.event  # type: ignore[assignment]
-    conn.execute("UPDATE decisions SET state='done' WHERE position=? AND state='pending'", (e.decision,))
-    mark_dirty(conn)
-
-
 @applies(ev.MoveFailed)
 def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.MoveFailed = se.event  # type: ignore[assignment]
@@ -310,19 +281,6 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
     conn.execute("UPDATE decisions SET state='failed' WHERE position=?", (e.decision,))
     if row is not None:  # the files stayed where they were: put the rows back
         _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))))
-
-
-@applies(ev.FaceAnalyzed)
-def _analyzed(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
-    scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
-    analyzed = None if e.embedding is None else se.position
-    cur = conn.execute(
-        "UPDATE faces SET scores=json_patch(scores, ?), quality=?, analyzed=? WHERE path=? AND sha256=?",
-        (json.dumps(scores), e.quality, analyzed, e.path, e.sha256),
-    )
-    if cur.rowcount:
-        _dirty_for_path(conn, e.path)
 
 
 @applies_in_batches(ev.FaceAdded)
@@ -386,12 +344,6 @@ def _dirty_for_paths(conn: sqlite3.Connection, paths: list[str]) -> None:
     mark_dirty(conn, *{p.split("/faces/")[0].rsplit("/", 1)[-1] for p in paths if "/faces/" in p})
 
 
-@applies(ev.OcclusionScored)
-def _occlusion(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.OcclusionScored = se.event  # type: ignore[assignment]
-    _merge_scores(conn, e.path, e.sha256, {"mask": round(e.mask, 6), "sunglasses": round(e.sunglasses, 6)})
-
-
 @applies(ev.FaceSlotted)
 def _slotted(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.FaceSlotted = se.event  # type: ignore[assignment]
@@ -411,15 +363,6 @@ def _thin_eras(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.ThinErasListed = se.event  # type: ignore[assignment]
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('thin_eras', ?)", (json.dumps(list(e.eras)),))
     mark_dirty(conn)
-
-
-def _merge_scores(conn: sqlite3.Connection, path: str, sha256: str, scores: dict[str, Any]) -> None:
-    # Matches nothing when the file moved or changed since: the event no longer describes it.
-    cur = conn.execute(
-        "UPDATE faces SET scores=json_patch(scores, ?) WHERE path=? AND sha256=?", (json.dumps(scores), path, sha256)
-    )
-    if cur.rowcount:
-        _dirty_for_path(conn, path)
 
 
 def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
@@ -528,7 +471,7 @@ class CorpusState:
                 _dirty_buffer = set()
                 try:
                     for run in _runs(batch):
-                        many = BATCH_APPLIERS.get(run[0].kind) if len(run) > 1 else None
+                        many = BATCH_APPLIERS.get(run[0].kind)
                         if many is not None:
                             many(conn, run)
                             continue
@@ -577,13 +520,5 @@ class CorpusState:
         with self.log.transaction() as conn:
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
-    def embedding(self, path: str) -> np.ndarray | None:
-        rows = self.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE path=?", (path,))
-        return np.frombuffer(rows[0][0], dtype="<f4") if rows and rows[0][0] is not None else None
 
-
-def faceset_folder(area: str, name: str) -> str:
-    return faceset_dir(area, name)
-
-
-__all__ = ["CorpusState", "APPLIERS", "applies", "mark_dirty", "DROPPED", "faceset_folder"]
+__all__ = ["CorpusState", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]

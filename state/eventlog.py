@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -188,11 +187,6 @@ class EventLog:
     def get(self, position: int) -> StoredEvent | None:
         found = self.read(position - 1, 1)
         return found[0] if found and found[0].position == position else None
-
-    def raw_payload(self, position: int) -> dict[str, Any]:
-        with self.lock:
-            row = self.conn.execute("SELECT payload FROM events WHERE position=?", (position,)).fetchone()
-        return json.loads(row[0]) if row else {}
 
     # Tracking ------------------------------------------------------------------------------------
     def tracked(self, processor: str, conn: sqlite3.Connection | None = None) -> int:
