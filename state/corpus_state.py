@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_faceset ON faces(faceset, dropped);
 CREATE INDEX IF NOT EXISTS faces_sha ON faces(sha256);
+CREATE INDEX IF NOT EXISTS faces_era ON faces(era);  -- an era bucket finds the PNGs slotted into it
 CREATE TABLE IF NOT EXISTS decisions (
     position INTEGER PRIMARY KEY,
     kind     TEXT NOT NULL,
