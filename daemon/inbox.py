@@ -115,6 +115,20 @@ def scan_inbox(pipeline: Pipeline) -> list[ev.Event]:
     return out
 
 
+def list_waiting(inbox: Path) -> list[str]:
+    """Inbox-relative paths of the photos waiting in the inbox, not hashed: seeds (inbox/faceset_NNN/) first,
+    then by name. The order photos are received in."""
+    if not inbox.is_dir():
+        return []
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(inbox):
+        rel_dir = os.path.relpath(dirpath, inbox)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames if is_candidate(rel_dir + d))
+        out.extend(rel_dir + n for n in filenames if is_candidate(rel_dir + n))
+    return sorted(out, key=lambda rel: (not forced_faceset(rel), rel))
+
+
 def receive(pipeline: Pipeline, path: Path) -> int | None:
     """Record one photo the watcher saw; returns its event position, or None when skipped or known."""
     inbox = pipeline.config.inbox_dir

@@ -1,7 +1,12 @@
-"""The corpus pipeline: log -> corpus state -> moves -> handlers -> file projections.
+"""The corpus pipeline: log -> corpus state -> moves -> handlers -> pool promotion -> file projections.
 
-`settle()` runs every processor until nothing is left to do; `reconcile()` first compares the disk
-with the log. The daemon and the one-shot `facesetd reconcile` share this, so both give the same corpus.
+`step()` is one turn of the processing loop (the daemon calls it, `settle()` repeats it until nothing is left);
+`reconcile()` first compares the disk with the log. The daemon and the one-shot `facesetd reconcile` share this,
+so both give the same corpus.
+
+Photos are taken from the inbox one at a time, and each is settled (routed, its faces checked, their moves done,
+the pool promotion evaluated) before the next is received. So where a photo's faces go depends only on the photos
+received before it, in the order the log holds them, never on batch sizes, timers or when the daemon restarted.
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
 
 from .config import Config
-from .inbox import scan_inbox
+from .inbox import list_waiting, receive
 
 log = structlog.get_logger("facesetd.pipeline")
+
+PROMOTER = "promoter"  # the pool promotion's position in the log's tracking table
+# Event kinds after which the pool promotion is evaluated again (once what they led to is settled).
+PROMOTION_TRIGGERS = (ev.PhotoProcessed.KIND, ev.FacesetCreated.KIND, ev.DecisionReverted.KIND)
 
 
 @dataclass
@@ -42,6 +51,7 @@ class ReconcileReport:
     dry_run: bool = False
     handled: int = 0  # events the checks then handled (the scan's and those they led to)
     promoted: int = 0  # new facesets from the pool
+    received: int = 0  # inbox photos taken in
     planned: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,6 +61,7 @@ class ReconcileReport:
             "events": dict(sorted(self.appended.items())),
             "handled": self.handled,
             "promoted": self.promoted,
+            "received": self.received,
             "adopted": self.adopted,
             "dry_run": self.dry_run,
         }
@@ -75,29 +86,55 @@ class Pipeline:
             model_retry_s=config.queue.model_retry_s,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
-        # Extra scanners (e.g. the inbox) contribute events to reconcile: fn(pipeline) -> list[Event].
-        self.scanners: list[Callable[["Pipeline"], list[ev.Event]]] = []
         # The inbox needs the face models: without them photos stay where they are.
-        if open_engines is not None:
-            self.scanners.append(scan_inbox)
+        self.takes_photos = open_engines is not None
+        self.promoted = 0  # facesets promoted from the pool by this process (for reports)
+        self.handled = 0  # events the handlers consumed in this process
 
     # Processing ------------------------------------------------------------------------------------
+    def step(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
+        """One turn of the processing loop: apply the log to the state, finish recorded moves, handle up to
+        `max_events` events (checking `stop` between groups), and when all that is done evaluate the pool
+        promotion if a photo was processed since it last ran. Returns how much was done (0 = idle); the
+        events the handlers consumed are added to `self.handled`."""
+        self.state.catch_up()
+        done = self.mover.finish_pending()
+        handled = self.dispatcher.run_pending(max_events=max_events, stop=stop)
+        self.handled += handled
+        done += handled
+        if not done and not self.state.pending_decisions():
+            done += self.promote_if_due()
+        return done
+
+    def idle(self) -> bool:
+        """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated."""
+        return (self.dispatcher.pending() == 0 and not self.state.pending_decisions()
+                and not self.promotion_due())
+
     def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> int:
-        """Run state, moves, handlers and projections until all are caught up with the log; returns how
-        many events the handlers consumed."""
-        total = 0
+        """Run `step()` until all processors are caught up with the log; returns how many events the handlers
+        consumed."""
+        start = self.handled
         while True:
-            self.state.catch_up()
-            moved = self.mover.finish_pending()
-            handled = self.dispatcher.run_pending()
-            total += handled
-            if progress and handled:
-                progress(handled)
-            if not moved and not handled and not self.state.pending_decisions():
+            before = self.handled
+            done = self.step()
+            if progress and self.handled > before:
+                progress(self.handled - before)
+            if not done and not self.state.pending_decisions():
                 break
         if render:
             self.renderer.render_dirty()
-        return total
+        return self.handled - start
+
+    def receive_next(self, waiting: list[str]) -> int | None:
+        """Record the first photo of `waiting` (inbox-relative paths, in order) that is still there and new;
+        removes what it looked at from the list. Returns the event position, or None when none was recorded."""
+        while waiting:
+            rel = waiting.pop(0)
+            position = receive(self, self.config.inbox_dir / rel)
+            if position is not None:
+                return position
+        return None
 
     def pending_work(self) -> dict[str, int]:
         return {
@@ -112,35 +149,57 @@ class Pipeline:
         corpus = self.config.corpus_dir
         adopt = self.log.head() == 0
         known_facesets = {n for n, _a in self.state.facesets()}
-        result = scan_corpus(corpus, self.state.files(), known_facesets, adopt=adopt)
-        for scanner in self.scanners:
-            result.events.extend(scanner(self))
-        return result
+        return scan_corpus(corpus, self.state.files(), known_facesets, adopt=adopt)
 
-    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> ReconcileReport:
-        # Finish what a crash interrupted before looking at the disk: pending moves would otherwise
-        # look like files that moved by hand.
-        if not dry_run:
-            self.state.catch_up()
-            self.mover.finish_pending()
-            self.sweep_interrupted_writes()
+    def waiting_photos(self) -> list[str]:
+        """Inbox photos to take in, in the order they will be received (seeds first); none without models."""
+        return list_waiting(self.config.inbox_dir) if self.takes_photos else []
+
+    def scan_and_record(self) -> tuple[ScanResult, ReconcileReport]:
+        """Finish what a crash interrupted, compare the corpus on disk with the log and record the difference.
+        The first half of a reconcile; the daemon runs it at start, after it signalled readiness."""
+        # Pending moves would otherwise look like files that moved by hand.
+        self.state.catch_up()
+        self.mover.finish_pending()
+        self.sweep_interrupted_writes()
         result = self.scan()
-        if not dry_run:
-            for rel in result.leftovers:  # a crop or PNG write cut short by a crash
-                (self.config.corpus_dir / rel).unlink(missing_ok=True)
+        for rel in result.leftovers:  # a crop or PNG write cut short by a crash
+            (self.config.corpus_dir / rel).unlink(missing_ok=True)
         report = ReconcileReport(
-            scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=dry_run,
+            scanned=result.files_seen, hashed=result.hashed, appended=result.count(),
             adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
         )
-        if dry_run:
-            report.planned = [{"kind": e.KIND, "subject": e.subject} for e in result.events]
-            return report
         if result.events:
             self.log.append(result.events)
+        return result, report
+
+    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> ReconcileReport:
+        """Bring the log in line with the disk, then take in every waiting inbox photo, one at a time, settling
+        each before the next (as the daemon does)."""
+        if dry_run:
+            result = self.scan()
+            report = ReconcileReport(
+                scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=True,
+                adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
+            )
+            report.planned = [{"kind": e.KIND, "subject": e.subject} for e in result.events]
+            waiting = self.waiting_photos()
+            report.planned += [{"kind": ev.PhotoReceived.KIND, "subject": rel} for rel in waiting]
+            if waiting:
+                report.appended[ev.PhotoReceived.KIND] = len(waiting)
+            return report
+        promoted_before = self.promoted
+        _result, report = self.scan_and_record()
         report.handled = self.settle(progress=progress)
         if self.request_missing_analyses():
             report.handled += self.settle(progress=progress)
-        report.promoted = self.promote_pool()
+        waiting = self.waiting_photos()
+        while self.receive_next(waiting) is not None:
+            report.received += 1
+            report.handled += self.settle(progress=progress)
+        if report.received:
+            report.appended[ev.PhotoReceived.KIND] = report.appended.get(ev.PhotoReceived.KIND, 0) + report.received
+        report.promoted = self.promoted - promoted_before
         return report
 
     def request_missing_analyses(self) -> int:
@@ -171,13 +230,34 @@ class Pipeline:
             if folder.is_dir():
                 sweep_temp_files(folder, recursive=False)
 
+    def promotion_due(self) -> bool:
+        """Whether a photo was processed (or a faceset created or restored) since the pool promotion last ran.
+        Points the log defines, so a replay or a restart evaluates the promotion at the same places."""
+        return self.log.has_kinds_since(self.log.tracked(PROMOTER), PROMOTION_TRIGGERS)
+
+    def promote_if_due(self) -> int:
+        """Promote pool clusters past the refine gate (and match pool faces to new facesets) when due; the
+        promotion's events and the promoter's position are recorded in one transaction. Returns events appended."""
+        after = self.log.tracked(PROMOTER)
+        if not self.log.has_kinds_since(after, PROMOTION_TRIGGERS):
+            return 0
+        seen = self.log.head()  # the state is caught up to here (step() applies the log first)
+        events = cluster_pool(self.ctx)
+        with self.log.transaction() as conn:
+            if self.log.tracked(PROMOTER, conn) != after:
+                return 0  # another process evaluated it first
+            positions = self.log.append(events, conn=conn)
+            self.log.track(PROMOTER, max([seen, *positions]), conn)
+        self.promoted += sum(isinstance(e, ev.FacesetPromoted) for e in events)
+        return len(events)
+
     def promote_pool(self) -> int:
-        """New facesets from pool clusters past the refine gate (reconcile's last pass; the scheduler's job)."""
-        promoted = cluster_pool(self.ctx)
-        if promoted:
-            self.log.append(promoted)
+        """Evaluate the promotion now and settle what it decided; returns how many facesets were promoted."""
+        before = self.promoted
+        self.settle(render=False)
+        if self.promote_if_due():
             self.settle()
-        return sum(isinstance(e, ev.FacesetPromoted) for e in promoted)
+        return self.promoted - before
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -26,10 +26,14 @@ class Dispatcher:
     def pending(self) -> int:
         return self.log.head() - self.log.tracked(PROCESSOR)
 
-    def run_pending(self, max_events: int | None = None) -> int:
-        """Handle events past the tracked position; returns how many events were consumed."""
+    def run_pending(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
+        """Handle events past the tracked position, a group at a time, until none are left, `max_events` were
+        consumed or `stop()` says so (checked between groups: a stop request waits for one group at most).
+        Returns how many events were consumed."""
         consumed = 0
         while max_events is None or consumed < max_events:
+            if stop is not None and consumed and stop():
+                break
             after = self.log.tracked(PROCESSOR)
             # Read no more than one group can take (the rest would be decoded again on the next turn): the
             # handlers' batch size for the next event's kind, a whole chunk for kinds nobody handles.

@@ -184,6 +184,12 @@ class EventLog:
             yield from batch
             after = batch[-1].position
 
+    def has_kinds_since(self, after: int, kinds: Sequence[str]) -> bool:
+        """Whether an event of one of `kinds` was appended after position `after`."""
+        sql = f"SELECT 1 FROM events WHERE position > ? AND kind IN ({','.join('?' * len(kinds))}) LIMIT 1"
+        with self.lock:
+            return self.conn.execute(sql, (after, *kinds)).fetchone() is not None
+
     def get(self, position: int) -> StoredEvent | None:
         found = self.read(position - 1, 1)
         return found[0] if found and found[0].position == position else None

@@ -24,9 +24,9 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
         bar = tqdm(desc="handling", unit="event", file=sys.stderr)
     try:
-        report = pipeline.reconcile(dry_run=args.dry_run, progress=bar.update if bar else None)
+        report = pipeline.reconcile(dry_run=args.dry_run, progress=bar.update if bar is not None else None)
     finally:
-        if bar:
+        if bar is not None:  # a tqdm bar has no truth value before it knows its total
             bar.close()
     summary = report.as_dict()
     summary["pending"] = pipeline.pending_work()
@@ -40,5 +40,6 @@ def run(args: argparse.Namespace, app: Any) -> int:
         counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
         print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
               + (" (corpus adopted)" if report.adopted else ""))
-        print(f"handled {report.handled} events; {report.promoted} new facesets from the pool")
+        print(f"received {report.received} inbox photos; handled {report.handled} events; "
+              f"{report.promoted} new facesets from the pool")
     return 0
