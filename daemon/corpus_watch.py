@@ -1,7 +1,9 @@
 """Turn what the watcher saw in the corpus into log events, checked against the corpus state.
 
 Our own moves and writes come back from the watcher too; they are recognised because the state
-already records them (a decision is applied before its files move), and produce nothing.
+already records them (a decision is applied before its files move, and the daemon carries out pending
+moves before it reads a batch of reports), and produce nothing. A report is a hint, not a fact: what
+counts is the disk when the report is read, so a report about a path that is gone by then says nothing.
 """
 
 from __future__ import annotations
@@ -68,8 +70,13 @@ def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) 
             if dest and _row(state, dest) is not None:
                 continue  # a move the log already records (ours)
             if src and _row(state, src) is not None:
-                if dest and parse_face_path(dest) is not None:
-                    st = w.dest.stat()
+                if w.src.exists():
+                    continue  # back where the log has it (a report that came late): nothing changed
+                try:
+                    st = w.dest.stat() if dest and parse_face_path(dest) is not None else None
+                except FileNotFoundError:  # moved on since: the scan of a later report, or reconcile, says where
+                    st = None
+                if st is not None and dest:
                     out.append(ev.FaceMovedExternally(path=src, dest=dest, size=st.st_size, mtime_ns=st.st_mtime_ns))
                 else:
                     out.append(ev.FaceMissing(path=src))

@@ -2,8 +2,13 @@
 
 One main loop owns the pipeline (SQLite state, moves, handlers, projections). Watcher threads and
 scheduled jobs only put work on a bounded queue (back-pressure: a full queue blocks the watcher),
-or append events to the log, which is safe from any thread. SIGTERM lets the current batch finish
-(each batch is one transaction) and exits 0; SIGHUP reloads the configuration.
+or append events to the log, which is safe from any thread.
+
+Start-up: the watchers start first (nothing dropped meanwhile is missed), then READY=1 is sent at once;
+the start-up reconcile (corpus scan, inbox listing) and any backlog are ordinary work of the loop, so
+WATCHDOG=1 keeps coming and a stop request is honoured between two steps. Inbox photos are received one
+at a time, each once the previous one is settled (see daemon/pipeline.py). SIGTERM finishes the current
+step (one photo, or one group of checks) and exits 0; SIGHUP reloads the configuration.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from gpu_agent.errors import ModelsUnavailable
 
 from .corpus_watch import corpus_events
-from .inbox import receive
+from .inbox import forced_faceset, is_candidate
 from .notify import Notifier, watchdog_interval
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
 
@@ -30,7 +35,7 @@ log = structlog.get_logger("facesetd.daemon")
 
 TICK_S = 0.2  # the main loop's longest sleep: bounds watchdog pings, signal handling and latency
 STATUS_EVERY_S = 5.0  # how often STATUS= is sent to systemd
-BATCH_EVENTS = 32  # handler events per step, so a stop request waits for at most one batch
+BATCH_EVENTS = 8  # handler events per step at most, so a stop request waits for one photo or one group of checks
 
 
 class Daemon:
@@ -51,6 +56,9 @@ class Daemon:
         self._last_status = 0.0
         self._last_ping = 0.0
         self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
+        self._started = False  # the start-up reconcile ran
+        self._caught_up = False  # all work done at the end of the last step (logged on each change to True)
+        self.waiting: set[str] = set()  # inbox photos seen and not yet received (inbox-relative)
 
     # Signals -------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -60,12 +68,9 @@ class Daemon:
 
     # Start and stop --------------------------------------------------------------------------------
     def start(self) -> None:
+        """Watch, schedule, then tell systemd we are ready: the start-up reconcile is the loop's first step."""
         self.app.ensure_folders()
-        try:
-            report = self.pipeline.reconcile()  # what changed while we were down
-            log.info("startup reconcile done", **report.as_dict())
-        except ModelsUnavailable as e:  # recorded, not yet handled: the loop tries again later
-            self._models_unavailable(e)
+        # Watch first: a photo dropped while the start-up reconcile lists the inbox is then seen either way.
         self.watcher = Watcher.from_settings(
             [self.config.corpus_dir, self.config.inbox_dir], self._on_watch_event, self.config.watch
         )
@@ -73,7 +78,7 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.scheduler.add_job(
             lambda: self._submit(self._periodic), "interval", seconds=self.config.queue.cluster_interval_s,
-            id="cluster_pool", max_instances=1, coalesce=True, replace_existing=True,
+            id="housekeeping", max_instances=1, coalesce=True, replace_existing=True,
         )
         self._start_immich()
         self.scheduler.start()
@@ -81,11 +86,17 @@ class Daemon:
         log.info("facesetd running", corpus=str(self.config.corpus_dir), inbox=str(self.config.inbox_dir),
                  watch="polling" if self.watcher.polling else "inotify", watchdog_s=self.watchdog_s)
 
+    def _startup_reconcile(self) -> None:
+        """What changed while we were down: the corpus compared with the log, the inbox listed."""
+        _result, report = self.pipeline.scan_and_record()
+        self.waiting.update(self.pipeline.waiting_photos())
+        self._started = True
+        log.info("startup reconcile done", **report.as_dict(), inbox_waiting=len(self.waiting))
+
     def _periodic(self) -> None:
-        """The scheduled pass: promote pool clusters, and ask again for analyses missed while no model was up."""
+        """The scheduled pass: ask again for analyses missed while no model was up."""
         if self._models_down():
             return
-        self.pipeline.promote_pool()
         self.pipeline.request_missing_analyses()
 
     def _models_down(self) -> bool:
@@ -136,15 +147,22 @@ class Daemon:
         return 0
 
     def step(self) -> None:
-        """One turn: take queued work, record it, handle one batch, render if due, ping systemd."""
-        idle = self.pipeline.dispatcher.pending() == 0 or self._models_down()
+        """One turn: record what the watchers saw, do one step of work (or receive the next inbox photo when
+        all else is settled), render if due, ping systemd."""
+        if not self._started:
+            self._startup_reconcile()
+            self._keepalive(time.monotonic())
+            return
+        idle = self.pipeline.dispatcher.pending() == 0 and not self.waiting or self._models_down()
         self._drain(timeout=TICK_S if idle else 0.0)
-        self.pipeline.state.catch_up()
-        self.pipeline.mover.finish_pending()
-        handled = 0
-        if not self._models_down():
+        if self._models_down():  # record and move what needs no model; the rest waits
+            self.pipeline.state.catch_up()
+            self.pipeline.mover.finish_pending()
+        else:
             try:
-                handled = self.pipeline.dispatcher.run_pending(max_events=BATCH_EVENTS)
+                done = self.pipeline.step(max_events=BATCH_EVENTS, stop=self.stop_requested.is_set)
+                if not done and self.waiting and self.pipeline.idle():
+                    self._receive_next()
             except ModelsUnavailable as e:  # the event stays unhandled; nothing is lost, it is tried again later
                 self._models_unavailable(e)
             else:
@@ -152,7 +170,7 @@ class Daemon:
                     self._models_retry_at = 0.0
                     log.info("models available again; handling the waiting events")
                     self.pipeline.request_missing_analyses()
-        self.counts["handled"] += handled
+        self.counts["handled"] = self.pipeline.handled
         now = time.monotonic()
         # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
         # of its images arrive in that time; the first change after a quiet spell is written at once.
@@ -161,7 +179,26 @@ class Daemon:
                 self._last_render = now
         if self.reload_requested.is_set():
             self._reload()
+        self._say_when_caught_up()
         self._keepalive(now)
+
+    def _say_when_caught_up(self) -> None:
+        """Log once each time all work is done: nothing queued, settling, waiting, unhandled or unrendered."""
+        caught_up = (
+            not self.waiting and self.work.empty() and (self.watcher is None or self.watcher.pending() == 0)
+            and not self._models_down() and self.pipeline.idle() and not self.pipeline.state.dirty()
+        )
+        if caught_up and not self._caught_up:
+            log.info("caught up", log_position=self.pipeline.log.head(), handled=self.pipeline.handled)
+        self._caught_up = caught_up
+
+    def _receive_next(self) -> None:
+        """Record the next waiting inbox photo (seeds first, then by name)."""
+        order = sorted(self.waiting, key=lambda rel: (not forced_faceset(rel), rel))
+        position = self.pipeline.receive_next(order)
+        self.waiting = set(order)
+        if position is not None:
+            self.counts["appended"] += 1
 
     def _models_unavailable(self, error: Exception) -> None:
         if not self._models_retry_at:
@@ -190,14 +227,22 @@ class Daemon:
     def _record(self, batch: list[WatchEvent]) -> None:
         corpus, inbox = self.config.corpus_dir.resolve(), self.config.inbox_dir.resolve()
         in_corpus = [w for w in batch if _under(w, corpus)]
-        in_inbox = [w for w in batch if _under(w, inbox) and isinstance(w, FileReady)]
-        events = corpus_events(self.pipeline.state, corpus, in_corpus) if in_corpus else []
-        if events:
-            self.pipeline.log.append(events)
-            self.counts["appended"] += len(events)
-        for w in in_inbox:
-            if receive(self.pipeline, w.path) is not None:
-                self.counts["appended"] += 1
+        if in_corpus:
+            # Our own decisions are recorded before their files move: carry out what is pending first, so
+            # the disk and the state agree and our moves are not taken for files that appeared by hand.
+            self.pipeline.state.catch_up()
+            self.pipeline.mover.finish_pending()
+            events = corpus_events(self.pipeline.state, corpus, in_corpus)
+            if events:
+                self.pipeline.log.append(events)
+                self.counts["appended"] += len(events)
+        for w in batch:
+            # A photo that is complete, or moved into the inbox (from a temp name, from _rejected/, ...): an arrival.
+            if isinstance(w, (FileReady, FileMoved)) and _under(w, inbox):
+                path = w.dest if isinstance(w, FileMoved) else w.path
+                rel = path.relative_to(inbox).as_posix()
+                if is_candidate(rel):
+                    self.waiting.add(rel)
 
     def _reload(self) -> None:
         self.reload_requested.clear()
@@ -224,8 +269,10 @@ class Daemon:
             self._last_ping = now
         if now - self._last_status >= STATUS_EVERY_S:
             pending = self.pipeline.pending_work()
+            # queue: files seen and not yet recorded; unhandled: recorded work not yet done (events, moves)
+            unhandled = pending["events_unhandled"] + pending["moves_pending"]
             self.notifier.status(
-                f"queue {self.work.qsize()}, unhandled {pending['events_unhandled']}, "
+                f"queue {self.work.qsize() + len(self.waiting)}, unhandled {unhandled}, "
                 f"handled {self.counts['handled']}, appended {self.counts['appended']}"
             )
             self._last_status = now

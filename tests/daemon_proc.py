@@ -61,10 +61,12 @@ class DaemonProcess:
         raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-4000:]}")
 
     def idle(self, timeout: float = 120) -> None:
-        """Wait until every event has been handled and nothing is queued (status says so)."""
+        """Wait until the daemon says it is caught up (nothing queued, settling, unhandled or unrendered) and
+        has appended nothing since."""
         def quiet() -> bool:
-            out = self.output()
-            return '"queue 0, unhandled 0' in out.rsplit("facesetd running", 1)[-1] or False
+            out = self.output().rsplit('"facesetd running"', 1)[-1]
+            last = out.rfind('"caught up"')
+            return last >= 0 and '"event appended"' not in out[last:]
         self.wait_for(quiet, "idle", timeout)
 
     def terminate(self, timeout: float = 30) -> int:
