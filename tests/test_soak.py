@@ -28,7 +28,6 @@ import io
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -400,11 +399,13 @@ class Soak:
     )
 
     def step(self) -> None:
-        ops = [(name, weight) for name, weight in self.OPS if name not in SKIP]
+        ops = [(op, weight) for op, weight in self.OPS if op not in SKIP]
         x = self.u() * sum(w for _, w in ops)
-        for name, weight in ops:
+        name = ops[-1][0]
+        for op, weight in ops:
             x -= weight
             if x < 0:
+                name = op
                 break
         getattr(self, f"op_{name}")()
         time.sleep(0.2 + 1.3 * self.u())
