@@ -20,6 +20,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from gpu_agent.errors import ModelsUnavailable
+from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .inbox import receive
@@ -51,6 +52,8 @@ class Daemon:
         self._last_status = 0.0
         self._last_ping = 0.0
         self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
+        self.busy = BusyBackoff()  # while another process holds the log's write lock: log once, back off
+        self._unrecorded: list[WatchEvent] = []  # drained, but the log was busy: recorded on the next turn
 
     # Signals -------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -109,7 +112,10 @@ class Daemon:
         if self.immich is not None:
             self.immich.shutdown(wait=False)
         # What is still queued was only observed, not recorded: the next start's reconcile finds it.
-        self.pipeline.renderer.render_dirty()
+        try:
+            self.pipeline.renderer.render_dirty()
+        except LogBusy as e:  # the marks stay in the log's state: the next start renders them
+            log.warning("projections not rendered at stop: the event log is busy", error=str(e))
         log.info("facesetd stopped", **self.counts)
 
     # Feeding the loop -------------------------------------------------------------------------------
@@ -136,7 +142,22 @@ class Daemon:
         return 0
 
     def step(self) -> None:
-        """One turn: take queued work, record it, handle one batch, render if due, ping systemd."""
+        """One turn (see _turn); while another process holds the log's write lock, back off and keep pinging."""
+        if self.busy.waiting():
+            self.stop_requested.wait(TICK_S)
+        else:
+            try:
+                self._turn()
+            except LogBusy as e:  # nothing was written; every step is safe to try again
+                self.busy.failed(e)
+            else:
+                self.busy.succeeded()
+        if self.reload_requested.is_set():
+            self._reload()
+        self._keepalive(time.monotonic())
+
+    def _turn(self) -> None:
+        """Take queued work, record it, handle one batch, render if due."""
         idle = self.pipeline.dispatcher.pending() == 0 or self._models_down()
         self._drain(timeout=TICK_S if idle else 0.0)
         self.pipeline.state.catch_up()
@@ -159,9 +180,6 @@ class Daemon:
         if now - self._last_render >= self.config.projection.coalesce_s:
             if self.pipeline.renderer.render_dirty():
                 self._last_render = now
-        if self.reload_requested.is_set():
-            self._reload()
-        self._keepalive(now)
 
     def _models_unavailable(self, error: Exception) -> None:
         if not self._models_retry_at:
@@ -170,7 +188,7 @@ class Daemon:
         self._models_retry_at = time.monotonic() + self.config.queue.model_retry_s
 
     def _drain(self, timeout: float) -> None:
-        batch: list[WatchEvent] = []
+        batch, self._unrecorded = self._unrecorded, []
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -178,7 +196,11 @@ class Daemon:
             except queue.Empty:
                 break
             if callable(item) and not isinstance(item, (FileReady, FileMoved, FileDeleted)):
-                item()
+                try:
+                    item()
+                except LogBusy:  # the scheduled job runs again at its next interval; keep what was drained
+                    self._unrecorded = batch
+                    raise
                 continue
             batch.append(item)
             if len(batch) >= self.config.queue.max_pending:
@@ -191,13 +213,21 @@ class Daemon:
         corpus, inbox = self.config.corpus_dir.resolve(), self.config.inbox_dir.resolve()
         in_corpus = [w for w in batch if _under(w, corpus)]
         in_inbox = [w for w in batch if _under(w, inbox) and isinstance(w, FileReady)]
-        events = corpus_events(self.pipeline.state, corpus, in_corpus) if in_corpus else []
-        if events:
-            self.pipeline.log.append(events)
-            self.counts["appended"] += len(events)
-        for w in in_inbox:
-            if receive(self.pipeline, w.path) is not None:
-                self.counts["appended"] += 1
+        try:
+            events = corpus_events(self.pipeline.state, corpus, in_corpus) if in_corpus else []
+            if events:
+                self.pipeline.log.append(events)
+                self.counts["appended"] += len(events)
+        except LogBusy:
+            self._unrecorded = batch  # nothing of it was recorded: all of it again next turn
+            raise
+        for i, w in enumerate(in_inbox):
+            try:
+                if receive(self.pipeline, w.path) is not None:
+                    self.counts["appended"] += 1
+            except LogBusy:
+                self._unrecorded = in_inbox[i:]  # the corpus part and the photos before this one are recorded
+                raise
 
     def _reload(self) -> None:
         self.reload_requested.clear()
