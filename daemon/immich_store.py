@@ -33,9 +33,11 @@ class EventLogImportStore:
     """ImportStore on the event log. `on_import(asset)` returns the events that hand the photo to the
     inbox pipeline; they are appended in the same transaction as the import record."""
 
-    def __init__(self, log: EventLog, on_import: Callable[[StagedAsset], list[ev.Event]]) -> None:
+    def __init__(self, log: EventLog, on_import: Callable[[StagedAsset], list[ev.Event]],
+                 busy_hold_s: float = BUSY_HOLD_S) -> None:
         self.log = log
         self.on_import = on_import
+        self.busy_hold_s = busy_hold_s
         self._busy: LogBusy | None = None  # the last LogBusy, while its hold lasts
         self._busy_until = 0.0
         self._busy_lock = threading.Lock()
@@ -52,7 +54,7 @@ class EventLogImportStore:
                 if self._busy is None:
                     log.warning("immich import paused: the event log is busy; the next poll tries again",
                                 path=str(e.path), waited_s=e.waited_s)
-                self._busy, self._busy_until = e, time.monotonic() + BUSY_HOLD_S
+                self._busy, self._busy_until = e, time.monotonic() + self.busy_hold_s
             raise
         with self._busy_lock:
             self._busy = None
