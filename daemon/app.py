@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import structlog
 
 from .config import Config, load_config
+from .lock import STOP_IT, DataLock
 from .logs import configure_logging, register_secret
 
 
@@ -29,6 +30,8 @@ class App:
             register_secret(os.environ.get(user.api_key_env))
         self.log = structlog.get_logger("facesetd")
         self._closers: list[Any] = []
+        # How long a write waits for another process's lock on the event log (then LogBusy).
+        self.log_wait_s = config.queue.log_busy_timeout_s
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "App":
@@ -50,13 +53,29 @@ class App:
         for p in (self.config.corpus_dir, self.config.inbox_dir, self.config.state_dir, self.config.models_dir):
             p.mkdir(parents=True, exist_ok=True)
 
+    def lock_data_folder(self, verb: str, wait_s: float = 0.0, daemon_hint: str = STOP_IT) -> None:
+        """Take the data folder's lock for a writing verb (daemon/lock.py), held until close().
+
+        Raises DataFolderBusy (one line, exit 1) when another facesetd keeps it past `wait_s`; call it
+        before the first use of `events` or `pipeline`, whose busy timeout then is at least `wait_s`."""
+        lock = DataLock(self.config.state_dir, self._lock_where())
+        lock.acquire(verb, wait_s, daemon_hint)
+        self._closers.append(lock)
+        # A one-shot verb waits for the log's write lock as long as it was willing to wait for the folder.
+        self.log_wait_s = max(self.log_wait_s, wait_s)
+
+    def _lock_where(self) -> Path:
+        """What a lock message calls the guarded folder: the data folder, unless the state lives elsewhere."""
+        state = self.config.state_dir
+        return self.config.data_dir if state == self.config.data_dir / "state" else state
+
     @cached_property
     def events(self) -> Any:
         """The event log (state.eventlog.EventLog), opened on first use."""
         from state.eventlog import EventLog
 
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        log = EventLog(self.config.log_path)
+        log = EventLog(self.config.log_path, busy_timeout_s=self.log_wait_s)
         self._closers.append(log)
         return log
 

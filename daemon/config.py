@@ -68,6 +68,8 @@ class QueueSettings:
     cluster_interval_s: float = 60.0
     # seconds to wait before trying again when the face models cannot be opened or the gpu agent is down.
     model_retry_s: float = 30.0
+    # seconds a write waits for another process's lock on the event log before the daemon backs off and retries.
+    log_busy_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from gpu_agent.errors import ModelsUnavailable
+from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .inbox import forced_faceset, is_candidate
@@ -58,6 +59,8 @@ class Daemon:
         self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
         self._started = False  # the start-up reconcile ran
         self._caught_up = False  # all work done at the end of the last step (logged on each change to True)
+        self.busy = BusyBackoff()  # while another process holds the log's write lock: log once, back off
+        self._unrecorded: list[WatchEvent] = []  # drained, but the log was busy: recorded on the next turn
         self.waiting: set[str] = set()  # inbox photos seen and not yet received (inbox-relative)
 
     # Signals -------------------------------------------------------------------------------------
@@ -120,7 +123,10 @@ class Daemon:
         if self.immich is not None:
             self.immich.shutdown(wait=False)
         # What is still queued was only observed, not recorded: the next start's reconcile finds it.
-        self.pipeline.renderer.render_dirty()
+        try:
+            self.pipeline.renderer.render_dirty()
+        except LogBusy as e:  # the marks stay in the log's state: the next start renders them
+            log.warning("projections not rendered at stop: the event log is busy", error=str(e))
         log.info("facesetd stopped", **self.counts)
 
     # Feeding the loop -------------------------------------------------------------------------------
@@ -147,11 +153,25 @@ class Daemon:
         return 0
 
     def step(self) -> None:
-        """One turn: record what the watchers saw, do one step of work (or receive the next inbox photo when
-        all else is settled), render if due, ping systemd."""
+        """One turn (see _turn); while another process holds the log's write lock, back off and keep pinging."""
+        if self.busy.waiting():
+            self.stop_requested.wait(TICK_S)
+        else:
+            try:
+                self._turn()
+            except LogBusy as e:  # nothing was written; every step is safe to try again
+                self.busy.failed(e)
+            else:
+                self.busy.succeeded()
+        if self.reload_requested.is_set():
+            self._reload()
+        self._keepalive(time.monotonic())
+
+    def _turn(self) -> None:
+        """Record what the watchers saw, do one step of work (or receive the next inbox photo when all else is
+        settled), render if due."""
         if not self._started:
             self._startup_reconcile()
-            self._keepalive(time.monotonic())
             return
         idle = self.pipeline.dispatcher.pending() == 0 and not self.waiting or self._models_down()
         self._drain(timeout=TICK_S if idle else 0.0)
@@ -177,10 +197,7 @@ class Daemon:
         if now - self._last_render >= self.config.projection.coalesce_s:
             if self.pipeline.renderer.render_dirty():
                 self._last_render = now
-        if self.reload_requested.is_set():
-            self._reload()
         self._say_when_caught_up()
-        self._keepalive(now)
 
     def _say_when_caught_up(self) -> None:
         """Log once each time all work is done: nothing queued, settling, waiting, unhandled or unrendered."""
@@ -207,7 +224,7 @@ class Daemon:
         self._models_retry_at = time.monotonic() + self.config.queue.model_retry_s
 
     def _drain(self, timeout: float) -> None:
-        batch: list[WatchEvent] = []
+        batch, self._unrecorded = self._unrecorded, []
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -215,7 +232,11 @@ class Daemon:
             except queue.Empty:
                 break
             if callable(item) and not isinstance(item, (FileReady, FileMoved, FileDeleted)):
-                item()
+                try:
+                    item()
+                except LogBusy:  # the scheduled job runs again at its next interval; keep what was drained
+                    self._unrecorded = batch
+                    raise
                 continue
             batch.append(item)
             if len(batch) >= self.config.queue.max_pending:
@@ -226,8 +247,18 @@ class Daemon:
 
     def _record(self, batch: list[WatchEvent]) -> None:
         corpus, inbox = self.config.corpus_dir.resolve(), self.config.inbox_dir.resolve()
+        for w in batch:
+            # A photo that is complete, or moved into the inbox (from a temp name, from _rejected/, ...): an
+            # arrival. Only noted here; it is received when its turn comes (Pipeline.receive_next).
+            if isinstance(w, (FileReady, FileMoved)) and _under(w, inbox):
+                path = w.dest if isinstance(w, FileMoved) else w.path
+                rel = path.relative_to(inbox).as_posix()
+                if is_candidate(rel):
+                    self.waiting.add(rel)
         in_corpus = [w for w in batch if _under(w, corpus)]
-        if in_corpus:
+        if not in_corpus:
+            return
+        try:
             # Our own decisions are recorded before their files move: carry out what is pending first, so
             # the disk and the state agree and our moves are not taken for files that appeared by hand.
             self.pipeline.state.catch_up()
@@ -236,13 +267,9 @@ class Daemon:
             if events:
                 self.pipeline.log.append(events)
                 self.counts["appended"] += len(events)
-        for w in batch:
-            # A photo that is complete, or moved into the inbox (from a temp name, from _rejected/, ...): an arrival.
-            if isinstance(w, (FileReady, FileMoved)) and _under(w, inbox):
-                path = w.dest if isinstance(w, FileMoved) else w.path
-                rel = path.relative_to(inbox).as_posix()
-                if is_candidate(rel):
-                    self.waiting.add(rel)
+        except LogBusy:
+            self._unrecorded = in_corpus  # none of it was recorded: all of it again next turn
+            raise
 
     def _reload(self) -> None:
         self.reload_requested.clear()

@@ -108,6 +108,9 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
 INBOX_PROJECTION_TABLES = ("photos", "pool", "routed")
 PROJECTION_TABLES += INBOX_PROJECTION_TABLES
 MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
+# meta key: position of the last event that marked the master manifest dirty (its provenance.log_position).
+# Recorded by catch_up, so it is a function of the log: a rebuild finds the same value.
+MASTER_POSITION = "master_position"
 
 Applier = Callable[[sqlite3.Connection, StoredEvent], None]
 APPLIERS: dict[str, Applier] = {}
@@ -124,6 +127,8 @@ def applies(*kinds: type[ev.Event]) -> Callable[[Applier], Applier]:
 
 # While `catch_up` applies a chunk, dirty marks collect here and are written once at its end.
 _dirty_buffer: set[str] | None = None
+# Counts mark_dirty calls, so that catch_up sees which events changed what the master manifest shows.
+_master_marks = 0
 
 
 BatchApplier = Callable[[sqlite3.Connection, list[StoredEvent]], None]
@@ -142,6 +147,8 @@ def applies_in_batches(kind: type[ev.Event]) -> Callable[[BatchApplier], BatchAp
 
 def mark_dirty(conn: sqlite3.Connection, *facesets: str) -> None:
     """Mark facesets (and always the master manifest) for re-rendering, in the applier's transaction."""
+    global _master_marks
+    _master_marks += 1
     if _dirty_buffer is not None:
         _dirty_buffer.update(facesets)
         _dirty_buffer.add(MASTER_DIRTY)
@@ -366,6 +373,30 @@ def _thin_eras(conn: sqlite3.Connection, se: StoredEvent) -> None:
     mark_dirty(conn)
 
 
+def _apply(conn: sqlite3.Connection, batch: list[StoredEvent]) -> int:
+    """Apply a batch run by run; returns the position of its last event that marked anything dirty (0: none).
+
+    A batch applier marks once for its whole run, so the run's last event counts: however catch_up's
+    chunks cut a run, its last event is the same, and so is the position."""
+    master_at = 0
+    for run in _runs(batch):
+        many = BATCH_APPLIERS.get(run[0].kind)
+        if many is not None:
+            before = _master_marks
+            many(conn, run)
+            if _master_marks != before:
+                master_at = run[-1].position
+            continue
+        fn = APPLIERS.get(run[0].kind)
+        if fn is not None:
+            for se in run:
+                before = _master_marks
+                fn(conn, se)
+                if _master_marks != before:
+                    master_at = se.position
+    return master_at
+
+
 def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
     """Split a batch into runs of consecutive events of the same kind (order is kept)."""
     runs: list[list[StoredEvent]] = []
@@ -471,21 +502,21 @@ class CorpusState:
                     return applied
                 _dirty_buffer = set()
                 try:
-                    for run in _runs(batch):
-                        many = BATCH_APPLIERS.get(run[0].kind)
-                        if many is not None:
-                            many(conn, run)
-                            continue
-                        fn = APPLIERS.get(run[0].kind)
-                        if fn is not None:
-                            for se in run:
-                                fn(conn, se)
+                    master_at = _apply(conn, batch)
                     dirty, _dirty_buffer = _dirty_buffer, None
                     conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in sorted(dirty)])
+                    if master_at:
+                        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                     (MASTER_POSITION, str(master_at)))
                 finally:
                     _dirty_buffer = None
                 self.log.track(PROCESSOR, batch[-1].position, conn)
             applied += len(batch)
+
+    def master_position(self) -> int:
+        """Position of the last event that changed what the master manifest shows (0: none yet)."""
+        rows = self.query("SELECT value FROM meta WHERE key=?", (MASTER_POSITION,))
+        return int(rows[0][0]) if rows else 0
 
     def reset(self) -> None:
         """Forget the derived tables (for `facesetd rebuild`); other processors keep their positions."""

@@ -66,17 +66,43 @@ class StoredEvent:
         return self.event.KIND
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, with a generous busy timeout."""
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+class LogBusy(LogError):
+    """Another process held the log's write lock longer than this connection's busy timeout.
+
+    Nothing was written: whatever was being recorded can simply be tried again later."""
+
+    def __init__(self, path: Path, waited_s: float) -> None:
+        self.path = Path(path)
+        self.waited_s = waited_s
+        super().__init__(
+            f"event log {self.path} is locked by another process (waited {waited_s:g} s for its write lock); "
+            "try again when that process has finished"
+        )
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock (SQLITE_BUSY)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(error)  # pragma: no cover - Python < 3.11
+
+
+def connect(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, waiting up to `busy_timeout_s`
+    for another process's write lock."""
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+def _migrate(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
+    _begin(conn, path, busy_timeout_s)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -88,6 +114,16 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
+        raise
+
+
+def _begin(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
+    """BEGIN IMMEDIATE: take the write lock now (SQLite waits up to the busy timeout), or raise LogBusy."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if is_busy(e):
+            raise LogBusy(path, busy_timeout_s) from e
         raise
 
 
@@ -105,14 +141,20 @@ def _split_sql(script: str) -> list[str]:
 
 
 class EventLog:
-    """Append and read events. Thread-safe; several processes may append to the same file."""
+    """Append and read events. Thread-safe; several processes may append to the same file.
 
-    def __init__(self, path: Path) -> None:
+    A write that cannot get the write lock within `busy_timeout_s` raises LogBusy (nothing written);
+    a resident caller backs off and tries again (BusyBackoff), a one-shot verb stops with its message."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         try:
-            self.conn = connect(self.path)
-            _migrate(self.conn, self.path)
+            self.conn = connect(self.path, busy_timeout_s)
+            _migrate(self.conn, self.path, busy_timeout_s)
         except sqlite3.DatabaseError as e:
+            if is_busy(e):  # e.g. switching a fresh file to WAL while another process writes
+                raise LogBusy(self.path, busy_timeout_s) from e
             raise LogError(f"cannot open event log {self.path}: {e}") from e
         self.lock = threading.RLock()
 
@@ -123,9 +165,11 @@ class EventLog:
     # Transactions ---------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE): appends and projection updates commit together."""
+        """One write transaction (BEGIN IMMEDIATE): appends and projection updates commit together.
+
+        Raises LogBusy when another process keeps the write lock past the busy timeout."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            _begin(self.conn, self.path, self.busy_timeout_s)
             try:
                 yield self.conn
             except BaseException:
@@ -208,3 +252,44 @@ class EventLog:
             "ON CONFLICT(processor) DO UPDATE SET position=excluded.position",
             (processor, position),
         )
+
+
+class BusyBackoff:
+    """For a resident loop: what to do after LogBusy, so a long-held lock is logged once, not fatal.
+
+    `failed(e)` logs the first LogBusy of a spell (a warning, once) and schedules the next try with a
+    doubling wait; `waiting()` is true until then (skip the log work, keep pinging systemd);
+    `succeeded()` ends the spell and logs once that the log is writable again."""
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 10.0, logger: Any = None) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.log = logger or log
+        self.since: float | None = None  # monotonic start of the current spell, None when not busy
+        self.retry_at = 0.0
+        self.delay_s = first_s
+        self.failures = 0
+
+    def waiting(self, now: float | None = None) -> bool:
+        """True while backing off: do not touch the log this turn."""
+        return self.since is not None and (time.monotonic() if now is None else now) < self.retry_at
+
+    def failed(self, error: LogBusy, now: float | None = None) -> None:
+        """Record one LogBusy: log it when a spell starts, then wait longer before each new try."""
+        now = time.monotonic() if now is None else now
+        if self.since is None:
+            self.since, self.delay_s = now, self.first_s
+            self.log.warning("event log busy: another process holds its write lock; backing off and retrying",
+                             path=str(error.path), waited_s=error.waited_s)
+        else:
+            self.delay_s = min(self.max_s, self.delay_s * 2)
+        self.failures += 1
+        self.retry_at = now + self.delay_s
+
+    def succeeded(self, now: float | None = None) -> None:
+        """A turn touched the log without LogBusy: end the spell (logged once)."""
+        if self.since is None:
+            return
+        now = time.monotonic() if now is None else now
+        self.log.info("event log writable again", busy_s=round(now - self.since, 1), tries=self.failures)
+        self.since, self.failures, self.retry_at = None, 0, 0.0

@@ -186,7 +186,9 @@ class Renderer:
             "thin_eras": json.loads(thin_eras[0][0]) if thin_eras else adopted.get("thin_eras", []),
             "provenance": {
                 "generator": f"facesetd {VERSION}",
-                "log_position": self.state.log.tracked("corpus_state"),
+                # the last event that changed what this manifest shows, not the log's head: events that
+                # touch only the pool or the inbox do not rewrite it, and a rebuild must give the same bytes
+                "log_position": self.state.master_position(),
                 "adopted": {k: v for k, v in adopted.items() if k not in ("facesets", "masked", "merged", "thin_eras")},
             },
         }

@@ -231,3 +231,22 @@ def test_a_corpus_png_no_decoder_reads_is_moved_aside_with_its_reason(tmp_path: 
     assert len(events) == 1
     assert events[0]["payload"]["check"] == "unreadable" and "cannot decode" in events[0]["payload"]["reason"]
     assert [p.parent.name for p in (data / "corpus").rglob("broken.png")] == ["_dropped"]
+
+
+def test_the_master_manifest_after_events_that_do_not_touch_it_equals_a_rebuild(tmp_path: Path) -> None:
+    from daemon.immich_store import EventLogImportStore
+
+    data = _adopted(tmp_path)
+    p = open_pipeline(data)
+    # events outside the corpus (the Immich poller's watermark and deferrals) move the log's head only
+    store = EventLogImportStore(p.log, lambda asset: [])
+    store.advance_watermark("http://immich.test", "alice", "2026-01-01T00:00:00.000Z")
+    store.defer("http://immich.test", "alice", "3f0e1c2a-0000-4000-8000-000000000001")
+    p.log.close()
+    cli(data, "reconcile")
+    live = projections(data / "corpus")
+    master = json.loads((data / "corpus" / "manifest.json").read_text())
+    head = json.loads(cli(data, "status", "--json").stdout)["log_position"]
+    assert 0 < master["provenance"]["log_position"] < head  # the last event that changed it, not the head
+    cli(data, "rebuild")
+    assert projections(data / "corpus") == live

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.lock import add_wait_argument
 from state.errors import ConfigError, FacesetdError
 
 NAME = "immich"
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     poll = sub.add_parser("poll", help="run one polling pass for every configured user and exit")
     poll.add_argument("--once", action="store_true", required=True, help="one pass, then exit (required)")
     poll.add_argument("--user", help="only this configured user")
+    add_wait_argument(poll)
 
 
 def _users(app: Any, only: str | None) -> list[Any]:
@@ -76,6 +78,7 @@ def _poll_once(args: argparse.Namespace, app: Any) -> int:
 
     settings = app.config.immich
     users = _users(app, args.user)
+    app.lock_data_folder("immich poll", args.wait, "the running daemon polls Immich on its own schedule")
     pipeline = app.pipeline
     store = app.import_store()
     # A single pass has no breaker: a failure propagates as a one-line error and exit code 1.

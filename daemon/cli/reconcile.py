@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from daemon.lock import add_wait_argument
+
 NAME = "reconcile"
 HELP = "scan the corpus and the inbox once, run every pending check to completion, then exit"
 
@@ -14,9 +16,15 @@ HELP = "scan the corpus and the inbox once, run every pending check to completio
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be recorded; change nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_wait_argument(p)
+
+
+DAEMON_HINT = "the running daemon keeps the corpus reconciled by itself; there is no need to run reconcile"
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    if not args.dry_run:  # a dry run records nothing and moves nothing
+        app.lock_data_folder(NAME, args.wait, DAEMON_HINT)
     pipeline = app.pipeline
     bar = None
     if sys.stderr.isatty() and not args.json:

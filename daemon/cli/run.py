@@ -18,6 +18,8 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
     from daemon.service import Daemon
 
+    # Before anything touches the log: a second daemon on the same data folder stops here, naming the first.
+    app.lock_data_folder(NAME)
     faulthandler.enable()  # a watchdog SIGABRT then leaves every thread's traceback in the journal
     daemon = Daemon(app)
     daemon.install_signal_handlers()
