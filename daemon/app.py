@@ -71,7 +71,9 @@ class App:
         from .pipeline import Pipeline
 
         self.ensure_folders()
-        return Pipeline(self.config, self.events, open_engines=self.open_engines)
+        pipeline = Pipeline(self.config, self.events, open_engines=self.open_engines)
+        pipeline.ctx.limits = self.config.limits  # [limits] for the handlers (image size, incomplete photos)
+        return pipeline
 
     def import_store(self) -> Any:
         """The Immich poller's store on the event log; each import is handed to the inbox pipeline."""

@@ -17,7 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    from daemon.deferred import retry_due, waiting
+
     pipeline = app.pipeline
+    if not args.dry_run:
+        retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
     bar = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
@@ -30,6 +34,8 @@ def run(args: argparse.Namespace, app: Any) -> int:
             bar.close()
     summary = report.as_dict()
     summary["pending"] = pipeline.pending_work()
+    waits = [] if args.dry_run else waiting(pipeline)
+    summary["waiting"] = [w.path for w in waits]
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     elif args.dry_run:
@@ -41,4 +47,8 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
               + (" (corpus adopted)" if report.adopted else ""))
         print(f"handled {report.handled} events; {report.promoted} new facesets from the pool")
+        for w in waits:  # left in place: its writer may not be done
+            print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
+                  f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
+                  " rejects it as unreadable")
     return 0
