@@ -87,4 +87,26 @@ def header_exif(im: Any) -> Any:
     return im.getexif()
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "check_pixels", "header_exif", "image_size", "open_header"]
+# How the formats we read begin (None: any byte): JPEG, PNG, GIF, WebP, BMP, TIFF (both byte orders),
+# ISO base media (HEIC/HEIF/AVIF: a box size, then "ftyp"), JPEG 2000 (codestream and container).
+_SIGNATURES: tuple[tuple[int | None, ...], ...] = tuple(
+    tuple(None if c == "?" else ord(c) for c in sig) for sig in (
+        "\xff\xd8\xff", "\x89PNG\r\n\x1a\n", "GIF8", "RIFF????WEBP", "BM", "II*\x00", "MM\x00*", "????ftyp",
+        "\xffO\xffQ", "\x00\x00\x00\x0cjP  \r\n\x87\n",
+    )
+)
+
+
+def starts_like_an_image(data: bytes) -> bool:
+    """Whether `data` begins the way an image format we read begins (or could, being shorter than that).
+
+    An image cut short still starts like one; a text file or random bytes never will, however long one
+    waits. Empty data is no evidence of an image.
+    """
+    if not data:
+        return False
+    head = data[:16]
+    return any(all(b is None or b == head[i] for i, b in enumerate(sig[: len(head)])) for sig in _SIGNATURES)
+
+
+__all__ = ["DEFAULT_MAX_PIXELS", "check_pixels", "header_exif", "image_size", "open_header", "starts_like_an_image"]

@@ -283,6 +283,7 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
 
     from gpu_agent.crop import crop_face, decode_image
     from gpu_agent.errors import ImageDecodeError, ImageTooLarge
+    from gpu_agent.image_header import starts_like_an_image
     from gpu_agent.quality import crop_quality
 
     root_dir = _root_dir(ctx, e.root)
@@ -326,8 +327,8 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     except ImageTooLarge as err:
         return _reject(ctx, e, src, "too_large", f"{label}: {err}")
     except Exception as err:  # noqa: BLE001 - every decoder failure is the file's fault, not the daemon's
-        age = None if moved else _written_ago(ctx, e, src)
-        if age is not None:  # maybe a writer that paused: a truncated file is not a verdict yet
+        age = None if moved or not starts_like_an_image(data) else _written_ago(ctx, e, src)
+        if age is not None:  # an image cut short, maybe by a writer that paused: not a verdict yet
             ctx.log.info("photo deferred: does not decode yet", path=label, age_s=round(age, 1),
                          grace_s=ctx.limits.incomplete_grace_s, error=str(err))
             return [ev.PhotoDeferred(path=e.path, root=e.root, sha256=e.sha256, reason="incomplete",
