@@ -22,6 +22,7 @@ else:  # pragma: no cover
 
 from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.era import EraSettings
+from handlers.limits import Limits
 from handlers.thresholds import IdentityThresholds, Thresholds
 
 from state.errors import ConfigError
@@ -121,6 +122,7 @@ class Config:
     projection: ProjectionSettings = field(default_factory=ProjectionSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    limits: Limits = field(default_factory=Limits)
     immich: ImmichSettings = field(default_factory=ImmichSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 

@@ -52,10 +52,10 @@ def forced_faceset(rel: str) -> str:
 def taken_at(path: Path) -> str | None:
     """The EXIF capture date as an ISO date (YYYY-MM-DD), when the photo has one."""
     try:
-        from PIL import Image
+        from gpu_agent.image_header import header_exif, open_header
 
-        with Image.open(path) as im:
-            exif = im.getexif()
+        with open_header(path) as im:  # the header only: a date is not worth decoding a (maybe huge) image
+            exif = header_exif(im)
             raw = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
     except Exception:  # noqa: BLE001 - no EXIF, or not an image at all: the router will say so
         return None
@@ -140,7 +140,7 @@ def receive(pipeline: Pipeline, path: Path) -> int | None:
         return None
     pipeline.state.catch_up()
     event = photo_event(inbox, rel)
-    if (event.path, event.sha256) in _pending(pipeline, "inbox"):
-        return None
+    if pipeline.state.photo_waiting("inbox", event.path, event.sha256):
+        return None  # received and not yet handled, or deferred (daemon.deferred retries it)
     (position,) = pipeline.log.append([event])
     return position

@@ -83,7 +83,7 @@ class Pipeline:
             state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
             thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
             open_engines=open_engines, staging=config.staging_dir, eras=config.eras,
-            model_retry_s=config.queue.model_retry_s,
+            model_retry_s=config.queue.model_retry_s, limits=config.limits,
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # The inbox needs the face models: without them photos stay where they are.

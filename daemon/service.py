@@ -28,6 +28,7 @@ from gpu_agent.errors import ModelsUnavailable
 from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
+from .deferred import retry_due
 from .inbox import forced_faceset, is_candidate
 from .notify import Notifier, watchdog_interval
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
@@ -36,6 +37,7 @@ log = structlog.get_logger("facesetd.daemon")
 
 TICK_S = 0.2  # the main loop's longest sleep: bounds watchdog pings, signal handling and latency
 STATUS_EVERY_S = 5.0  # how often STATUS= is sent to systemd
+DEFERRED_EVERY_S = 2.0  # how often photos that did not decode yet are looked at again (daemon.deferred)
 BATCH_EVENTS = 8  # handler events per step at most, so a stop request waits for one photo or one group of checks
 
 
@@ -56,6 +58,7 @@ class Daemon:
         self._last_render = 0.0
         self._last_status = 0.0
         self._last_ping = 0.0
+        self._last_deferred = 0.0
         self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
         self._started = False  # the start-up reconcile ran
         self._caught_up = False  # all work done at the end of the last step (logged on each change to True)
@@ -192,9 +195,13 @@ class Daemon:
                     self.pipeline.request_missing_analyses()
         self.counts["handled"] = self.pipeline.handled
         now = time.monotonic()
+        if now - self._last_deferred >= DEFERRED_EVERY_S:
+            self._last_deferred = now
+            self.counts["appended"] += retry_due(self.pipeline)
         # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
         # of its images arrive in that time; the first change after a quiet spell is written at once.
-        if now - self._last_render >= self.config.projection.coalesce_s:
+        # Never between a decision and its moves: the projections would list files not yet where they say.
+        if now - self._last_render >= self.config.projection.coalesce_s and not self.pipeline.state.pending_decisions():
             if self.pipeline.renderer.render_dirty():
                 self._last_render = now
         self._say_when_caught_up()
@@ -285,6 +292,7 @@ class Daemon:
             self.config = self.pipeline.config = config
             ctx = self.pipeline.ctx
             ctx.thresholds, ctx.identity, ctx.top_n = config.thresholds, config.identity, config.projection.top_n
+            ctx.limits = config.limits
             self.pipeline.renderer.top_n = config.projection.top_n
             log.info("config reloaded")
         self.notifier.ready()

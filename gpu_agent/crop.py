@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import cv2
 import numpy as np
 
 from .errors import ImageDecodeError
+from .image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size, open_header
 from .interface import DetectedFace
 
 # Corpus format (DOMAIN.md section 1): 512x512 PNGs, the face box padded by half its size on every side.
@@ -15,27 +14,25 @@ CROP_SIZE = 512
 CROP_PADDING = 0.5
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes -> BGR uint8 array, as roop's cv2.imread would give.
 
-    JPEG/PNG/WebP/BMP/TIFF go through OpenCV; anything else (HEIC with pillow_heif, GIF, ...) through
-    Pillow. Photos are taken as they are: the corpus's sources are already EXIF-oriented.
+    The header is read first (Pillow) and an image over `max_pixels` raises ImageTooLarge before any
+    pixel is decoded; bytes no header parser knows raise ImageDecodeError (OpenCV would decode them with
+    no size check). JPEG/PNG/WebP/BMP/TIFF then go through OpenCV; anything else (HEIC with pillow_heif,
+    GIF, ...) through Pillow. Photos are taken as they are: the corpus's sources are already EXIF-oriented.
     """
+    width, height = image_size(data)
+    check_pixels(width, height, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is not None:
         return img
     try:
-        from PIL import Image
-
-        try:  # HEIC/HEIF support is optional
-            import pillow_heif
-
-            pillow_heif.register_heif_opener()
-        except ImportError:
-            pass
-        with Image.open(io.BytesIO(data)) as im:
+        with open_header(data) as im:
             rgb = np.asarray(im.convert("RGB"))
+    except ImageDecodeError:
+        raise
     except Exception as e:
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
     return np.ascontiguousarray(rgb[:, :, ::-1])

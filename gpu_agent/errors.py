@@ -28,6 +28,14 @@ class ImageDecodeError(ModelError):
     """Bytes that are not an image any installed decoder can read."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image whose header claims more pixels than the limit: refused before decoding (a decompression bomb)."""
+
+    def __init__(self, message: str, *, width: int = 0, height: int = 0, pixels: int = 0, max_pixels: int = 0) -> None:
+        super().__init__(message)
+        self.width, self.height, self.pixels, self.max_pixels = width, height, pixels, max_pixels
+
+
 class AgentUnavailable(ModelsUnavailable):
     """The loopback gpu agent does not answer (not started, crashed, wrong URL)."""
 

@@ -12,6 +12,7 @@ import structlog
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from state.corpus_state import CorpusState
 
+from .limits import Limits
 from .thresholds import IdentityThresholds, Thresholds
 
 
@@ -39,6 +40,7 @@ class HandlerContext:
     open_failed: str = ""  # why the models could not be opened, until the next try
     open_failed_at: float = 0.0  # time.monotonic() of that failure
     model_retry_s: float = 30.0  # seconds before trying to open the models again
+    limits: Limits = field(default_factory=Limits)  # config [limits]: image size, incomplete-photo grace
     _engines: tuple[FaceEngine, OcclusionScorer] | None = None
     _said_once: set[str] = field(default_factory=set)
 

@@ -37,7 +37,7 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     if models is None:
         return []
     from gpu_agent.crop import decode_image  # here: insightface is a heavy import for `facesetd config`
-    from gpu_agent.errors import ImageDecodeError
+    from gpu_agent.errors import ImageDecodeError, ImageTooLarge
     from gpu_agent.quality import crop_quality
 
     engine = models[0]
@@ -54,11 +54,15 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     out: list[ev.Event] = []
     decoded: list[Any] = []
     readable: list[tuple[Face, bytes]] = []
+    max_pixels = ctx.limits.max_pixels
     for face, data in todo:
         try:
-            decoded.append(decode_image(data))
+            decoded.append(decode_image(data, max_pixels))  # the header first: a bomb is never decoded
             readable.append((face, data))
-        except ImageDecodeError as err:  # bad input: moved aside with the reason, the rest go on
+        except ImageTooLarge as err:  # bad input: moved aside with the reason, the rest go on
+            out.append(prune(ctx, face, "too_large", f"the PNG is too large to decode: {err}",
+                             {"size": len(data), "pixels": err.pixels, "max_pixels": max_pixels}))
+        except ImageDecodeError as err:
             out.append(prune(ctx, face, "unreadable", f"cannot decode the PNG: {err}", {"size": len(data)}))
     todo = readable
     if not todo:

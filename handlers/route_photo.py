@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -35,8 +36,9 @@ from .registry import handles
 PROCESSED = "_processed"
 REJECTED = "_rejected"
 POOL_FACESET = "pool"
-# Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it.
-REJECT_REASONS = ("unreadable", "unprocessable")
+# Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
+# its header claims more pixels than [limits] max_pixels (never decoded).
+REJECT_REASONS = ("unreadable", "unprocessable", "too_large")
 
 
 # --- Centroids --------------------------------------------------------------------------------------
@@ -253,6 +255,21 @@ def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[st
                 f.to = ""
 
 
+def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float | None:
+    """Seconds since the inbox photo at `src` was last written, while under [limits] incomplete_grace_s.
+
+    None when it has been unchanged longer (its writer is done: undecodable is then a verdict), or for
+    staged Immich originals, which are complete and verified before they are handed over.
+    """
+    if e.root != "inbox":
+        return None
+    try:
+        age = max(0.0, time.time() - src.stat().st_mtime)
+    except OSError:
+        return None
+    return age if age < ctx.limits.incomplete_grace_s else None
+
+
 @handles(ev.PhotoReceived)
 def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent]) -> list[ev.Event]:
     out: list[ev.Event] = []
@@ -265,7 +282,8 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     import cv2
 
     from gpu_agent.crop import crop_face, decode_image
-    from gpu_agent.errors import ImageDecodeError
+    from gpu_agent.errors import ImageDecodeError, ImageTooLarge
+    from gpu_agent.image_header import starts_like_an_image
     from gpu_agent.quality import crop_quality
 
     root_dir = _root_dir(ctx, e.root)
@@ -303,15 +321,25 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
                                   note=f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed")]
 
     try:
-        image = decode_image(data)
+        image = decode_image(data, ctx.limits.max_pixels)  # reads the header first: a bomb is never decoded
         if image is None or image.size == 0:
             raise ValueError("decoder returned no pixels")
+    except ImageTooLarge as err:
+        return _reject(ctx, e, src, "too_large", f"{label}: {err}")
     except Exception as err:  # noqa: BLE001 - every decoder failure is the file's fault, not the daemon's
+        age = None if moved or not starts_like_an_image(data) else _written_ago(ctx, e, src)
+        if age is not None:  # an image cut short, maybe by a writer that paused: not a verdict yet
+            ctx.log.info("photo deferred: does not decode yet", path=label, age_s=round(age, 1),
+                         grace_s=ctx.limits.incomplete_grace_s, error=str(err))
+            return [ev.PhotoDeferred(path=e.path, root=e.root, sha256=e.sha256, reason="incomplete",
+                                     error=f"{label}: {err}", age_s=round(age, 3))]
         return _reject(ctx, e, src, "unreadable", f"{label}: {err}")
 
     engine = ctx.face_engine  # outside the try: a model that cannot open is not the photo's fault
     try:
-        detected = engine.analyze([data], pad=True)[0]
+        # The decoded pixels when the engine takes them (in-process): the photo is not decoded twice.
+        arrays = getattr(engine, "analyze_arrays", None)
+        detected = (arrays([image], pad=True) if arrays is not None else engine.analyze([data], pad=True))[0]
         min_px = ctx.identity.min_face_px
         usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
         faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS photos (
     root     TEXT NOT NULL,
     path     TEXT NOT NULL,
     sha256   TEXT NOT NULL,
-    state    TEXT NOT NULL,        -- received | processed | rejected
+    state    TEXT NOT NULL,        -- received | processed | rejected | deferred | superseded
     dest     TEXT
 );
 CREATE INDEX IF NOT EXISTS photos_path ON photos(root, path, state);
@@ -414,9 +414,22 @@ def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
 @applies(ev.PhotoReceived)
 def _photo_received(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.PhotoReceived = se.event  # type: ignore[assignment]
+    # A photo deferred at this path is superseded by this receipt (the writer's next bytes, or a retry of the
+    # same ones): every receipt ends processed, rejected or superseded, so each photo is accounted for once.
+    conn.execute("UPDATE photos SET state='superseded' WHERE root=? AND path=? AND state='deferred'",
+                 (e.root, e.path))
     conn.execute(
         "INSERT OR REPLACE INTO photos(position, root, path, sha256, state) VALUES (?,?,?,?,'received')",
         (se.position, e.root, e.path, e.sha256),
+    )
+
+
+@applies(ev.PhotoDeferred)
+def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent) -> None:
+    e: ev.PhotoDeferred = se.event  # type: ignore[assignment]
+    conn.execute(
+        "UPDATE photos SET state='deferred', dest=NULL WHERE root=? AND path=? AND sha256=? AND state='received'",
+        (e.root, e.path, e.sha256),
     )
 
 
@@ -424,8 +437,9 @@ def _photo_received(conn: sqlite3.Connection, se: StoredEvent) -> None:
 def _photo_done(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.PhotoProcessed | ev.PhotoRejected = se.event  # type: ignore[assignment]
     done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
+    # 'deferred' too: a deferred photo whose file is gone is closed as vanished (daemon.deferred.retry_due).
     conn.execute(
-        "UPDATE photos SET state=?, dest=? WHERE root=? AND path=? AND sha256=? AND state='received'",
+        "UPDATE photos SET state=?, dest=? WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')",
         (done, e.dest, e.root, e.path, e.sha256),
     )
 
@@ -463,6 +477,15 @@ def _faceset_promoted(conn: sqlite3.Connection, se: StoredEvent) -> None:
     _ensure_faceset(conn, e.faceset, "", se.position, e.reason)
     conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
     mark_dirty(conn, e.faceset)
+
+
+class DeferredPhoto(NamedTuple):
+    """A row of `photos` in state 'deferred'."""
+
+    position: int  # of its PhotoReceived
+    root: str
+    path: str
+    sha256: str
 
 
 class CorpusState:
@@ -541,6 +564,20 @@ class CorpusState:
         rows = self.query("SELECT area FROM facesets WHERE name=?", (name,))
         return rows[0][0] if rows else None
 
+    def photo_waiting(self, root: str, path: str, sha256: str) -> bool:
+        """Whether this photo (these bytes at this path) is received and not yet handled, or deferred.
+
+        The inbox must not receive it again then: a deferred photo is retried by daemon.deferred.retry_due.
+        """
+        return bool(self.query(
+            "SELECT 1 FROM photos WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')"
+            " LIMIT 1", (root, path, sha256)))
+
+    def deferred_photos(self) -> list[DeferredPhoto]:
+        """Photos left in place because they did not decode yet, oldest receipt first."""
+        rows = self.query("SELECT position, root, path, sha256 FROM photos WHERE state='deferred' ORDER BY position")
+        return [DeferredPhoto(*r) for r in rows]
+
     def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
         rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
         return [(p, [tuple(m) for m in json.loads(moves)]) for p, moves in rows]  # type: ignore[misc]
@@ -553,4 +590,4 @@ class CorpusState:
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
 
-__all__ = ["CorpusState", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]
+__all__ = ["CorpusState", "DeferredPhoto", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]

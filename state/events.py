@@ -390,6 +390,24 @@ class PhotoRejected(Event):
     error: str = ""
 
 
+@dataclass(frozen=True)
+class PhotoDeferred(Event):
+    """A photo that does not decode yet and was written to recently: left where it is for its writer to finish.
+
+    A later PhotoReceived of the same path supersedes it: new bytes when the writer went on, or the same
+    bytes again once the file stayed unchanged for [limits] incomplete_grace_s (then rejected if still
+    undecodable).
+    """
+
+    KIND: ClassVar[str] = "photo_deferred"
+    path: str = ""
+    root: str = "inbox"
+    sha256: str = ""
+    reason: str = ""  # incomplete
+    error: str = ""  # the decoder's message
+    age_s: float = 0.0  # seconds since the file was last written, when deferred
+
+
 @dataclass(frozen=True, eq=False)
 class FaceRouted(Event):
     """The embedding a routed crop was matched with (computed on the source photo), for centroids."""

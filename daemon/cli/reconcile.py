@@ -23,9 +23,13 @@ DAEMON_HINT = "the running daemon keeps the corpus reconciled by itself; there i
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    from daemon.deferred import retry_due, waiting
+
     if not args.dry_run:  # a dry run records nothing and moves nothing
         app.lock_data_folder(NAME, args.wait, DAEMON_HINT)
     pipeline = app.pipeline
+    if not args.dry_run:
+        retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
     bar = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace, app: Any) -> int:
             bar.close()
     summary = report.as_dict()
     summary["pending"] = pipeline.pending_work()
+    waits = [] if args.dry_run else waiting(pipeline)
+    summary["waiting"] = [w.path for w in waits]
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     elif args.dry_run:
@@ -50,4 +56,8 @@ def run(args: argparse.Namespace, app: Any) -> int:
               + (" (corpus adopted)" if report.adopted else ""))
         print(f"received {report.received} inbox photos; handled {report.handled} events; "
               f"{report.promoted} new facesets from the pool")
+        for w in waits:  # left in place: its writer may not be done
+            print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
+                  f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
+                  " rejects it as unreadable")
     return 0

@@ -100,13 +100,16 @@ def scale_faces(
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """The displayed size (EXIF orientation applied) of a downloaded original, for assets Immich gave no size."""
-    try:
-        from PIL import Image
+    """The displayed size (EXIF orientation applied) of a downloaded original, for assets Immich gave no size.
 
-        with Image.open(path) as im:
+    From the header alone: a decompression bomb is sized, not decoded (the inbox router rejects it as too_large).
+    """
+    try:
+        from gpu_agent.image_header import header_exif, open_header
+
+        with open_header(path) as im:
             w, h = im.size
-            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+            if header_exif(im).get(0x0112) in (5, 6, 7, 8):
                 w, h = h, w
             return w, h
     except Exception:  # noqa: BLE001 - not an image Pillow reads: no size, the asset is skipped

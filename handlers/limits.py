@@ -1,0 +1,16 @@
+"""Limits on what the inbox and the corpus accept: image size, and how long an incomplete photo may wait.
+
+`config.toml` section `[limits]`; the handlers read them from HandlerContext.limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    # images whose header claims more pixels than this are moved aside as too_large, never decoded.
+    max_pixels: int = 100_000_000
+    # seconds an inbox photo that does not decode waits for its writer to finish; unchanged this long, it is unreadable.
+    incomplete_grace_s: float = 600.0
