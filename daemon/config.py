@@ -65,7 +65,7 @@ class WatchSettings:
 class QueueSettings:
     # most images waiting for the face engine before watchers are slowed down (back-pressure).
     max_pending: int = 256
-    # seconds between pool-clustering runs (new identities from unassigned faces).
+    # seconds between housekeeping passes (analyses missed while the models were down are asked for again); pool clustering itself runs after each processed photo.
     cluster_interval_s: float = 60.0
     # seconds to wait before trying again when the face models cannot be opened or the gpu agent is down.
     model_retry_s: float = 30.0
