@@ -126,6 +126,7 @@ class Pipeline:
             self.sweep_interrupted_writes()
         result = self.scan()
         if not dry_run:
+            result.apply_renames(self.config.corpus_dir)  # names that are not UTF-8, before their events
             for rel in result.leftovers:  # a crop or PNG write cut short by a crash
                 (self.config.corpus_dir / rel).unlink(missing_ok=True)
         report = ReconcileReport(
