@@ -89,15 +89,17 @@ def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[
     if path.is_symlink():
         prov["link"] = names.link_target(path)
         problem = names.link_problem(path, link_roots or (root_dir,))
-    common = {"path": shown, "path_hex": names.exact_hex(rel), "root": root,
-              "forced_faceset": forced_faceset(shown) if root == "inbox" else ""}
-    if problem:
-        return ev.PhotoReceived(**common, link_problem=problem, provenance=prov)
-    if "taken_at" not in prov:
-        date = taken_at(path)
-        if date:
-            prov["taken_at"] = date
-    return ev.PhotoReceived(**common, sha256=sha256_file(path), size=path.stat().st_size, provenance=prov)
+    sha256, size = "", 0
+    if not problem:  # a link that is not followed is never read
+        sha256, size = sha256_file(path), path.stat().st_size
+        if "taken_at" not in prov:
+            date = taken_at(path)
+            if date:
+                prov["taken_at"] = date
+    return ev.PhotoReceived(
+        path=shown, path_hex=names.exact_hex(rel), root=root, sha256=sha256, size=size,
+        forced_faceset=forced_faceset(shown) if root == "inbox" else "", provenance=prov, link_problem=problem,
+    )
 
 
 def _is_waiting(folder: str, name: str, rel: str) -> bool:

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -293,7 +294,7 @@ def test_list_waiting_and_receive(tmp_path: Path) -> None:
     assert all(p is not None for p in positions)
     assert [receive(pipeline, inbox / rel) for rel in waiting] == [None] * 4  # already received
     assert scan_inbox(pipeline) == []
-    got = [pipeline.log.get(p).event for p in positions]  # type: ignore[union-attr]
+    got: list[Any] = [pipeline.log.get(p).event for p in positions if p is not None]  # type: ignore[union-attr]
     assert [e.path for e in got] == ["faceset_002/seed.jpg", "b.jpg", "gone.jpg", SHOWN]
     assert got[2].link_problem == "symlink_dangling" and got[3].path_hex == RAW.hex()
     assert got[0].path_hex == ""
