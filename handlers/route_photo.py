@@ -196,18 +196,26 @@ def _source(root_dir: Path, e: ev.PhotoReceived) -> Path:
     return root_dir / names.os_name(e.path, e.path_hex)
 
 
-def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> list[ev.Event]:
-    """A symbolic link that may not be followed: the link itself goes to _rejected/<reason>/."""
+_LINK_ERRORS = {
+    names.LINK_DANGLING: "a symbolic link to nothing",
+    names.LINK_OUTSIDE: "a symbolic link to something outside the data folder (never followed)",
+    names.LINK_NOT_A_FILE: "a symbolic link to something that is not a file",
+}
+
+
+def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str) -> list[ev.Event]:
+    """A symbolic link that may not be followed: the link itself goes to _rejected/<reason>/.
+
+    Only a link moves: a file that took its name meanwhile stays (a scan receives it as a new photo).
+    """
+    label = f"{e.root}/{e.path}"
     target = e.provenance.get("link", "")
-    error = {
-        names.LINK_DANGLING: "a symbolic link to nothing",
-        names.LINK_OUTSIDE: "a symbolic link to something outside the data folder (never followed)",
-        names.LINK_NOT_A_FILE: "a symbolic link to something that is not a file",
-    }.get(e.link_problem, "a symbolic link that is not followed")
-    reason = e.link_problem
+    if names.lexists(src) and not src.is_symlink():
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason=reason,
+                                 error=f"{label}: the symbolic link was replaced by a file before it was handled")]
     dest = move_aside(src, ctx.inbox, _rejected_rel(e, reason), e.sha256, link=target) or ""
-    error = f"{e.root}/{e.path}: {error} ({target})"
-    ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
+    error = f"{label}: {_LINK_ERRORS.get(reason, 'a symbolic link that is not followed')} ({target})"
+    ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
 
@@ -303,7 +311,9 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
                                  error=f"no folder configured for photo root {e.root!r}")]
     src = _source(root_dir, e)
     if e.link_problem:
-        return _reject_link(ctx, e, src)
+        return _reject_link(ctx, e, src, e.link_problem)
+    if src.is_symlink() and not src.exists():  # followed when received; its target went away since
+        return _reject_link(ctx, e, src, names.LINK_DANGLING)
     data: bytes | None = None
     if src.is_file():
         raw = src.read_bytes()

@@ -189,6 +189,21 @@ def test_symlinks_through_reconcile(tmp_path: Path, faces_dir: Path, models_root
     _check_links(data, targets, evs(data, env), faces_dir)
 
 
+def test_a_link_whose_target_was_processed_first(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
+    data = tmp_path / "data"
+    inbox = data / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copy(faces_dir / "identities/obama/obama.jpg", inbox / "b.jpg")
+    (inbox / "z.jpg").symlink_to("b.jpg")  # followed when received; b.jpg is processed (moved) first
+    env = _env(models_root)
+    cli(data, "reconcile", env=env)
+    events = evs(data, env)
+    assert [e["path"] for e in of(events, "photo_processed")] == ["b.jpg"]
+    (rejected,) = of(events, "photo_rejected")
+    assert rejected["path"] == "z.jpg" and rejected["reason"] == "symlink_dangling"
+    assert (inbox / "_rejected/symlink_dangling/z.jpg").is_symlink() and (inbox / "_processed/b.jpg").is_file()
+
+
 def test_symlinks_through_the_daemon(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
     data = tmp_path / "data"
     targets = _links(tmp_path, data, faces_dir)
@@ -228,6 +243,9 @@ def test_corpus_png_with_a_non_utf8_name_is_renamed_with_an_event(tmp_path: Path
     faces.mkdir(parents=True)
     _png(faces / "ok.png")
     _png(raw(faces, b"caf\xe9.png"))
+    planned = cli(data, "reconcile", "--dry-run").stdout
+    assert "name_escaped" in planned and "faceset_001/faces/caf\\xe9.png" in planned
+    assert names_in(faces) == sorted([b"caf\xe9.png", b"ok.png"])  # a dry run renames nothing
     cli(data, "reconcile")
     assert names_in(faces) == sorted([b"caf\\xe9.png", b"ok.png"])
     events = evs(data)
@@ -298,3 +316,37 @@ def test_list_waiting_and_receive(tmp_path: Path) -> None:
     assert [e.path for e in got] == ["faceset_002/seed.jpg", "b.jpg", "gone.jpg", SHOWN]
     assert got[2].link_problem == "symlink_dangling" and got[3].path_hex == RAW.hex()
     assert got[0].path_hex == ""
+
+
+# --- the watcher: links are reported, one list of temporary names -----------------------------------
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_the_watcher_reports_links_and_finished_downloads(tmp_path: Path, polling: bool) -> None:
+    import threading
+
+    from daemon.watcher import FileReady, Watcher
+
+    root = (tmp_path / "inbox").resolve()
+    root.mkdir()
+    (tmp_path / "folder").mkdir()
+    seen: list[object] = []
+    cond = threading.Condition()
+
+    def got(event: object) -> None:
+        with cond:
+            seen.append(event)
+            cond.notify_all()
+
+    want = {FileReady(root / n, root) for n in ("dangling.jpg", "folder.jpg", "x.jpg", raw(root, RAW).name)}
+    with Watcher([root], got, polling=polling, poll_interval_s=0.1, settle_s=0.3):
+        (root / "dangling.jpg").symlink_to(tmp_path / "nothing.jpg")
+        (root / "folder.jpg").symlink_to(tmp_path / "folder")
+        raw(root, RAW).write_bytes(b"latin")
+        (root / "x.jpg.download").write_bytes(b"partial")
+        time.sleep(0.8)  # long past settle_s: a temporary name is never reported
+        (root / "x.jpg.download").rename(root / "x.jpg")
+        with cond:
+            cond.wait_for(lambda: want <= set(seen), timeout=5)
+    assert want <= set(seen), seen
+    assert not [e for e in seen if "download" in str(getattr(e, "path", ""))]
