@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from state import events as ev
+from state import names
 from state.corpus_state import CorpusState
 from state.layout import parse_face_path
-from state.scan import sha256_file
+from state.scan import free_escaped_name, name_escaped, rename_in_place, sha256_file
 
 from .watcher import FileDeleted, FileMoved, FileReady, WatchEvent
 
@@ -55,6 +56,18 @@ def _ready(state: CorpusState, corpus: Path, rel: str, known_facesets: set[str])
     return out
 
 
+def _escape_in_place(corpus: Path, rel: str) -> tuple[str, list[ev.Event]] | None:
+    """A face PNG whose name is not UTF-8 cannot be recorded: rename it to its escaped name (recorded as
+    NameEscaped, with the exact bytes). Returns (the new path, that event); None when it is not a face
+    PNG or the rename failed (the next scan looks again)."""
+    if parse_face_path(names.escape(rel)) is None:
+        return None
+    shown = free_escaped_name(corpus, rel)
+    if not rename_in_place(corpus, rel, shown):
+        return None
+    return shown, [name_escaped(rel, shown)]
+
+
 def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) -> list[ev.Event]:
     """Events for a batch of watcher reports under the corpus (in the order they came)."""
     state.catch_up()
@@ -63,10 +76,25 @@ def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) 
     for w in seen:
         if isinstance(w, FileReady):
             rel = _rel(corpus, w.path)
+            if rel and not names.is_exact(rel):
+                escaped = _escape_in_place(corpus, rel)
+                if escaped is None:
+                    continue
+                rel, renamed = escaped
+                out.extend(renamed)
             if rel:
                 out.extend(_ready(state, corpus, rel, known_facesets))
         elif isinstance(w, FileMoved):
             src, dest = _rel(corpus, w.src), _rel(corpus, w.dest)
+            if src and not names.is_exact(src):
+                src = None  # never recorded under a name that is not UTF-8
+            if dest and not names.is_exact(dest):  # renamed by hand to such a name
+                escaped = _escape_in_place(corpus, dest)
+                if escaped is None:
+                    continue
+                dest, renamed = escaped
+                out.extend(renamed)
+                w = FileMoved(w.src, corpus / dest, w.root)
             if dest and _row(state, dest) is not None:
                 continue  # a move the log already records (ours)
             if src and _row(state, src) is not None:
@@ -84,6 +112,6 @@ def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) 
                 out.extend(_ready(state, corpus, dest, known_facesets))
         elif isinstance(w, FileDeleted):
             rel = _rel(corpus, w.path)
-            if rel and _row(state, rel) is not None and not w.path.exists():
+            if rel and names.is_exact(rel) and _row(state, rel) is not None and not w.path.exists():
                 out.append(ev.FaceMissing(path=rel))
     return out

@@ -7,6 +7,11 @@
 
 The scan hashes what it finds (the inbox empties itself, so this stays small) and skips files already
 received and not yet handled, so a scan during processing, or after a crash, never records a photo twice.
+
+Any name is a photo's name: one that is not UTF-8 is recorded escaped, with its exact bytes beside it
+(state.names), and moves to _processed/ under the escaped name. A symbolic link is followed only to a
+regular file inside the data folder (or the inbox); any other link is recorded with the reason, and the
+router moves the LINK to _rejected/<reason>/ (its target is never touched, nor read).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from state import events as ev
+from state import names
 from state.layout import FACESET_RE
 from state.scan import sha256_file
 
@@ -28,8 +34,6 @@ log = structlog.get_logger("facesetd.inbox")
 
 PROCESSED = "_processed"
 REJECTED = "_rejected"
-# Names that are not photos yet: partial downloads, editors' temp files, our own atomic-write temps.
-TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".download", "~")
 
 
 def is_candidate(rel: str) -> bool:
@@ -39,8 +43,7 @@ def is_candidate(rel: str) -> bool:
         return False
     if any(p.startswith(".") for p in parts):
         return False
-    name = parts[-1].lower()
-    return ".tmp-" not in name and not name.endswith(TEMP_SUFFIXES)
+    return not names.is_temp_name(parts[-1])
 
 
 def forced_faceset(rel: str) -> str:
@@ -70,19 +73,69 @@ def _pending(pipeline: Pipeline, root: str) -> set[tuple[str, str]]:
     return {(p, s) for p, s in rows}
 
 
-def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[str, Any] | None = None
-                ) -> ev.PhotoReceived:
-    """The PhotoReceived for one file (hashes it)."""
+def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[str, Any] | None = None,
+                *, link_roots: tuple[Path, ...] = ()) -> ev.PhotoReceived:
+    """The PhotoReceived for one file (hashes it).
+
+    `rel` is the path as the OS has it (it may carry surrogate escapes); the event gets its escaped form
+    and, when that differs, the exact bytes. A symbolic link is followed only to a regular file under
+    `link_roots` (default: `root_dir`); any other link is recorded unread, with the reason, for the router
+    to move it aside.
+    """
     path = root_dir / rel
-    prov: dict[str, Any] = {"photo": f"{root}/{rel}"} if provenance is None else dict(provenance)
-    if "taken_at" not in prov:
-        date = taken_at(path)
-        if date:
-            prov["taken_at"] = date
+    shown = names.escape(rel)
+    prov: dict[str, Any] = {"photo": f"{root}/{shown}"} if provenance is None else dict(provenance)
+    problem = ""
+    if path.is_symlink():
+        prov["link"] = names.link_target(path)
+        problem = names.link_problem(path, link_roots or (root_dir,))
+    sha256, size = "", 0
+    if not problem:  # a link that is not followed is never read
+        sha256, size = sha256_file(path), path.stat().st_size
+        if "taken_at" not in prov:
+            date = taken_at(path)
+            if date:
+                prov["taken_at"] = date
     return ev.PhotoReceived(
-        path=rel, root=root, sha256=sha256_file(path), size=path.stat().st_size,
-        forced_faceset=forced_faceset(rel) if root == "inbox" else "", provenance=prov,
+        path=shown, path_hex=names.exact_hex(rel), root=root, sha256=sha256, size=size,
+        forced_faceset=forced_faceset(shown) if root == "inbox" else "", provenance=prov, link_problem=problem,
     )
+
+
+def _is_waiting(folder: str, name: str, rel: str) -> bool:
+    """A candidate to receive: a regular file or a symbolic link (to anything) with a candidate name."""
+    if not is_candidate(rel):
+        return False
+    full = os.path.join(folder, name)
+    return os.path.islink(full) or os.path.isfile(full)
+
+
+def list_waiting(inbox: Path) -> list[str]:
+    """Inbox-relative paths of every candidate photo now in the inbox, without hashing anything.
+
+    Seeds (inbox/faceset_NNN/...) first, the rest sorted by name (by bytes). The paths are as the OS has
+    them: a name that is not UTF-8 carries surrogate escapes, so `inbox / rel` finds the file again (for
+    `receive`); show or store one only through `state.names.escape`. Symbolic links are included (also
+    links to folders, which are never entered) so that receiving them records why they are rejected.
+    """
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(inbox):
+        rel_dir = os.path.relpath(dirpath, inbox)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in linked and is_candidate(rel_dir + d))
+        for name in [*filenames, *linked]:
+            rel = rel_dir + name
+            if _is_waiting(dirpath, name, rel):
+                found.append(rel)
+    return sorted(found, key=receive_order)
+
+
+def receive_order(rel: str) -> tuple[bool, bytes]:
+    """The order waiting photos are received in: seeds first (the rest of the same drop can then route to
+    them), then by name as bytes. The daemon and `reconcile` both use it, so the same waiting photos are taken
+    in the same order whoever takes them."""
+    return (not forced_faceset(rel), os.fsencode(rel))
 
 
 def scan_inbox(pipeline: Pipeline) -> list[ev.Event]:
@@ -93,53 +146,52 @@ def scan_inbox(pipeline: Pipeline) -> list[ev.Event]:
     pipeline.state.catch_up()
     pending = _pending(pipeline, "inbox")
     out: list[ev.Event] = []
-    for dirpath, dirnames, filenames in os.walk(inbox):
-        rel_dir = os.path.relpath(dirpath, inbox)
-        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        dirnames[:] = sorted(d for d in dirnames if is_candidate(rel_dir + d))
-        for name in sorted(filenames):
-            rel = rel_dir + name
-            if not is_candidate(rel) or not os.path.isfile(os.path.join(dirpath, name)):
-                continue
-            try:
-                event = photo_event(inbox, rel)
-            except OSError as e:  # vanished or unreadable while we looked: the next scan retries
-                log.warning("inbox file skipped", path=rel, error=str(e))
-                continue
-            if (event.path, event.sha256) in pending:
-                continue
-            pending.add((event.path, event.sha256))
-            out.append(event)
-    # Seeds (inbox/faceset_NNN/) first: the rest of the same drop can then route to them.
-    out.sort(key=lambda e: not e.forced_faceset)  # type: ignore[attr-defined]
+    for rel in list_waiting(inbox):
+        try:
+            event = photo_event(inbox, rel, link_roots=_link_roots(pipeline))
+        except OSError as e:  # vanished or unreadable while we looked: the next scan retries
+            log.warning("inbox file skipped", path=names.escape(rel), error=names.escape(str(e)))
+            continue
+        if (event.path, event.sha256) in pending:
+            continue
+        pending.add((event.path, event.sha256))
+        out.append(event)
     return out
 
 
-def list_waiting(inbox: Path) -> list[str]:
-    """Inbox-relative paths of the photos waiting in the inbox, not hashed: seeds (inbox/faceset_NNN/) first,
-    then by name. The order photos are received in."""
-    if not inbox.is_dir():
-        return []
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(inbox):
-        rel_dir = os.path.relpath(dirpath, inbox)
-        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        dirnames[:] = sorted(d for d in dirnames if is_candidate(rel_dir + d))
-        out.extend(rel_dir + n for n in filenames if is_candidate(rel_dir + n))
-    return sorted(out, key=lambda rel: (not forced_faceset(rel), rel))
+def _link_roots(pipeline: Pipeline) -> tuple[Path, ...]:
+    """Where a symbolic link in the inbox may point: the data folder, and the inbox wherever it is."""
+    return (pipeline.config.data_dir, pipeline.config.inbox_dir)
+
+
+def _inbox_rel(inbox: Path, path: Path) -> str | None:
+    """`path` relative to the inbox, without following a link at its end (the link is what arrived)."""
+    path = Path(os.path.abspath(path))
+    try:
+        return (path.parent.resolve() / path.name).relative_to(inbox.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
 
 
 def receive(pipeline: Pipeline, path: Path) -> int | None:
-    """Record one photo the watcher saw; returns its event position, or None when skipped or known."""
+    """Record one photo the watcher saw; returns its event position, or None when skipped or known.
+
+    Works for any name (see `list_waiting`) and for symbolic links (a link that may not be followed is
+    recorded with its reason; the router then moves the link itself to inbox/_rejected/<reason>/).
+    """
     inbox = pipeline.config.inbox_dir
-    try:
-        rel = Path(path).resolve().relative_to(inbox.resolve()).as_posix()
-    except ValueError:
+    rel = _inbox_rel(inbox, path)
+    if not rel or rel == "." or not is_candidate(rel):
         return None
-    if not is_candidate(rel) or not (inbox / rel).is_file():
+    full = inbox / rel
+    if not (full.is_symlink() or full.is_file()):
         return None
     pipeline.state.catch_up()
-    event = photo_event(inbox, rel)
+    try:
+        event = photo_event(inbox, rel, link_roots=_link_roots(pipeline))
+    except OSError as e:  # gone or unreadable meanwhile: a later scan looks again
+        log.warning("inbox file skipped", path=names.escape(rel), error=names.escape(str(e)))
+        return None
     if pipeline.state.photo_waiting("inbox", event.path, event.sha256):
         return None  # received and not yet handled, or deferred (daemon.deferred retries it)
     (position,) = pipeline.log.append([event])

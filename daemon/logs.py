@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from state.names import escape
+
 # Keys whose values are secrets wherever they appear in an event dict.
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization|x-api-key|cookie)", re.I)
 # Secrets that might be embedded in free text (exception messages, URLs, headers).
@@ -39,7 +41,8 @@ def _redact_value(key: str, value: Any) -> Any:
     if SECRET_KEYS.search(key) and value not in (None, "", False):
         return REDACTED
     if isinstance(value, str):
-        return redact_text(value)
+        # escape(): a file name that is not UTF-8 (surrogate escapes) must not break a strict UTF-8 stream.
+        return redact_text(escape(value))
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -163,6 +163,7 @@ class Pipeline:
         self.mover.finish_pending()
         self.sweep_interrupted_writes()
         result = self.scan()
+        result.apply_renames(self.config.corpus_dir)  # names that are not UTF-8, before their events
         for rel in result.leftovers:  # a crop or PNG write cut short by a crash
             (self.config.corpus_dir / rel).unlink(missing_ok=True)
         report = ReconcileReport(

@@ -29,7 +29,7 @@ from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .deferred import retry_due
-from .inbox import forced_faceset, is_candidate
+from .inbox import is_candidate, receive_order
 from .notify import Notifier, watchdog_interval
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
 
@@ -218,7 +218,7 @@ class Daemon:
 
     def _receive_next(self) -> None:
         """Record the next waiting inbox photo (seeds first, then by name)."""
-        order = sorted(self.waiting, key=lambda rel: (not forced_faceset(rel), rel))
+        order = sorted(self.waiting, key=receive_order)
         position = self.pipeline.receive_next(order)
         self.waiting = set(order)
         if position is not None:

@@ -14,7 +14,9 @@ turns watchdog's raw events into three frozen values for the consumer:
 
 FileMoved and FileDeleted may name a path that was never reported ready (deleted while still being
 written); consumers treat those as no-ops. Directories, hidden files (any path part below the root
-starting with '.') and temporary names (.tmp, .part, .crdownload) are ignored. The callback runs on a
+starting with '.') and temporary names (state.names.TEMP_SUFFIXES: .part, .crdownload, .download ...) are
+ignored. A symbolic link is reported ready as it is (it is made in one call; dangling or not, it is
+never followed here): the consumer decides what it means. The callback runs on a
 watcher thread (watchdog's dispatcher or the settler's timer) and is never called concurrently;
 a slow callback slows the watcher down, which is the intended back-pressure.
 """
@@ -42,8 +44,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
+from state import names
 from state.errors import FacesetdError
 
 if TYPE_CHECKING:
@@ -56,8 +59,8 @@ log = structlog.get_logger("facesetd.watcher")
 # grace lets the next chunk arrive first. Longer than typical chunk gaps, short enough to go unnoticed.
 CLOSE_GRACE_S = 1.0
 
-# Name endings of files still being written by downloaders and atomic writers (compared lower-case).
-TEMP_SUFFIXES = (".tmp", ".part", ".crdownload")
+# Name endings of files still being written: one list, shared with the inbox (state.names).
+TEMP_SUFFIXES = names.TEMP_SUFFIXES
 
 
 # Events handed to the consumer ---------------------------------------------------------------------
@@ -113,7 +116,7 @@ def is_ignored(path: Path, root: Path) -> bool:
         return True
     if any(part.startswith(".") for part in parts):
         return True
-    return parts[-1].lower().endswith(TEMP_SUFFIXES)
+    return names.is_temp_name(parts[-1])
 
 
 # The settler: when is a file complete? ---------------------------------------------------------------
@@ -223,7 +226,7 @@ class Settler:
     def _check(self, path: Path, now: float) -> None:
         entry = self._pending[path]
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             del self._pending[path]  # gone before it settled; the delete event speaks for it
             return
@@ -231,6 +234,12 @@ class Settler:
             # A share may be briefly unreachable: keep the file and look again later.
             log.warning("cannot stat pending file, will retry", path=str(path), error=str(e))
             entry.deadline = now + self.settle_s
+            return
+        if stat.S_ISLNK(st.st_mode):
+            # A link is made whole in one call: ready as it is, wherever (or whether) it points.
+            # The consumer decides what a link means; dropping it here left it unreported forever.
+            del self._pending[path]
+            self._call(path, entry.root)
             return
         if not _is_regular(st.st_mode):
             del self._pending[path]
@@ -241,15 +250,18 @@ class Settler:
             entry.deadline = now + self.settle_s
             return
         del self._pending[path]
+        self._call(path, entry.root)
+
+    def _call(self, path: Path, root: Path) -> None:
         try:
-            self._on_ready(path, entry.root)
+            self._on_ready(path, root)
         except Exception:
             log.exception("watch callback failed", path=str(path))
 
 
 def _signature(path: Path) -> Signature | None:
     try:
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
@@ -285,7 +297,7 @@ def _text(p: bytes | str) -> str:
 class Watcher:
     """Watches `roots` recursively and calls `callback` with FileReady, FileMoved and FileDeleted.
 
-    inotify by default; `polling=True` uses watchdog's PollingObserver (network shares, WSL /mnt/*),
+    inotify by default; `polling=True` uses watchdog's polling observer (network shares, WSL /mnt/*),
     which polls every `poll_interval_s` and has no close events, so readiness there is by `settle_s`.
     If inotify cannot start for lack of watches or instances, it falls back to polling (and says so).
     Files already present at start() are not reported; a rescan is the consumer's business.
@@ -348,8 +360,9 @@ class Watcher:
     def _start_observer(self, polling: bool) -> BaseObserver:
         observer: BaseObserver
         if polling:
-            # For polling emitters watchdog's `timeout` is the interval between polls.
-            observer = PollingObserver(timeout=self.poll_interval_s)
+            # lstat, as inotify does: a link is seen as a link (also a dangling one) and never followed
+            # into a folder elsewhere.
+            observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval_s)
         else:
             from watchdog.observers.inotify import InotifyObserver
 

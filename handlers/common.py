@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from state import events as ev
+from state import names
 from state.layout import DROPPED, parse_face_path
 
 from .context import HandlerContext
@@ -60,13 +61,16 @@ def _dropped_name_taken(ctx: HandlerContext, rel: str) -> bool:
 
 
 def dropped_dest(ctx: HandlerContext, path: str) -> str:
-    """Where a pruned PNG goes: its faceset's faces/_dropped/, as name~2.png, name~3.png ... if taken."""
+    """Where a pruned PNG goes: its faceset's faces/_dropped/, as name~2.png, name~3.png ... if taken.
+
+    Every candidate fits NAME_MAX bytes (a 255-byte name loses the end of its stem to make room for ~2).
+    """
     folder, name = path.rsplit("/", 1)
-    stem, dot, ext = name.rpartition(".")
-    candidate, n = f"{folder}/{DROPPED}/{name}", 1
+    n = 1
+    candidate = f"{folder}/{DROPPED}/{names.fit(name)}"
     while _dropped_name_taken(ctx, candidate):
         n += 1
-        candidate = f"{folder}/{DROPPED}/{stem}~{n}{dot}{ext}"
+        candidate = f"{folder}/{DROPPED}/{names.fit(name, f'~{n}')}"
     return candidate
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from state import events as ev
+from state import names
 from state.atomic import atomic_write, fsync_dir
 from state.eventlog import StoredEvent
 from state.faults import crash_point
@@ -136,36 +137,43 @@ def nearest(cents: dict[str, np.ndarray], vec: np.ndarray) -> tuple[str, float]:
 
 
 def _free_names(rel: str) -> Iterator[str]:
-    """rel, then rel with _1, _2 ... before the extension."""
-    stem, dot, ext = rel.rpartition(".")
-    if not stem or "/" in ext:
-        stem, dot, ext = rel, "", ""
-    yield rel
-    k = 1
-    while True:
-        yield f"{stem}_{k}{dot}{ext}"
-        k += 1
+    """rel, then rel with _1, _2 ... before the extension; every component within NAME_MAX bytes
+    (a stem is shortened rather than a name refused: a 255-byte name has no room for "_1")."""
+    return names.numbered(rel, "_")
 
 
-def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str) -> str | None:
+def _holds(target: Path, sha256: str, link: str) -> bool:
+    """Whether `target` is the photo moved there earlier: the same link (a link not followed is known by
+    where it points), else the same bytes."""
+    if link:
+        return target.is_symlink() and names.link_target(target) == link
+    try:
+        return sha256_file(target) == sha256
+    except OSError:  # a dangling link, a folder, unreadable: not ours
+        return False
+
+
+def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str = "") -> str | None:
     """Move `src` to inbox/dest_rel (or a free name beside it); returns the inbox-relative destination.
 
-    Idempotent: when `src` is gone and a candidate holds the same bytes, that is where an earlier run
-    moved it. Returns None when the photo is nowhere to be found.
+    A symbolic link moves as the link itself (its target is never touched); pass `link` (where it points,
+    escaped) for a link that is not followed. Idempotent: when `src` is gone and a candidate holds the
+    same bytes (or the same link), that is where an earlier run moved it. Returns None when the photo is
+    nowhere to be found.
     """
     for cand in _free_names(dest_rel):
         target = inbox / cand
-        if target.exists():
-            if not src.exists() and sha256_file(target) == sha256:
+        if names.lexists(target):
+            if not names.lexists(src) and _holds(target, sha256, link):
                 return cand
             continue
-        if not src.exists():
+        if not names.lexists(src):
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(src, target)
         except OSError:  # another file system (e.g. Immich staging): copy, then remove the original
-            shutil.copy2(src, target)
+            shutil.copy2(src, target, follow_symlinks=False)
             os.unlink(src)
         fsync_dir(target.parent)
         fsync_dir(src.parent)
@@ -178,11 +186,39 @@ def _find_moved(inbox: Path, dest_rels: list[str], sha256: str) -> str | None:
     for base in dest_rels:
         for cand in _free_names(base):
             target = inbox / cand
-            if not target.exists():
+            if not names.lexists(target):
                 break
-            if sha256_file(target) == sha256:
+            if _holds(target, sha256, ""):
                 return cand
     return None
+
+
+def _source(root_dir: Path, e: ev.PhotoReceived) -> Path:
+    """The photo's file: found by its exact name bytes when its recorded path is escaped."""
+    return root_dir / names.os_name(e.path, e.path_hex)
+
+
+_LINK_ERRORS = {
+    names.LINK_DANGLING: "a symbolic link to nothing",
+    names.LINK_OUTSIDE: "a symbolic link to something outside the data folder (never followed)",
+    names.LINK_NOT_A_FILE: "a symbolic link to something that is not a file",
+}
+
+
+def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str) -> list[ev.Event]:
+    """A symbolic link that may not be followed: the link itself goes to _rejected/<reason>/.
+
+    Only a link moves: a file that took its name meanwhile stays (a scan receives it as a new photo).
+    """
+    label = f"{e.root}/{e.path}"
+    target = e.provenance.get("link", "")
+    if names.lexists(src) and not src.is_symlink():
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason=reason,
+                                 error=f"{label}: the symbolic link was replaced by a file before it was handled")]
+    dest = move_aside(src, ctx.inbox, _rejected_rel(e, reason), e.sha256, link=target) or ""
+    error = f"{label}: {_LINK_ERRORS.get(reason, 'a symbolic link that is not followed')} ({target})"
+    ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
+    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
 
 def _write_crop(corpus: Path, rel: str, png: bytes) -> tuple[str, int, int]:
@@ -291,7 +327,11 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     if root_dir is None:
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="unknown_root",
                                  error=f"no folder configured for photo root {e.root!r}")]
-    src = root_dir / e.path
+    src = _source(root_dir, e)
+    if e.link_problem:
+        return _reject_link(ctx, e, src, e.link_problem)
+    if src.is_symlink() and not src.exists():  # followed when received; its target went away since
+        return _reject_link(ctx, e, src, names.LINK_DANGLING)
     data: bytes | None = None
     if src.is_file():
         raw = src.read_bytes()

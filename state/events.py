@@ -182,6 +182,19 @@ class FaceMovedExternally(Event):
     mtime_ns: int = 0
 
 
+@dataclass(frozen=True)
+class NameEscaped(Event):
+    """A file whose name was not UTF-8 was renamed in place to its escaped name (state.names.escape).
+
+    `path_hex` is the hex of the exact path it had, so the rename can be undone by hand.
+    """
+
+    KIND: ClassVar[str] = "name_escaped"
+    path: str = ""  # the new (escaped) path, relative to `root`
+    root: str = "corpus"
+    path_hex: str = ""
+
+
 # --- Decisions that move files (never delete) ---------------------------------------------------
 
 
@@ -361,6 +374,10 @@ class PhotoReceived(Event):
     size: int = 0
     forced_faceset: str = ""  # "faceset_NNN" when dropped into inbox/faceset_NNN/
     provenance: dict[str, Any] = field(default_factory=dict)  # {"photo": path} or {"immich": {...}}, "taken_at"
+    # `path` is escaped (state.names) when the name is not UTF-8; then this is the hex of its exact bytes.
+    path_hex: str = ""
+    # A symbolic link that is not followed (state.names.LINK_REASONS): the router moves the link aside.
+    link_problem: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Container
 from typing import Any, Iterator
 
 from . import events as ev
+from . import names
 from .layout import DROPPED, FACESET_RE, MASTER_MANIFEST, QUARANTINE_AREAS, faceset_dir
 
 
@@ -35,12 +37,55 @@ class ScanResult:
     files_seen: int = 0
     hashed: int = 0
     leftovers: list[str] = field(default_factory=list)  # our own temp files a crash left mid-write
+    # (name on disk, escaped name): PNGs whose names are not UTF-8; `events` already speak of the
+    # escaped names, so apply_renames() must run before they are recorded (never on a dry run).
+    renames: list[tuple[str, str]] = field(default_factory=list)
 
     def count(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for e in self.events:
             out[e.KIND] = out.get(e.KIND, 0) + 1
         return out
+
+    def apply_renames(self, corpus: Path) -> None:
+        """Rename each PNG with a name that is not UTF-8 to its escaped name (see NameEscaped).
+
+        A rename that fails (the file went away, the name was taken meanwhile) drops that file's events:
+        the next scan looks again.
+        """
+        failed: set[str] = set()
+        for disk, shown in self.renames:
+            if not rename_in_place(corpus, disk, shown):
+                failed.add(shown)
+        if failed:
+            self.events = [e for e in self.events if not {getattr(e, "path", ""), getattr(e, "dest", "")} & failed]
+        self.renames = []
+
+
+def rename_in_place(corpus: Path, disk: str, shown: str) -> bool:
+    """Rename corpus/disk to corpus/shown unless something is there already; True when done."""
+    target = corpus / shown
+    if names.lexists(target):
+        return False
+    try:
+        os.rename(corpus / disk, target)
+    except OSError:
+        return False
+    return True
+
+
+def free_escaped_name(corpus: Path, rel: str, taken: Container[str] = ()) -> str:
+    """The escaped form of `rel` (a corpus path whose name is not UTF-8), made free: not on disk, not
+    in `taken`, within NAME_MAX (name~1.png, name~2.png ... when the plain escaped name is in use)."""
+    for cand in names.numbered(names.escape(rel), "~"):
+        if cand not in taken and not names.lexists(corpus / cand):
+            return cand
+    raise AssertionError("unreachable")  # pragma: no cover - numbered() never ends
+
+
+def name_escaped(disk: str, shown: str) -> ev.NameEscaped:
+    """The event for renaming corpus/disk (not UTF-8) to corpus/shown."""
+    return ev.NameEscaped(path=shown, root="corpus", path_hex=names.to_bytes(disk).hex())
 
 
 def iter_facesets(corpus: Path) -> Iterator[tuple[str, str]]:
@@ -146,6 +191,7 @@ def scan_corpus(
             ev.FacesetCreated(faceset=name, area=area, reason="adopted" if adopt else "found on disk", manifest=manifest)
         )
     changed: list[FoundFile] = []
+    odd: list[FoundFile] = []
     for folder, rel in face_folders(corpus, found_facesets):
         # The hot loop of an unchanged corpus: one stat and one dict lookup per file, nothing more.
         try:
@@ -163,11 +209,24 @@ def scan_corpus(
                     continue
                 path = f"{rel}/{fname}"
                 st = e.stat(follow_symlinks=False)
-                seen.add(path)
                 old = known.get(path)
+                if old is None and not fname.isascii() and not names.is_exact(fname):
+                    odd.append(FoundFile(path, st.st_size, st.st_mtime_ns))  # never in the log: no lookup
+                    continue
+                seen.add(path)
                 if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
                     continue
                 (new if old is None else changed).append(FoundFile(path, st.st_size, st.st_mtime_ns))
+    # Names that are not UTF-8 cannot be recorded: they get their escaped names (renamed in place).
+    on_disk: dict[str, str] = {}
+    taken = seen.union(known) if odd else set()
+    for f in sorted(odd, key=lambda f: os.fsencode(f.path)):
+        shown = free_escaped_name(corpus, f.path, taken=taken)
+        result.renames.append((f.path, shown))
+        on_disk[shown] = f.path
+        seen.add(shown)
+        taken.add(shown)
+        new.append(FoundFile(shown, f.size, f.mtime_ns))
     result.files_seen = len(seen)
     for f in sorted(changed, key=lambda f: f.path):
         old = known[f.path]
@@ -183,8 +242,10 @@ def scan_corpus(
     for p, (_s, _m, sha) in sorted(missing.items()):
         missing_by_sha.setdefault(sha, []).append(p)
     for f in new:
-        sha = sha256_file(corpus / f.path)
+        sha = sha256_file(corpus / on_disk.get(f.path, f.path))
         result.hashed += 1
+        if f.path in on_disk:
+            result.events.append(name_escaped(on_disk[f.path], f.path))
         if missing_by_sha.get(sha):
             old_path = missing_by_sha[sha].pop(0)
             del missing[old_path]
