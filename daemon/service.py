@@ -127,6 +127,8 @@ class Daemon:
             self.immich.shutdown(wait=False)
         # What is still queued was only observed, not recorded: the next start's reconcile finds it.
         try:
+            self.pipeline.state.catch_up()
+            self.pipeline.mover.finish_pending()  # projections list files where they are, never where they go
             self.pipeline.renderer.render_dirty()
         except LogBusy as e:  # the marks stay in the log's state: the next start renders them
             log.warning("projections not rendered at stop: the event log is busy", error=str(e))
