@@ -238,6 +238,11 @@ def _placement(corpus: Path) -> dict[str, str]:
     return out
 
 
+def _wait_finished(d: DaemonProcess, n: int, what: str) -> None:
+    """Wait until `n` photos were processed or rejected."""
+    d.wait_for(lambda: sum(k in ("photo_processed", "photo_rejected") for k in d.kinds()) >= n, what, timeout=300)
+
+
 def _run_waves(data: Path, env: dict[str, str], waves: list[list[tuple[str, bytes]]], kill_after: list[int]) -> None:
     """Drop each wave into a running daemon; where `kill_after[w]` > 0, SIGKILL the daemon once that many photos
     of wave w were processed, and start it again."""
@@ -249,13 +254,11 @@ def _run_waves(data: Path, env: dict[str, str], waves: list[list[tuple[str, byte
         for w, wave in enumerate(waves):
             _drop_wave(inbox, wave)
             if kill_after[w]:
-                target = total + kill_after[w]
-                d.wait_for(lambda: d.kinds().count("photo_processed") >= target, "photos before the kill", timeout=180)
+                _wait_finished(d, total + kill_after[w], "photos before the kill")
                 d.kill()
                 d = DaemonProcess(data, env).start()
             total += len(wave)
-            d.wait_for(lambda: d.kinds().count("photo_processed") + d.kinds().count("photo_rejected") >= total,
-                       f"wave {w}", timeout=300)
+            _wait_finished(d, total, f"wave {w}")
             d.idle()
         _alive(d)
         assert d.terminate() == 0
