@@ -53,16 +53,19 @@ class App:
         for p in (self.config.corpus_dir, self.config.inbox_dir, self.config.state_dir, self.config.models_dir):
             p.mkdir(parents=True, exist_ok=True)
 
-    def lock_data_folder(self, verb: str, wait_s: float = 0.0, daemon_hint: str = STOP_IT) -> None:
+    def lock_data_folder(self, verb: str, wait_s: float = 0.0, daemon_hint: str = STOP_IT, *,
+                         not_for_daemon: bool = False) -> None:
         """Take the data folder's lock for a writing verb (daemon/lock.py), held until close().
 
         Raises DataFolderBusy (one line, exit 1) when another facesetd keeps it past `wait_s`; call it
         before the first use of `events` or `pipeline`, whose busy timeout then is at least `wait_s`."""
         lock = DataLock(self.config.state_dir, self._lock_where())
-        lock.acquire(verb, wait_s, daemon_hint)
+        lock.acquire(verb, wait_s, daemon_hint, not_for_daemon=not_for_daemon)
         self._closers.append(lock)
-        # A one-shot verb waits for the log's write lock as long as it was willing to wait for the folder.
-        self.log_wait_s = max(self.log_wait_s, wait_s)
+        # A one-shot verb waits for the log's write lock as long as it was willing to wait for the folder; the
+        # daemon keeps [queue] log_busy_timeout_s (its loop must go on pinging systemd).
+        if verb != "run":
+            self.log_wait_s = max(self.log_wait_s, wait_s)
 
     def _lock_where(self) -> Path:
         """What a lock message calls the guarded folder: the data folder, unless the state lives elsewhere."""

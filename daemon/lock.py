@@ -88,11 +88,13 @@ class DataLock:
     def held(self) -> bool:
         return self.fd is not None
 
-    def acquire(self, verb: str, wait_s: float = 0.0, daemon_hint: str = STOP_IT) -> None:
+    def acquire(self, verb: str, wait_s: float = 0.0, daemon_hint: str = STOP_IT, *,
+                not_for_daemon: bool = False) -> None:
         """Take the lock for `verb`, trying for up to `wait_s` seconds.
 
         When another process keeps it, raise DataFolderBusy naming that process; `daemon_hint` is what
-        the message advises when the holder is the resident daemon."""
+        the message advises when the holder is the resident daemon. With `not_for_daemon`, a holder that is
+        the resident daemon is not waited for (it does not end by itself); a one-shot verb is."""
         if self.fd is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,8 @@ class DataLock:
                 break
             except BlockingIOError:
                 left = deadline - time.monotonic()
+                if left > 0 and not_for_daemon and self.holder(fd).verb == "run":
+                    left = 0
                 if left <= 0:
                     holder = self.holder(fd)
                     os.close(fd)

@@ -239,7 +239,9 @@ def photos_accounted_once(
     Call it when the daemon is idle; it reads the disk and the log only."""
     data = Path(data)
     inbox = data / "inbox"
-    wait = set(may_wait)
+    events = read_events(data)
+    # A photo deferred because it does not decode yet waits in the inbox for its writer, by design.
+    wait = set(may_wait) | deferred_paths(events)
     counts = Counter(dropped)
     problems: list[str] = []
     files = _inbox_files(inbox)
@@ -261,8 +263,17 @@ def photos_accounted_once(
             problems.append(f"symlink inbox/{_show(where[0])} -> {target} still waits in the inbox after idle")
         if sha is not None and (not os.path.isfile(target) or sha256_file(Path(target)) != sha):
             problems.append(f"the target of a symlink, {target}, was moved or changed")
-    problems += _log_problems(read_events(data), inbox, wait, set(moved_away))
+    problems += _log_problems(events, inbox, wait, set(moved_away))
     return problems
+
+
+def deferred_paths(events: list[dict[str, Any]]) -> set[str]:
+    """Inbox paths whose latest photo event is `photo_deferred`: left in place, waiting for their writer."""
+    last: dict[str, str] = {}
+    for e in events:
+        if e["kind"].startswith("photo_") and e.get("root", "inbox") == "inbox":
+            last[e.get("path", "")] = e["kind"]
+    return {path for path, kind in last.items() if kind == "photo_deferred"}
 
 
 # --- The log -------------------------------------------------------------------------------------------

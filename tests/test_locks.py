@@ -94,9 +94,19 @@ def test_a_one_shot_holder_is_named_and_waited_for(tmp_path: Path) -> None:
     lock = DataLock(data / "state", data)
     lock.acquire("rebuild")
     try:
-        proc = cli(data, "run", check=False, timeout=60)
+        proc = cli(data, "restore", "1", "--wait", "0", check=False, timeout=60)
         assert proc.returncode == 1
         assert f"(pid {os.getpid()}, rebuild) is using {data}; wait for it to finish" in _one_line(proc)
+        # the daemon does not fail a boot on a one-shot verb: it waits for it, then starts
+        d = DaemonProcess(data).start(wait=False)
+        try:
+            time.sleep(1.5)
+            assert d.proc is not None and d.proc.poll() is None, d.output()
+            assert "facesetd running" not in d.output()
+        finally:
+            lock.close()
+        d.wait_for(lambda: "facesetd running" in d.output(), "the daemon starting once the rebuild let go")
+        assert d.terminate() == 0
     finally:
         lock.close()
     # a writer that waits long enough gets the lock once the holder lets go

@@ -126,7 +126,9 @@ class Soak:
         self.photos = sorted(p for p in faces.rglob("*.jpg"))
         self.bomb = bomb
         self.status = StatusListener()
-        self.env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+        # a short grace: a truncated photo is deferred, then rejected within the soak
+        self.env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
+                    "FACESETD_LIMITS_INCOMPLETE_GRACE_S": "8"}
         self.daemon = DaemonProcess(self.data, {**self.env, "NOTIFY_SOCKET": str(self.status.path)})
         self.started_at = 0.0
         self.expect_exit = False

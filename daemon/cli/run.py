@@ -6,6 +6,9 @@ import argparse
 from typing import Any
 
 NAME = "run"
+# A one-shot verb (a reconcile, a rebuild) holding the data folder ends by itself: the daemon waits this long for it
+# (before READY=1, so inside systemd's start timeout) instead of failing a boot; another daemon it does not wait for.
+WAIT_FOR_ONE_SHOT_S = 60.0
 HELP = "run the daemon in the foreground: watch corpus and inbox, poll Immich, keep projections current"
 
 
@@ -19,7 +22,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.service import Daemon
 
     # Before anything touches the log: a second daemon on the same data folder stops here, naming the first.
-    app.lock_data_folder(NAME)
+    app.lock_data_folder(NAME, WAIT_FOR_ONE_SHOT_S, not_for_daemon=True)
     faulthandler.enable()  # a watchdog SIGABRT then leaves every thread's traceback in the journal
     daemon = Daemon(app)
     daemon.install_signal_handlers()
