@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
-import sqlite3
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from helpers import REPO
+from invariants import read_events
 
 
 class DaemonProcess:
@@ -37,15 +40,8 @@ class DaemonProcess:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def events(self) -> list[dict[str, Any]]:
-        path = self.data / "state" / "events.sqlite3"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = conn.execute("SELECT position, kind, subject, payload FROM events ORDER BY position").fetchall()
-        finally:
-            conn.close()
-        return [{"position": p, "kind": k, "subject": s, **json.loads(pl)} for p, k, s, pl in rows]
+        """The daemon's event log, read-only (tests/invariants.py read_events)."""
+        return read_events(self.data)
 
     def kinds(self) -> list[str]:
         return [e["kind"] for e in self.events()]
@@ -78,3 +74,46 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET as systemd binds one: records every line the daemon sends with its arrival time."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fsd-notify-", dir="/tmp"))  # AF_UNIX paths are short
+        self.path = self.dir / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.sock.recv(65536).decode(errors="replace")
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            self.messages.extend((now, line) for line in msg.splitlines())
+
+    def first(self, prefix: str) -> float | None:
+        """When the first line starting with `prefix` came (None: not yet)."""
+        return next((t for t, m in list(self.messages) if m.startswith(prefix)), None)
+
+    def count(self, prefix: str, after: float = 0.0) -> int:
+        return sum(1 for t, m in list(self.messages) if m.startswith(prefix) and t >= after)
+
+    def statuses_since(self, t: float) -> list[str]:
+        """The STATUS= texts that came at or after `t`."""
+        return [m[7:] for ts, m in list(self.messages) if ts >= t and m.startswith("STATUS=")]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

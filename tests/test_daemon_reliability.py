@@ -10,14 +10,12 @@ import io
 import os
 import shutil
 import signal
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_proc import DaemonProcess
+from daemon_proc import DaemonProcess, NotifyListener
 from invariants import manifest_entries_exist
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -44,41 +42,6 @@ def variants(photo: Path, n: int) -> Iterator[bytes]:
         img = img.crop((cut * w // 100, cut * h // 100, w - cut * w // 100, h - cut * h // 100))
         img = ImageEnhance.Brightness(img).enhance(1.0 + 0.03 * (i % 5))
         yield _jpeg(img, 95 - (i % 7))
-
-
-class NotifyListener:
-    """A datagram socket bound where systemd would put NOTIFY_SOCKET; records each message with its time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    def first(self, prefix: str) -> float | None:
-        return next((t for t, m in list(self.messages) if m.startswith(prefix)), None)
-
-    def count(self, prefix: str, after: float = 0.0) -> int:
-        return sum(1 for t, m in list(self.messages) if m.startswith(prefix) and t >= after)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 def _alive(d: DaemonProcess) -> None:
@@ -145,7 +108,7 @@ def test_backlog_at_start_ready_at_once_watchdog_alive_sigterm_prompt(
     inbox = data / "inbox"
     inbox.mkdir(parents=True)
     names = _backlog(faces_dir, inbox, 160)
-    listener = NotifyListener(tmp_path / "notify.sock")
+    listener = NotifyListener()
     env = _env(models_root, NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000")
     d = DaemonProcess(data, env)
     try:

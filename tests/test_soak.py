@@ -28,18 +28,15 @@ import hashlib
 import io
 import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from daemon_proc import DaemonProcess
+from daemon_proc import DaemonProcess, NotifyListener
 from helpers import REPO
 from invariants import log_gapless, manifest_entries_exist, photos_accounted_once, rebuild_identical
 
@@ -74,42 +71,6 @@ class GaveUp(Exception):
     """The daemon keeps dying (e.g. on every start): nothing more to learn from this run."""
 
 
-class StatusListener:
-    """A NOTIFY_SOCKET, as systemd gives one: collects the daemon's STATUS= lines with their arrival time."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="fsd-soak-", dir="/tmp"))  # AF_UNIX paths are short
-        self.path = self.dir / "notify.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.2)
-        self.statuses: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self.sock.recv(65536).decode(errors="replace")
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            for line in msg.splitlines():
-                if line.startswith("STATUS="):
-                    self.statuses.append((time.monotonic(), line[7:]))
-
-    def since(self, t: float) -> list[str]:
-        return [s for ts, s in list(self.statuses) if ts >= t]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 class Soak:
     """One seeded run: the data folder, the daemon, what the test dropped, and every problem seen."""
 
@@ -125,7 +86,7 @@ class Soak:
         self.faces = faces
         self.photos = sorted(p for p in faces.rglob("*.jpg"))
         self.bomb = bomb
-        self.status = StatusListener()
+        self.status = NotifyListener()
         # a short grace: a truncated photo is deferred, then rejected within the soak
         self.env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
                     "FACESETD_LIMITS_INCOMPLETE_GRACE_S": "8"}
@@ -440,7 +401,7 @@ class Soak:
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             self.check_alive(label)
-            st = self.status.since(self.started_at)
+            st = self.status.statuses_since(self.started_at)
             quiet = len(st) >= 2 and st[-1].startswith("queue 0, unhandled 0,") and st[-1] == st[-2]
             if quiet:
                 quiet_since = quiet_since or time.monotonic()
@@ -451,7 +412,7 @@ class Soak:
                 quiet_since = None
             time.sleep(0.5)
         self.problem(label, f"the daemon was not idle {IDLE_TIMEOUT_S:.0f} s after the last operation"
-                            f" (last status: {self.status.since(self.started_at)[-1:]})")
+                            f" (last status: {self.status.statuses_since(self.started_at)[-1:]})")
 
     def checkpoint(self, label: str, restart: bool) -> None:
         self.note(f"checkpoint {label}")
