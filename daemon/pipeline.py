@@ -174,9 +174,11 @@ class Pipeline:
             self.log.append(result.events)
         return result, report
 
-    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> ReconcileReport:
+    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None,
+                  photos: Callable[[int, int], None] | None = None) -> ReconcileReport:
         """Bring the log in line with the disk, then take in every waiting inbox photo, one at a time, settling
-        each before the next (as the daemon does)."""
+        each before the next (as the daemon does). `progress` gets the events handled as they go; `photos`
+        gets (inbox photos done, inbox photos waiting at the start), first (0, total) once they are listed."""
         if dry_run:
             result = self.scan()
             report = ReconcileReport(
@@ -195,9 +197,16 @@ class Pipeline:
         if self.request_missing_analyses():
             report.handled += self.settle(progress=progress)
         waiting = self.waiting_photos()
+        total = len(waiting)
+        if photos:
+            photos(0, total)
         while self.receive_next(waiting) is not None:
             report.received += 1
             report.handled += self.settle(progress=progress)
+            if photos:
+                photos(total - len(waiting), total)
+        if photos and total:
+            photos(total, total)  # the last ones looked at may have been known already (nothing received)
         if report.received:
             report.appended[ev.PhotoReceived.KIND] = report.appended.get(ev.PhotoReceived.KIND, 0) + report.received
         report.promoted = self.promoted - promoted_before
