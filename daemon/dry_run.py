@@ -47,11 +47,15 @@ class PretendMover(Mover):
 def copy_log(source: Path, dest: Path) -> None:
     """Copy the event log at `source` (if any) to `dest` with SQLite's backup API, opening it read-only.
 
-    A read-only connection neither checkpoints nor migrates: the real file stays byte-identical."""
+    A read-only connection neither checkpoints nor migrates, so the real file stays byte-identical. Without a
+    -wal file beside it (no other process has it open: the last one to close folds the WAL in and removes it)
+    it is opened immutable, because even a read-only open would leave an empty -wal and a -shm behind."""
     target = sqlite3.connect(str(dest))
     try:
         if source.exists():
-            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            wal = source.with_name(source.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+            src = sqlite3.connect(f"{source.resolve().as_uri()}?{mode}", uri=True)
             try:
                 src.backup(target)
             finally:

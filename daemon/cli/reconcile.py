@@ -33,15 +33,15 @@ class Progress:
     """Two tqdm bars on a terminal: inbox photos (with their total, known once listed) and the events the
     checks handled, with the faces recorded so far beside them."""
 
-    def __init__(self, count_faces: Callable[[], int] | None) -> None:
+    def __init__(self, count_faces: Callable[[], int] | None, photos: bool = True) -> None:
         from tqdm import tqdm
 
         self.count_faces = count_faces
         # A pty that reports no size (script(1) without a terminal, some IDE consoles) makes tqdm draw nothing.
         size = shutil.get_terminal_size()  # falls back to 80x24 where the pty says 0x0
         shape = {"ncols": min(size.columns, 120), "nrows": max(size.lines, 3), "file": sys.stderr}
-        self.photos = tqdm(desc="photos", unit="photo", total=0, position=0, **shape)
-        self.events = tqdm(desc="checks", unit="event", position=1, **shape)
+        self.photos = tqdm(desc="photos", unit="photo", total=0, position=0, **shape) if photos else None
+        self.events = tqdm(desc="checks", unit="event", position=1 if photos else 0, **shape)
 
     def handled(self, n: int) -> None:
         """Events handled (Pipeline.settle's progress callback)."""
@@ -54,20 +54,23 @@ class Progress:
 
     def photo(self, done: int, total: int) -> None:
         """Inbox photos done out of those waiting at the start (Pipeline.reconcile's photos callback)."""
-        self.photos.total = total
-        self.photos.n = done
-        self.photos.refresh()
+        if self.photos is not None:
+            self.photos.total = total
+            self.photos.n = done
+            self.photos.refresh()
 
     def close(self) -> None:
         self._faces()
-        self.photos.close()
+        if self.photos is not None:
+            self.photos.close()
         self.events.close()
 
 
 @contextmanager
-def progress_bars(args: argparse.Namespace, count_faces: Callable[[], int] | None) -> Iterator[Progress | None]:
+def progress_bars(args: argparse.Namespace, count_faces: Callable[[], int] | None,
+                  photos: bool = True) -> Iterator[Progress | None]:
     """Bars only for a person at a terminal (not with --json, not into a pipe or the journal)."""
-    bars = Progress(count_faces) if sys.stderr.isatty() and not args.json else None
+    bars = Progress(count_faces, photos) if sys.stderr.isatty() and not args.json else None
     try:
         yield bars
     finally:
@@ -121,7 +124,7 @@ def dry_run(args: argparse.Namespace, app: Any) -> int:
     """No lock, no write: the checks run on a copy of the log (daemon.dry_run)."""
     from daemon.dry_run import dry_run_reconcile
 
-    with progress_bars(args, None) as bars:
+    with progress_bars(args, None, photos=False) as bars:  # a dry run takes no photo in
         report = dry_run_reconcile(app.config, app.open_engines, progress=bars.handled if bars is not None else None)
     if args.json:
         summary = report.as_dict()
