@@ -174,9 +174,11 @@ class Pipeline:
             self.log.append(result.events)
         return result, report
 
-    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None) -> ReconcileReport:
+    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None,
+                  photos: Callable[[int, int], None] | None = None) -> ReconcileReport:
         """Bring the log in line with the disk, then take in every waiting inbox photo, one at a time, settling
-        each before the next (as the daemon does)."""
+        each before the next (as the daemon does). `progress` gets the events handled as they go; `photos`
+        gets (inbox photos done, inbox photos waiting at the start), first (0, total) once they are listed."""
         if dry_run:
             result = self.scan()
             report = ReconcileReport(
@@ -195,9 +197,16 @@ class Pipeline:
         if self.request_missing_analyses():
             report.handled += self.settle(progress=progress)
         waiting = self.waiting_photos()
+        total = len(waiting)
+        if photos:
+            photos(0, total)
         while self.receive_next(waiting) is not None:
             report.received += 1
             report.handled += self.settle(progress=progress)
+            if photos:
+                photos(total - len(waiting), total)
+        if photos and total:
+            photos(total, total)  # the last ones looked at may have been known already (nothing received)
         if report.received:
             report.appended[ev.PhotoReceived.KIND] = report.appended.get(ev.PhotoReceived.KIND, 0) + report.received
         report.promoted = self.promoted - promoted_before
@@ -313,7 +322,7 @@ class Pipeline:
 
 
 def summarize(pipeline: Pipeline) -> dict[str, Any]:
-    """Counts for `facesetd status`."""
+    """What `facesetd status` shows: counts, every faceset, the pool and how close its people are to the gate."""
     st = pipeline.state
     st.catch_up()
     areas = {a: n for a, n in st.query("SELECT area, COUNT(*) FROM facesets GROUP BY area")}
@@ -327,4 +336,44 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
         "log_position": pipeline.log.head(),
         "pending": pipeline.pending_work(),
         "corpus": str(pipeline.config.corpus_dir),
+        "faceset_list": faceset_list(pipeline),
+        "pool": pool_summary(pipeline),
     }
+
+
+def faceset_list(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every faceset by name: its area ("" = active), its faces (kept and dropped) and how many its top-N .fsz holds."""
+    top_n = pipeline.config.projection.top_n
+    rows = pipeline.state.query(
+        "SELECT s.name, s.area, COALESCE(SUM(1 - f.dropped), 0), COALESCE(SUM(f.dropped), 0)"
+        " FROM facesets s LEFT JOIN faces f ON f.faceset = s.name GROUP BY s.name ORDER BY s.name")
+    return [{"name": n, "area": a, "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
+             "in_top_n": min(top_n, int(kept))} for n, a, kept, dropped in rows]
+
+
+def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
+    """The pool: faces waiting, and the people close to the refine gate. Clusters as the promotion forms them
+    (complete linkage at [identity] cluster_distance, one face per photo); "close" are those with at least 2
+    faces of distinct photos but fewer than min_new_faceset. Read-only: nothing is promoted or matched here."""
+    import numpy as np
+
+    from handlers.route_photo import unit
+
+    identity = pipeline.config.identity
+    gate = max(1, identity.min_new_faceset)
+    rows = pipeline.state.query("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")
+    photos = {r[1] for r in rows}
+    sizes: list[int] = []
+    if len(rows) >= 2:
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        vecs = np.stack([unit(np.frombuffer(r[2], dtype="<f4")) for r in rows]).astype(np.float64)
+        labels = fcluster(linkage(vecs, method="complete", metric="cosine"),
+                          t=identity.cluster_distance, criterion="distance")
+        by_label: dict[int, set[str]] = {}
+        for label, row in zip(labels, rows):
+            by_label.setdefault(int(label), set()).add(row[1])
+        sizes = sorted((len(p) for p in by_label.values()), reverse=True)
+    close = [n for n in sizes if 2 <= n < gate]
+    return {"faces": len(rows), "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
+            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance}

@@ -6,19 +6,51 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
+import textwrap
 from typing import Any
 
+from state import events as ev
+from state.errors import FacesetdError
+
 NAME = "events"
-HELP = "list events with their ids (positions); --follow keeps printing new ones"
+HELP = "list events with their ids (positions) and why each file moved; --follow keeps printing new ones"
+
+# Kinds about one inbox (or staged Immich) photo, whose `path` and `sha256` are the photo's.
+PHOTO_KINDS = (ev.PhotoReceived.KIND, ev.PhotoProcessed.KIND, ev.PhotoRejected.KIND, ev.PhotoDeferred.KIND)
+# Kinds that move files (their payload's `moves` are (src, dest) pairs).
+DECISION_KINDS = tuple(sorted(k for k, cls in ev.REGISTRY.items() if issubclass(cls, ev.Decision)))
+
+
+class UnknownKind(FacesetdError):
+    """`--kind` names no event kind."""
+
+
+def kinds_epilog() -> str:
+    """The event kinds, for the verb's --help."""
+    return "event kinds (--kind):\n" + textwrap.fill(", ".join(sorted(ev.REGISTRY)), width=100,
+                                                     initial_indent="  ", subsequent_indent="  ")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", action="append", help="only events of this kind (repeatable)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = kinds_epilog()
+    p.add_argument("--kind", action="append", help="only events of this kind (repeatable; the kinds are listed below)")
+    p.add_argument("--path", metavar="NAME",
+                   help="only the events of this photo (a name such as IMG_1.jpg, or its path in the inbox) and of"
+                        " the face crops that came from it: why did this photo give nothing?")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--after", type=int, default=0, help="start after this position")
     p.add_argument("--limit", type=int, default=None, help="at most this many (without --follow)")
+
+
+def check_kinds(kinds: list[str] | None) -> None:
+    """Raise UnknownKind (one line, exit 1) for a --kind that is not an event kind."""
+    bad = [k for k in kinds or [] if k not in ev.REGISTRY]
+    if bad:
+        raise UnknownKind(f"unknown event kind {', '.join(map(repr, bad))}; the kinds are: {', '.join(sorted(ev.REGISTRY))}")
 
 
 def _payload(event: Any) -> dict[str, Any]:
@@ -30,27 +62,119 @@ def _payload(event: Any) -> dict[str, Any]:
     return out
 
 
+def why(kind: str, payload: dict[str, Any]) -> str:
+    """The one-line reason a readable line ends with: the decision's reason, a photo's note, what was skipped,
+    an error. Empty when the event carries none."""
+    parts: list[str] = []
+    if kind == ev.PhotoProcessed.KIND:
+        faces = payload.get("faces") or ()
+        if faces:
+            dests = sorted({str(f.get("to", "")) for f in faces})
+            parts.append(f"{len(faces)} face{'s' if len(faces) != 1 else ''} to {', '.join(dests)}")
+    for key in ("reason", "note", "link_problem"):
+        if payload.get(key):
+            parts.append(str(payload[key]))
+    skipped = payload.get("skipped") or {}
+    if skipped:
+        parts.append("skipped " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())))
+    if payload.get("error"):
+        parts.append(str(payload["error"]))
+    return "; ".join(parts)
+
+
 def format_event(se: Any, as_json: bool) -> str:
     when = dt.datetime.fromtimestamp(se.time, dt.timezone.utc).isoformat(timespec="seconds")
     payload = _payload(se.event)
     if as_json:
         return json.dumps({"id": se.position, "kind": se.kind, "subject": se.event.subject, "time": when,
                            "payload": payload}, sort_keys=True, default=str)
-    why = payload.get("reason") or ""
+    reason = why(se.kind, payload)
     line = f"{se.position:>8}  {when}  {se.kind:<24} {se.event.subject}"
-    return f"{line}  -- {why}" if why else line
+    return f"{line}  -- {reason}" if reason else line
+
+
+def _name_matches(name: str, path: str) -> bool:
+    """A photo path (inbox-relative, or a _processed/ or _rejected/ destination) is the one the user named:
+    the same path, or the name ends it after a '/'."""
+    return bool(path) and (path == name or path.endswith("/" + name))
+
+
+def _normalise(name: str, app: Any) -> str:
+    """What the user typed, relative to the inbox (or the Immich staging folder) where it points into it."""
+    name = name.strip()
+    full = os.path.abspath(name)
+    for root in (app.config.inbox_dir, app.config.staging_dir):
+        if full.startswith(str(os.path.abspath(root)) + os.sep):
+            return os.path.relpath(full, root)
+    return name.removeprefix("./").removeprefix("inbox/")
+
+
+def photo_positions(log: Any, name: str) -> list[int]:
+    """Positions of the events of the photos called `name` and of the face crops that came from them."""
+    photos = [se for se in log.read(0, None, kinds=PHOTO_KINDS)
+              if _name_matches(name, se.event.path) or _name_matches(name, getattr(se.event, "dest", ""))]
+    shas = {se.event.sha256 for se in photos if se.event.sha256}
+    if not shas:
+        return sorted(se.position for se in photos)
+    marks = ",".join("?" * len(shas))
+    with log.lock:
+        # Photo events of the same bytes (e.g. "already processed as ..."), and the crops: their events carry the
+        # photo's sha256 (pool faces) or source.photo_sha256 (faces added to a faceset).
+        rows = log.conn.execute(
+            f"SELECT position, kind, subject FROM events WHERE (kind IN ({','.join('?' * len(PHOTO_KINDS))})"
+            f" AND json_extract(payload, '$.sha256') IN ({marks}))"
+            f" OR json_extract(payload, '$.photo_sha256') IN ({marks})"
+            f" OR json_extract(payload, '$.source.photo_sha256') IN ({marks})",
+            (*PHOTO_KINDS, *shas, *shas, *shas)).fetchall()
+        found = {p for p, _k, _s in rows} | {se.position for se in photos}
+        crops = sorted({s for _p, k, s in rows if k not in PHOTO_KINDS})
+        if crops:
+            # What happened to those crops afterwards: analysed, routed, pruned, moved ...
+            more = log.conn.execute(
+                f"SELECT position FROM events WHERE subject IN ({','.join('?' * len(crops))})", crops).fetchall()
+            found |= {p for (p,) in more}
+            # The decisions that moved them (a pool crop promoted into a new faceset, a face pruned).
+            moved = log.conn.execute(
+                f"SELECT DISTINCT e.position FROM events e, json_each(e.payload, '$.moves') m"
+                f" WHERE e.kind IN ({','.join('?' * len(DECISION_KINDS))})"
+                f" AND json_extract(m.value, '$[0]') IN ({','.join('?' * len(crops))})",
+                (*DECISION_KINDS, *crops)).fetchall()
+            found |= {p for (p,) in moved}
+    return sorted(found)
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    check_kinds(args.kind)
+    if args.path and args.follow:
+        raise FacesetdError("--path lists what the log holds now; it cannot be combined with --follow")
     log = app.events
-    after, printed = args.after, 0
+    if args.path:
+        return _print_photo(args, app, log)
+    after = args.after
     while True:
         for se in log.read(after, None if args.follow else args.limit, kinds=args.kind):
             print(format_event(se, args.json), flush=True)
             after = se.position
-            printed += 1
         if args.follow:
             after = max(after, log.head()) if args.kind else after
             time.sleep(0.5)
             continue
         return 0
+
+
+def _print_photo(args: argparse.Namespace, app: Any, log: Any) -> int:
+    """`events --path NAME`: the photo's events and its crops', in log order; one line on stderr if none."""
+    name = _normalise(args.path, app)
+    printed = 0
+    for position in photo_positions(log, name):
+        se = log.get(position)
+        if se is None or position <= args.after or (args.kind and se.kind not in args.kind):
+            continue
+        if args.limit is not None and printed >= args.limit:
+            break
+        print(format_event(se, args.json), flush=True)
+        printed += 1
+    if not printed:
+        raise FacesetdError(f"no event about a photo called {args.path!r} (photos are named by their path in the"
+                            " inbox, e.g. IMG_1.jpg or faceset_001/IMG_1.jpg)")
+    return 0

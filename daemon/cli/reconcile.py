@@ -4,60 +4,138 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from daemon.lock import add_wait_argument
 
 NAME = "reconcile"
 HELP = "scan the corpus and the inbox once, run every pending check to completion, then exit"
+DRY_RUN_HELP = ("show what would be recorded and what the checks would decide (prunes, quarantines, promotions),"
+                " and which inbox photos would be taken in; the checks run on a temporary copy of the log,"
+                " nothing in the data folder changes")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dry-run", action="store_true", help="print what would be recorded; change nothing")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_wait_argument(p)
 
 
 DAEMON_HINT = "the running daemon keeps the corpus reconciled by itself; there is no need to run reconcile"
+# Events that put a face crop into the corpus or the pool: what the bar counts as "faces".
+FACE_KINDS = ("face_added", "pool_face_added")
+
+
+class Progress:
+    """Two tqdm bars on a terminal: inbox photos (with their total, known once listed) and the events the
+    checks handled, with the faces recorded so far beside them."""
+
+    def __init__(self, count_faces: Callable[[], int] | None, photos: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.count_faces = count_faces
+        # A pty that reports no size (script(1) without a terminal, some IDE consoles) makes tqdm draw nothing.
+        size = shutil.get_terminal_size()  # falls back to 80x24 where the pty says 0x0
+        shape = {"ncols": min(size.columns, 120), "nrows": max(size.lines, 3), "file": sys.stderr}
+        self.photos = tqdm(desc="photos", unit="photo", total=0, position=0, **shape) if photos else None
+        self.events = tqdm(desc="checks", unit="event", position=1 if photos else 0, **shape)
+
+    def handled(self, n: int) -> None:
+        """Events handled (Pipeline.settle's progress callback)."""
+        self._faces()
+        self.events.update(n)
+
+    def _faces(self) -> None:
+        if self.count_faces is not None:
+            self.events.set_postfix(faces=self.count_faces(), refresh=False)
+
+    def photo(self, done: int, total: int) -> None:
+        """Inbox photos done out of those waiting at the start (Pipeline.reconcile's photos callback)."""
+        if self.photos is not None:
+            self.photos.total = total
+            self.photos.n = done
+            self.photos.refresh()
+
+    def close(self) -> None:
+        self._faces()
+        if self.photos is not None:
+            self.photos.close()
+        self.events.close()
+
+
+@contextmanager
+def progress_bars(args: argparse.Namespace, count_faces: Callable[[], int] | None,
+                  photos: bool = True) -> Iterator[Progress | None]:
+    """Bars only for a person at a terminal (not with --json, not into a pipe or the journal)."""
+    bars = Progress(count_faces, photos) if sys.stderr.isatty() and not args.json else None
+    try:
+        yield bars
+    finally:
+        if bars is not None:  # a tqdm bar has no truth value before it knows its total: never `if bars`
+            bars.close()
+
+
+def _face_counter(app: Any) -> Callable[[], int]:
+    """How many face crops were recorded after the log position at the time of the call."""
+    log = app.events
+    start = log.head()
+    sql = f"SELECT COUNT(*) FROM events WHERE position > ? AND kind IN ({','.join('?' * len(FACE_KINDS))})"
+
+    def count() -> int:
+        with log.lock:
+            return int(log.conn.execute(sql, (start, *FACE_KINDS)).fetchone()[0])
+    return count
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    if args.dry_run:
+        return dry_run(args, app)
     from daemon.deferred import retry_due, waiting
 
-    if not args.dry_run:  # a dry run records nothing and moves nothing
-        app.lock_data_folder(NAME, args.wait, DAEMON_HINT)
+    app.lock_data_folder(NAME, args.wait, DAEMON_HINT)
     pipeline = app.pipeline
-    if not args.dry_run:
-        retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
-    bar = None
-    if sys.stderr.isatty() and not args.json:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="handling", unit="event", file=sys.stderr)
-    try:
-        report = pipeline.reconcile(dry_run=args.dry_run, progress=bar.update if bar is not None else None)
-    finally:
-        if bar is not None:  # a tqdm bar has no truth value before it knows its total
-            bar.close()
+    retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
+    with progress_bars(args, _face_counter(app)) as bars:
+        report = pipeline.reconcile(progress=bars.handled if bars is not None else None,
+                                    photos=bars.photo if bars is not None else None)
     summary = report.as_dict()
     summary["pending"] = pipeline.pending_work()
-    waits = [] if args.dry_run else waiting(pipeline)
+    waits = waiting(pipeline)
     summary["waiting"] = [w.path for w in waits]
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-    elif args.dry_run:
-        for item in report.planned:
-            print(f"would record {item['kind']:<24} {item['subject']}")
-        print(f"{len(report.planned)} events would be recorded ({report.scanned} files scanned)")
-    else:
-        counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
-        print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
-              + (" (corpus adopted)" if report.adopted else ""))
-        print(f"received {report.received} inbox photos; handled {report.handled} events; "
-              f"{report.promoted} new facesets from the pool")
-        for w in waits:  # left in place: its writer may not be done
-            print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
-                  f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
-                  " rejects it as unreadable")
+        return 0
+    counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
+    print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
+          + (" (corpus adopted)" if report.adopted else ""))
+    print(f"received {report.received} inbox photos; handled {report.handled} events; "
+          f"{report.promoted} new facesets from the pool")
+    for w in waits:  # left in place: its writer may not be done
+        print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
+              f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
+              " rejects it as unreadable")
+    return 0
+
+
+def dry_run(args: argparse.Namespace, app: Any) -> int:
+    """No lock, no write: the checks run on a copy of the log (daemon.dry_run)."""
+    from daemon.dry_run import dry_run_reconcile
+
+    with progress_bars(args, None, photos=False) as bars:  # a dry run takes no photo in
+        report = dry_run_reconcile(app.config, app.open_engines, progress=bars.handled if bars is not None else None)
+    if args.json:
+        summary = report.as_dict()
+        summary["planned"] = report.planned
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    stages = [p["stage"] for p in report.planned]
+    for item in report.planned:
+        line = f"would record {item['kind']:<24} {item['subject']}"
+        print(f"{line}  -- {item['reason']}" if item["reason"] else line)
+    print(f"{stages.count('scan')} events would be recorded ({report.scanned} files scanned)")
+    print(f"the checks would record {stages.count('check')} decisions and findings; {stages.count('inbox')} inbox"
+          " photos would be received (their faces are routed only by a real reconcile or the daemon)")
     return 0

@@ -1,4 +1,4 @@
-"""`facesetd restore EVENT_ID`: undo a prune, quarantine or merge; the undo is itself an event."""
+"""`facesetd restore EVENT_ID`: undo a prune or a quarantine (Pipeline.restore); the undo is itself an event."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Any
 from daemon.lock import add_wait_argument
 
 NAME = "restore"
-HELP = "undo a prune, quarantine or merge by its event id (see `facesetd events`)"
+HELP = ("undo a prune (a face_pruned event: the PNG comes back from faces/_dropped/) or a quarantine (a"
+        " faceset_quarantined event: the faceset comes back from _masked/, _merged/ or _thin/) by its event id"
+        " (see `facesetd events --kind face_pruned --kind faceset_quarantined`); the check then leaves those"
+        " bytes alone")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("event_id", type=int, metavar="EVENT_ID")
+    p.add_argument("event_id", type=int, metavar="EVENT_ID", help="the id of a face_pruned or faceset_quarantined event")
     add_wait_argument(p)
 
 

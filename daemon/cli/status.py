@@ -1,4 +1,4 @@
-"""`facesetd status`: facesets by area, images, log position, pending work."""
+"""`facesetd status`: facesets by area, images, the pool, log position and pending work."""
 
 from __future__ import annotations
 
@@ -9,11 +9,23 @@ from typing import Any
 from daemon.pipeline import summarize
 
 NAME = "status"
-HELP = "show facesets (active/masked/merged/thin), images, log position and pending work"
+HELP = ("show facesets (active/masked/merged/thin, each with its faces), images, the pool and the people close to"
+        " becoming a faceset, log position and pending work")
+AREA_NAMES = {"": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (everything shown, and the per-faceset list)")
+
+
+def pool_line(pool: dict[str, Any]) -> str:
+    """The pool in one line: faces waiting and how many people are close to the refine gate."""
+    line = f"{pool['faces']} faces from {pool['photos']} photos waiting for more of their person"
+    if pool["close_to_gate"]:
+        sizes = ", ".join(str(n) for n in pool["close_sizes"])
+        line += (f"; {pool['close_to_gate']} close to a new faceset (photos each: {sizes};"
+                 f" {pool['min_new_faceset']} needed)")
+    return line
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
@@ -25,6 +37,13 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"corpus        {s['corpus']}")
     print(f"facesets      {f['active']} active, {f['masked']} masked, {f['merged']} merged, {f['thin']} thin")
     print(f"images        {i['active']} active, {i['dropped']} dropped")
+    print(f"pool          {pool_line(s['pool'])}")
     print(f"log position  {s['log_position']}")
     print(f"pending       {p['events_unhandled']} events, {p['moves_pending']} moves, {p['projections_dirty']} projections")
+    if s["faceset_list"]:
+        print()
+        print(f"  {'faceset':<16} {'area':<7} {'faces':>6} {'dropped':>8}  top-N")
+        for fs in s["faceset_list"]:
+            print(f"  {fs['name']:<16} {AREA_NAMES.get(fs['area'], fs['area']):<7} {fs['faces']:>6} {fs['dropped']:>8}"
+                  f"  {fs['in_top_n']}/{fs['top_n']}")
     return 0

@@ -1,0 +1,125 @@
+"""`facesetd reconcile --dry-run`: what a reconcile would record, worked out on a throw-away copy of the log.
+
+The checks run for real (models included), but against a temporary copy of the SQLite event log made with the
+backup API, so their decisions are recorded there and nowhere else. The real folder is only read: the real log
+is opened read-only, the scan renames nothing, the moves are pretended (recorded as done, nothing moves), no
+manifest or .fsz is rendered, and no inbox photo is taken in (the waiting ones are listed instead).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from handlers.registry import HANDLERS
+from state import events as ev
+from state.eventlog import EventLog
+from state.mover import Mover
+
+from .config import Config
+from .inbox import list_waiting
+from .pipeline import Pipeline, ReconcileReport
+
+# Decisions and findings worth showing in a preview (the bookkeeping events are left out).
+SHOWN = (
+    ev.FacePruned.KIND, ev.FacesetQuarantined.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND,
+    ev.FaceSlotted.KIND, ev.FaceUnslotted.KIND, ev.ThinErasListed.KIND, ev.AnalysisRequested.KIND,
+    ev.MoveFailed.KIND,
+)
+
+
+class PretendMover(Mover):
+    """Records every pending decision's moves as done without touching a file (the copy's state then
+    believes them, so later checks see the corpus as it would be)."""
+
+    def finish_pending(self) -> int:
+        """Mark every pending decision done; returns how many."""
+        pending = self.state.pending_decisions()
+        for position, _moves in pending:
+            self.log.append([ev.MoveCompleted(decision=position)])
+            self.state.catch_up()
+        return len(pending)
+
+
+def copy_log(source: Path, dest: Path) -> None:
+    """Copy the event log at `source` (if any) to `dest` with SQLite's backup API, opening it read-only.
+
+    A read-only connection neither checkpoints nor migrates, so the real file stays byte-identical. Without a
+    -wal file beside it (no other process has it open: the last one to close folds the WAL in and removes it)
+    it is opened immutable, because even a read-only open would leave an empty -wal and a -shm behind."""
+    target = sqlite3.connect(str(dest))
+    try:
+        if source.exists():
+            wal = source.with_name(source.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+            src = sqlite3.connect(f"{source.resolve().as_uri()}?{mode}", uri=True)
+            try:
+                src.backup(target)
+            finally:
+                src.close()
+    finally:
+        target.close()
+
+
+@contextmanager
+def _router_off() -> Iterator[None]:
+    """Without the inbox router: a photo received but not yet routed (a daemon at work, or a crash) would have
+    its crops written and the photo moved. The registry is global; a dry run is a one-shot process."""
+    saved = HANDLERS.pop(ev.PhotoReceived.KIND, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            HANDLERS[ev.PhotoReceived.KIND] = saved
+
+
+def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,
+                      progress: Callable[[int], None] | None = None) -> ReconcileReport:
+    """The report of a reconcile that changes nothing: `planned` lists the scan's events, the checks' decisions
+    (with their reasons) and the inbox photos that would be received, in that order."""
+    with tempfile.TemporaryDirectory(prefix="facesetd-dry-run-") as tmp:
+        copy = Path(tmp) / "events.sqlite3"
+        copy_log(config.log_path, copy)
+        log = EventLog(copy)
+        try:
+            pipeline = Pipeline(config, log, open_engines=open_engines)
+            pipeline.mover = PretendMover(log, pipeline.state, config.corpus_dir)
+            pipeline.takes_photos = False
+            report = _scan_and_check(pipeline, progress)
+        finally:
+            log.close()
+    waiting = list_waiting(config.inbox_dir) if config.inbox_dir.is_dir() and open_engines is not None else []
+    report.planned += [{"kind": ev.PhotoReceived.KIND, "subject": rel, "reason": "waiting in the inbox",
+                        "stage": "inbox"}
+                       for rel in waiting]
+    if waiting:
+        report.appended[ev.PhotoReceived.KIND] = len(waiting)
+    report.received = len(waiting)
+    return report
+
+
+def _scan_and_check(pipeline: Pipeline, progress: Callable[[int], None] | None) -> ReconcileReport:
+    """Scan (renaming nothing), record the scan on the copy, settle it without rendering; report both."""
+    pipeline.state.catch_up()
+    pipeline.mover.finish_pending()
+    result = pipeline.scan()
+    report = ReconcileReport(
+        scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=True,
+        adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
+    )
+    report.planned = [{"kind": e.KIND, "subject": e.subject, "reason": "", "stage": "scan"} for e in result.events]
+    start = pipeline.log.append(result.events)[-1] if result.events else pipeline.log.head()
+    promoted_before = pipeline.promoted
+    with _router_off():
+        report.handled = pipeline.settle(render=False, progress=progress)
+        if pipeline.request_missing_analyses():
+            report.handled += pipeline.settle(render=False, progress=progress)
+    report.promoted = pipeline.promoted - promoted_before
+    for se in pipeline.log.read(start, kinds=SHOWN):
+        reason = getattr(se.event, "reason", "") or getattr(se.event, "error", "")
+        report.planned.append({"kind": se.kind, "subject": se.event.subject, "reason": reason, "stage": "check"})
+        report.appended[se.kind] = report.appended.get(se.kind, 0) + 1
+    return report
