@@ -351,6 +351,9 @@ class ImmichAssetImported(Event):
     original_file_name: str = ""
     taken_at: str | None = None
     faces: tuple[tuple[float, float, float, float], ...] = ()
+    # The asset's Immich `checksum` when it was listed: a later pass that lists the same asset with the same
+    # checksum skips it without downloading it again ("" in imports recorded before it was kept).
+    checksum: str = ""
 
     @property
     def subject(self) -> str:
