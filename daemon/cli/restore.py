@@ -8,7 +8,8 @@ from typing import Any
 from daemon.lock import add_wait_argument
 
 NAME = "restore"
-HELP = "undo a prune, quarantine or merge by its event id (see `facesetd events`)"
+HELP = ("undo a prune, quarantine or merge, or take a routed face out of its faceset, by its event id"
+        " (see `facesetd events`)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
