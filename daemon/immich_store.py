@@ -90,9 +90,22 @@ class EventLogImportStore:
         record = ev.ImmichAssetImported(
             server=asset.server, user=asset.user, asset_id=asset.asset_id, sha256=asset.sha256,
             staged=str(asset.path), original_file_name=asset.original_file_name, taken_at=asset.taken_at,
-            faces=asset.faces,
+            faces=asset.faces, checksum=asset.checksum,
         )
         self._append([record, *self.on_import(asset)])
+
+    def imported_checksums(self, server: str) -> dict[str, str]:
+        """asset id -> the Immich checksum it had at its last import, for the assets of `server` (any user).
+
+        One read per pass: imports recorded before checksums were kept have none, and are downloaded once more.
+        """
+        with self.log.lock:
+            rows = self.log.conn.execute(
+                "SELECT json_extract(payload, '$.asset_id'), json_extract(payload, '$.checksum') FROM events"
+                " WHERE kind=? AND json_extract(payload, '$.server')=? ORDER BY position",
+                (ev.ImmichAssetImported.KIND, server),
+            ).fetchall()
+        return {aid: checksum for aid, checksum in rows if aid and checksum}
 
     def deferred(self, server: str, user: str) -> set[str]:
         out: set[str] = set()

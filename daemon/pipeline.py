@@ -277,19 +277,28 @@ class Pipeline:
 
     # Restore ---------------------------------------------------------------------------------------
     def restore(self, position: int) -> int:
-        """Undo decision `position` (a prune or a quarantine); returns the new event's position."""
+        """Undo decision `position` (a prune, a quarantine, or a face taken out of its faceset), or take a routed
+        face (FaceRouted, ForcedFaceDistant: a forced join) out of its faceset; returns the new event's position."""
+        from handlers.unroute import unroute
+
         self.state.catch_up()
         stored = self.log.get(position)
         if stored is None:
             raise UnknownEvent(f"no event {position} in the log")
         target = stored.event
-        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined)):
-            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes and quarantines can be restored")
+        if isinstance(target, (ev.FaceRouted, ev.ForcedFaceDistant)):
+            self.mover.finish_pending()
+            (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
+            self.settle()
+            return new_pos
+        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)):
+            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
+                               " (face_routed, forced_face_distant) can be restored")
         row = self.state.query("SELECT state FROM decisions WHERE position=?", (position,))
         if row and row[0][0] == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()
-        if isinstance(target, ev.FacePruned):
+        if isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
             found = self.state.query("SELECT path FROM faces WHERE pruned_by=?", (position,))
             if not found:
                 raise UnknownEvent(f"the face pruned by event {position} is no longer in _dropped/")

@@ -14,12 +14,13 @@ _processed/ or _rejected/ by its hash.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -239,6 +240,7 @@ class _Face:
     quality: float
     to: str = ""
     distance: float | None = None
+    far: bool = False  # forced into a faceset whose centroid lies farther than [identity] match_distance
 
 
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
@@ -263,16 +265,33 @@ def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, er
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
 
+def _pick_forced(faces: list[_Face], centroid: np.ndarray | None, match_distance: float) -> _Face:
+    """The face a photo forced into a faceset gives it: the one most like the person already there, else (seeding)
+    the largest. Marked `far` when even that one lies past the match distance: perhaps someone else."""
+    if centroid is None:
+        return max(faces, key=lambda f: (f.face.short_side, -f.index))
+    pick = min(faces, key=lambda f: (1.0 - float(np.dot(centroid, f.vec)), f.index))
+    pick.distance = 1.0 - float(np.dot(centroid, pick.vec))
+    pick.far = pick.distance > match_distance
+    return pick
+
+
+def _distant(ctx: HandlerContext, e: ev.PhotoReceived, f: _Face, crop: str, sha256: str) -> ev.ForcedFaceDistant:
+    """The warning for a forced face far from its faceset: it joins (the user asked), but is said, and undoable."""
+    photo = f"{e.root}/{e.path}"
+    distance = round(float(f.distance or 0.0), 4)
+    ctx.log.warning("forced face far from its faceset", faceset=f.to, photo=photo, crop=crop, distance=distance,
+                    match_distance=ctx.identity.match_distance,
+                    undo="facesetd restore ID (ID: its forced_face_distant event, see facesetd events)")
+    return ev.ForcedFaceDistant(path=crop, sha256=sha256, faceset=f.to, distance=distance,
+                                match_distance=ctx.identity.match_distance, photo=photo)
+
+
 def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[str, np.ndarray]) -> None:
     """Decide where each face goes; one face per identity (the best), the forced identity first."""
     rest = list(faces)
     if forced:
-        c = cents.get(forced)
-        if c is not None:  # the face most like the person already there
-            pick = min(rest, key=lambda f: (1.0 - float(np.dot(c, f.vec)), f.index))
-            pick.distance = 1.0 - float(np.dot(c, pick.vec))
-        else:  # seeding: the largest face
-            pick = max(rest, key=lambda f: (f.face.short_side, -f.index))
+        pick = _pick_forced(rest, cents.get(forced), ctx.identity.match_distance)
         pick.to = forced
         rest.remove(pick)
     others = {k: v for k, v in cents.items() if k != forced}
@@ -304,6 +323,87 @@ def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float |
     except OSError:
         return None
     return age if age < ctx.limits.incomplete_grace_s else None
+
+
+# --- Seeding with a photo already processed --------------------------------------------------------
+
+
+class _PooledBox(NamedTuple):
+    """What _pick_forced needs of a face waiting in the pool: the short side of its box on the photo."""
+
+    short_side: float
+
+
+def _move_crop(corpus: Path, src: str, dest: str, sha256: str) -> bool:
+    """Move a pool crop into a faceset before the move is recorded (as crops are written before their events),
+    so the face is there when its checks run; the Mover then finds the move done. Idempotent: a crop already
+    at `dest` with these bytes was moved by an interrupted run. False when it cannot be moved."""
+    s, d = corpus / src, corpus / dest
+    if d.exists():
+        return not s.exists() and sha256_file(d) == sha256
+    if not s.is_file():
+        return False
+    d.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(s, d)
+    fsync_dir(d.parent)
+    fsync_dir(s.parent)
+    return True
+
+
+def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.Event], list[dict[str, Any]]]:
+    """A processed photo forced into inbox/faceset_NNN/: its face waiting in the pool joins that faceset.
+
+    The face is picked as for a new photo (most like the faceset, or the largest when seeding); one face per
+    photo and identity, so nothing moves when the faceset holds a face of this photo already. Returns the events
+    (FacesetCreated?, PoolFacesSeeded, FaceAdded, FaceRouted, ForcedFaceDistant?) and the photo's face summary.
+    """
+    forced, label = e.forced_faceset, f"{e.root}/{e.path}"
+    rows = ctx.state.query(
+        "SELECT face_id, path, sha256, quality, source, embedding FROM pool WHERE photo_sha256=? ORDER BY face_id",
+        (e.sha256,))
+    has = ctx.state.query(
+        "SELECT faceset FROM faces WHERE json_extract(source, '$.photo_sha256')=? AND dropped=0 ORDER BY faceset",
+        (e.sha256,))
+    its_facesets = sorted({f for (f,) in has})
+    if forced in its_facesets:  # one face per photo and identity
+        ctx.log.info("photo already processed: a face of it is in " + forced, path=label, faceset=forced)
+        return [], []
+    if not rows:
+        ctx.log.warning("photo already processed: nothing of it waits in the pool to seed " + forced,
+                        path=label, faceset=forced, its_faces_in=its_facesets)
+        return [], []
+    faces = []
+    for i, (_id, _path, _sha, quality, source, blob) in enumerate(rows):
+        x1, y1, x2, y2 = json.loads(source).get("bbox") or (0.0, 0.0, 0.0, 0.0)
+        faces.append(_Face(i, _PooledBox(min(x2 - x1, y2 - y1)), unit(np.frombuffer(blob, dtype="<f4")), quality))
+    pick = _pick_forced(faces, centroids(ctx).get(forced), ctx.identity.match_distance)
+    pick.to = forced
+    face_id, pool_path, sha, quality, source, _blob = rows[pick.index]
+    out: list[ev.Event] = []
+    area = ctx.state.faceset_area(forced)
+    if area is None:
+        out.append(ev.FacesetCreated(faceset=forced, reason=f"seeded through inbox/{forced}/"))
+    dest = face_path(area or "", forced, pool_path.rsplit("/", 1)[-1])
+    if not _move_crop(ctx.corpus, pool_path, dest, sha):
+        ctx.log.warning("pool crop cannot move into the faceset; left in the pool", path=label, crop=pool_path,
+                        dest=dest)
+        return [], []
+    st = (ctx.corpus / dest).stat()
+    dist = None if pick.distance is None else round(pick.distance, 4)
+    out.append(ev.PoolFacesSeeded(
+        faceset=forced, face_ids=(face_id,), photo_sha256=e.sha256, moves=((pool_path, dest),), check="seed",
+        reason=f"{label} was processed before; dropped into inbox/{forced}/, its face waiting in the pool joins "
+               f"{forced}", inputs={"distance": dist, "match_distance": ctx.identity.match_distance},
+    ))
+    out.append(ev.FaceAdded(path=dest, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                            source=json.loads(source)))
+    out.append(ev.FaceRouted(path=dest, sha256=sha, faceset=forced, distance=dist, quality=quality,
+                             embedding=pick.vec))
+    if pick.far:
+        out.append(_distant(ctx, e, pick, dest, sha))
+    ctx.log.info("photo seeded from the pool", path=label, faceset=forced, crop=dest, distance=dist)
+    return out, [{"to": forced, "crop": dest, "distance": dist, "quality": round(quality, 4),
+                  "face": json.loads(source).get("face")}]
 
 
 @handles(ev.PhotoReceived)
@@ -351,14 +451,19 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
                                      error=f"{label}: {reason} (moved aside by an interrupted run)")]
         data = (ctx.inbox / moved).read_bytes()
 
-    # The same bytes already routed (dropped twice): nothing new to take from them.
+    # The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
+    # dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool.
     dup = ctx.state.query(
         "SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (e.sha256,)
     )
     if dup:
+        seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
         dest = move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
-        return [ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
-                                  note=f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed")]
+        note = f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed"
+        if seed_faces:
+            note += f"; its face waiting in the pool joined {e.forced_faceset}"
+        return [*seeded, ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
+                                           faces=tuple(seed_faces), note=note)]
 
     try:
         image = decode_image(data, ctx.limits.max_pixels)  # reads the header first: a bomb is never decoded
@@ -432,6 +537,8 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
             out.append(ev.FaceAdded(path=rel, sha256=sha, size=size, mtime_ns=mtime, source=source))
             out.append(ev.FaceRouted(path=rel, sha256=sha, faceset=f.to, distance=dist, quality=f.quality,
                                      embedding=f.vec))
+            if f.far:
+                out.append(_distant(ctx, e, f, rel, sha))
         summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
                           "face": f.index})
 

@@ -252,14 +252,15 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
 
 
-@applies(ev.FacePruned, ev.FacesetQuarantined)
+@applies(ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)
 def _decided(conn: sqlite3.Connection, se: StoredEvent) -> None:
     e: ev.Decision = se.event  # type: ignore[assignment]
     conn.execute(
         "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
         (se.position, e.KIND, e.subject, e.check, getattr(e, "sha256", None), json.dumps(e.moves), "pending"),
     )
-    _apply_moves(conn, e.moves, se.position if isinstance(e, ev.FacePruned) else None)
+    # A face taken out of its faceset by the user sits in _dropped/ like a pruned one (restorable the same way).
+    _apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None)
 
 
 @applies(ev.DecisionReverted)
@@ -465,11 +466,11 @@ def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
     )
 
 
-@applies(ev.FacesetPromoted, ev.PoolFacesMatched)
+@applies(ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded)
 def _faceset_promoted(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    # The moves (_pool/x.png -> faceset/faces/x.png) are carried out by the Mover; the FaceAdded events
-    # appended right after this one create the face rows.
-    e: ev.FacesetPromoted | ev.PoolFacesMatched = se.event  # type: ignore[assignment]
+    # The moves (_pool/x.png -> faceset/faces/x.png) are carried out by the Mover (a seed's by the router
+    # itself, before it records them); the FaceAdded events appended right after this one create the face rows.
+    e: ev.FacesetPromoted | ev.PoolFacesMatched | ev.PoolFacesSeeded = se.event  # type: ignore[assignment]
     conn.execute(
         "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
         (se.position, e.KIND, e.subject, e.check, None, json.dumps(e.moves), "pending"),

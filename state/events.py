@@ -260,7 +260,18 @@ class MoveFailed(Event):
         return f"decision:{self.decision}"
 
 
-MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted)
+@dataclass(frozen=True)
+class FaceUnrouted(Decision):
+    """`facesetd restore` of a routed face (a photo of someone else forced into a faceset, say): its crop leaves
+    the faceset for that faceset's faces/_dropped/ (check "restored"). Restoring this event puts it back."""
+
+    KIND: ClassVar[str] = "face_unrouted"
+    path: str = ""  # the crop where it was, in the faceset
+    sha256: str = ""
+    target: int = 0  # the FaceRouted (or ForcedFaceDistant) the user restored
+
+
+MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted, FaceUnrouted)
 
 
 # --- What the checks found (handlers) -------------------------------------------------------------
@@ -351,6 +362,9 @@ class ImmichAssetImported(Event):
     original_file_name: str = ""
     taken_at: str | None = None
     faces: tuple[tuple[float, float, float, float], ...] = ()
+    # The asset's Immich `checksum` when it was listed: a later pass that lists the same asset with the same
+    # checksum skips it without downloading it again ("" in imports recorded before it was kept).
+    checksum: str = ""
 
     @property
     def subject(self) -> str:
@@ -506,3 +520,28 @@ class ThinErasListed(Event):
     @property
     def subject(self) -> str:
         return "eras"
+
+
+@dataclass(frozen=True)
+class ForcedFaceDistant(Event):
+    """A face forced into a faceset (inbox/faceset_NNN/) lies farther from its centroid than [identity]
+    match_distance: maybe someone else. It joined as the user asked; `facesetd restore <this id>` takes it out."""
+
+    KIND: ClassVar[str] = "forced_face_distant"
+    path: str = ""  # the crop, relative to the corpus
+    sha256: str = ""  # of the crop
+    faceset: str = ""
+    distance: float = 0.0  # cosine distance to the faceset's centroid before it joined
+    match_distance: float = 0.0  # [identity] match_distance at the time
+    photo: str = ""  # "<root>/<path>" of the photo it came from
+
+
+@dataclass(frozen=True)
+class PoolFacesSeeded(Decision):
+    """A photo processed before, dropped again into inbox/faceset_NNN/: its face waiting in the pool moves into
+    that faceset (the photo's other faces stay in the pool: one face per photo and identity)."""
+
+    KIND: ClassVar[str] = "pool_faces_seeded"
+    faceset: str = ""
+    face_ids: tuple[str, ...] = ()
+    photo_sha256: str = ""

@@ -94,8 +94,9 @@ def test_full_import_then_nothing(fake: FakeImmich, tmp_path: Path) -> None:
 
     r2 = poll(fake, store, staging)
     assert r2.delivered == 0 and len(store.delivered) == 14
-    # only the asset(s) at the watermark itself are seen again (updatedAfter is inclusive)
-    assert r2.listed == 1 and fake.counts["downloadAsset"] - downloads <= 1
+    # only the asset(s) at the watermark itself are seen again (updatedAfter is inclusive), and it was
+    # imported with the checksum the server still reports: nothing is downloaded again
+    assert r2.listed == 1 and fake.counts["downloadAsset"] == downloads
 
 
 def test_paging_with_repeats_removals_and_shared_timestamps(fake: FakeImmich, tmp_path: Path) -> None:
@@ -260,3 +261,41 @@ def test_logs_never_contain_the_key(fake: FakeImmich, tmp_path: Path, caplog) ->
     text = buf.getvalue() + caplog.text + " ".join(errors) + json.dumps([repr(d) for d in store.delivered])
     assert "immich_retry" in text and "immich_poll" in text and len(errors) == 2
     assert KEY not in text
+
+
+def _last(fake: FakeImmich) -> FakeAsset:
+    return max((a for a in fake.assets.values() if not a.deleted), key=lambda a: a.updated_at)
+
+
+def test_the_asset_at_the_watermark_is_not_downloaded_again(fake: FakeImmich, tmp_path: Path) -> None:
+    """Through the daemon's own store (the event log, reopened as a new process would): the asset at the
+    watermark keeps its checksum, so later passes download nothing; new bytes under the same asset id
+    (edited in Immich) are downloaded and delivered once."""
+    from daemon.immich_store import EventLogImportStore
+    from state.corpus_state import CorpusState
+    from state.eventlog import EventLog
+
+    staging, db = tmp_path / "staging", tmp_path / "events.sqlite3"
+    handed: list[str] = []
+    last = _last(fake)
+    last.faces = [big_face(last.width, last.height)]  # the asset at the watermark is one that is imported
+
+    def open_store() -> EventLogImportStore:
+        log = EventLog(db)
+        CorpusState(log)  # the tables the daemon's store reads beside the log
+        return EventLogImportStore(log, lambda asset: handed.append(asset.asset_id) or [])
+
+    first = poll(fake, open_store(), staging)
+    assert first.delivered == 15 and last.id in handed
+    downloads = fake.counts["downloadAsset"]
+    for _ in range(2):
+        again = poll(fake, open_store(), staging)
+        assert again.listed == 1 and again.delivered == 0 and again.counts == {"unchanged": 1}
+    assert fake.counts["downloadAsset"] == downloads
+    # Immich's checksum changes with the bytes: the asset is fetched again and its new bytes delivered
+    last.trailer = b"edited in immich"
+    changed = poll(fake, open_store(), staging)
+    assert changed.delivered == 1 and fake.counts["downloadAsset"] == downloads + 1
+    assert handed.count(last.id) == 2 and len(handed) == 16
+    assert poll(fake, open_store(), staging).counts == {"unchanged": 1}
+    assert fake.counts["downloadAsset"] == downloads + 1

@@ -8,10 +8,11 @@ from typing import Any
 from daemon.lock import add_wait_argument
 
 NAME = "restore"
-HELP = ("undo a prune (a face_pruned event: the PNG comes back from faces/_dropped/) or a quarantine (a"
-        " faceset_quarantined event: the faceset comes back from _masked/, _merged/ or _thin/) by its event id"
-        " (see `facesetd events --kind face_pruned --kind faceset_quarantined`); the check then leaves those"
-        " bytes alone")
+HELP = ("undo a prune (a face_pruned event: the PNG comes back from faces/_dropped/), a quarantine (a"
+        " faceset_quarantined event: the faceset comes back from _masked/, _merged/ or _thin/), or a routing (a"
+        " face_routed or forced_face_distant event: the face leaves its faceset for faces/_dropped/; restoring"
+        " that face_unrouted event puts it back), by its event id (see `facesetd events`); the check then leaves"
+        " those bytes alone")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

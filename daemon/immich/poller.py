@@ -6,7 +6,8 @@ the whole window `updatedAfter = watermark` .. `updatedBefore = pass start` (bot
 list_window for how paging avoids offset shifts), de-duplicating by asset id, handles the assets in
 a thread pool, and then advances the watermark to the updatedAt of the last asset of the longest
 fully handled prefix in (updatedAt, id) order. It never moves when the listing did not finish. An
-asset at the watermark itself is seen again next pass; sha256 dedup makes that harmless.
+asset at the watermark itself is listed again next pass: one imported before whose `checksum` (in the
+asset DTO) is unchanged is skipped without a download; sha256 dedup catches the rest.
 
 Faces. Immich reports boxes in the pixels of the preview it ran detection on
 (imageWidth/imageHeight); they are scaled by asset.width/imageWidth and asset.height/imageHeight to
@@ -38,12 +39,13 @@ MIN_FACE_PX = 90  # seed 001: the short side of a face box in ORIGINAL pixels
 # (by its createdAt, the upload time); by then face detection has run or never will.
 DEFER_GIVE_UP = timedelta(days=7)
 
-# Outcomes of one asset. All but FAILED and NOT_TRIED count as fully handled.
-DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED = (
-    "delivered", "duplicate", "no_faces", "deferred", "small_faces", "deleted", "skipped",
+# Outcomes of one asset. All but FAILED and NOT_TRIED count as fully handled. UNCHANGED: imported
+# before with the checksum Immich still reports (the asset at the watermark, listed again each pass).
+DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED = (
+    "delivered", "duplicate", "no_faces", "deferred", "small_faces", "deleted", "skipped", "unchanged",
 )
 FAILED, NOT_TRIED = "failed", "not_tried"
-HANDLED = {DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED}
+HANDLED = {DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED}
 
 # known_sha256 + deliver must be atomic across threads and users, or two copies of one photo in a
 # pass would both be delivered.
@@ -133,6 +135,8 @@ class _Pass:
         self.stop = threading.Event()  # set on the first outage: the rest of the pass is not tried
         self.failure: str | None = None
         self.deferred: set[str] = store.deferred(client.url, user)
+        # asset id -> checksum at its last import: read once, as each asset is handled once per pass
+        self.imported: dict[str, str] = store.imported_checksums(client.url)
 
     def handle(self, asset: dict[str, Any], from_deferred: bool = False) -> str:
         if self.stop.is_set():
@@ -161,6 +165,9 @@ class _Pass:
             # Boxes of edited assets are in edited-image space, not preview space (API_NOTES §3).
             log.info("immich_edited_skipped", server=self.server, user=self.user, asset_id=aid)
             return SKIPPED
+        checksum = str(asset.get("checksum") or "")
+        if checksum and self.imported.get(aid) == checksum:
+            return UNCHANGED  # the same bytes were imported: neither its faces nor its original are fetched
         faces = self.client.faces(aid)
         if not faces:
             created = asset.get("createdAt")
@@ -197,6 +204,7 @@ class _Pass:
                         original_file_name=str(asset.get("originalFileName", "")),
                         taken_at=taken_at(asset),
                         faces=kept,
+                        checksum=checksum,
                     )
                 )
             return DELIVERED

@@ -25,6 +25,7 @@ class StagedAsset:
     # calendar date for eras), falling back to fileCreatedAt (UTC); see poller.taken_at.
     taken_at: str | None
     faces: tuple[tuple[float, float, float, float], ...]  # kept boxes (x1, y1, x2, y2) in ORIGINAL pixels
+    checksum: str = ""  # the asset's `checksum` as Immich reported it when listed (base64 SHA-1 of its bytes)
 
 
 class ImportStore(Protocol):
@@ -35,6 +36,8 @@ class ImportStore(Protocol):
     def known_sha256(self, sha256: str) -> bool: ...
 
     def deliver(self, asset: StagedAsset) -> None: ...
+
+    def imported_checksums(self, server: str) -> dict[str, str]: ...
 
     def deferred(self, server: str, user: str) -> set[str]: ...
 
@@ -79,6 +82,11 @@ class MemoryImportStore:
         with self._lock:
             self._sha.add(asset.sha256)
             self.delivered.append(asset)
+
+    def imported_checksums(self, server: str) -> dict[str, str]:
+        """asset id -> the checksum it had when last delivered, for the assets of `server`."""
+        with self._lock:
+            return {d.asset_id: d.checksum for d in self.delivered if d.server == server and d.checksum}
 
     def deferred(self, server: str, user: str) -> set[str]:
         with self._lock:
