@@ -185,11 +185,13 @@ def test_default_data_folder_missing_says_how_to_pick_one(tmp_path: Path) -> Non
 
 def test_readme_uses_one_data_folder_throughout() -> None:
     readme = (REPO / "README.md").read_text()
-    for line in readme.splitlines():
-        for m in re.finditer(r"facesetd (--data-dir \S+ )?(run|status|reconcile|doctor|events)\b", line):
-            if line.lstrip().startswith("|"):
-                continue  # the command table lists verbs, not invocations
-            assert m.group(1) == "--data-dir ~/facesetd ", f"README invocation without --data-dir ~/facesetd: {line}"
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
+    calls = [c for block in blocks for c in re.findall(r"bin/facesetd( [^&\n]*)", block)]
+    assert len(calls) >= 3, calls
+    for call in calls:
+        if "pytest" in call:
+            continue
+        assert call.startswith(" --data-dir ~/facesetd "), f"README runs facesetd without --data-dir ~/facesetd: {call}"
     assert "~/.local/share/facesetd" in readme  # the default is named where the quick start picks another
 
 
