@@ -175,7 +175,8 @@ class Config:
 
 # Loading -------------------------------------------------------------------------------------------
 
-_ENUMS = {
+# Keys whose value must be one of a fixed set (checked on load, listed in the reference's range column).
+ENUMS = {
     ("gpu_agent", "mode"): ("in-process", "http"),
     ("models", "clip_precision"): ("fp32", "int8"),
     ("logging", "level"): ("debug", "info", "warning", "error"),
@@ -221,16 +222,12 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
 
-def _fmt(x: float) -> str:
-    return str(x)
-
-
 def range_text(bounds: tuple[float | None, float | None]) -> str:
     """A declared range for people: "0 – 1", ">= 1", "<= 10"."""
     lo, hi = bounds
     if lo is not None and hi is not None:
-        return f"{_fmt(lo)} – {_fmt(hi)}"
-    return f">= {_fmt(lo)}" if lo is not None else f"<= {_fmt(hi)}"
+        return f"{lo} – {hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
 
 
 def _check_range(key: str, f: dataclasses.Field, value: Any) -> None:  # type: ignore[type-arg]
@@ -242,10 +239,10 @@ def _check_range(key: str, f: dataclasses.Field, value: Any) -> None:  # type: i
     if (lo is None or value >= lo) and (hi is None or value <= hi):
         return
     if lo is not None and hi is not None:
-        raise ConfigError(f"{key}: must be between {_fmt(lo)} and {_fmt(hi)}, got {value!r}")
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value!r}")
     if lo is not None:
-        raise ConfigError(f"{key}: must be at least {_fmt(lo)}, got {value!r}")
-    raise ConfigError(f"{key}: must be at most {_fmt(hi)}, got {value!r}")
+        raise ConfigError(f"{key}: must be at least {lo}, got {value!r}")
+    raise ConfigError(f"{key}: must be at most {hi}, got {value!r}")
 
 
 def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
@@ -260,7 +257,7 @@ def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         values[name] = _coerce(key, hints[name], value)
         _check_range(key, fields[name], values[name])
-        allowed = _ENUMS.get((prefix, name))
+        allowed = ENUMS.get((prefix, name))
         if allowed and values[name] not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {values[name]!r}")
     return cls(**values)

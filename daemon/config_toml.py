@@ -11,7 +11,7 @@ import inspect
 import re
 from typing import Any
 
-from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, Config, range_text
+from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, ENUMS, Config, range_text
 
 HEADER = """\
 # facesetd configuration: every key with its default and meaning.
@@ -141,7 +141,8 @@ def render_reference() -> str:
             value = getattr(values, f.name)
             default = "none" if isinstance(value, tuple) and f.name == "users" else toml_value(value)
             bounds = f.metadata.get("range")
-            allowed = range_text(bounds) if bounds else ""
+            choices = ENUMS.get((section.name, f.name))
+            allowed = range_text(bounds) if bounds else " \\| ".join(choices) if choices else ""
             applies = "restart" if f.metadata.get("restart") else "on reload"
             meaning = comments.get(f.name, "").replace("|", "\\|")
             env = f"FACESETD_{section.name.upper()}_{f.name.upper()}"

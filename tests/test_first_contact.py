@@ -94,7 +94,7 @@ def test_readme_first_command_then_every_verb_without_extra_variables(
     base = ["--data-dir", str(data)]
     env = user_env(home)
     doctor = facesetd(env, *base, "doctor")
-    assert doctor.returncode == 0 and "missing" not in doctor.stdout, doctor.stdout + doctor.stderr
+    assert doctor.returncode == 0 and "configured pack" not in doctor.stdout, doctor.stdout + doctor.stderr
     assert "face engine: buffalo_sc" in doctor.stdout
     listed = facesetd(env, *base, "models", "list")
     assert listed.returncode == 0 and re.search(r"pack buffalo_sc: .*in use", listed.stdout), listed.stdout
