@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from daemon.immich.client import ImmichClient
 from daemon.immich.poller import poll_user
 from daemon.immich.store import MemoryImportStore
+from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, photo_size
 
 KEY = "bench-key-0123456789"
@@ -53,7 +54,8 @@ def main() -> int:
         client = ImmichClient(fake.url, KEY, pool_size=args.workers)
         store = MemoryImportStore()
         t0 = time.perf_counter()
-        r = poll_user(client, store, Path(tmp) / "staging", "bench", page_size=args.page_size, workers=args.workers)
+        r = poll_user(client, store, Path(tmp) / "staging", "bench", page_size=args.page_size, workers=args.workers,
+                      min_face_px=IdentityThresholds().min_face_px)
         poll_s = time.perf_counter() - t0
         staged_mb = sum(d.path.stat().st_size for d in store.delivered) / 1e6
 

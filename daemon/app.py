@@ -11,7 +11,9 @@ from typing import Any, TextIO
 
 import structlog
 
-from .config import Config, load_config
+from state.errors import ConfigError
+
+from .config import DEFAULT_DATA_DIR, Config, load_config
 from .lock import STOP_IT, DataLock
 from .logs import configure_logging, register_secret
 
@@ -48,6 +50,23 @@ class App:
     def configure_logging(self) -> None:
         """Apply the current config's logging settings (after a reload)."""
         configure_logging(self.config.logging.level, self.config.logging.format, stream=self.log_stream)
+
+    def check_data_folder(self, use: str) -> None:
+        """Make sure the data folder fits the verb: "read" needs it to exist, "create" may make it (only the
+        last folder of the path, so a mistyped path is an error rather than a new empty corpus; the default
+        may get its parents, e.g. ~/.local/share), "none" works without one."""
+        folder = self.config.data_dir
+        if use == "none" or folder.is_dir():
+            return
+        default = self.config.paths.data_dir == DEFAULT_DATA_DIR
+        which = " (the default data folder; pass --data-dir DIR or set FACESETD_DATA_DIR to use another)" if default \
+            else " (check --data-dir)"
+        if use == "read":
+            raise ConfigError(f"data folder {folder} does not exist{which}; `facesetd reconcile` or "
+                              "`facesetd run` creates a new one")
+        if not default and not folder.parent.is_dir():
+            raise ConfigError(f"data folder {folder} cannot be created: {folder.parent} does not exist{which}")
+        folder.mkdir(parents=default, exist_ok=True)
 
     def ensure_folders(self) -> None:
         for p in (self.config.corpus_dir, self.config.inbox_dir, self.config.state_dir, self.config.models_dir):

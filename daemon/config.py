@@ -3,12 +3,19 @@
 Each section is a frozen dataclass whose defaults live beside the code that uses them
 (thresholds in handlers/thresholds.py, models in gpu_agent/settings.py, the rest here). The
 top-level `config.toml` documents every key with its default; a test keeps the two equal.
+
+Layers, lowest first: the built-in defaults, the data folder's own `facesetd.toml` (written by
+`facesetd models fetch`, so the quick start's choice sticks), the `--config` file (or FACESETD_CONFIG),
+the environment, `--data-dir`. Field metadata: "range" = (lowest, highest) allowed, either may be None;
+"restart" = True when a running daemon applies the key only after a restart (not on SIGHUP).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -29,48 +36,55 @@ from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
 DEFAULT_DATA_DIR = "~/.local/share/facesetd"
+# The data folder's own settings file, below --config in precedence (see the module docstring).
+DATA_FOLDER_FILE = "facesetd.toml"
+# FACESETD_ variables that are not settings: the config file, the data folder, and test and fault hooks.
+NON_SETTING_VARS = frozenset({"FACESETD_CONFIG", "FACESETD_DATA_DIR", "FACESETD_SHARED"})
+NON_SETTING_PREFIXES = ("FACESETD_CRASHPOINT", "FACESETD_TEST_", "FACESETD_SOAK_")
+
+RESTART = {"restart": True}  # metadata of a key a running daemon applies only after a restart
 
 
 @dataclass(frozen=True)
 class PathSettings:
-    # the one folder holding corpus/, inbox/, state/ and models/ unless a key below says otherwise.
-    data_dir: str = DEFAULT_DATA_DIR
+    # the one folder holding corpus/, inbox/, state/, models/ and its own facesetd.toml unless a key below says otherwise.
+    data_dir: str = field(default=DEFAULT_DATA_DIR, metadata=RESTART)
     # the facesets_swap_ready folder; "" = <data_dir>/corpus.
-    corpus: str = ""
+    corpus: str = field(default="", metadata=RESTART)
     # where users drop photos; "" = <data_dir>/inbox.
-    inbox: str = ""
+    inbox: str = field(default="", metadata=RESTART)
     # where the event log lives; "" = <data_dir>/state.
-    state: str = ""
+    state: str = field(default="", metadata=RESTART)
 
 
 @dataclass(frozen=True)
 class ProjectionSettings:
     # the second .fsz per faceset holds the top N faces by crop quality.
-    top_n: int = 8
+    top_n: int = field(default=8, metadata={"range": (1, None)})
     # seconds a faceset's projections wait to coalesce a burst of changes into one rewrite.
-    coalesce_s: float = 0.5
+    coalesce_s: float = field(default=0.5, metadata={"range": (0, 3600)})
 
 
 @dataclass(frozen=True)
 class WatchSettings:
     # use watchdog's polling observer (network shares, WSL /mnt/*) instead of inotify.
-    polling: bool = False
+    polling: bool = field(default=False, metadata=RESTART)
     # seconds between polls when polling.
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = field(default=1.0, metadata={"range": (0.05, 3600), **RESTART})
     # a file counts as complete when size and mtime stay unchanged this long (when no close event exists).
-    settle_s: float = 2.0
+    settle_s: float = field(default=2.0, metadata={"range": (0, 3600), **RESTART})
 
 
 @dataclass(frozen=True)
 class QueueSettings:
     # most images waiting for the face engine before watchers are slowed down (back-pressure).
-    max_pending: int = 256
+    max_pending: int = field(default=256, metadata={"range": (1, None)})
     # seconds between housekeeping passes (analyses missed while the models were down are asked for again); pool clustering itself runs after each processed photo.
-    cluster_interval_s: float = 60.0
+    cluster_interval_s: float = field(default=60.0, metadata={"range": (0.1, None)})
     # seconds to wait before trying again when the face models cannot be opened or the gpu agent is down.
-    model_retry_s: float = 30.0
+    model_retry_s: float = field(default=30.0, metadata={"range": (0.1, None)})
     # seconds a write waits for another process's lock on the event log before the daemon backs off and retries.
-    log_busy_timeout_s: float = 10.0
+    log_busy_timeout_s: float = field(default=10.0, metadata={"range": (0, 3600), **RESTART})
 
 
 @dataclass(frozen=True)
@@ -84,23 +98,23 @@ class ImmichUser:
 @dataclass(frozen=True)
 class ImmichSettings:
     # the server, e.g. "https://photos.example.org" ("" = Immich polling off).
-    url: str = ""
+    url: str = field(default="", metadata=RESTART)
     # minutes between polls.
-    interval_minutes: float = 15.0
+    interval_minutes: float = field(default=15.0, metadata={"range": (0.001, None), **RESTART})
     # assets per search page (Immich allows up to 1000).
-    page_size: int = 250
+    page_size: int = field(default=250, metadata={"range": (1, 1000), **RESTART})
     # parallel face/original requests per poll.
-    workers: int = 8
+    workers: int = field(default=8, metadata={"range": (1, 64), **RESTART})
     # seconds before one HTTP request times out.
-    timeout_s: float = 30.0
+    timeout_s: float = field(default=30.0, metadata={"range": (0.1, None), **RESTART})
     # retries with backoff on 5xx and connection errors (none on 4xx).
-    retries: int = 3
+    retries: int = field(default=3, metadata={"range": (0, 100), **RESTART})
     # consecutive failed polls before polling pauses until the server answers again.
-    breaker_failures: int = 3
+    breaker_failures: int = field(default=3, metadata={"range": (1, None), **RESTART})
     # where originals are staged before the inbox pipeline; "" = <data_dir>/state/immich_staging.
-    staging: str = ""
+    staging: str = field(default="", metadata=RESTART)
     # one entry per user: [[immich.users]] name = "...", api_key_env = "..."
-    users: tuple[ImmichUser, ...] = ()
+    users: tuple[ImmichUser, ...] = field(default=(), metadata=RESTART)
 
 
 @dataclass(frozen=True)
@@ -161,7 +175,8 @@ class Config:
 
 # Loading -------------------------------------------------------------------------------------------
 
-_ENUMS = {
+# Keys whose value must be one of a fixed set (checked on load, listed in the reference's range column).
+ENUMS = {
     ("gpu_agent", "mode"): ("in-process", "http"),
     ("models", "clip_precision"): ("fp32", "int8"),
     ("logging", "level"): ("debug", "info", "warning", "error"),
@@ -207,18 +222,42 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
 
+def range_text(bounds: tuple[float | None, float | None]) -> str:
+    """A declared range for people: "0 – 1", ">= 1", "<= 10"."""
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        return f"{lo} – {hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def _check_range(key: str, f: dataclasses.Field, value: Any) -> None:  # type: ignore[type-arg]
+    """Raise ConfigError naming `key` when `value` is outside the range declared in the field's metadata."""
+    bounds = f.metadata.get("range")
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi = bounds
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return
+    if lo is not None and hi is not None:
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value!r}")
+    if lo is not None:
+        raise ConfigError(f"{key}: must be at least {lo}, got {value!r}")
+    raise ConfigError(f"{key}: must be at most {hi}, got {value!r}")
+
+
 def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in table:
-        if name not in known:
+        if name not in fields:
             where = f"{prefix}.{name}" if prefix else name
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(fields))})")
     values = {}
     for name, value in table.items():
         key = f"{prefix}.{name}" if prefix else name
         values[name] = _coerce(key, hints[name], value)
-        allowed = _ENUMS.get((prefix, name))
+        _check_range(key, fields[name], values[name])
+        allowed = ENUMS.get((prefix, name))
         if allowed and values[name] not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {values[name]!r}")
     return cls(**values)
@@ -234,21 +273,105 @@ def _parse_env_value(key: str, tp: Any, raw: str) -> Any:
         raise ConfigError(f"{key}: cannot read environment value {raw!r} as {_type_name(tp)}") from e
 
 
+def setting_variables() -> dict[str, tuple[str, str]]:
+    """FACESETD_<SECTION>_<KEY> -> (section, key) for every key, plus FACESETD_DATA_DIR."""
+    out = {}
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(typing.get_type_hints(Config)[section.name]):
+            out[f"{ENV_PREFIX}{section.name}_{f.name}".upper()] = (section.name, f.name)
+    out[f"{ENV_PREFIX}DATA_DIR"] = ("paths", "data_dir")
+    return out
+
+
+def _is_setting_like(var: str) -> bool:
+    """A FACESETD_ variable that is meant as a setting (not the config path, a test or a fault hook)."""
+    return var.startswith(ENV_PREFIX) and var not in NON_SETTING_VARS and not var.startswith(NON_SETTING_PREFIXES)
+
+
 def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """FACESETD_<SECTION>_<KEY>=value for every scalar key; FACESETD_DATA_DIR for paths.data_dir."""
+    """FACESETD_<SECTION>_<KEY>=value for every key, checked here so an error names the variable."""
     out: dict[str, dict[str, Any]] = {}
     hints = typing.get_type_hints(Config)
-    for section in dataclasses.fields(Config):
-        sec_hints = typing.get_type_hints(hints[section.name])
-        for f in dataclasses.fields(hints[section.name]):
-            var = f"{ENV_PREFIX}{section.name}_{f.name}".upper()
-            if var in environ:
-                out.setdefault(section.name, {})[f.name] = _parse_env_value(
-                    f"{var} ({section.name}.{f.name})", sec_hints[f.name], environ[var]
-                )
-    if f"{ENV_PREFIX}DATA_DIR" in environ:
-        out.setdefault("paths", {})["data_dir"] = environ[f"{ENV_PREFIX}DATA_DIR"]
+    for var, (section, name) in setting_variables().items():
+        if var not in environ:
+            continue
+        cls = hints[section]
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        key = f"{var} ({section}.{name})"
+        tp = typing.get_type_hints(cls)[name]
+        value = _coerce(key, tp, _parse_env_value(key, tp, environ[var]))
+        _check_range(key, f, value)
+        out.setdefault(section, {})[name] = value
     return out
+
+
+def _unknown_variables(environ: typing.Mapping[str, str], config: Config) -> None:
+    """A misspelt FACESETD_ variable would silently do nothing: make it an error naming the closest key.
+    Variables an [[immich.users]] entry names as its key's holder are not settings either."""
+    known = setting_variables()
+    key_vars = {u.api_key_env for u in config.immich.users}
+    for var in sorted(environ):
+        if not _is_setting_like(var) or var in known or var in key_vars:
+            continue
+        close = difflib.get_close_matches(var, list(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else " (settings are FACESETD_<SECTION>_<KEY>)"
+        raise ConfigError(f"{var}: unknown setting in the environment{hint}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+
+
+def _checked_file(path: Path) -> dict[str, Any]:
+    """A config file's tables, validated on their own so an error names the file as well as the key."""
+    raw = _read_toml(path)
+    try:
+        _build(Config, raw, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return raw
+
+
+def _merge(into: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Overlay one layer on another, key by key within each section (a list replaces a list)."""
+    for section, values in layer.items():
+        existing = into.setdefault(section, {})
+        if not isinstance(existing, dict) or not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a table")
+        existing.update(values)
+
+
+def resolve_data_dir(path: Path | None = None, *, data_dir: str | None = None,
+                     environ: typing.Mapping[str, str] | None = None) -> Path:
+    """The data folder the layers above the data folder's own file name (or the default)."""
+    return _layers(path, data_dir, os.environ if environ is None else environ)[1]
+
+
+def _layers(path: Path | None, data_dir: str | None,
+            environ: typing.Mapping[str, str]) -> tuple[list[tuple[str, dict[str, Any]]], Path]:
+    """[(origin, tables)] lowest first, and the data folder (which the data folder's file cannot move)."""
+    top = _checked_file(path) if path is not None else {}
+    env = _env_overrides(environ)
+    folder = data_dir or env.get("paths", {}).get("data_dir") or top.get("paths", {}).get("data_dir")
+    folder_path = Path(folder or DEFAULT_DATA_DIR).expanduser()
+    layers: list[tuple[str, dict[str, Any]]] = []
+    own = folder_path / DATA_FOLDER_FILE
+    if own.is_file():
+        tables = _checked_file(own)
+        if "data_dir" in tables.get("paths", {}):
+            raise ConfigError(f"{own}: paths.data_dir cannot be set in the data folder's own file")
+        layers.append((str(own), tables))
+    if path is not None:
+        layers.append((str(path), top))
+    layers.append(("environment", env))
+    if data_dir is not None:
+        layers.append(("--data-dir", {"paths": {"data_dir": data_dir}}))
+    return layers, folder_path
 
 
 def load_config(
@@ -257,26 +380,27 @@ def load_config(
     data_dir: str | None = None,
     environ: typing.Mapping[str, str] | None = None,
 ) -> Config:
-    """Read `path` (optional), apply environment overrides, then `--data-dir`; validate everything."""
+    """Read the layers (defaults, <data-dir>/facesetd.toml, `path`, environment, `--data-dir`); validate all."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    for section, values in _env_overrides(environ).items():
-        existing = raw.setdefault(section, {})
-        if not isinstance(existing, dict):
-            raise ConfigError(f"{section}: expected a table")
-        existing.update(values)
-    if data_dir is not None:
-        raw.setdefault("paths", {})["data_dir"] = data_dir
+    for _origin, tables in _layers(path, data_dir, environ)[0]:
+        _merge(raw, tables)
     config = _build(Config, raw, "")
+    _unknown_variables(environ, config)
     _check_paths(config)
     return config
+
+
+def setting_origin(section: str, key: str, path: Path | None = None, *, data_dir: str | None = None,
+                   environ: typing.Mapping[str, str] | None = None) -> str | None:
+    """Which layer sets `section.key`: a file's path, the variable's name, "--data-dir"; None = the default."""
+    environ = os.environ if environ is None else environ
+    for origin, tables in reversed(_layers(path, data_dir, environ)[0]):
+        if key in tables.get(section, {}):
+            if origin == "environment":
+                return next(v for v, sk in setting_variables().items() if sk == (section, key) and v in environ)
+            return origin
+    return None
 
 
 def _check_paths(config: Config) -> None:
@@ -308,3 +432,90 @@ def flatten(config: Config) -> dict[str, Any]:
         for f in dataclasses.fields(getattr(config, section.name)):
             out[f"{section.name}.{f.name}"] = getattr(getattr(config, section.name), f.name)
     return out
+
+
+def restart_only(section: str, key: str) -> bool:
+    """Whether a running daemon applies `section.key` only after a restart (field metadata)."""
+    cls = typing.get_type_hints(Config)[section]
+    return bool(next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("restart"))
+
+
+def reload_merge(running: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """What a SIGHUP applies: `new`, except restart-only keys keep their running value.
+
+    Returns (the config to run with, changed keys applied now, changed keys waiting for a restart)."""
+    applied: list[str] = []
+    waiting: list[str] = []
+    sections = {}
+    for section in dataclasses.fields(Config):
+        old_values, new_values = getattr(running, section.name), getattr(new, section.name)
+        keep = {}
+        for f in dataclasses.fields(new_values):
+            if getattr(old_values, f.name) == getattr(new_values, f.name):
+                continue
+            if f.metadata.get("restart"):
+                keep[f.name] = getattr(old_values, f.name)
+                waiting.append(f"{section.name}.{f.name}")
+            else:
+                applied.append(f"{section.name}.{f.name}")
+        sections[section.name] = dataclasses.replace(new_values, **keep) if keep else new_values
+    return Config(**sections), applied, waiting
+
+
+# Writing the data folder's own file ----------------------------------------------------------------------
+
+FOLDER_FILE_HEADER = """\
+# facesetd settings for this data folder, read by default (a --config file and FACESETD_ variables override
+# them). Every key, with its default and meaning: `facesetd config --defaults`.
+"""
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _edit_string_key(text: str, section: str, key: str, value: str) -> str:
+    """`text` with `[section] key = "value"`: that line's value replaced (its comment kept), else the line
+    added under the section's header, else the section appended. Nothing else changes."""
+    lines = text.splitlines(keepends=True)
+    header = re.compile(rf"^\s*\[\s*{re.escape(section)}\s*\]\s*(#.*)?$")
+    assignment = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)(\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*')(.*)$", re.S)
+    new_line = f"{key} = {_toml_string(value)}\n"
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
+    if start is None:
+        gap = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        return f"{text}{gap}[{section}]\n{new_line}"
+    for i in range(start + 1, len(lines)):
+        if lines[i].lstrip().startswith("["):
+            break
+        m = assignment.match(lines[i])
+        if m:
+            lines[i] = m.group(1) + _toml_string(value) + m.group(3)
+            return "".join(lines)
+    lines.insert(start + 1, new_line)
+    return "".join(lines)
+
+
+def set_folder_setting(data_dir: Path, section: str, key: str, value: str) -> Path:
+    """Set a string key in <data_dir>/facesetd.toml, editing only that key (comments and other keys stay).
+
+    The edit is checked by reading the result back: anything else changed (an unusual layout, a dotted or inline
+    table) is a ConfigError asking the user to set the key by hand, and the file is left as it was."""
+    path = Path(data_dir) / DATA_FOLDER_FILE
+    text = path.read_text(encoding="utf-8") if path.exists() else FOLDER_FILE_HEADER
+    before = tomllib.loads(text)
+    new_text = _edit_string_key(text, section, key, value)
+    expected = {**before, section: {**before.get(section, {}), key: value}}
+    try:
+        ok = tomllib.loads(new_text) == expected
+    except tomllib.TOMLDecodeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{path}: cannot set {section}.{key} without touching other lines; "
+                          f"set {key} = {_toml_string(value)} under [{section}] yourself")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+    return path

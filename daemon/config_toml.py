@@ -11,13 +11,14 @@ import inspect
 import re
 from typing import Any
 
-from .config import Config
+from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, ENUMS, Config, range_text
 
 HEADER = """\
 # facesetd configuration: every key with its default and meaning.
 # Every key can also be set by an environment variable FACESETD_<SECTION>_<KEY>,
 # e.g. FACESETD_MODELS_FACE_PACK=buffalo_sc; FACESETD_DATA_DIR sets paths.data_dir.
-# Pass this file with `facesetd --config config.toml ...` (or FACESETD_CONFIG).
+# Pass this file with `facesetd --config config.toml ...` (or FACESETD_CONFIG), or keep your keys in
+# <data-dir>/facesetd.toml, which is read by default (below --config; environment variables override both).
 """
 
 USERS_EXAMPLE = """\
@@ -87,36 +88,68 @@ def render(config: Config | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-REFERENCE_INTRO = """\
+REFERENCE_INTRO = f"""\
 # Configuration reference
 
-facesetd reads an optional TOML file (`facesetd --config PATH`, or `FACESETD_CONFIG`), then environment
-variables, then `--data-dir`. Every key below can be set by `FACESETD_<SECTION>_<KEY>` (upper case);
-values that are not strings are read as TOML values (`true`, `0.8`, `["CPUExecutionProvider"]`).
-`FACESETD_DATA_DIR` is a short form of `FACESETD_PATHS_DATA_DIR`. The top-level `config.toml` lists the same
-keys with their defaults; `facesetd config` prints the effective configuration, `facesetd config --defaults` the
-defaults. This page is `facesetd config --reference`.
+facesetd reads, lowest first: the built-in defaults; the data folder's own `{DATA_FOLDER_FILE}`
+(`<data-dir>/{DATA_FOLDER_FILE}`, read by default; `facesetd models fetch --pack NAME` writes `models.face_pack`
+there when no pack is configured or the configured one is missing, editing only that key); an optional TOML
+file (`facesetd --config PATH`, or `FACESETD_CONFIG`); environment variables; `--data-dir`. Every key below can
+be set by `FACESETD_<SECTION>_<KEY>` (upper case); values that are not strings are read as TOML values (`true`,
+`0.8`, `["CPUExecutionProvider"]`). `FACESETD_DATA_DIR` is a short form of `FACESETD_PATHS_DATA_DIR`. The
+top-level `config.toml` lists the same keys with their defaults; `facesetd config` prints the effective
+configuration, `facesetd config --defaults` the defaults. This page is `facesetd config --reference`.
 
-Errors are one line that names the key: an unknown key, a wrong type, a value outside a fixed set, or a path whose
-parent folder does not exist. The daemon reloads the file on SIGHUP (`systemctl reload facesetd`).
+The data folder is `{DEFAULT_DATA_DIR}` unless `--data-dir`, `FACESETD_DATA_DIR` or `paths.data_dir` says
+otherwise (the README's quick start uses `--data-dir ~/facesetd`). `run`, `reconcile`, `immich poll` and
+`models fetch`/`export-clip` create it when its parent folder exists; every other command stops with a
+one-line error when it does not exist, so a mistyped path never becomes a new, empty corpus.
+
+Errors are one line that names the key: an unknown key, a wrong type, a value outside a fixed set or outside
+the key's range (the range column), a path whose parent folder does not exist, or an unknown `FACESETD_`
+variable (the closest key is suggested). Not settings, and so allowed: `FACESETD_CONFIG`, `FACESETD_DATA_DIR`,
+the test and fault hooks `FACESETD_TEST_*`, `FACESETD_SOAK_*`, `FACESETD_CRASHPOINT*` and `FACESETD_SHARED`, and
+a variable an `[[immich.users]]` entry names in `api_key_env`. The daemon reloads the files on SIGHUP
+(`systemctl reload facesetd`): keys marked "restart" in the applies column keep their running value until the
+next start, and the reload's log line names them ("config reloaded; restart to apply: models.face_pack").
 """
 
 
+def _eras_note() -> list[str]:
+    """What one [[eras.buckets]] table holds, with the year's range from the field metadata."""
+    from handlers.era import EraBucket
+
+    year = next(f for f in dataclasses.fields(EraBucket) if f.name == "year")
+    return [
+        "Each `[[eras.buckets]]` table has `faceset` (the era bucket), `family` (the identity whose new PNGs are",
+        f"slotted into it) and `year` ({range_text(year.metadata['range'])}, the year its anchor photos were taken).",
+        "",
+    ]
+
+
 def render_reference() -> str:
-    """docs/configuration.md: one table per section (key, default, environment variable, meaning)."""
+    """docs/configuration.md: one table per section (key, default, range, environment variable, when it applies,
+    meaning)."""
     config = Config()
     out = [REFERENCE_INTRO]
     for section in dataclasses.fields(config):
         values = getattr(config, section.name)
         comments = field_comments(type(values))
-        out += [f"## [{section.name}]", "", "| key | default | environment variable | meaning |", "|---|---|---|---|"]
+        out += [f"## [{section.name}]", "",
+                "| key | default | range | environment variable | applies | meaning |", "|---|---|---|---|---|---|"]
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
             default = "none" if isinstance(value, tuple) and f.name == "users" else toml_value(value)
+            bounds = f.metadata.get("range")
+            choices = ENUMS.get((section.name, f.name))
+            allowed = range_text(bounds) if bounds else " \\| ".join(choices) if choices else ""
+            applies = "restart" if f.metadata.get("restart") else "on reload"
             meaning = comments.get(f.name, "").replace("|", "\\|")
             env = f"FACESETD_{section.name.upper()}_{f.name.upper()}"
-            out.append(f"| `{section.name}.{f.name}` | `{default}` | `{env}` | {meaning} |")
+            out.append(f"| `{section.name}.{f.name}` | `{default}` | {allowed} | `{env}` | {applies} | {meaning} |")
         out.append("")
+        if section.name == "eras":
+            out += _eras_note()
         if section.name == "immich":
             out += [
                 "Each `[[immich.users]]` table has `name` (a label) and `api_key_env` (the *name* of the environment",

@@ -114,7 +114,7 @@ class Daemon:
         from .immich.scheduler import ImmichScheduler
 
         self.immich = ImmichScheduler(self.config.immich, self.app.import_store(), self.config.staging_dir,
-                                      scheduler=self.scheduler)
+                                      scheduler=self.scheduler, min_face_px=self.config.identity.min_face_px)
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -281,22 +281,36 @@ class Daemon:
             raise
 
     def _reload(self) -> None:
+        """SIGHUP: read the config again and apply every key not marked restart-only (field metadata); a
+        changed restart-only key keeps its running value and is named in the log line."""
+        from .config import reload_merge
+
         self.reload_requested.clear()
         self.notifier.reloading()
         try:
-            config = self.app.reload_config()
+            new = self.app.reload_config()
         except Exception as e:  # a bad edit must not take the daemon down: keep the old config
             log.error("config reload failed; keeping the running config", error=str(e))
         else:
+            config, applied, waiting = reload_merge(self.config, new)
+            self.config = self.pipeline.config = self.app.config = config
             self.app.configure_logging()
-            # What can change in place: thresholds, identity routing, projection and queue settings.
-            # Folders, watching and models are fixed for the life of the process (restart for those).
-            self.config = self.pipeline.config = config
             ctx = self.pipeline.ctx
             ctx.thresholds, ctx.identity, ctx.top_n = config.thresholds, config.identity, config.projection.top_n
-            ctx.limits = config.limits
+            ctx.limits, ctx.eras, ctx.model_retry_s = config.limits, config.eras, config.queue.model_retry_s
+            ctx.batch_cache.clear()  # the era buckets are cached per batch
             self.pipeline.renderer.top_n = config.projection.top_n
-            log.info("config reloaded")
+            with self.work.mutex:  # Queue.put reads maxsize under this lock; wake watchers if it grew
+                self.work.maxsize = config.queue.max_pending
+                self.work.not_full.notify_all()
+            if "queue.cluster_interval_s" in applied and self.scheduler is not None:
+                self.scheduler.reschedule_job("housekeeping", trigger="interval",
+                                              seconds=config.queue.cluster_interval_s)
+            if self.immich is not None:
+                for job in self.immich.jobs.values():
+                    job.min_face_px = config.identity.min_face_px
+            message = "config reloaded" + (f"; restart to apply: {', '.join(waiting)}" if waiting else "")
+            log.info(message, applied=applied, restart_to_apply=waiting)
         self.notifier.ready()
 
     def _keepalive(self, now: float) -> None:

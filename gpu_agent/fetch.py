@@ -209,8 +209,12 @@ def require_pack(name: str, root: Path) -> Path:
     """The pack folder, or ModelNotFound saying how to get it."""
     d = pack_dir(root, name)
     if not d.is_dir() or not any(d.glob("*.onnx")):
+        others = [p.name for p in installed_packs(root) if p.verified]
+        # Name what is here: fetching an installed pack is instant and makes it the configured one.
+        here = f"; installed here: {', '.join(others)} (`facesetd models fetch --pack {others[0]}` uses it)" \
+            if others else ""
         raise ModelNotFound(
             f"model pack {name} not found in {d.parent} (run `facesetd models fetch --pack {name}` "
-            f"or copy the pack's .onnx files into {d})"
+            f"or copy the pack's .onnx files into {d}){here}"
         )
     return d

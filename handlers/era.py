@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class EraBucket:
     # the identity whose new PNGs are slotted into its buckets (the family's main faceset).
     family: str = ""
     # the year the anchor photos were taken.
-    year: int = 0
+    year: int = field(default=0, metadata={"range": (1800, 2200)})
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Limits:
     # images whose header claims more pixels than this are moved aside as too_large, never decoded.
-    max_pixels: int = 100_000_000
+    max_pixels: int = field(default=100_000_000, metadata={"range": (1, None)})
     # seconds an inbox photo that does not decode waits for its writer to finish; unchanged this long, it is unreadable.
-    incomplete_grace_s: float = 600.0
+    incomplete_grace_s: float = field(default=600.0, metadata={"range": (0, None)})

@@ -6,36 +6,36 @@ Defaults are the numbers the batch scripts validated (DOMAIN.md section 3). `con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Thresholds:
     # multi-face: detector threshold roop re-detects with (insightface default); faces below it do not count.
-    multi_face_det_thresh: float = 0.5
+    multi_face_det_thresh: float = field(default=0.5, metadata={"range": (0, 1)})
     # multi-face: detector input size roop uses (det_size 640x640).
-    multi_face_det_size: int = 640
+    multi_face_det_size: int = field(default=640, metadata={"range": (32, 4096)})
     # occlusion: P(mask) or P(sunglasses over the eyes) at or above this prunes the image.
-    occlusion_prune: float = 0.7
+    occlusion_prune: float = field(default=0.7, metadata={"range": (0, 1)})
     # occlusion: this fraction of a faceset's images flagged for either attribute quarantines it to _masked/.
-    masked_fraction: float = 0.4
+    masked_fraction: float = field(default=0.4, metadata={"range": (0, 1)})
     # thin: fewer survivors than this AND at least one prune moves the faceset to _thin/.
-    thin_min_survivors: int = 5
+    thin_min_survivors: int = field(default=5, metadata={"range": (0, None)})
     # near-dup: cosine similarity at or above this within a faceset is a near-duplicate.
-    near_dup_similarity: float = 0.95
+    near_dup_similarity: float = field(default=0.95, metadata={"range": (0, 1)})
     # era: cosine distance to an era anchor at most this ...
-    era_max_distance: float = 0.40
+    era_max_distance: float = field(default=0.40, metadata={"range": (0, 2)})
     # era: ... AND a year difference at most this slots an image into that era.
-    era_max_years: int = 5
+    era_max_years: int = field(default=5, metadata={"range": (0, 200)})
 
 
 @dataclass(frozen=True)
 class IdentityThresholds:
     # a new face joins a faceset when its cosine distance to the faceset centroid is at most this.
-    match_distance: float = 0.45
+    match_distance: float = field(default=0.45, metadata={"range": (0, 2)})
     # unassigned faces are clustered (complete linkage) at this cosine distance.
-    cluster_distance: float = 0.55
+    cluster_distance: float = field(default=0.55, metadata={"range": (0, 2)})
     # a pool cluster becomes a new faceset once it holds this many faces (the refine gate).
-    min_new_faceset: int = 6
+    min_new_faceset: int = field(default=6, metadata={"range": (1, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
-    min_face_px: int = 90
+    min_face_px: int = field(default=90, metadata={"range": (0, None)})

@@ -50,7 +50,7 @@ def test_job_pauses_during_outage_and_resumes(faces_dir: Path, tmp_path: Path, l
         library(fake, sorted((faces_dir / "identities" / "obama").glob("*.jpg")))
         client = ImmichClient(fake.url, KEY, timeout_s=0.5, retries=1, backoff_s=0.01)
         store = MemoryImportStore()
-        job = UserJob(settings, ImmichUser("alice", "X"), client, store, tmp_path, OutageBreaker(fake.url, 2))
+        job = UserJob(settings, ImmichUser("alice", "X"), client, store, tmp_path, OutageBreaker(fake.url, 2), 90)
         fake.inject("*", "500", times=10_000)  # the server is down, ping included
         for _ in range(5):
             assert job() is None
@@ -79,7 +79,7 @@ def test_scheduler_one_job_per_user(faces_dir: Path, tmp_path: Path, monkeypatch
                                   users=(ImmichUser("alice", "FACESETD_T_A"), ImmichUser("bob", "FACESETD_T_B")))
         env = {"FACESETD_T_A": KEY, "FACESETD_T_B": KEY}
         store = MemoryImportStore()
-        s = ImmichScheduler(settings, store, tmp_path, environ=env)
+        s = ImmichScheduler(settings, store, tmp_path, environ=env, min_face_px=90)
         jobs = {j.id: j for j in s.scheduler.get_jobs()}
         assert set(jobs) == {"immich:alice", "immich:bob"}
         for j in jobs.values():
@@ -101,4 +101,4 @@ def test_scheduler_rejects_missing_key_variable(tmp_path: Path) -> None:
 
     settings = ImmichSettings(url="http://127.0.0.1:9", users=(ImmichUser("alice", "FACESETD_T_NOPE"),))
     with pytest.raises(ConfigError, match="FACESETD_T_NOPE is not set"):
-        ImmichScheduler(settings, MemoryImportStore(), tmp_path, environ={})
+        ImmichScheduler(settings, MemoryImportStore(), tmp_path, environ={}, min_face_px=90)

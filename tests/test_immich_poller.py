@@ -16,6 +16,7 @@ from daemon.immich.client import ImmichAuthError, ImmichClient, ImmichPermission
 from daemon.immich.poller import DEFER_GIVE_UP, format_ts, poll_user, scale_faces
 from daemon.immich.store import MemoryImportStore
 from daemon.logs import configure_logging
+from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, library, photo_size
 
 KEY = "fake-key-Zq8w3LmP0xY"
@@ -57,6 +58,7 @@ def poll(fake: FakeImmich, store: MemoryImportStore, staging: Path, **kw):
     c = kw.pop("client", None) or client(fake)
     kw.setdefault("page_size", 5)
     kw.setdefault("workers", 4)
+    kw.setdefault("min_face_px", IdentityThresholds().min_face_px)
     return poll_user(c, store, staging, "alice", **kw)
 
 
@@ -207,7 +209,7 @@ def test_90px_rule_is_in_original_pixels(faces_dir: Path, tmp_path: Path) -> Non
     assert store.delivered[0].faces == ((100.0, 100.0, 200.0, 196.0),)
     assert dropped.id not in delivered_ids(store)
     assert scale_faces([{"boundingBoxX1": 0, "boundingBoxY1": 0, "boundingBoxX2": 45, "boundingBoxY2": 45,
-                         "imageWidth": 640, "imageHeight": 360}], 1280, 720) == ((0, 0, 90, 90),)
+                         "imageWidth": 640, "imageHeight": 360}], 1280, 720, 90) == ((0, 0, 90, 90),)
 
 
 def test_unknown_size_is_measured_from_the_original(fake: FakeImmich, tmp_path: Path) -> None:

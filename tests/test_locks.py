@@ -194,7 +194,8 @@ def test_an_immich_poll_on_a_busy_log_stops_and_the_next_poll_imports(tmp_path: 
         settings = ImmichSettings(url=fake.url, interval_minutes=2 / 60, page_size=10, workers=2,
                                   users=(ImmichUser("alice", "FACESETD_T_BUSY"),))
         other.execute("BEGIN IMMEDIATE")  # another process keeps the write lock during the first pass
-        sched = ImmichScheduler(settings, store, tmp_path / "staging", environ={"FACESETD_T_BUSY": "fake-key-busy"})
+        sched = ImmichScheduler(settings, store, tmp_path / "staging", environ={"FACESETD_T_BUSY": "fake-key-busy"},
+                               min_face_px=90)
         with structlog.testing.capture_logs() as logs:
             sched.start()
             try:

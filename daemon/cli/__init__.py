@@ -40,11 +40,26 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def data_folder_use(args: argparse.Namespace) -> str:
+    """How a verb uses the data folder: "create" may make it, "read" needs it, "none" works without one."""
+    verb = args.verb
+    if verb in ("run", "reconcile"):
+        return "create"
+    if verb == "models":
+        return "read" if args.models_verb == "list" else "create"  # fetch and export-clip write models/
+    if verb == "immich":
+        return "create" if args.immich_verb == "poll" else "none"  # `immich check` only asks the server
+    if verb == "gpu-agent" or (verb == "config" and (args.defaults or args.reference)):
+        return "none"
+    return "read"  # status, events, config, doctor, rebuild, restore: a missing folder is a typo
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="facesetd", description="Keep a person-sorted face corpus clean.")
     parser.add_argument("--version", action="version", version=f"facesetd {__version__}")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: none; built-in defaults)")
-    parser.add_argument("--data-dir", help="folder for corpus/, inbox/, state/ and models/ (env FACESETD_DATA_DIR)")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: none; <data-dir>/facesetd.toml and the built-in defaults)")
+    parser.add_argument("--data-dir", help="folder for corpus/, inbox/, state/, models/ and facesetd.toml "
+                        "(env FACESETD_DATA_DIR; default ~/.local/share/facesetd)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     modules: dict[str, object] = {}
     for name in VERB_MODULES:
@@ -66,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = App.from_args(args)
         try:
+            app.check_data_folder(data_folder_use(args))
             return int(modules[args.verb].run(args, app) or 0)  # type: ignore[attr-defined]
         finally:
             app.close()

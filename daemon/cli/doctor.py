@@ -25,6 +25,16 @@ def _probe_image() -> bytes:
     return buf.tobytes()
 
 
+def _missing_pack_hint(configured: str, installed: list[str]) -> str:
+    """What to do when the configured pack is not there: use an installed one (fetching it again is instant and
+    makes it the configured pack), or fetch the configured one."""
+    if not installed:
+        return f"  configured pack {configured} is missing: facesetd models fetch --pack {configured}"
+    return (f"  configured pack {configured} is missing; installed: {', '.join(installed)} "
+            f"(use it: facesetd models fetch --pack {installed[0]}; or get {configured}: "
+            f"facesetd models fetch --pack {configured})")
+
+
 def run(args: argparse.Namespace, app: Any) -> int:
     from gpu_agent import open_engines
     from gpu_agent.errors import ModelError
@@ -38,7 +48,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
     for p in packs:
         print(f"  pack {p.name}: {'verified' if p.verified else 'CHECKSUM MISMATCH'}")
     if not any(p.name == cfg.models.face_pack for p in packs) and cfg.gpu_agent.mode == "in-process":
-        print(f"  configured pack {cfg.models.face_pack} is missing: facesetd models fetch --pack {cfg.models.face_pack}")
+        print(_missing_pack_hint(cfg.models.face_pack, [p.name for p in packs if p.verified]))
         ok = False
     print(f"providers available: {', '.join(available_providers())}")
     try:

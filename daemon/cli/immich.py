@@ -86,7 +86,8 @@ def _poll_once(args: argparse.Namespace, app: Any) -> int:
         client = client_for(settings, user)
         try:
             r = poll_user(client, store, app.config.staging_dir, user.name,
-                          page_size=settings.page_size, workers=settings.workers)
+                          page_size=settings.page_size, workers=settings.workers,
+                          min_face_px=app.config.identity.min_face_px)
         finally:
             client.close()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing new"

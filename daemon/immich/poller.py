@@ -34,7 +34,6 @@ from .store import ImportStore, StagedAsset
 
 log = structlog.get_logger("facesetd.immich")
 
-MIN_FACE_PX = 90  # seed 001: the short side of a face box in ORIGINAL pixels
 # An asset with no faces is re-checked on later passes until it has been in Immich this long
 # (by its createdAt, the upload time); by then face detection has run or never will.
 DEFER_GIVE_UP = timedelta(days=7)
@@ -85,7 +84,7 @@ def taken_at(asset: dict[str, Any]) -> str | None:
 
 
 def scale_faces(
-    faces: Iterable[dict[str, Any]], width: int, height: int, min_px: float = MIN_FACE_PX
+    faces: Iterable[dict[str, Any]], width: int, height: int, min_px: float
 ) -> tuple[tuple[float, float, float, float], ...]:
     """Boxes scaled from preview pixels to the original's `width` x `height`, keeping short side >= min_px."""
     kept = []
@@ -252,10 +251,11 @@ def poll_user(
     *,
     page_size: int = 250,
     workers: int = 8,
-    min_face_px: float = MIN_FACE_PX,
+    min_face_px: float,
     now: datetime | None = None,
 ) -> PollResult:
-    """One pass for one user. Raises ImmichAuthError/ImmichPermissionError at once, and
+    """One pass for one user; faces whose short side is under `min_face_px` ([identity] min_face_px) in original
+    pixels are left out. Raises ImmichAuthError/ImmichPermissionError at once, and
     ImmichUnavailable after moving the watermark no further than the handled prefix."""
     now = now or datetime.now(timezone.utc)
     server = client.url

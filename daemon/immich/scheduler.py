@@ -59,9 +59,10 @@ class UserJob:
     """One user's scheduled pass, callable by APScheduler or directly (tests, `poll --once`)."""
 
     def __init__(self, settings: ImmichSettings, user: ImmichUser, client: ImmichClient, store: ImportStore,
-                 staging_dir: Path, breaker: OutageBreaker) -> None:
+                 staging_dir: Path, breaker: OutageBreaker, min_face_px: float) -> None:
         self.settings, self.user, self.client, self.store = settings, user, client, store
         self.staging_dir, self.breaker = staging_dir, breaker
+        self.min_face_px = min_face_px  # [identity] min_face_px; a SIGHUP may change it
         self.last_error: str | None = None
 
     def __call__(self) -> PollResult | None:
@@ -75,6 +76,7 @@ class UserJob:
                 self.user.name,
                 page_size=self.settings.page_size,
                 workers=self.settings.workers,
+                min_face_px=self.min_face_px,
                 now=datetime.now(timezone.utc),
             )
         except (ImmichAuthError, ImmichPermissionError) as e:
@@ -99,7 +101,8 @@ class ImmichScheduler:
     """A BackgroundScheduler with one interval job per user; start() and shutdown()."""
 
     def __init__(self, settings: ImmichSettings, store: ImportStore, staging_dir: Path,
-                 environ: Mapping[str, str] | None = None, scheduler: BackgroundScheduler | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, scheduler: BackgroundScheduler | None = None, *,
+                 min_face_px: float) -> None:
         self.settings = settings
         self.scheduler = scheduler or BackgroundScheduler(timezone=timezone.utc)
         self.breaker = OutageBreaker(settings.url, settings.breaker_failures)
@@ -108,7 +111,7 @@ class ImmichScheduler:
             if user.name in self.jobs:
                 raise ConfigError(f"immich.users: the name {user.name!r} is used twice")
             client = client_for(settings, user, environ)
-            job = UserJob(settings, user, client, store, staging_dir, self.breaker)
+            job = UserJob(settings, user, client, store, staging_dir, self.breaker, min_face_px)
             self.jobs[user.name] = job
             self.scheduler.add_job(
                 job,
