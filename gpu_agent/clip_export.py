@@ -50,6 +50,7 @@ OPSET = 17
 # Seconds `export-clip` waits for the weights' host to answer before it says the host is unreachable (without
 # this probe huggingface_hub retries for ~25 s per candidate file, then open_clip raises a chain of errors).
 PROBE_TIMEOUT_S = 5.0
+OFFLINE_SET = "HF_HUB_OFFLINE is set"  # the user asked for the cache alone: no probe, no request
 
 
 def clip_dir(models_dir: Path, model: str, pretrained: str | None) -> Path:
@@ -111,8 +112,12 @@ def build_model(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
     except Exception as e:
         if source is None or not _is_download_error(e):
             raise
-        why = f"{source} is unreachable ({unreachable}) and they are not cached" if unreachable else \
-            f"download from {source} failed ({_first_line(e)})"
+        if unreachable == OFFLINE_SET:
+            why = f"{OFFLINE_SET} and they are not cached"
+        elif unreachable:
+            why = f"{source} is unreachable ({unreachable}) and they are not cached"
+        else:
+            why = f"download from {source} failed ({_first_line(e)})"
         raise ModelError(
             f"cannot get the CLIP weights {model}/{pretrained}: {why}; offline, copy an exported "
             f"clip/{clip_dir(Path('.'), model, pretrained).name}/ folder into the models root (docs/models.md, Offline)"
@@ -152,7 +157,7 @@ def _probe(url: str) -> str | None:
     import requests
 
     if _hub_is_offline():
-        return "HF_HUB_OFFLINE is set"
+        return OFFLINE_SET
     try:
         requests.head(url, timeout=PROBE_TIMEOUT_S, allow_redirects=False).close()
     except requests.Timeout:

@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 PACKAGES = ("daemon", "handlers", "gpu_agent", "state")
 IMMICH_KEY = "fake-key-Zq8w3LmP0xY"
+MIN_SETUPTOOLS = (70, 1)  # pyproject's [build-system] requires
 
 
 @dataclass
@@ -81,21 +83,35 @@ def _deps_folder(dest: Path) -> Path:
     return dest
 
 
+def _build_isolation() -> list[str]:
+    """Build offline with this environment's setuptools when it is new enough for pyproject's build-system
+    (a Python 3.11 venv ships setuptools 65, without bdist_wheel); otherwise let pip fetch it from the index."""
+    try:
+        major, minor = (int(x) for x in version("setuptools").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-build-isolation", "--no-index"] if (major, minor) >= MIN_SETUPTOOLS else []
+
+
+def _pip(args: list[str], env: dict[str, str], cwd: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
     root = tmp_path_factory.mktemp("wheel")
     src = _copy_source(root / "src")
     dist = root / "dist"
-    build_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    build_env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")  # never the network
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(dist), str(src)], check=True, env=build_env, cwd=root, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1")
+    _pip(["wheel", "--no-deps", *_build_isolation(), "-q", "-w", str(dist), str(src)], env, root)
     (wheel,) = dist.glob("facesetd-*.whl")
     vroot = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(vroot)], check=True, timeout=120)
     py = vroot / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, env=build_env, cwd=root, timeout=300)
+    _pip(["--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)], env, root)
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True, cwd=root, env={}).stdout.strip())
     deps = _deps_folder(root / "deps")
@@ -191,6 +207,9 @@ def test_one_real_command_per_verb_group(venv: Venv, tmp_path: Path) -> None:
     assert _one_line_error(doctor) == "not usable" and "facesetd models fetch --pack buffalo_l" in doctor.stdout
     assert "received 0 inbox photos" in _ok(venv.run(*d, "reconcile"))
     assert "rebuilt projections" in _ok(venv.run(*d, "rebuild"))
+    assert _one_line_error(venv.run(*d, "restore", "999")) == "facesetd: error: no event 999 in the log"
+    offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # never a real download
+    assert "cannot get the CLIP weights" in _one_line_error(venv.run(*d, "models", "export-clip", env=offline))
 
 
 def test_immich_check_against_the_fake_server(venv: Venv, tmp_path: Path) -> None:
