@@ -16,10 +16,14 @@ Layout: <models_dir>/clip/<model>__<pretrained>/
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,10 @@ INT8_OPTIONS: dict[str, Any] = {"per_channel": True, "reduce_range": True, "op_t
 TEXT_FILE = "text.npz"
 META_FILE = "clip.json"
 OPSET = 17
+# Seconds `export-clip` waits for the weights' host to answer before it says the host is unreachable (without
+# this probe huggingface_hub retries for ~25 s per candidate file, then open_clip raises a chain of errors).
+PROBE_TIMEOUT_S = 5.0
+OFFLINE_SET = "HF_HUB_OFFLINE is set"  # the user asked for the cache alone: no probe, no request
 
 
 def clip_dir(models_dir: Path, model: str, pretrained: str | None) -> Path:
@@ -88,11 +96,142 @@ def import_open_clip() -> Any:
 
 
 def build_model(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
-    """(model in eval mode, its validation preprocess, its tokenizer) from open_clip."""
+    """(model in eval mode, its validation preprocess, its tokenizer) from open_clip.
+
+    Pretrained weights come from open_clip's download (the Hugging Face hub, or a URL) or its cache. The
+    host is probed first: when it does not answer, the cache alone is used (HF_HUB_OFFLINE), and weights
+    that are not cached give one ModelError saying what to do offline instead of minutes of retries.
+    """
     open_clip = import_open_clip()
-    m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None)
+    _check_names(open_clip, model, pretrained)
+    source = _weights_host(open_clip, model, pretrained)
+    unreachable = _probe(source) if source else None
+    try:
+        with _hub_offline(unreachable is not None), _held_root_logs() as held:
+            m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None)
+    except Exception as e:
+        if source is None or not _is_download_error(e):
+            raise
+        if unreachable == OFFLINE_SET:
+            why = f"{OFFLINE_SET} and they are not cached"
+        elif unreachable:
+            why = f"{source} is unreachable ({unreachable}) and they are not cached"
+        else:
+            why = f"download from {source} failed ({_first_line(e)})"
+        raise ModelError(
+            f"cannot get the CLIP weights {model}/{pretrained}: {why}; offline, copy an exported "
+            f"clip/{clip_dir(Path('.'), model, pretrained).name}/ folder into the models root (docs/models.md, Offline)"
+        ) from e
+    for record in held:
+        log.warning("open_clip", message=record.getMessage())
     m.eval()
     return m, preprocess, open_clip.get_tokenizer(model)
+
+
+def _check_names(open_clip: Any, model: str, pretrained: str | None) -> None:
+    """A misspelt --model or --pretrained as one line, before anything is downloaded."""
+    if model.startswith("hf-hub:"):
+        return  # a hub repository: only the hub knows it
+    if model not in open_clip.list_models():
+        raise ModelError(f"open_clip has no model {model!r} (--model, [models] clip_model); e.g. ViT-B-32, ViT-L-14")
+    if pretrained and not open_clip.get_pretrained_cfg(model, pretrained) and not os.path.isfile(pretrained):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ModelError(f"open_clip has no pretrained tag {pretrained!r} for {model} (--pretrained, "
+                         f"[models] clip_pretrained); its tags: {tags}; 'none' = random weights")
+
+
+def _weights_host(open_clip: Any, model: str, pretrained: str | None) -> str | None:
+    """The URL open_clip downloads these weights from; None when nothing is downloaded (random, a local file)."""
+    from huggingface_hub import constants
+
+    if model.startswith("hf-hub:"):
+        return constants.ENDPOINT
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+    if cfg.get("hf_hub"):  # open_clip prefers the hub when a tag has both
+        return constants.ENDPOINT
+    return cfg.get("url") or None
+
+
+def _probe(url: str) -> str | None:
+    """None when the host of `url` answers an HTTP request at all (any status), else why not, in a few words."""
+    import requests
+
+    if _hub_is_offline():
+        return OFFLINE_SET
+    try:
+        requests.head(url, timeout=PROBE_TIMEOUT_S, allow_redirects=False).close()
+    except requests.Timeout:
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
+    except requests.RequestException as e:
+        # requests nests the cause several exceptions deep; "[Errno 111] Connection refused" is what a user needs.
+        found = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", str(e))
+        return found[-1].strip() if found else type(e).__name__
+    return None
+
+
+def _hub_is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode for the block: cached files only, no request and no retry."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or offline  # read on every call (constants.is_offline_mode())
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+class _Hold(logging.Handler):
+    """Keeps WARNING and above from the root logger; huggingface_hub's are left to its own handler."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("huggingface_hub"):
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_root_logs() -> Iterator[list[logging.LogRecord]]:
+    """open_clip logs through the root logger (logging.error(...)), which installs logging's default stderr
+    handler: every hub warning would print twice and a failed download once more before our own one line.
+    A handler on root for the block prevents that; the caller replays the records only if the build worked."""
+    root = logging.getLogger()
+    hold = _Hold()
+    root.addHandler(hold)
+    try:
+        yield hold.records
+    finally:
+        root.removeHandler(hold)
+
+
+def _is_download_error(e: BaseException) -> bool:
+    """Whether the chain open_clip raised holds a network or hub error (OSError covers hub, HTTP and URL errors)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) or type(cur).__module__.split(".")[0] in ("httpx", "huggingface_hub"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The innermost error's first line, shortened: hub errors span several lines."""
+    while e.__cause__ or e.__context__:
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _ImageTower:
