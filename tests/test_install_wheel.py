@@ -199,13 +199,15 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 def test_one_real_command_per_verb_group(venv: Venv, tmp_path: Path) -> None:
     data = tmp_path / "data"
     d = ["--data-dir", str(data)]
+    # a read-only verb on a folder that does not exist yet: one line, nothing created
+    assert "does not exist" in _one_line_error(venv.run(*d, "status")) and not data.exists()
+    assert "received 0 inbox photos" in _ok(venv.run(*d, "reconcile"))  # makes the data folder
     assert "0 active" in _ok(venv.run(*d, "status"))
     assert "[immich]" in _ok(venv.run("config", "--defaults"))
     _ok(venv.run(*d, "events"))
     assert "no insightface packs" in _ok(venv.run(*d, "models", "list"))
     doctor = venv.run(*d, "doctor")  # no models yet: exit 1, says what is missing and which command fetches it
     assert _one_line_error(doctor) == "not usable" and "facesetd models fetch --pack buffalo_l" in doctor.stdout
-    assert "received 0 inbox photos" in _ok(venv.run(*d, "reconcile"))
     assert "rebuilt projections" in _ok(venv.run(*d, "rebuild"))
     assert _one_line_error(venv.run(*d, "restore", "999")) == "facesetd: error: no event 999 in the log"
     offline = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # never a real download
