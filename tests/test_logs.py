@@ -98,18 +98,20 @@ def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir:
     (data / "inbox" / "trip").mkdir()
     env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
     d = DaemonProcess(data, env).start()
-    d.idle()
-    # a user moves a folder out of the inbox and back: watchdog warns that it watches it already
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (data / "inbox" / "trip").rename(outside / "trip")
-    time.sleep(1.0)
-    (outside / "trip").rename(data / "inbox" / "trip2")
-    d.wait_for(lambda: "already exists" in d.output(), "watchdog's warning")
-    shutil.copy(faces_dir / "identities" / "biden" / "biden.jpg", data / "inbox" / "trip2" / "biden.jpg")
-    d.wait_for(lambda: d.kinds().count("photo_processed") == 3, "biden routed")
-    d.idle()
-    assert d.terminate() == 0
+    try:
+        d.idle()
+        # a user moves a folder out of the inbox and back: watchdog warns that it watches it already
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (data / "inbox" / "trip").rename(outside / "trip")
+        time.sleep(1.0)
+        (outside / "trip").rename(data / "inbox" / "trip2")
+        d.wait_for(lambda: "already exists" in d.output(), "watchdog's warning")
+        shutil.copy(faces_dir / "identities" / "biden" / "biden.jpg", data / "inbox" / "trip2" / "biden.jpg")
+        d.wait_for(lambda: d.kinds().count("photo_processed") == 3, "biden routed")
+        d.idle()
+    finally:
+        assert d.terminate() == 0
 
     lines = d.lines()  # raises on a line that is not JSON
     assert all(isinstance(line, dict) and "event" in line and "level" in line for line in lines)
