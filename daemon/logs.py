@@ -1,10 +1,22 @@
-"""structlog setup: JSON lines off a terminal (journald-friendly), coloured lines on one; secrets redacted."""
+"""structlog setup: JSON lines off a terminal (journald-friendly), coloured lines on one; secrets redacted.
+
+Everything a process writes to its log goes through the same renderer: our structlog lines, the stdlib
+`logging` of libraries (watchdog, apscheduler, urllib3, ...), Python warnings (watchdog's RuntimeWarning
+when a folder comes back into the inbox) and exceptions that end a thread. So journald only ever gets one
+JSON object per line, each with its secrets redacted.
+
+INFO reads as a story: one line per photo (its faces and where each went), one per decision (prune,
+quarantine, promotion, restore) with its reason and event id. Per-event lines ("event appended") are DEBUG.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import threading
+import warnings
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -55,7 +67,75 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
     return {k: _redact_value(k, v) for k, v in event_dict.items()}
 
 
+# Libraries log at this level or above (or at ours, when that is higher): their INFO and DEBUG lines are
+# about their own machinery (a job added, a connection opened), not about the corpus.
+LIBRARY_LEVEL = logging.WARNING
+
+warnings_log = structlog.get_logger("py.warnings")
+threads_log = structlog.get_logger("facesetd.threads")
+
+
+class _OurHandler(logging.Handler):
+    """The root logger's handler that configure_logging installs (and replaces when called again).
+
+    It writes through a structlog PrintLogger on the same stream, so it shares structlog's lock for that
+    stream: a library's line never lands in the middle of one of ours."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.printer = structlog.PrintLogger(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.printer.msg(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """warnings.showwarning: a warning becomes one log line instead of two raw lines on stderr."""
+    if file is not None:  # a caller that asked for a particular file gets it
+        _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+        return
+    warnings_log.warning("python warning", category=category.__name__, message=str(message),
+                         location=f"{filename}:{lineno}")
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: an exception that ends a thread is logged (with its traceback) as one line."""
+    if args.exc_type is SystemExit:
+        return
+    exc_info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
+    if args.exc_value is not None:
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    name = args.thread.name if args.thread is not None else "?"
+    threads_log.error("thread ended by an exception", thread=name, error=f"{args.exc_type.__name__}: {args.exc_value}",
+                      exc_info=exc_info)
+
+
+_ORIGINAL_SHOWWARNING = warnings.showwarning
+
+
+def _route_stdlib(level: int, stream: TextIO, renderer_tail: list[Any], shared: list[Any]) -> None:
+    """Send the stdlib logging of every library through the same processors and stream as ours."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer_tail],
+    )
+    handler = _OurHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(level, LIBRARY_LEVEL))
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Log to `stream` (stdout by default) at `level`: JSON lines ("json", or "auto" off a terminal) or
+    coloured console lines. Library logging, Python warnings and thread-ending exceptions go the same way.
+    Safe to call again (a config reload)."""
     stream = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared: list[Any] = [
@@ -67,9 +147,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         tail: list[Any] = [structlog.processors.dict_tracebacks, redact_secrets, structlog.processors.JSONRenderer()]
     else:
         tail = [structlog.processors.format_exc_info, redact_secrets, structlog.dev.ConsoleRenderer(colors=True)]
+    numeric = getattr(logging, level.upper())
     structlog.configure(
         processors=shared + tail,
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(numeric, stream, tail, shared)
+    warnings.showwarning = _show_warning
+    threading.excepthook = _thread_excepthook

@@ -54,7 +54,10 @@ def open_header(source: bytes | Path) -> Any:
         raise ImageTooLarge(f"image of {pixels / 1e6:.0f} MP refused before decoding: {e}", pixels=pixels) from e
     except Exception as e:  # noqa: BLE001 - whatever the header parser trips on, the bytes are not an image
         size = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else "?"
-        raise ImageDecodeError(f"cannot decode image ({size} bytes): {type(e).__name__}: {e}") from e
+        # Pillow names what it was given: for bytes that is "<_io.BytesIO object at 0x...>", which tells a
+        # user nothing; the caller names the file.
+        detail = str(e).replace(f" {fp!r}", "").replace(repr(fp), "") if fp is not source else str(e)
+        raise ImageDecodeError(f"cannot decode image ({size} bytes): {type(e).__name__}: {detail}") from e
 
 
 def image_size(source: bytes | Path) -> tuple[int, int]:

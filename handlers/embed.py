@@ -60,10 +60,10 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
             decoded.append(decode_image(data, max_pixels))  # the header first: a bomb is never decoded
             readable.append((face, data))
         except ImageTooLarge as err:  # bad input: moved aside with the reason, the rest go on
-            out.append(prune(ctx, face, "too_large", f"the PNG is too large to decode: {err}",
+            out.append(prune(ctx, face, "too_large", f"{face.path} is too large to decode: {err}",
                              {"size": len(data), "pixels": err.pixels, "max_pixels": max_pixels}))
         except ImageDecodeError as err:
-            out.append(prune(ctx, face, "unreadable", f"cannot decode the PNG: {err}", {"size": len(data)}))
+            out.append(prune(ctx, face, "unreadable", f"cannot decode {face.path}: {err}", {"size": len(data)}))
     todo = readable
     if not todo:
         return out

@@ -99,7 +99,8 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
         ))
         out.extend(added)
         taken.update(members)  # the others of the same photos stay out of new facesets too
-        ctx.log.info("pool faces matched", faceset=name, faces=len(moves))
+        # The decision's own INFO line (state/eventlog.py) tells it, with its reason and event id.
+        ctx.log.debug("pool faces matched", faceset=name, faces=len(moves))
     return out, taken
 
 
@@ -148,5 +149,5 @@ def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
                     "max_pair_distance": round(pair, 4), "pool_size": len(rows)},
         ))
         out.extend(added)
-        ctx.log.info("faceset promoted from pool", faceset=name, faces=len(moves))
+        ctx.log.debug("faceset promoted from pool", faceset=name, faces=len(moves))
     return out

@@ -425,8 +425,9 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     root_dir = _root_dir(ctx, e.root)
     label = f"{e.root}/{e.path}"
     if root_dir is None:
-        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="unknown_root",
-                                 error=f"no folder configured for photo root {e.root!r}")]
+        error = f"no folder configured for photo root {e.root!r}"
+        ctx.log.warning("photo rejected", path=label, reason="unknown_root", error=error)
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="unknown_root", error=error)]
     src = _source(root_dir, e)
     if e.link_problem:
         return _reject_link(ctx, e, src, e.link_problem)
@@ -443,10 +444,12 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         moved = _find_moved(ctx.inbox, bases, e.sha256)
         if moved is None:
             # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
+            ctx.log.info("photo gone before it was processed", path=label)
             return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
                                      error=f"{label} changed or disappeared before it was processed")]
         if moved.startswith(REJECTED + "/"):
             reason = moved.split("/")[1]
+            ctx.log.warning("photo rejected", path=label, reason=reason, dest=moved, note="by an interrupted run")
             return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
                                      error=f"{label}: {reason} (moved aside by an interrupted run)")]
         data = (ctx.inbox / moved).read_bytes()
@@ -462,6 +465,8 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         note = f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed"
         if seed_faces:
             note += f"; its face waiting in the pool joined {e.forced_faceset}"
+        ctx.log.info("photo routed", path=label, faces=len(seed_faces), to=[f["to"] for f in seed_faces],
+                     dest=dest, note=note)
         return [*seeded, ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
                                            faces=tuple(seed_faces), note=note)]
 
@@ -511,29 +516,35 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     if lost:
         skipped["same_identity"] = lost
 
-    base_source = {**e.provenance, "photo_sha256": e.sha256}
-    summaries: list[dict[str, Any]] = []
+    written: list[tuple[_Face, str, str, int, int]] = []  # (face, crop path, sha256, size, mtime_ns)
     for f in faces:
         if not f.to:
             continue
-        name = f"{prefix}{f.index}.png"
         crop = crop_face(image, f.face)
         ok, buf = cv2.imencode(".png", crop)
         if not ok:  # pragma: no cover - encoding a uint8 array does not fail
             raise RuntimeError(f"cannot encode crop of {label}")
-        png = buf.tobytes()
+        name = f"{prefix}{f.index}.png"
+        if f.to == POOL_FACESET:
+            rel = f"{POOL_DIR}/{name}"
+        else:
+            rel = face_path(area if f.to == forced else (ctx.state.faceset_area(f.to) or ""), f.to, name)
+        written.append((f, rel, *_write_crop(ctx.corpus, rel, buf.tobytes())))
+
+    crash_point("inbox:crops_written")
+    dest = moved or move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
+    crash_point("inbox:photo_moved")
+    # Where the photo is now (inbox-relative, e.g. _processed/x.jpg), and the name it arrived under.
+    base_source = {**_source_dict(e, dest), "photo_sha256": e.sha256}
+    summaries: list[dict[str, Any]] = []
+    for f, rel, sha, size, mtime in written:
         source = {**base_source, "face": f.index, "bbox": [round(v, 1) for v in f.face.bbox],
                   "det_score": round(float(f.face.det_score), 4)}
         dist = None if f.distance is None else round(f.distance, 4)
         if f.to == POOL_FACESET:
-            rel = f"{POOL_DIR}/{name}"
-            sha, _size, _m = _write_crop(ctx.corpus, rel, png)
-            out.append(ev.PoolFaceAdded(path=rel, face_id=name[:-4], sha256=sha, photo_sha256=e.sha256,
+            out.append(ev.PoolFaceAdded(path=rel, face_id=f"{prefix}{f.index}", sha256=sha, photo_sha256=e.sha256,
                                         quality=f.quality, source=source, embedding=f.vec))
         else:
-            fs_area = area if f.to == forced else (ctx.state.faceset_area(f.to) or "")
-            rel = face_path(fs_area, f.to, name)
-            sha, size, mtime = _write_crop(ctx.corpus, rel, png)
             out.append(ev.FaceAdded(path=rel, sha256=sha, size=size, mtime_ns=mtime, source=source))
             out.append(ev.FaceRouted(path=rel, sha256=sha, faceset=f.to, distance=dist, quality=f.quality,
                                      embedding=f.vec))
@@ -542,14 +553,20 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
                           "face": f.index})
 
-    crash_point("inbox:crops_written")
-    dest = moved or move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
-    crash_point("inbox:photo_moved")
     note = "" if summaries else ("no face found" if not detected else "no usable face")
     out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
                                  skipped=skipped, note=note))
-    ctx.log.info("photo routed", path=label, faces=len(summaries), to=[s["to"] for s in summaries], dest=dest)
+    # The photo's line of the story: how many faces were found, where each one went, why any was left.
+    ctx.log.info("photo routed", path=label, found=len(detected), faces=len(summaries),
+                 to=[s["to"] for s in summaries], skipped=skipped, dest=dest, **({"note": note} if note else {}))
     return out
+
+
+def _source_dict(e: ev.PhotoReceived, dest: str) -> dict[str, Any]:
+    """A crop's source: the provenance, with `photo` where the photo is after routing (inbox-relative,
+    under _processed/) and `received_as` the name it arrived under (`inbox/x.jpg`)."""
+    received_as = e.provenance.get("photo", f"{e.root}/{e.path}")
+    return {**e.provenance, "photo": dest or received_as, "received_as": received_as}
 
 
 __all__ = ["centroids", "move_aside", "nearest", "route_one", "route_photo", "unit"]

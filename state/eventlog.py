@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import structlog
 
 from .errors import LogError
-from .events import Event, decode_event, encode_event
+from .events import Decision, DecisionReverted, Event, decode_event, encode_event
 
 SCHEMA_VERSION = 1
 
@@ -51,6 +51,22 @@ MIGRATIONS: list[str] = [
 ]
 
 log = structlog.get_logger("facesetd.eventlog")
+
+
+def _log_appended(event: Event, kind: str, position: int, subject: str) -> None:
+    """A decision (prune, quarantine, promotion, pool match, restore) is one INFO line with its reason and
+    its event id (what `facesetd restore` takes); every other event is a DEBUG line."""
+    if not isinstance(event, Decision):
+        log.debug("event appended", kind=kind, position=position, subject=subject)
+        return
+    fields: dict[str, Any] = {"event_id": position, "kind": kind, "check": event.check, "subject": subject}
+    if len(event.moves) == 1:
+        fields["to"] = event.moves[0][1]
+    else:
+        fields["moves"] = len(event.moves)
+    if isinstance(event, DecisionReverted):
+        fields["undoes"] = event.target
+    log.info(kind.replace("_", " "), **fields, reason=event.reason)
 
 
 @dataclass(frozen=True)
@@ -195,8 +211,8 @@ class EventLog:
         conn.executemany(
             "INSERT INTO events(position, kind, subject, time, payload, vector) VALUES (?,?,?,?,?,?)", rows
         )
-        for position, kind, subject, _t, _p, _v in rows:
-            log.info("event appended", kind=kind, position=position, subject=subject)
+        for (position, kind, subject, _t, _p, _v), event in zip(rows, events):
+            _log_appended(event, kind, position, subject)
         return [r[0] for r in rows]
 
     # Reading -------------------------------------------------------------------------------------

@@ -43,8 +43,11 @@ def test_kill_inside_the_router_then_next_run_completes(
         "1e495731c568_0.png", "a3438d8091a6_0.png"]
     assert not list(corpus.rglob(".*.tmp-*"))
     manifest = json.loads((corpus / "faceset_001/manifest.json").read_text())
-    assert sorted(f["source"]["photo"] for f in manifest["faces"]) == ["inbox/faceset_001/obama.jpg",
-                                                                       "inbox/obama1.jpg"]
+    # each face names where its photo is now, and the name it arrived under, also after a crash mid-way
+    assert sorted(f["source"]["photo"] for f in manifest["faces"]) == ["_processed/faceset_001/obama.jpg",
+                                                                       "_processed/obama1.jpg"]
+    assert sorted(f["source"]["received_as"] for f in manifest["faces"]) == ["inbox/faceset_001/obama.jpg",
+                                                                             "inbox/obama1.jpg"]
 
 
 @pytest.mark.parametrize("point", ["move:before_rename", "move:after_rename"])

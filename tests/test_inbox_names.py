@@ -93,7 +93,7 @@ def test_non_utf8_name_through_reconcile(tmp_path: Path, faces_dir: Path, models
     assert (inbox / "_processed" / SHOWN).is_file() and RAW not in names_in(inbox)
     # the crop (in the pool: no faceset yet) names its photo by the escaped name
     (pooled,) = of(events, "pool_face_added")
-    assert pooled["source"]["photo"] == f"inbox/{SHOWN}"
+    assert pooled["source"]["photo"] == f"_processed/{SHOWN}" and pooled["source"]["received_as"] == f"inbox/{SHOWN}"
     cli(data, "reconcile", env=env)
     assert len(evs(data, env)) == len(events)
 

@@ -63,6 +63,7 @@ def test_seed_route_pool_promote_reject(tmp_path: Path, faces_dir: Path, env: di
     rejected = [e for e in evs if e["kind"] == "photo_rejected"]
     assert len(rejected) == 1 and rejected[0]["payload"]["path"] == "x.jpg"
     assert rejected[0]["payload"]["reason"] == "unreadable" and "cannot decode" in rejected[0]["payload"]["error"]
+    assert rejected[0]["payload"]["error"].startswith("inbox/x.jpg: ") and "object at 0x" not in rejected[0]["payload"]["error"]
     assert (inbox / "_rejected/unreadable/x.jpg").exists()
     # every photo moved to _processed/ under its relative path; the hidden file stays untouched
     processed = sorted(str(p.relative_to(inbox / "_processed")) for p in (inbox / "_processed").rglob("*.jpg"))
@@ -81,14 +82,20 @@ def test_seed_route_pool_promote_reject(tmp_path: Path, faces_dir: Path, env: di
     # small faces (pp_woman: 31-50 px) are not cropped
     pp3 = next(e for e in evs if e["kind"] == "photo_processed" and e["payload"]["path"] == "pp3.jpg")
     assert pp3["payload"]["faces"] == [] and pp3["payload"]["skipped"] == {"small": 1}
-    # crops are 512x512; manifests name each face's source photo
+    # crops are 512x512; manifests name where each face's photo is now (inbox-relative) and the name it came as
     for png in (corpus / "faceset_002/faces").glob("*.png"):
         assert cv2.imread(str(png)).shape == (512, 512, 3)
     manifest = json.loads((corpus / "faceset_002/manifest.json").read_text())
-    photos = sorted(f["source"]["photo"] for f in manifest["faces"] + manifest["dropped"])  # dropped: by a check
-    assert photos == sorted([f"inbox/{p}" for p in OBAMA] + ["inbox/obama_and_biden.jpg"])
+    faces = manifest["faces"] + manifest["dropped"]  # dropped: by a check
+    assert sorted(f["source"]["photo"] for f in faces) == sorted(
+        [f"_processed/{p}" for p in OBAMA] + ["_processed/obama_and_biden.jpg"])
+    assert sorted(f["source"]["received_as"] for f in faces) == sorted(
+        [f"inbox/{p}" for p in OBAMA] + ["inbox/obama_and_biden.jpg"])
+    assert all((inbox / f["source"]["photo"]).is_file() for f in faces)
     seed = json.loads((corpus / "faceset_001/manifest.json").read_text())
     assert {f["source"]["photo"] for f in seed["faces"]} == {
+        "_processed/faceset_001/biden.jpg", "_processed/faceset_001/biden2.jpg", "_processed/obama_and_biden.jpg"}
+    assert {f["source"]["received_as"] for f in seed["faces"]} == {
         "inbox/faceset_001/biden.jpg", "inbox/faceset_001/biden2.jpg", "inbox/obama_and_biden.jpg"}
 
     # a second reconcile does nothing

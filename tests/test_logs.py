@@ -1,11 +1,20 @@
-"""Logging: one JSON object per line off a terminal, every appended event logged, secrets redacted."""
+"""Logging: one JSON object per line off a terminal (ours, libraries', warnings'), INFO a story of photos and
+decisions with per-event lines at DEBUG, secrets redacted."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
 
 import structlog
+from daemon_proc import DaemonProcess
+from PIL import Image
 
 from daemon.logs import REDACTED, configure_logging, register_secret
 from state import events as ev
@@ -16,14 +25,119 @@ def _lines(buf: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buf.getvalue().splitlines()]
 
 
-def test_json_lines_with_level_timestamp_and_appended_events(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_json_lines_decisions_at_info_other_events_at_debug(tmp_path) -> None:  # type: ignore[no-untyped-def]
     buf = io.StringIO()
     configure_logging("info", "auto", stream=buf)  # a StringIO is not a terminal: JSON
     log = EventLog(tmp_path / "events.sqlite3")
     log.append([ev.FaceMissing(path="faceset_001/faces/a.png")])
+    assert buf.getvalue() == "", "a per-event line at INFO"
+    log.append([ev.FacePruned(path="faceset_001/faces/b.png", sha256="ab",
+                              moves=(("faceset_001/faces/b.png", "faceset_001/faces/_dropped/b.png"),),
+                              check="near_dup", reason="near-duplicate of faceset_001/faces/c.png")])
     (line,) = _lines(buf)
-    assert line["event"] == "event appended" and line["kind"] == "face_missing" and line["position"] == 1
+    assert line["event"] == "face pruned" and line["kind"] == "face_pruned" and line["event_id"] == 2
+    assert line["check"] == "near_dup" and line["reason"] == "near-duplicate of faceset_001/faces/c.png"
+    assert line["subject"] == "faceset_001/faces/b.png" and line["to"] == "faceset_001/faces/_dropped/b.png"
     assert line["level"] == "info" and line["timestamp"].endswith("Z")
+    log.append([ev.DecisionReverted(target=2, path="faceset_001/faces/b.png", check="near_dup",
+                                    moves=(("faceset_001/faces/_dropped/b.png", "faceset_001/faces/b.png"),),
+                                    reason="restored by the user (undoes event 2: near-duplicate)")])
+    restored = _lines(buf)[-1]
+    assert restored["event"] == "decision reverted" and restored["undoes"] == 2 and restored["event_id"] == 3
+
+    buf = io.StringIO()
+    configure_logging("debug", "json", stream=buf)
+    log.append([ev.FaceMissing(path="faceset_001/faces/d.png")])
+    (line,) = _lines(buf)
+    assert line["event"] == "event appended" and line["kind"] == "face_missing" and line["position"] == 4
+    assert line["level"] == "debug"
+
+
+def test_library_logging_warnings_and_thread_errors_are_json_lines_with_secrets_redacted() -> None:
+    buf = io.StringIO()
+    configure_logging("info", "json", stream=buf)
+    register_secret("w4rn-secret-value")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("Callback with id '1' already exists; key w4rn-secret-value", RuntimeWarning, stacklevel=1)
+    logging.getLogger("apscheduler.scheduler").info("Added job")  # a library's INFO is its own business
+    logging.getLogger("watchdog.observers.inotify").warning("Inotify queue overflowed below %r", "/x token=abcd1234")
+
+    def crash() -> None:
+        raise ValueError("boom in a thread")
+
+    t = threading.Thread(target=crash, name="worker-1")
+    t.start()
+    t.join()
+    text = buf.getvalue()
+    assert "w4rn-secret-value" not in text and "abcd1234" not in text
+    warned, library, thread = _lines(buf)  # every line is one JSON object
+    assert warned["event"] == "python warning" and warned["category"] == "RuntimeWarning"
+    assert warned["level"] == "warning" and "already exists" in warned["message"] and REDACTED in warned["message"]
+    assert library["logger"] == "watchdog.observers.inotify" and library["level"] == "warning"
+    assert library["event"].startswith("Inotify queue overflowed below '/x token=")
+    assert thread["event"] == "thread ended by an exception" and thread["thread"] == "worker-1"
+    assert thread["error"] == "ValueError: boom in a thread" and thread["level"] == "error"
+    # configured again (a config reload): still one handler, one line per record
+    configure_logging("info", "json", stream=buf)
+    logging.getLogger("urllib3").warning("once")
+    assert buf.getvalue().count('"once"') == 1
+
+
+def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
+    """The real daemon, JSON logs on stdout (stderr merged in): every line parses, even the warning watchdog
+    gives when a folder comes back into the inbox; INFO has one line per photo and per decision, no
+    per-event lines; an unreadable file's error names it."""
+    data = tmp_path / "data"
+    seed = data / "inbox" / "faceset_001"
+    seed.mkdir(parents=True)
+    shutil.copy(faces_dir / "identities" / "obama" / "obama.jpg", seed / "obama.jpg")
+    with Image.open(faces_dir / "identities" / "obama" / "obama.jpg") as im:
+        im.save(seed / "obama_again.jpg", quality=80)  # the same face again: a near-duplicate, pruned
+    (data / "inbox" / "notes.jpg").write_bytes(b"not an image, whatever its name says\n" * 8)
+    (data / "inbox" / "trip").mkdir()
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+    d = DaemonProcess(data, env).start()
+    try:
+        d.idle()
+        # a user moves a folder out of the inbox and back: watchdog warns that it watches it already
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (data / "inbox" / "trip").rename(outside / "trip")
+        time.sleep(1.0)
+        (outside / "trip").rename(data / "inbox" / "trip2")
+        d.wait_for(lambda: "already exists" in d.output(), "watchdog's warning")
+        shutil.copy(faces_dir / "identities" / "biden" / "biden.jpg", data / "inbox" / "trip2" / "biden.jpg")
+        d.wait_for(lambda: d.kinds().count("photo_processed") == 3, "biden routed")
+        d.idle()
+    finally:
+        assert d.terminate() == 0
+
+    lines = d.lines()  # raises on a line that is not JSON
+    assert all(isinstance(line, dict) and "event" in line and "level" in line for line in lines)
+    assert not [line for line in lines if line["event"] == "event appended"], "per-event lines at INFO"
+    warned = [line for line in lines if line["event"] == "python warning"]
+    assert any(w["category"] == "RuntimeWarning" and "already exists" in w["message"] for w in warned)
+    assert all("watchdog" in w["location"] for w in warned)
+    # one line per photo: faces found, where each went
+    routed = {line["path"]: line for line in lines if line["event"] == "photo routed"}
+    assert set(routed) == {"inbox/faceset_001/obama.jpg", "inbox/faceset_001/obama_again.jpg", "inbox/trip2/biden.jpg"}
+    assert routed["inbox/faceset_001/obama.jpg"]["found"] == 1
+    assert routed["inbox/faceset_001/obama.jpg"]["to"] == ["faceset_001"]
+    assert routed["inbox/trip2/biden.jpg"]["to"] == ["pool"]
+    assert routed["inbox/trip2/biden.jpg"]["dest"] == "_processed/trip2/biden.jpg"
+    # one line per decision, with its reason and the event id `facesetd restore` takes
+    pruned_event = next(e for e in d.events() if e["kind"] == "face_pruned")
+    (pruned,) = [line for line in lines if line["event"] == "face pruned"]
+    assert pruned["event_id"] == pruned_event["position"] and pruned["check"] == "near_dup"
+    assert pruned["reason"].startswith("near-duplicate of faceset_001/faces/")
+    assert pruned["to"].startswith("faceset_001/faces/_dropped/")
+    # the unreadable file: its error names it, never a Python object
+    (rejected,) = [line for line in lines if line["event"] == "photo rejected"]
+    assert rejected["error"].startswith("inbox/notes.jpg: ") and "object at 0x" not in rejected["error"]
+    assert not [line for line in lines if line["event"] != "python warning" and "object at 0x" in json.dumps(line)]
+    # the story is short: nothing per event
+    assert len([line for line in lines if line["level"] == "info"]) <= 20
 
 
 def test_secrets_are_redacted_by_key_by_value_and_in_text() -> None:

@@ -230,6 +230,9 @@ def test_a_corpus_png_no_decoder_reads_is_moved_aside_with_its_reason(tmp_path: 
     events = [json.loads(line) for line in cli(data, "events", "--json", "--kind", "face_pruned").stdout.splitlines()]
     assert len(events) == 1
     assert events[0]["payload"]["check"] == "unreadable" and "cannot decode" in events[0]["payload"]["reason"]
+    # the reason names the file, not the Python object its bytes were read through
+    reason = events[0]["payload"]["reason"]
+    assert "faceset_001/faces/broken.png" in reason and "object at 0x" not in reason
     assert [p.parent.name for p in (data / "corpus").rglob("broken.png")] == ["_dropped"]
 
 

@@ -12,6 +12,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from state.atomic import file_mode
 from state.errors import FacesetdError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -56,7 +57,11 @@ class Staging:
         """A fresh, empty file for a download in progress (its name owes nothing to the server)."""
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="dl-", suffix=".part", dir=self.partial_dir)
-        os.close(fd)
+        try:
+            if hasattr(os, "fchmod"):  # mkstemp's 0600: the photo ends in inbox/_processed/, read by others
+                os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         return Path(name)
 
     def place(self, partial: Path, sha256: str, user: str, original_file_name: str) -> Path:
