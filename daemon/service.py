@@ -61,7 +61,7 @@ class Daemon:
         self._last_deferred = 0.0
         self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
         self._started = False  # the start-up reconcile ran
-        self._caught_up = False  # all work done at the end of the last step (logged on each change to True)
+        self._caught_up_at: int | None = None  # the log head when "caught up" was last said (None: busy since)
         self.busy = BusyBackoff()  # while another process holds the log's write lock: log once, back off
         self._unrecorded: list[WatchEvent] = []  # drained, but the log was busy: recorded on the next turn
         self.waiting: set[str] = set()  # inbox photos seen and not yet received (inbox-relative)
@@ -209,14 +209,19 @@ class Daemon:
         self._say_when_caught_up()
 
     def _say_when_caught_up(self) -> None:
-        """Log once each time all work is done: nothing queued, settling, waiting, unhandled or unrendered."""
+        """Log once each time all work is done (nothing queued, settling, waiting, unhandled or unrendered), and
+        again when the log moved on meanwhile without the loop seeing work (an Immich poll's events, say)."""
         caught_up = (
             not self.waiting and self.work.empty() and (self.watcher is None or self.watcher.pending() == 0)
             and not self._models_down() and self.pipeline.idle() and not self.pipeline.state.dirty()
         )
-        if caught_up and not self._caught_up:
-            log.info("caught up", log_position=self.pipeline.log.head(), handled=self.pipeline.handled)
-        self._caught_up = caught_up
+        if not caught_up:
+            self._caught_up_at = None
+            return
+        head = self.pipeline.log.head()
+        if head != self._caught_up_at:
+            log.info("caught up", log_position=head, handled=self.pipeline.handled)
+            self._caught_up_at = head
 
     def _receive_next(self) -> None:
         """Record the next waiting inbox photo (seeds first, then by name)."""

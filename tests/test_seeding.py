@@ -222,6 +222,7 @@ def test_kill_while_seeding_from_the_pool_then_the_next_run_completes_it(
     evs = events(data, env)
     assert len(of_kind(evs, "pool_faces_seeded")) == 1 and list((corpus / "_pool").glob("*.png")) == []
     assert [f["file"] for f in manifest(corpus, "faceset_001")["faces"]] == [pooled]
-    assert manifest(corpus, "faceset_001")["faces"][0]["source"]["photo"] == "inbox/obama.jpg"
+    source = manifest(corpus, "faceset_001")["faces"][0]["source"]  # the first drop's photo, where it is now
+    assert (source["photo"], source["received_as"]) == ("_processed/obama.jpg", "inbox/obama.jpg")
     assert photos_accounted_once(data, [sha256_file(ids / "obama/obama.jpg")] * 2) == []
     assert manifest_entries_exist(data) == [] and rebuild_identical(data, env) == []
