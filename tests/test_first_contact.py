@@ -87,6 +87,12 @@ def test_readme_first_command_then_every_verb_without_extra_variables(
     d.start()
     try:
         d.wait_for(lambda: "face_added" in d.kinds() and '"caught up"' in d.output(), "the first face")
+        # in another shell, while the daemon runs: every verb works on the folder with no extra setting
+        beside = ["--data-dir", str(data)]
+        for verb in (["doctor"], ["status"], ["events"], ["reconcile"]):
+            proc = facesetd(user_env(home), *beside, *verb)
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, (verb, proc.stdout + proc.stderr)
+        assert "is working on this data folder" in facesetd(user_env(home), *beside, "reconcile").stdout
     finally:
         assert d.terminate() == 0
     assert "checks that need models are off" not in d.output()

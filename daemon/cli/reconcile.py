@@ -95,7 +95,14 @@ def run(args: argparse.Namespace, app: Any) -> int:
         return dry_run(args, app)
     from daemon.deferred import retry_due, waiting
 
-    app.lock_data_folder(NAME, args.wait, DAEMON_HINT)
+    from daemon.lock import DataFolderBusy
+
+    try:
+        app.lock_data_folder(NAME, args.wait, DAEMON_HINT, not_for_daemon=True)
+    except DataFolderBusy as busy:
+        if busy.holder.verb != "run":
+            raise  # a one-shot verb that kept the folder past --wait: one line, exit 1
+        return _left_to_the_daemon(args, busy.holder.pid)
     pipeline = app.pipeline
     retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
     with progress_bars(args, _face_counter(app)) as bars:
@@ -117,6 +124,16 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
               f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
               " rejects it as unreadable")
+    return 0
+
+
+def _left_to_the_daemon(args: argparse.Namespace, pid: int | None) -> int:
+    """The daemon holds the folder: it reconciles continuously, so there is nothing for this process to do."""
+    if args.json:
+        print(json.dumps({"left_to_daemon": {"pid": pid}}, sort_keys=True))
+    else:
+        print(f"facesetd run (pid {pid}) is working on this data folder and keeps it reconciled by itself;"
+              " nothing to do here (`facesetd status` shows its progress)")
     return 0
 
 
