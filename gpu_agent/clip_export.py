@@ -204,14 +204,16 @@ class _Hold(logging.Handler):
 def _held_root_logs() -> Iterator[list[logging.LogRecord]]:
     """open_clip logs through the root logger (logging.error(...)), which installs logging's default stderr
     handler: every hub warning would print twice and a failed download once more before our own one line.
-    A handler on root for the block prevents that; the caller replays the records only if the build worked."""
+    For the block, root's handlers (ours, that route library logging through structlog, included) are swapped
+    for one that holds the records; the caller replays them only if the build worked."""
     root = logging.getLogger()
     hold = _Hold()
-    root.addHandler(hold)
+    saved = root.handlers[:]
+    root.handlers = [hold]
     try:
         yield hold.records
     finally:
-        root.removeHandler(hold)
+        root.handlers = saved
 
 
 def _is_download_error(e: BaseException) -> bool:
