@@ -114,7 +114,8 @@ class DataLock:
                 if left <= 0:
                     holder = self.holder(fd)
                     os.close(fd)
-                    raise DataFolderBusy(self._busy_message(holder, verb, wait_s, daemon_hint), holder) from None
+                    waited = wait_s - max(0.0, deadline - time.monotonic())
+                    raise DataFolderBusy(self._busy_message(holder, verb, waited, daemon_hint), holder) from None
                 time.sleep(min(POLL_S, left))
         # Ours now: say who we are (truncate first, a dead holder's line may still be there).
         os.ftruncate(fd, 0)
@@ -147,7 +148,7 @@ class DataLock:
             advice = daemon_hint
         else:  # a one-shot verb: it ends by itself
             advice = "wait for it to finish" + ("" if verb == "run" else ", or give a longer --wait")
-        waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
+        waited = f" (waited {wait_s:.3g} s)" if wait_s >= 0.5 else ""  # a daemon holder is not waited for
         return f"another facesetd ({holder.describe()}) is using {self.where}{waited}; {advice}"
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool
 from state import events as ev
+from state import names
 from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
 from state.errors import UnknownEvent
@@ -336,7 +337,14 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
     st.catch_up()
     areas = {a: n for a, n in st.query("SELECT area, COUNT(*) FROM facesets GROUP BY area")}
     images = st.query("SELECT COALESCE(SUM(1 - dropped), 0), COALESCE(SUM(dropped), 0) FROM faces")[0]
+    inbox = pipeline.config.inbox_dir
     return {
+        "inbox": {
+            # photos in the inbox not yet received (the daemon takes them one at a time), and those deferred
+            # because they do not decode yet (their writer may not be done)
+            "waiting": len(list_waiting(inbox)) if inbox.is_dir() else 0,
+            "deferred": [names.escape(d.path) for d in st.deferred_photos()],
+        },
         "facesets": {
             "active": areas.get("", 0), "masked": areas.get("_masked", 0),
             "merged": areas.get("_merged", 0), "thin": areas.get("_thin", 0),

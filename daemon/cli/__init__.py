@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
+from typing import NoReturn
 from pathlib import Path
 
 from daemon import __version__
@@ -54,13 +56,21 @@ def data_folder_use(args: argparse.Namespace) -> str:
     return "read"  # status, events, config, doctor, rebuild, restore: a missing folder is a typo
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped command line is a user error like any other: one line after the usage, exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"facesetd: error: {message}\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="facesetd", description="Keep a person-sorted face corpus clean.")
+    parser = _Parser(prog="facesetd", description="Keep a person-sorted face corpus clean.")
     parser.add_argument("--version", action="version", version=f"facesetd {__version__}")
     parser.add_argument("--config", type=Path, help="TOML config file (default: none; <data-dir>/facesetd.toml and the built-in defaults)")
     parser.add_argument("--data-dir", help="folder for corpus/, inbox/, state/, models/ and facesetd.toml "
                         "(env FACESETD_DATA_DIR; default ~/.local/share/facesetd)")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     modules: dict[str, object] = {}
     for name in VERB_MODULES:
         module = importlib.import_module(f"daemon.cli.{name}")
@@ -91,10 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facesetd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `facesetd events | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 0
     except Exception:  # the one place that turns a bug into exit code 2
         traceback.print_exc()
         print("facesetd: unexpected error (a bug); the traceback is above", file=sys.stderr)
         return 2
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

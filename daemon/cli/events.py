@@ -12,6 +12,7 @@ import textwrap
 from typing import Any
 
 from state import events as ev
+from state import names
 from state.errors import FacesetdError
 
 NAME = "events"
@@ -105,8 +106,9 @@ def _normalise(name: str, app: Any) -> str:
     full = os.path.abspath(name)
     for root in (app.config.inbox_dir, app.config.staging_dir):
         if full.startswith(str(os.path.abspath(root)) + os.sep):
-            return os.path.relpath(full, root)
-    return name.removeprefix("./").removeprefix("inbox/")
+            return names.escape(os.path.relpath(full, root))
+    # The log holds names as valid UTF-8: a name typed with its real (non-UTF-8) bytes is looked up escaped.
+    return names.escape(name.removeprefix("./").removeprefix("inbox/"))
 
 
 def photo_positions(log: Any, name: str) -> list[int]:
@@ -175,6 +177,6 @@ def _print_photo(args: argparse.Namespace, app: Any, log: Any) -> int:
         print(format_event(se, args.json), flush=True)
         printed += 1
     if not printed:
-        raise FacesetdError(f"no event about a photo called {args.path!r} (photos are named by their path in the"
+        raise FacesetdError(f"no event about a photo called {names.escape(args.path)!r} (photos are named by their path in the"
                             " inbox, e.g. IMG_1.jpg or faceset_001/IMG_1.jpg)")
     return 0

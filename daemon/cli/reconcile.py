@@ -154,5 +154,6 @@ def dry_run(args: argparse.Namespace, app: Any) -> int:
         print(f"{line}  -- {item['reason']}" if item["reason"] else line)
     print(f"{stages.count('scan')} events would be recorded ({report.scanned} files scanned)")
     print(f"the checks would record {stages.count('check')} decisions and findings; {stages.count('inbox')} inbox"
-          " photos would be received (their faces are routed only by a real reconcile or the daemon)")
+          " photos would be received (their faces are routed only by a real reconcile or the daemon; a photo that"
+          " does not decode yet waits for its writer)")
     return 0

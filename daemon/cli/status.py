@@ -38,6 +38,10 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"facesets      {f['active']} active, {f['masked']} masked, {f['merged']} merged, {f['thin']} thin")
     print(f"images        {i['active']} active, {i['dropped']} dropped")
     print(f"pool          {pool_line(s['pool'])}")
+    inbox = s["inbox"]
+    print(f"inbox         {inbox['waiting']} photos waiting"
+          + (f", {len(inbox['deferred'])} left for their writer (do not decode yet): {', '.join(inbox['deferred'])}"
+             if inbox["deferred"] else ""))
     print(f"log position  {s['log_position']}")
     print(f"pending       {p['events_unhandled']} events, {p['moves_pending']} moves, {p['projections_dirty']} projections")
     if s["faceset_list"]:
