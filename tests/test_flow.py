@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from daemon.config import load_config
+from daemon.inbox import photo_event
 from handlers.common import active_face, prune
 from handlers.context import HandlerContext
 from handlers.dispatch import Dispatcher
@@ -19,9 +22,9 @@ from handlers.flow import FLOW, render_events
 from handlers.registry import Consumer, FlowError, Stage, applier_name, declare, with_consumer, without_consumers
 from state import events as ev
 from state.corpus_state import APPLIERS, BATCH_APPLIERS
-from state.eventlog import StoredEvent
+from state.eventlog import EventLog, StoredEvent
 from tests.handler_fixtures import decisions, events_of, pipeline, write_corpus
-from tests.helpers import REPO
+from tests.helpers import REPO, cli
 
 SOURCES = ("daemon", "handlers", "state", "gpu_agent")
 # Helpers that construct an event for whoever calls them: the callers are the event's writers.
@@ -209,3 +212,25 @@ def test_the_dispatcher_runs_consumers_in_map_order_and_batches(tmp_path: Path) 
     assert Dispatcher(p.log, p.state, p.ctx, flow=flow).run_pending() == 5
     # The smallest batch of a kind's consumers sizes its groups; within a group, the map's order.
     assert calls == ["second:2", "first:2", "second:2", "first:2", "second:1", "first:1"]
+
+
+def test_a_dry_run_leaves_a_received_photo_unrouted(tmp_path: Path, models_root: Path, faces_dir: Path) -> None:
+    """`reconcile --dry-run` runs the checks through a copy of the map without the inbox router: a photo received
+    but not routed yet (a daemon at work, a crash) keeps its place and no crop is written."""
+    data = tmp_path / "data"
+    (data / "inbox").mkdir(parents=True)
+    shutil.copy(faces_dir / "identities/biden/biden.jpg", data / "inbox/biden.jpg")
+    config = load_config(None, data_dir=str(data), environ={})
+    config.state_dir.mkdir(parents=True)
+    log = EventLog(config.log_path)
+    log.append([photo_event(config.inbox_dir, "biden.jpg")])
+    log.close()
+    before = {str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and "state" not in p.parts}
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+
+    cli(data, "reconcile", "--dry-run", env=env)
+    after = {str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and "state" not in p.parts}
+    assert after == before == {"inbox/biden.jpg"}
+
+    cli(data, "reconcile", env=env)  # the real reconcile routes it
+    assert not (data / "inbox/biden.jpg").exists() and list((data / "corpus").rglob("*.png"))
