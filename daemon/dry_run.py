@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from handlers.registry import HANDLERS
+from handlers.registry import without_consumers
 from state import events as ev
 from state.eventlog import EventLog
 from state.mover import Mover
@@ -64,18 +63,6 @@ def copy_log(source: Path, dest: Path) -> None:
         target.close()
 
 
-@contextmanager
-def _router_off() -> Iterator[None]:
-    """Without the inbox router: a photo received but not yet routed (a daemon at work, or a crash) would have
-    its crops written and the photo moved. The registry is global; a dry run is a one-shot process."""
-    saved = HANDLERS.pop(ev.PhotoReceived.KIND, None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            HANDLERS[ev.PhotoReceived.KIND] = saved
-
-
 def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,
                       progress: Callable[[int], None] | None = None) -> ReconcileReport:
     """The report of a reconcile that changes nothing: `planned` lists the scan's events, the checks' decisions
@@ -88,6 +75,9 @@ def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,
             pipeline = Pipeline(config, log, open_engines=open_engines)
             pipeline.mover = PretendMover(log, pipeline.state, config.corpus_dir)
             pipeline.takes_photos = False
+            # Without the inbox router: a photo received but not yet routed (a daemon at work, or a crash) would
+            # have its crops written and the photo moved.
+            pipeline.dispatcher.flow = without_consumers(pipeline.dispatcher.flow, ev.PhotoReceived)
             report = _scan_and_check(pipeline, progress)
         finally:
             log.close()
@@ -113,10 +103,9 @@ def _scan_and_check(pipeline: Pipeline, progress: Callable[[int], None] | None) 
     report.planned = [{"kind": e.KIND, "subject": e.subject, "reason": "", "stage": "scan"} for e in result.events]
     start = pipeline.log.append(result.events)[-1] if result.events else pipeline.log.head()
     promoted_before = pipeline.promoted
-    with _router_off():
-        report.handled = pipeline.settle(render=False, progress=progress)
-        if pipeline.request_missing_analyses():
-            report.handled += pipeline.settle(render=False, progress=progress)
+    report.handled = pipeline.settle(render=False, progress=progress)
+    if pipeline.request_missing_analyses():
+        report.handled += pipeline.settle(render=False, progress=progress)
     report.promoted = pipeline.promoted - promoted_before
     for se in pipeline.log.read(start, kinds=SHOWN):
         reason = getattr(se.event, "reason", "") or getattr(se.event, "error", "")

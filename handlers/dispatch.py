@@ -1,4 +1,4 @@
-"""Runs the registered handlers over the log, exactly once per event."""
+"""Runs the flow map (handlers/flow.py) over the log: each event's consumers in order, exactly once per event."""
 
 from __future__ import annotations
 
@@ -10,18 +10,23 @@ from state.corpus_state import CorpusState
 from state.eventlog import EventLog, StoredEvent
 from state.faults import crash_point
 
-from .registry import HANDLERS
+from .flow import FLOW
+from .registry import Consumer, Flow, consumers
 
 PROCESSOR = "handlers"
 log = structlog.get_logger("facesetd.handlers")
 
 
 class Dispatcher:
-    def __init__(self, log_: EventLog, state: CorpusState, ctx: Any, chunk: int = 64) -> None:
+    def __init__(self, log_: EventLog, state: CorpusState, ctx: Any, chunk: int = 64, flow: Flow = FLOW) -> None:
         self.log = log_
         self.state = state
         self.ctx = ctx
         self.chunk = chunk
+        self.flow = flow  # what it runs: the declared map, or a copy (a dry run's, a test's)
+
+    def _consumers(self, kind: str) -> tuple[Consumer, ...]:
+        return consumers(self.flow, kind)
 
     def pending(self) -> int:
         return self.log.head() - self.log.tracked(PROCESSOR)
@@ -40,7 +45,7 @@ class Dispatcher:
             head = self.log.read(after, 1)
             if not head:
                 break
-            regs = HANDLERS.get(head[0].kind, [])
+            regs = self._consumers(head[0].kind)
             batch = self.log.read(after, max(1, min(r.batch for r in regs)) if regs else self.chunk)
             if not batch:
                 break
@@ -49,7 +54,7 @@ class Dispatcher:
             begin = getattr(self.ctx, "begin_batch", None)
             if begin is not None:
                 begin()
-            for reg in HANDLERS.get(group[0].kind, []):
+            for reg in self._consumers(group[0].kind):
                 out.extend(reg.fn(self.ctx, group))
             crash_point("dispatch:before_commit")  # handlers ran (files may be written), nothing recorded
             with self.log.transaction() as conn:
@@ -61,11 +66,10 @@ class Dispatcher:
             self.state.catch_up()
         return consumed
 
-    @staticmethod
-    def _group(batch: list[StoredEvent]) -> list[StoredEvent]:
+    def _group(self, batch: list[StoredEvent]) -> list[StoredEvent]:
         """The longest run of same-kind events at the head of `batch`, up to the handlers' batch size."""
         kind = batch[0].kind
-        limit = min((r.batch for r in HANDLERS.get(kind, [])), default=len(batch))
+        limit = min((r.batch for r in self._consumers(kind)), default=len(batch))
         group = [batch[0]]
         for se in batch[1:]:
             if se.kind != kind or len(group) >= max(1, limit):

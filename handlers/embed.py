@@ -13,10 +13,8 @@ from state.eventlog import StoredEvent
 
 from .common import Face, active_face, open_models, prune, sha256_bytes
 from .context import HandlerContext
-from .registry import handles
 
 
-@handles(ev.FaceAdded, ev.FaceChanged, ev.AnalysisRequested, batch=8)
 def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     todo: list[tuple[Face, bytes]] = []
     for se in events:

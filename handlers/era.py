@@ -24,7 +24,6 @@ from state.eventlog import StoredEvent
 
 from .common import Face, active_face
 from .context import HandlerContext
-from .registry import handles
 
 CHECK = "era"
 EXIF_IFD = 0x8769
@@ -150,7 +149,6 @@ def _thin_eras(ctx: HandlerContext, slotted_now: dict[str, int]) -> list[str]:
     return sorted(thin)
 
 
-@handles(ev.FaceAnalyzed, batch=8)
 def slot_into_era(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     all_buckets = buckets(ctx)
     if not all_buckets:

@@ -17,7 +17,6 @@ from state.layout import parse_face_path
 from .common import overridden
 from .context import HandlerContext
 from .occlusion import SCORED_NOW, scorer_available
-from .registry import handles
 
 MASKED, THIN = "masked", "thin"
 
@@ -81,7 +80,6 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
     return None
 
 
-@handles(ev.FaceAnalyzed, ev.OcclusionScored, ev.FacePruned, batch=8)
 def apply_faceset_rules(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     names = _facesets_of(events)
     if not names:

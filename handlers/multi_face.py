@@ -10,12 +10,10 @@ from state.eventlog import StoredEvent
 
 from .common import active_face, overridden, prune
 from .context import HandlerContext
-from .registry import handles
 
 CHECK = "multi_face"
 
 
-@handles(ev.FaceAnalyzed, batch=8)
 def check_multi_face(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     out: list[ev.Event] = []
     t = ctx.thresholds

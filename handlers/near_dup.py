@@ -16,7 +16,6 @@ from state.eventlog import StoredEvent
 from .common import Face, active_face, overridden, prune
 from .context import HandlerContext
 from .era import family_of
-from .registry import handles
 
 CHECK = "near_dup"
 BYTE_CHECK = "byte_dup"
@@ -46,7 +45,6 @@ def _existing(ctx: HandlerContext, face: Face) -> list[tuple[str, str, float | N
     return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.claimed]
 
 
-@handles(ev.FaceAnalyzed, batch=8)
 def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     out: list[ev.Event] = []
     limit = ctx.thresholds.near_dup_similarity

@@ -10,7 +10,6 @@ from state.eventlog import StoredEvent
 
 from .common import Face, active_face, open_models, overridden, prune
 from .context import HandlerContext
-from .registry import handles
 
 CHECK = "occlusion"
 ATTRIBUTES = ("mask", "sunglasses")
@@ -29,7 +28,6 @@ def scorer_available(ctx: HandlerContext) -> bool:
     return True
 
 
-@handles(ev.FaceAnalyzed, batch=8)
 def check_occlusion(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     todo: list[tuple[Face, bytes]] = []
     for se in events:

@@ -33,7 +33,6 @@ from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
 from .context import HandlerContext
-from .registry import handles
 
 PROCESSED = "_processed"
 REJECTED = "_rejected"
@@ -406,7 +405,6 @@ def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.E
                   "face": json.loads(source).get("face")}]
 
 
-@handles(ev.PhotoReceived)
 def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent]) -> list[ev.Event]:
     out: list[ev.Event] = []
     for se in stored:

@@ -1,0 +1,167 @@
+"""The flow of facesetd in one place: every event kind, who appends it, the checks that consume it (in the
+order the dispatcher runs them) and the projection applier that folds it into the corpus state.
+
+The dispatcher (handlers/dispatch.py) executes FLOW; docs/events.md is rendered from it and state/events.py:
+
+    python -m handlers.flow > docs/events.md
+
+Within one FaceAnalyzed batch the per-image prunes run first, each skipping what an earlier one already decided
+on, then era slotting of the survivors, then the faceset rules, which see every prune.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+from state import events as ev
+
+from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo
+from .registry import Consumer, Stage, declare
+
+SCAN = ("state.scan", "daemon.corpus_watch")  # a reconcile's scan and the corpus watcher report the same facts
+RESTORE = "daemon.pipeline: `facesetd restore <id>` undoes it"
+PROMOTION = "daemon.pipeline: evaluates the pool promotion again (handlers.pool.cluster_pool)"
+
+FLOW = declare([
+    # --- The corpus as found on disk
+    Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
+    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo"), applier="_faceset_created",
+          readers=(PROMOTION,)),
+    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool"),
+          consumers=(Consumer(embed.embed, batch=8),), applier="_faces_added"),
+    Stage(ev.FaceChanged, producers=SCAN, consumers=(Consumer(embed.embed, batch=8),), applier="_face_changed"),
+    Stage(ev.FaceTouched, producers=SCAN, applier="_touched_batch"),
+    Stage(ev.FaceMissing, producers=SCAN, applier="_face_missing"),
+    Stage(ev.FaceMovedExternally, producers=SCAN, applier="_face_moved_externally"),
+    Stage(ev.NameEscaped, producers=("state.scan",),
+          record_only="the rename is already done on disk; path_hex lets a person undo it by hand"),
+    # --- Decisions that move files (the Mover carries out their moves after the append)
+    Stage(ev.FacePruned,
+          producers=("handlers.embed", "handlers.multi_face", "handlers.occlusion", "handlers.near_dup"),
+          consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
+          readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
+    Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
+    Stage(ev.DecisionReverted, producers=("daemon.pipeline",), applier="_reverted", readers=(PROMOTION,)),
+    Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed"),
+    Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
+    Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
+          readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
+    # --- What the checks found
+    Stage(ev.FaceAnalyzed, producers=("handlers.embed",), consumers=(
+        Consumer(multi_face.check_multi_face, batch=8),
+        Consumer(occlusion.check_occlusion, batch=8),
+        Consumer(near_dup.check_near_dup, batch=8),
+        Consumer(era.slot_into_era, batch=8),
+        Consumer(faceset_rules.apply_faceset_rules, batch=8),
+    ), applier="_analyzed_batch"),
+    Stage(ev.AnalysisRequested, producers=("daemon.pipeline",), consumers=(Consumer(embed.embed, batch=8),)),
+    Stage(ev.OcclusionScored, producers=("handlers.occlusion",),
+          consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_occlusion_batch"),
+    # --- Immich: the poller's own bookkeeping, read straight from the log by its store
+    Stage(ev.ImmichWatermarkAdvanced, producers=("daemon.immich_store",),
+          record_only="daemon.immich_store reads the latest one back: where the next poll of that user starts"),
+    Stage(ev.ImmichAssetDeferred, producers=("daemon.immich_store",),
+          record_only="daemon.immich_store reads them back: assets to look at again on a later poll"),
+    Stage(ev.ImmichAssetImported, producers=("daemon.immich_store",),
+          record_only="daemon.immich_store reads them back: a sha256 or an unchanged checksum is not imported twice"),
+    # --- The inbox
+    Stage(ev.PhotoReceived, producers=("daemon.inbox",), consumers=(Consumer(route_photo.route_photo),),
+          applier="_photo_received"),
+    Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
+    Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred"), applier="_photo_done"),
+    Stage(ev.PhotoDeferred, producers=("handlers.route_photo",), applier="_photo_deferred"),
+    Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool"), applier="_face_routed",
+          readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),
+    Stage(ev.PoolFaceAdded, producers=("handlers.route_photo",), applier="_pool_face_added"),
+    Stage(ev.FacesetPromoted, producers=("handlers.pool",), applier="_faceset_promoted"),
+    Stage(ev.PoolFacesMatched, producers=("handlers.pool",), applier="_faceset_promoted"),
+    Stage(ev.FaceSlotted, producers=("handlers.era",), applier="_slotted"),
+    Stage(ev.FaceUnslotted, producers=("handlers.era",), applier="_unslotted"),
+    Stage(ev.ThinErasListed, producers=("handlers.era",), applier="_thin_eras"),
+    Stage(ev.ForcedFaceDistant, producers=("handlers.route_photo",),
+          readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",),
+          record_only="a warning for a person: the forced face may be someone else"),
+    Stage(ev.PoolFacesSeeded, producers=("handlers.route_photo",), applier="_faceset_promoted"),
+])
+
+
+# --- docs/events.md ------------------------------------------------------------------------------------------
+
+HEADER = """\
+# Events
+
+Every event facesetd records, generated from `handlers/flow.py` (the flow map the dispatcher runs) and
+`state/events.py` (the events themselves): `python -m handlers.flow > docs/events.md`. Do not edit by hand.
+
+An event is stored as (kind, subject, payload JSON, vector bytes) in the append-only log. **Written by** names the
+modules that append it; **consumed by** the checks the dispatcher runs on it, in that order (with their batch
+size); **applied by** the function of `state/corpus_state.py` that folds it into the corpus state (the SQLite
+projection the manifests are rendered from). A kind with none of these is recorded only, and says why.
+"""
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """field name -> the comment written beside it (or on the lines right above it) in the class body."""
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text[1:].strip())
+            continue
+        m = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
+        if m and not text.startswith(("KIND", "VECTOR_FIELD")):
+            said = " ".join([*pending, m.group(2) or ""]).strip()
+            if said:
+                out[m.group(1)] = said
+        pending = []
+    return out
+
+
+def _fields(cls: type[ev.Event]) -> list[str]:
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a Decision's own fields are documented in Decision
+        if dataclasses.is_dataclass(klass) and klass.__module__ == ev.__name__:
+            comments.update(field_comments(klass))
+    rows = ["| field | type | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        kind = "float32 vector (stored as bytes)" if f.name == cls.VECTOR_FIELD else str(f.type)
+        rows.append(f"| `{f.name}` | `{_cell(kind)}` | {_cell(comments.get(f.name, ''))} |")
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a union type or a comment's "|" would end the table cell
+
+
+def _doc(cls: type) -> str:
+    return " ".join(line.strip() for line in (inspect.getdoc(cls) or "").splitlines() if line.strip())
+
+
+def render_events() -> str:
+    """docs/events.md: every kind in the order of the flow map, its fields, writers, consumers and applier."""
+    lines = [HEADER]
+    for kind, stage in FLOW.items():
+        cls = stage.kind
+        lines += [f"## `{kind}` ({cls.__name__})", "", _doc(cls), ""]
+        if issubclass(cls, ev.Decision):
+            lines += ["A decision: its `moves` are carried out by the Mover after the append.", ""]
+        lines.append("- written by: " + ", ".join(f"`{p}`" for p in stage.producers))
+        if stage.consumers:
+            lines.append("- consumed by, in order: " + ", ".join(
+                f"`{c.module}.{c.name}`" + (f" (batch {c.batch})" if c.batch > 1 else "") for c in stage.consumers))
+        if stage.applier:
+            lines.append(f"- applied by: `state.corpus_state.{stage.applier}`")
+        for reader in stage.readers:
+            module, _, why = reader.partition(": ")
+            lines.append(f"- read back by `{module}`" + (f": {why}" if why else ""))
+        if stage.record_only:
+            lines.append(f"- recorded only: {stage.record_only}")
+        lines += ["", *_fields(cls), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(render_events(), end="")
