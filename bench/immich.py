@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from daemon.immich.client import ImmichClient
 from daemon.immich.poller import poll_user
-from daemon.immich.store import MemoryImportStore
+from tests.immich_memory_store import MemoryImportStore
 from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, photo_size
 

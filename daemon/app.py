@@ -116,8 +116,7 @@ class App:
 
     def import_store(self) -> Any:
         """The Immich poller's store on the event log; each import is handed to the inbox pipeline."""
-        from .immich.store import StagedAsset
-        from .immich_store import EventLogImportStore
+        from .immich.store import EventLogImportStore, StagedAsset
         from .inbox import photo_event
 
         staging = self.config.staging_dir
@@ -133,7 +132,8 @@ class App:
                 provenance["taken_at"] = asset.taken_at[:10]
             return [photo_event(staging, rel, root="staging", provenance=provenance)]
 
-        return EventLogImportStore(self.events, hand_to_inbox)
+        # The pipeline's corpus state answers "these bytes are already in the corpus".
+        return EventLogImportStore(self.events, hand_to_inbox, corpus=self.pipeline.state)
 
     def open_engines(self) -> Any:
         """(face engine, occlusion scorer), in-process or over the loopback agent, per config."""

@@ -34,7 +34,7 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
     models = open_models(ctx, "embed")
     if models is None:
         return []
-    from gpu_agent.crop import decode_image  # here: insightface is a heavy import for `facesetd config`
+    from gpu_agent.crop import decode_image  # here: cv2 and scikit-image are heavy imports for the reading verbs
     from gpu_agent.errors import ImageDecodeError, ImageTooLarge
     from gpu_agent.quality import crop_quality
 

@@ -558,6 +558,10 @@ class CorpusState:
         """path -> (size, mtime_ns, sha256) for every face the log knows."""
         return {p: (s, m, h) for p, s, m, h in self.query("SELECT path, size, mtime_ns, sha256 FROM faces")}
 
+    def has_face_sha256(self, sha256: str) -> bool:
+        """Whether a face with these bytes is in the corpus (in any faceset, dropped ones included)."""
+        return bool(self.query("SELECT 1 FROM faces WHERE sha256=? LIMIT 1", (sha256,)))
+
     def facesets(self) -> list[tuple[str, str]]:
         return [(n, a) for n, a in self.query("SELECT name, area FROM facesets ORDER BY name")]
 

@@ -250,6 +250,42 @@ class EventLog:
         with self.lock:
             return self.conn.execute(sql, (after, *kinds)).fetchone() is not None
 
+    def read_subject(self, subject: str, kinds: Sequence[str] | None = None) -> list[StoredEvent]:
+        """Every event about `subject` (of one of `kinds`, when given), oldest first."""
+        sql = "SELECT position, kind, time, payload, vector FROM events WHERE subject = ?"
+        params: list[Any] = [subject]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        return self._select(sql + " ORDER BY position", params)
+
+    def latest(self, subject: str, kind: str) -> StoredEvent | None:
+        """The last event of `kind` about `subject`, or None."""
+        found = self._select("SELECT position, kind, time, payload, vector FROM events WHERE subject = ? AND kind = ?"
+                             " ORDER BY position DESC LIMIT 1", [subject, kind])
+        return found[0] if found else None
+
+    def has_subject(self, subject: str, kinds: Sequence[str]) -> bool:
+        """Whether an event of one of `kinds` about `subject` was ever appended."""
+        sql = f"SELECT 1 FROM events WHERE subject = ? AND kind IN ({','.join('?' * len(kinds))}) LIMIT 1"
+        with self.lock:
+            return self.conn.execute(sql, (subject, *kinds)).fetchone() is not None
+
+    def read_matching(self, kind: str, **fields: str | int | bool | None) -> list[StoredEvent]:
+        """The events of `kind` whose payload has these field values (e.g. server=url), oldest first."""
+        sql = "SELECT position, kind, time, payload, vector FROM events WHERE kind = ?"
+        params: list[Any] = [kind]
+        for name, value in fields.items():
+            # The field name goes in as a bound JSON path, never into the SQL text.
+            sql += " AND json_extract(payload, ?) IS ?"
+            params.extend([f"$.{name}", value])
+        return self._select(sql + " ORDER BY position", params)
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[StoredEvent]:
+        with self.lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
+
     def get(self, position: int) -> StoredEvent | None:
         found = self.read(position - 1, 1)
         return found[0] if found and found[0].position == position else None

@@ -80,3 +80,25 @@ def test_schema_version_and_newer_schema_refused(tmp_path: Path) -> None:
 
     with pytest.raises(LogError, match="newer"):
         EventLog(path)
+
+
+def test_named_reads_by_subject_and_by_payload_field(log: EventLog) -> None:
+    """The reads the Immich store uses instead of SQL: by subject, the latest of a kind, by payload field."""
+    a, b = "http://a.test", "http://b.test"
+    log.append([ev.ImmichWatermarkAdvanced(server=a, user="alice", value="1"),
+                ev.ImmichAssetDeferred(server=a, user="alice", asset_id="x"),
+                ev.ImmichWatermarkAdvanced(server=a, user="alice", value="2"),
+                ev.ImmichAssetImported(server=b, user="bob", asset_id="y", sha256="f" * 64),
+                ev.ImmichAssetImported(server=a, user="alice", asset_id="z", sha256="e" * 64)])
+    subject = f"immich:{a}:alice"
+    assert [s.position for s in log.read_subject(subject)] == [1, 2, 3]
+    assert [s.position for s in log.read_subject(subject, [ev.ImmichAssetDeferred.KIND])] == [2]
+    latest = log.latest(subject, ev.ImmichWatermarkAdvanced.KIND)
+    assert latest is not None and latest.position == 3 and latest.event == ev.ImmichWatermarkAdvanced(a, "alice", "2")
+    assert log.latest(f"immich:{b}:bob", ev.ImmichWatermarkAdvanced.KIND) is None
+    assert log.has_subject("sha256:" + "f" * 64, [ev.ImmichAssetImported.KIND])
+    assert not log.has_subject("sha256:" + "f" * 64, [ev.ImmichAssetDeferred.KIND])
+    assert [s.position for s in log.read_matching(ev.ImmichAssetImported.KIND, server=b)] == [4]
+    assert [s.position for s in log.read_matching(ev.ImmichAssetImported.KIND, server=a, user="alice")] == [5]
+    # a field name is a bound JSON path, never SQL text
+    assert log.read_matching(ev.ImmichAssetImported.KIND, **{"server') OR 1=1 --": a}) == []

@@ -15,7 +15,7 @@ from daemon.immich.breaker import OutageBreaker
 from daemon.immich.client import ImmichClient
 from daemon.immich.poller import format_ts
 from daemon.immich.scheduler import ImmichScheduler, UserJob
-from daemon.immich.store import MemoryImportStore
+from tests.immich_memory_store import MemoryImportStore
 from daemon.logs import configure_logging
 from tests.immich_fake import FakeImmich, library
 

@@ -14,7 +14,7 @@ import structlog
 
 from daemon.immich.client import ImmichAuthError, ImmichClient, ImmichPermissionError, ImmichUnavailable
 from daemon.immich.poller import DEFER_GIVE_UP, format_ts, poll_user, scale_faces
-from daemon.immich.store import MemoryImportStore
+from tests.immich_memory_store import MemoryImportStore
 from daemon.logs import configure_logging
 from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, library, photo_size
@@ -273,7 +273,7 @@ def test_the_asset_at_the_watermark_is_not_downloaded_again(fake: FakeImmich, tm
     """Through the daemon's own store (the event log, reopened as a new process would): the asset at the
     watermark keeps its checksum, so later passes download nothing; new bytes under the same asset id
     (edited in Immich) are downloaded and delivered once."""
-    from daemon.immich_store import EventLogImportStore
+    from daemon.immich.store import EventLogImportStore
     from state.corpus_state import CorpusState
     from state.eventlog import EventLog
 

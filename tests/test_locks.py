@@ -179,7 +179,7 @@ def test_an_immich_poll_on_a_busy_log_stops_and_the_next_poll_imports(tmp_path: 
 
     from daemon.config import ImmichSettings, ImmichUser
     from daemon.immich.scheduler import ImmichScheduler
-    from daemon.immich_store import EventLogImportStore
+    from daemon.immich.store import EventLogImportStore
     from state import events as ev
     from state.corpus_state import CorpusState
     from state.eventlog import EventLog

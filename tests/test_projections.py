@@ -237,7 +237,7 @@ def test_a_corpus_png_no_decoder_reads_is_moved_aside_with_its_reason(tmp_path: 
 
 
 def test_the_master_manifest_after_events_that_do_not_touch_it_equals_a_rebuild(tmp_path: Path) -> None:
-    from daemon.immich_store import EventLogImportStore
+    from daemon.immich.store import EventLogImportStore
 
     data = _adopted(tmp_path)
     p = open_pipeline(data)

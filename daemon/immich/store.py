@@ -1,16 +1,38 @@
-"""What the poller needs from the rest of the daemon: a watermark, sha256 dedup, delivery, deferrals.
+"""The Immich poller's store: what the poller needs from the rest of the daemon, and the event log behind it.
 
-The daemon backs this with the event log and the inbox pipeline; MemoryImportStore is the in-memory
-implementation used by the tests, the benchmark and `facesetd immich poll --once` until that is wired.
+ImportStore is the protocol the poller writes through (a watermark, sha256 dedup, delivery, deferrals);
+EventLogImportStore is the daemon's one implementation: watermarks, deferrals and imports are events. It
+reads the log through named EventLog / CorpusState reads (never SQL), straight from the log rather than
+from a projection the main loop updates, so a value it has just written is visible at once to every
+poller thread. tests/immich_memory_store.py holds an in-memory ImportStore for the poller's own tests;
+tests/test_immich_store_contract.py runs one contract suite against both.
+
+When another process holds the log's write lock past the busy timeout, an append raises LogBusy and
+the pass ends there: the watermark does not move past what was not recorded, a staged original is
+placed again (same name) next time, and the scheduler runs the job again at its next interval. For
+BUSY_HOLD_S after a LogBusy the other appends of that pass fail at once instead of each waiting the
+busy timeout again, and the spell is logged once.
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+
+import structlog
+
+from state import events as ev
+from state.eventlog import EventLog, LogBusy
+
+if TYPE_CHECKING:
+    from state.corpus_state import CorpusState
+
+log = structlog.get_logger("facesetd.immich")
+
+BUSY_HOLD_S = 30.0  # after a LogBusy, further appends fail at once for this long (the pass ends quickly)
 
 
 @dataclass(frozen=True)
@@ -28,74 +50,132 @@ class StagedAsset:
     checksum: str = ""  # the asset's `checksum` as Immich reported it when listed (base64 SHA-1 of its bytes)
 
 
+@runtime_checkable
 class ImportStore(Protocol):
-    def watermark(self, server: str, user: str) -> str | None: ...
-
-    def advance_watermark(self, server: str, user: str, value: str) -> None: ...
-
-    def known_sha256(self, sha256: str) -> bool: ...
-
-    def deliver(self, asset: StagedAsset) -> None: ...
-
-    def imported_checksums(self, server: str) -> dict[str, str]: ...
-
-    def deferred(self, server: str, user: str) -> set[str]: ...
-
-    def defer(self, server: str, user: str, asset_id: str) -> None: ...
-
-    def undefer(self, server: str, user: str, asset_id: str) -> None: ...
-
-
-class MemoryImportStore:
-    """A thread-safe ImportStore in memory.
-
-    With `deliver_dir`, delivered originals are moved there (as the inbox pipeline would take them);
-    otherwise they stay in the staging folder.
-    """
-
-    def __init__(self, deliver_dir: Path | None = None) -> None:
-        self.deliver_dir = deliver_dir
-        self.delivered: list[StagedAsset] = []
-        self.watermarks: dict[tuple[str, str], str] = {}
-        self._sha: set[str] = set()
-        self._deferred: dict[tuple[str, str], set[str]] = {}
-        self._lock = threading.Lock()
+    """What one poll pass reads and records; every method may be called from several poller threads."""
 
     def watermark(self, server: str, user: str) -> str | None:
-        with self._lock:
-            return self.watermarks.get((server, user))
+        """The last watermark recorded for this user (None: never polled to completion)."""
+        ...
 
     def advance_watermark(self, server: str, user: str, value: str) -> None:
-        with self._lock:
-            self.watermarks[(server, user)] = value
+        """Record that every asset of this user updated up to `value` is handled."""
+        ...
 
     def known_sha256(self, sha256: str) -> bool:
-        with self._lock:
-            return sha256 in self._sha
+        """Whether these bytes were imported before (from any server or user) or are already in the corpus."""
+        ...
 
     def deliver(self, asset: StagedAsset) -> None:
-        if self.deliver_dir is not None:
-            self.deliver_dir.mkdir(parents=True, exist_ok=True)
-            target = self.deliver_dir / asset.path.name
-            shutil.move(str(asset.path), target)
-            asset = StagedAsset(**{**asset.__dict__, "path": target})
-        with self._lock:
-            self._sha.add(asset.sha256)
-            self.delivered.append(asset)
+        """Record the import of a staged original and hand it to the inbox pipeline."""
+        ...
 
     def imported_checksums(self, server: str) -> dict[str, str]:
-        """asset id -> the checksum it had when last delivered, for the assets of `server`."""
-        with self._lock:
-            return {d.asset_id: d.checksum for d in self.delivered if d.server == server and d.checksum}
+        """asset id -> the Immich checksum it had at its last import, for the assets of `server` (any user)."""
+        ...
 
     def deferred(self, server: str, user: str) -> set[str]:
-        with self._lock:
-            return set(self._deferred.get((server, user), ()))
+        """The asset ids of this user waiting for Immich's face detection."""
+        ...
 
     def defer(self, server: str, user: str, asset_id: str) -> None:
-        with self._lock:
-            self._deferred.setdefault((server, user), set()).add(asset_id)
+        """Look at this asset again on a later pass."""
+        ...
 
     def undefer(self, server: str, user: str, asset_id: str) -> None:
-        with self._lock:
-            self._deferred.get((server, user), set()).discard(asset_id)
+        """Stop asking about this asset (it was imported, skipped or is gone)."""
+        ...
+
+
+def _user_subject(server: str, user: str) -> str:
+    """The subject of a user's watermark and deferral events (see state.events)."""
+    return ev.ImmichWatermarkAdvanced(server=server, user=user).subject
+
+
+class EventLogImportStore:
+    """ImportStore on the event log. `on_import(asset)` returns the events that hand the photo to the
+    inbox pipeline; they are appended in the same transaction as the import record.
+
+    `corpus` answers whether bytes are already in the corpus; without it the store opens the corpus
+    state's tables on `log` itself (the daemon passes its pipeline's)."""
+
+    def __init__(self, log: EventLog, on_import: Callable[[StagedAsset], list[ev.Event]],
+                 busy_hold_s: float = BUSY_HOLD_S, corpus: CorpusState | None = None) -> None:
+        if corpus is None:
+            from state.corpus_state import CorpusState
+
+            corpus = CorpusState(log)
+        self.log = log
+        self.corpus = corpus
+        self.on_import = on_import
+        self.busy_hold_s = busy_hold_s
+        self._busy: LogBusy | None = None  # the last LogBusy, while its hold lasts
+        self._busy_until = 0.0
+        self._busy_lock = threading.Lock()
+
+    def _append(self, events: Sequence[ev.Event]) -> None:
+        """Append, or raise LogBusy: at once while a recent LogBusy holds, else after the busy timeout."""
+        with self._busy_lock:
+            if self._busy is not None and time.monotonic() < self._busy_until:
+                raise LogBusy(self._busy.path, self._busy.waited_s)
+        try:
+            self.log.append(events)
+        except LogBusy as e:
+            with self._busy_lock:
+                if self._busy is None:
+                    log.warning("immich import paused: the event log is busy; the next poll tries again",
+                                path=str(e.path), waited_s=e.waited_s)
+                self._busy, self._busy_until = e, time.monotonic() + self.busy_hold_s
+            raise
+        with self._busy_lock:
+            self._busy = None
+
+    def watermark(self, server: str, user: str) -> str | None:
+        last = self.log.latest(_user_subject(server, user), ev.ImmichWatermarkAdvanced.KIND)
+        e = last.event if last is not None else None
+        return e.value if isinstance(e, ev.ImmichWatermarkAdvanced) else None
+
+    def advance_watermark(self, server: str, user: str, value: str) -> None:
+        if self.watermark(server, user) != value:
+            self._append([ev.ImmichWatermarkAdvanced(server=server, user=user, value=value)])
+
+    def known_sha256(self, sha256: str) -> bool:
+        imported = ev.ImmichAssetImported(sha256=sha256).subject
+        # The same bytes already in the corpus count too (a PNG exported from the corpus into Immich, say).
+        return self.log.has_subject(imported, [ev.ImmichAssetImported.KIND]) or self.corpus.has_face_sha256(sha256)
+
+    def deliver(self, asset: StagedAsset) -> None:
+        record = ev.ImmichAssetImported(
+            server=asset.server, user=asset.user, asset_id=asset.asset_id, sha256=asset.sha256,
+            staged=str(asset.path), original_file_name=asset.original_file_name, taken_at=asset.taken_at,
+            faces=asset.faces, checksum=asset.checksum,
+        )
+        self._append([record, *self.on_import(asset)])
+
+    def imported_checksums(self, server: str) -> dict[str, str]:
+        """asset id -> the Immich checksum it had at its last import, for the assets of `server` (any user).
+
+        One read per pass: imports recorded before checksums were kept have none, and are downloaded once more.
+        """
+        out: dict[str, str] = {}
+        for stored in self.log.read_matching(ev.ImmichAssetImported.KIND, server=server):
+            e = stored.event
+            if isinstance(e, ev.ImmichAssetImported) and e.asset_id and e.checksum:
+                out[e.asset_id] = e.checksum
+        return out
+
+    def deferred(self, server: str, user: str) -> set[str]:
+        out: set[str] = set()
+        for stored in self.log.read_subject(_user_subject(server, user), [ev.ImmichAssetDeferred.KIND]):
+            e = stored.event
+            if isinstance(e, ev.ImmichAssetDeferred):
+                (out.discard if e.undeferred else out.add)(e.asset_id)
+        return out
+
+    def defer(self, server: str, user: str, asset_id: str) -> None:
+        if asset_id not in self.deferred(server, user):
+            self._append([ev.ImmichAssetDeferred(server=server, user=user, asset_id=asset_id)])
+
+    def undefer(self, server: str, user: str, asset_id: str) -> None:
+        if asset_id in self.deferred(server, user):
+            self._append([ev.ImmichAssetDeferred(server=server, user=user, asset_id=asset_id, undeferred=True)])
