@@ -60,12 +60,12 @@ FLOW = declare([
     Stage(ev.OcclusionScored, producers=("handlers.occlusion",),
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_occlusion_batch"),
     # --- Immich: the poller's own bookkeeping, read straight from the log by its store
-    Stage(ev.ImmichWatermarkAdvanced, producers=("daemon.immich_store",),
-          record_only="daemon.immich_store reads the latest one back: where the next poll of that user starts"),
-    Stage(ev.ImmichAssetDeferred, producers=("daemon.immich_store",),
-          record_only="daemon.immich_store reads them back: assets to look at again on a later poll"),
-    Stage(ev.ImmichAssetImported, producers=("daemon.immich_store",),
-          record_only="daemon.immich_store reads them back: a sha256 or an unchanged checksum is not imported twice"),
+    Stage(ev.ImmichWatermarkAdvanced, producers=("daemon.immich.store",),
+          record_only="daemon.immich.store reads the latest one back: where the next poll of that user starts"),
+    Stage(ev.ImmichAssetDeferred, producers=("daemon.immich.store",),
+          record_only="daemon.immich.store reads them back: assets to look at again on a later poll"),
+    Stage(ev.ImmichAssetImported, producers=("daemon.immich.store",),
+          record_only="daemon.immich.store reads them back: a sha256 or an unchanged checksum is not imported twice"),
     # --- The inbox
     Stage(ev.PhotoReceived, producers=("daemon.inbox",), consumers=(Consumer(route_photo.route_photo),),
           applier="_photo_received"),
