@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import structlog
 
-import handlers  # noqa: F401  (registers every check)
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
 from handlers.context import HandlerContext
