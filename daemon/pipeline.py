@@ -11,6 +11,7 @@ received before it, in the order the log holds them, never on batch sizes, timer
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -80,16 +81,23 @@ class Pipeline:
         self.mover = Mover(events, self.state, config.corpus_dir)
         self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
         self.ctx = HandlerContext(
-            state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir,
-            thresholds=config.thresholds, identity=config.identity, top_n=config.projection.top_n,
-            open_engines=open_engines, staging=config.staging_dir, eras=config.eras,
-            model_retry_s=config.queue.model_retry_s, limits=config.limits,
+            state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir, open_engines=open_engines,
+            staging=config.staging_dir, **_tunables(config),
         )
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # The inbox needs the face models: without them photos stay where they are.
         self.takes_photos = open_engines is not None
         self.promoted = 0  # facesets promoted from the pool by this process (for reports)
         self.handled = 0  # events the handlers consumed in this process
+
+    def apply_config(self, config: Config) -> None:
+        """A reloaded configuration (SIGHUP): the handlers' tunables and the renderer's top-N take it at once.
+        Folders, models and the engines already open stay (they are restart-only keys)."""
+        self.config = config
+        self.ctx = dataclasses.replace(self.ctx, **_tunables(config))
+        self.ctx.begin_batch()  # nothing cached under the old values (e.g. the era buckets)
+        self.dispatcher.ctx = self.ctx
+        self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
 
     # Processing ------------------------------------------------------------------------------------
     def step(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
@@ -328,6 +336,12 @@ class Pipeline:
         (new_pos,) = self.log.append([reverted])
         self.settle()
         return new_pos
+
+
+def _tunables(config: Config) -> dict[str, Any]:
+    """The handler context's fields that come from the configuration and apply on reload."""
+    return {"thresholds": config.thresholds, "identity": config.identity, "top_n": config.projection.top_n,
+            "eras": config.eras, "model_retry_s": config.queue.model_retry_s, "limits": config.limits}
 
 
 def summarize(pipeline: Pipeline) -> dict[str, Any]:

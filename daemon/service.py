@@ -298,13 +298,9 @@ class Daemon:
             log.error("config reload failed; keeping the running config", error=str(e))
         else:
             config, applied, waiting = reload_merge(self.config, new)
-            self.config = self.pipeline.config = self.app.config = config
+            self.config = self.app.config = config
             self.app.configure_logging()
-            ctx = self.pipeline.ctx
-            ctx.thresholds, ctx.identity, ctx.top_n = config.thresholds, config.identity, config.projection.top_n
-            ctx.limits, ctx.eras, ctx.model_retry_s = config.limits, config.eras, config.queue.model_retry_s
-            ctx.batch_cache.clear()  # the era buckets are cached per batch
-            self.pipeline.renderer.top_n = config.projection.top_n
+            self.pipeline.apply_config(config)
             with self.work.mutex:  # Queue.put reads maxsize under this lock; wake watchers if it grew
                 self.work.maxsize = config.queue.max_pending
                 self.work.not_full.notify_all()
