@@ -21,8 +21,7 @@ from .watcher import FileDeleted, FileMoved, FileReady, WatchEvent
 
 
 def _row(state: CorpusState, rel: str) -> tuple[int, int, str] | None:
-    rows = state.query("SELECT size, mtime_ns, sha256 FROM faces WHERE path=?", (rel,))
-    return rows[0] if rows else None  # type: ignore[return-value]
+    return state.face_stat(rel)
 
 
 def _rel(corpus: Path, path: Path) -> str | None:

@@ -8,14 +8,13 @@ manifest or .fsz is rendered, and no inbox photo is taken in (the waiting ones a
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from handlers.registry import without_consumers
 from state import events as ev
-from state.eventlog import EventLog
+from state.eventlog import EventLog, copy_log
 from state.mover import Mover
 
 from .config import Config
@@ -41,26 +40,6 @@ class PretendMover(Mover):
             self.log.append([ev.MoveCompleted(decision=position)])
             self.state.catch_up()
         return len(pending)
-
-
-def copy_log(source: Path, dest: Path) -> None:
-    """Copy the event log at `source` (if any) to `dest` with SQLite's backup API, opening it read-only.
-
-    A read-only connection neither checkpoints nor migrates, so the real file stays byte-identical. Without a
-    -wal file beside it (no other process has it open: the last one to close folds the WAL in and removes it)
-    it is opened immutable, because even a read-only open would leave an empty -wal and a -shm behind."""
-    target = sqlite3.connect(str(dest))
-    try:
-        if source.exists():
-            wal = source.with_name(source.name + "-wal")
-            mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-            src = sqlite3.connect(f"{source.resolve().as_uri()}?{mode}", uri=True)
-            try:
-                src.backup(target)
-            finally:
-                src.close()
-    finally:
-        target.close()
 
 
 def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,

@@ -69,8 +69,7 @@ def taken_at(path: Path) -> str | None:
 
 
 def _pending(pipeline: Pipeline, root: str) -> set[tuple[str, str]]:
-    rows = pipeline.state.query("SELECT path, sha256 FROM photos WHERE root=? AND state='received'", (root,))
-    return {(p, s) for p, s in rows}
+    return set(pipeline.state.received_photos(root))
 
 
 def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[str, Any] | None = None,

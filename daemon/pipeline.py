@@ -225,11 +225,7 @@ class Pipeline:
         opened). Only when the models open and nothing is in flight, so each request is answered."""
         if self.dispatcher.pending() or open_models(self.ctx, "embed") is None:
             return 0
-        rows = self.state.query(
-            "SELECT f.path, f.sha256 FROM faces f JOIN facesets s ON s.name = f.faceset"
-            " WHERE s.area = '' AND f.dropped = 0 AND f.analyzed IS NULL"
-            " AND json_extract(f.scores, '$.face_count') IS NULL ORDER BY f.path"
-        )
+        rows = self.state.faces_without_analysis()
         if rows:
             self.log.append([ev.AnalysisRequested(path=p, sha256=h, reason="no analysis yet (models were not available)")
                              for p, h in rows])
@@ -302,15 +298,14 @@ class Pipeline:
         if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)):
             raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
                                " (face_routed, forced_face_distant) can be restored")
-        row = self.state.query("SELECT state FROM decisions WHERE position=?", (position,))
-        if row and row[0][0] == "reverted":
+        if self.state.decision_state(position) == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()
         if isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
-            found = self.state.query("SELECT path FROM faces WHERE pruned_by=?", (position,))
-            if not found:
+            found = self.state.face_pruned_by(position)
+            if found is None:
                 raise UnknownEvent(f"the face pruned by event {position} is no longer in _dropped/")
-            current = found[0][0]
+            current = found
             fp = parse_face_path(current)
             assert fp is not None and fp.dropped
             # Back under the name it had (its _dropped/ name may carry a ~2 suffix when that name was taken).
@@ -348,8 +343,8 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
     """What `facesetd status` shows: counts, every faceset, the pool and how close its people are to the gate."""
     st = pipeline.state
     st.catch_up()
-    areas = {a: n for a, n in st.query("SELECT area, COUNT(*) FROM facesets GROUP BY area")}
-    images = st.query("SELECT COALESCE(SUM(1 - dropped), 0), COALESCE(SUM(dropped), 0) FROM faces")[0]
+    areas = st.faceset_counts_by_area()
+    images = st.image_counts()
     inbox = pipeline.config.inbox_dir
     return {
         "inbox": {
@@ -374,9 +369,7 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
 def faceset_list(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Every faceset by name: its area ("" = active), its faces (kept and dropped) and how many its top-N .fsz holds."""
     top_n = pipeline.config.projection.top_n
-    rows = pipeline.state.query(
-        "SELECT s.name, s.area, COALESCE(SUM(1 - f.dropped), 0), COALESCE(SUM(f.dropped), 0)"
-        " FROM facesets s LEFT JOIN faces f ON f.faceset = s.name GROUP BY s.name ORDER BY s.name")
+    rows = pipeline.state.faceset_summaries()
     return [{"name": n, "area": a, "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
              "in_top_n": min(top_n, int(kept))} for n, a, kept, dropped in rows]
 
@@ -391,7 +384,7 @@ def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
 
     identity = pipeline.config.identity
     gate = max(1, identity.min_new_faceset)
-    rows = pipeline.state.query("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")
+    rows = pipeline.state.pool_embeddings()
     photos = {r[1] for r in rows}
     sizes: list[int] = []
     if len(rows) >= 2:

@@ -36,28 +36,22 @@ def active_face(ctx: HandlerContext, path: str, sha256: str) -> Face | None:
     """
     if path in ctx.claimed:
         return None  # another check decided on it in this same batch
-    rows = ctx.state.query(
-        "SELECT x.faceset, x.sha256, x.scores, x.quality, x.changed, x.source FROM faces x"
-        " JOIN facesets f ON f.name = x.faceset WHERE x.path=? AND x.dropped=0 AND f.area=''",
-        (path,),
-    )
-    if not rows or rows[0][1] != sha256:
+    row = ctx.state.active_face(path)
+    if row is None or row.sha256 != sha256:
         return None
-    faceset, sha, scores, quality, changed, source = rows[0]
-    return Face(path, faceset, sha, json.loads(scores), quality, changed, json.loads(source))
+    return Face(path, row.faceset, row.sha256, json.loads(row.scores), row.quality, row.changed,
+                json.loads(row.source))
 
 
 def overridden(ctx: HandlerContext, faceset: str, check: str, sha256: str = "*") -> bool:
     """True when the user restored a decision of `check` on these bytes (or, with "*", on the faceset)."""
-    return bool(ctx.state.query(
-        "SELECT 1 FROM overrides WHERE faceset=? AND check_name=? AND sha256 IN (?, '*')", (faceset, check, sha256)
-    ))
+    return ctx.state.is_overridden(faceset, check, sha256)
 
 
 def _dropped_name_taken(ctx: HandlerContext, rel: str) -> bool:
     if rel in ctx.claimed_dests or (ctx.corpus / rel).exists():
         return True
-    return bool(ctx.state.query("SELECT 1 FROM faces WHERE path=?", (rel,)))
+    return ctx.state.has_face_at(rel)
 
 
 def dropped_dest(ctx: HandlerContext, path: str) -> str:

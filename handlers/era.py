@@ -9,7 +9,6 @@ thin_eras in the master manifest.
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from state import events as ev
-from state.corpus_state import EMBEDDING_SQL
 from state.eventlog import StoredEvent
 
 from .common import Face, active_face
@@ -50,8 +48,7 @@ class EraSettings:
 def adopted_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
     """Era buckets named by an adopted master manifest: a list `era_buckets` (or `eras`) of tables with
     faceset (or name), family (or parent) and year (or anchor_year). Entries missing any of them are ignored."""
-    rows = ctx.state.query("SELECT value FROM meta WHERE key='adopted_master'")
-    master = json.loads(rows[0][0]) if rows else {}
+    master = ctx.state.adopted_master()
     found = []
     for entry in master.get("era_buckets") or master.get("eras") or ():
         if not isinstance(entry, dict):
@@ -133,17 +130,16 @@ def photo_year(ctx: HandlerContext, face: Face) -> tuple[int | None, str]:
 
 
 def _anchors(ctx: HandlerContext, bucket: str) -> np.ndarray:
-    rows = ctx.state.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE faceset=? AND dropped=0 AND analyzed IS NOT NULL"
-                           " ORDER BY path", (bucket,))
-    return np.stack([np.frombuffer(r[0], dtype="<f4") for r in rows]) if rows else np.zeros((0, 512), np.float32)
+    blobs = ctx.state.anchor_embeddings(bucket)
+    return np.stack([np.frombuffer(b, dtype="<f4") for b in blobs]) if blobs else np.zeros((0, 512), np.float32)
 
 
 def _thin_eras(ctx: HandlerContext, slotted_now: dict[str, int]) -> list[str]:
     minimum = ctx.thresholds.thin_min_survivors
     thin = []
     for b in buckets(ctx):
-        anchors = ctx.state.query("SELECT COUNT(*) FROM faces WHERE faceset=? AND dropped=0", (b.faceset,))[0][0]
-        slotted = ctx.state.query("SELECT COUNT(*) FROM faces WHERE era=? AND dropped=0", (b.faceset,))[0][0]
+        anchors = ctx.state.kept_count(b.faceset)
+        slotted = ctx.state.slotted_count(b.faceset)
         if anchors + slotted + slotted_now.get(b.faceset, 0) < minimum:
             thin.append(b.faceset)
     return sorted(thin)
@@ -206,7 +202,7 @@ def slot_into_era(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev
             reason = f"no era fits; nearest {b.faceset} ({b.year}, photo {year}): " + ", ".join(why)
         out.append(ev.FaceUnslotted(path=face.path, sha256=face.sha256, inputs=inputs, reason=reason))
     thin = _thin_eras(ctx, slotted_now)
-    current = ctx.state.query("SELECT value FROM meta WHERE key='thin_eras'")
-    if not current or json.loads(current[0][0]) != thin:
+    listed = ctx.state.thin_eras_listed()
+    if listed is None or listed != thin:
         out.append(ev.ThinErasListed(eras=tuple(thin), threshold=t.thin_min_survivors))
     return out

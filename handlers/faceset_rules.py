@@ -44,8 +44,8 @@ def _checks_pending(ctx: HandlerContext, path: str, scores: dict, occlusion_on: 
         return False
     # No score: pending if its analysis is past this batch; an analysis the scorer already saw (while no CLIP
     # model was installed) will not get one, and must not hold the rules back forever.
-    rows = ctx.state.query("SELECT MAX(position) FROM events WHERE subject=? AND kind=?", (path, ev.FaceAnalyzed.KIND))
-    return bool(rows and rows[0][0] is not None and rows[0][0] > upto)
+    last = ctx.state.log.last_position(path, ev.FaceAnalyzed.KIND)
+    return last is not None and last > upto
 
 
 def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | None = None) -> ev.Event | None:
@@ -56,7 +56,7 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
         return None  # its scores of this batch are not in the state yet; their events bring it back here
     upto = ctx.state.log.head() if upto is None else upto
     t = ctx.thresholds
-    rows = ctx.state.query("SELECT path, dropped, scores FROM faces WHERE faceset=?", (faceset,))
+    rows = ctx.state.faces_of(faceset)
     active = [(p, json.loads(s)) for p, d, s in rows if not d and p not in ctx.claimed]
     if any(_checks_pending(ctx, p, s, occlusion_on, upto) for p, s in active):
         return None
@@ -69,9 +69,7 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
                            f" (P >= {t.occlusion_prune}); the threshold is {t.masked_fraction:.0%}",
                            {"flagged": len(flagged), "scored": len(scored), "fraction": round(share, 6),
                             "masked_fraction": t.masked_fraction, "occlusion_prune": t.occlusion_prune})
-    pruned = ctx.state.query(
-        "SELECT COUNT(*) FROM decisions WHERE kind='face_pruned' AND state IN ('pending','done')"
-        " AND (subject LIKE ? OR subject LIKE ?)", (f"{faceset}/%", f"%/{faceset}/%"))[0][0]
+    pruned = ctx.state.pruned_count(faceset)
     survivors = len(active)
     if pruned and survivors < t.thin_min_survivors and not overridden(ctx, faceset, THIN):
         return _quarantine(ctx, faceset, "_thin", THIN,

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from state import events as ev
-from state.corpus_state import EMBEDDING_SQL
 from state.eventlog import StoredEvent
 
 from .common import Face, active_face, overridden, prune
@@ -23,10 +22,7 @@ BYTE_CHECK = "byte_dup"
 
 def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
     family = family_of(ctx, face.faceset)
-    for path, faceset in ctx.state.query(
-        "SELECT x.path, x.faceset FROM faces x JOIN facesets f ON f.name = x.faceset"
-        " WHERE x.sha256=? AND x.dropped=0 AND f.area='' AND x.changed < ? ORDER BY x.changed", (face.sha256, face.changed)
-    ):
+    for path, faceset in ctx.state.byte_twins(face.sha256, face.changed):
         if path in ctx.claimed or faceset == face.faceset or family_of(ctx, faceset) == family:
             continue
         if overridden(ctx, face.faceset, BYTE_CHECK, face.sha256):
@@ -39,9 +35,7 @@ def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
 
 def _existing(ctx: HandlerContext, face: Face) -> list[tuple[str, str, float | None, np.ndarray]]:
     """Faces already in the faceset (analyzed, one face, not decided on in this batch)."""
-    rows = ctx.state.query(
-        f"SELECT path, sha256, quality, {EMBEDDING_SQL}, scores FROM faces WHERE faceset=? AND dropped=0 AND path != ?"
-        " AND changed < ? AND analyzed IS NOT NULL ORDER BY path", (face.faceset, face.path, face.changed))
+    rows = ctx.state.near_dup_candidates(face.faceset, face.path, face.changed)
     return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.claimed]
 
 

@@ -24,7 +24,7 @@ from .route_photo import centroids, nearest, unit
 
 
 def _next_number(ctx: HandlerContext) -> int:
-    numbers = [faceset_number(n) for (n,) in ctx.state.query("SELECT name FROM facesets")]
+    numbers = [faceset_number(n) for n in ctx.state.faceset_names()]
     numbers += [faceset_number(n) for _a, n in iter_facesets(ctx.corpus)]
     return max([0, *numbers]) + 1
 
@@ -86,8 +86,7 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
     out: list[ev.Event] = []
     taken: set[int] = set()
     for name, members in sorted(by_faceset.items()):
-        has = {p for (p,) in ctx.state.query(
-            "SELECT DISTINCT json_extract(source, '$.photo_sha256') FROM faces WHERE faceset=?", (name,))}
+        has = ctx.state.photo_shas_in(name)
         chosen = [i for i in _best_per_photo(rows, members) if rows[i][3] not in has]
         moves, added = _claim(ctx, rows, chosen, name, distances)
         if not moves:
@@ -107,9 +106,7 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
 def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
     """Pool faces matched to facesets, then FacesetPromoted (+ FaceAdded, FaceRouted) per cluster past the gate."""
     ctx.state.catch_up()
-    rows: list[Row] = ctx.state.query(
-        "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool ORDER BY face_id"
-    )
+    rows: list[Row] = list(ctx.state.pool_rows())
     if not rows:
         return []
     vecs = np.stack([unit(np.frombuffer(r[6], dtype="<f4")) for r in rows])

@@ -55,14 +55,9 @@ def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> d
     if not missing:
         return {}
     shas = sorted({s for _p, s in missing})
-    found: dict[str, np.ndarray | None] = {}
-    for i in range(0, len(shas), 500):
-        chunk = shas[i : i + 500]
-        rows = ctx.state.query(
-            f"SELECT sha256, embedding FROM embedding_cache WHERE sha256 IN ({','.join('?' * len(chunk))})",
-            tuple(chunk),
-        )
-        found.update({s: (np.frombuffer(b, dtype="<f4") if b is not None else None) for s, b in rows})
+    cached = ctx.state.cached_embeddings(shas)
+    found: dict[str, np.ndarray | None] = {
+        s: (np.frombuffer(b, dtype="<f4") if b is not None else None) for s, b in cached.items()}
     todo: list[tuple[str, str]] = []
     seen: set[str] = set()
     for p, s in missing:  # each unknown sha256 once
@@ -85,8 +80,7 @@ def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> d
             vec = None if best is None else unit(best.embedding)
             found[s] = vec
             rows_out.append((s, None if vec is None else vec.astype("<f4").tobytes()))
-        with ctx.state.log.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO embedding_cache(sha256, embedding) VALUES (?,?)", rows_out)
+        ctx.state.cache_embeddings(rows_out)
     return found
 
 
@@ -97,12 +91,7 @@ def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> dict[str, np.nda
     computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
     before a crash, then found by a scan).
     """
-    rows = ctx.state.query(
-        "SELECT f.faceset, f.path, f.sha256, r.embedding, (SELECT vector FROM events WHERE position = f.analyzed)"
-        " FROM faces f"
-        " JOIN facesets s ON s.name = f.faceset LEFT JOIN routed r ON r.sha256 = f.sha256"
-        " WHERE f.dropped = 0 AND s.area = '' ORDER BY f.path"
-    )
+    rows = ctx.state.centroid_inputs()
     vectors: dict[str, list[np.ndarray]] = {}
     missing: list[tuple[str, str]] = []
     pending: list[tuple[str, str]] = []
@@ -357,13 +346,8 @@ def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.E
     (FacesetCreated?, PoolFacesSeeded, FaceAdded, FaceRouted, ForcedFaceDistant?) and the photo's face summary.
     """
     forced, label = e.forced_faceset, f"{e.root}/{e.path}"
-    rows = ctx.state.query(
-        "SELECT face_id, path, sha256, quality, source, embedding FROM pool WHERE photo_sha256=? ORDER BY face_id",
-        (e.sha256,))
-    has = ctx.state.query(
-        "SELECT faceset FROM faces WHERE json_extract(source, '$.photo_sha256')=? AND dropped=0 ORDER BY faceset",
-        (e.sha256,))
-    its_facesets = sorted({f for (f,) in has})
+    rows = ctx.state.pool_faces_of_photo(e.sha256)
+    its_facesets = sorted(set(ctx.state.facesets_with_photo(e.sha256)))
     if forced in its_facesets:  # one face per photo and identity
         ctx.log.info("photo already processed: a face of it is in " + forced, path=label, faceset=forced)
         return [], []
@@ -454,13 +438,11 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
 
     # The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
     # dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool.
-    dup = ctx.state.query(
-        "SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (e.sha256,)
-    )
+    dup = ctx.state.processed_photo_with(e.sha256)
     if dup:
         seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
         dest = move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
-        note = f"same bytes as {dup[0][0]}/{dup[0][1]}, already processed"
+        note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
         if seed_faces:
             note += f"; its face waiting in the pool joined {e.forced_faceset}"
         ctx.log.info("photo routed", path=label, faces=len(seed_faces), to=[f["to"] for f in seed_faces],

@@ -24,11 +24,10 @@ def unroute(ctx: HandlerContext, position: int, target: ev.FaceRouted | ev.Force
     """The decision that takes the face routed at event `position` out of its faceset; UnknownEvent when the
     face is no longer there (taken out already, pruned, or gone)."""
     faceset, sha = target.faceset, target.sha256
-    rows = ctx.state.query(
-        "SELECT path FROM faces WHERE faceset=? AND sha256=? AND dropped=0 ORDER BY path", (faceset, sha))
-    if not rows:
+    paths = ctx.state.active_paths_of(faceset, sha)
+    if not paths:
         raise UnknownEvent(f"event {position}: {_why_gone(ctx, faceset, sha, target.path)}")
-    current = rows[0][0]
+    current = paths[0]
     dest = dropped_dest(ctx, current)
     distance = getattr(target, "distance", None)
     return ev.FaceUnrouted(
@@ -40,11 +39,9 @@ def unroute(ctx: HandlerContext, position: int, target: ev.FaceRouted | ev.Force
 
 def _why_gone(ctx: HandlerContext, faceset: str, sha: str, path: str) -> str:
     """Why a routed face cannot be taken out: the decision that already moved it, if any."""
-    rows = ctx.state.query(
-        "SELECT position, kind, check_name FROM decisions WHERE sha256=? AND kind IN (?, ?) AND state != 'reverted'"
-        " ORDER BY position DESC LIMIT 1", (sha, ev.FaceUnrouted.KIND, ev.FacePruned.KIND))
-    if rows and rows[0][1] == ev.FaceUnrouted.KIND:
-        return f"the face {path} was already taken out of {faceset} by event {rows[0][0]}"
-    if rows:
-        return f"the face {path} was pruned ({rows[0][2]}) by event {rows[0][0]}; restore that event instead"
+    last = ctx.state.last_removal(sha, (ev.FaceUnrouted.KIND, ev.FacePruned.KIND))
+    if last and last.kind == ev.FaceUnrouted.KIND:
+        return f"the face {path} was already taken out of {faceset} by event {last.position}"
+    if last:
+        return f"the face {path} was pruned ({last.check_name}) by event {last.position}; restore that event instead"
     return f"the face {path} is no longer in {faceset}"

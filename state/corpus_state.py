@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
 from . import events as ev
 from .eventlog import EventLog, StoredEvent
 from .layout import parse_face_path
+from .queries import EMBEDDING_SQL, DeferredPhoto, Queries
 
 PROCESSOR = "corpus_state"
 
@@ -68,9 +69,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Bump when a projection table's layout changes: existing state is dropped and rebuilt from the log.
 PROJECTION_VERSION = 2
 
-# A face's embedding, read from the log itself: the FaceAnalyzed event keeps it as float32 bytes, so the
-# state stores only that event's position instead of a second copy (which made replays twice as slow).
-EMBEDDING_SQL = "(SELECT vector FROM events WHERE position = faces.analyzed)"
 PROJECTION_TABLES: tuple[str, ...] = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
 # --- The inbox: photos seen, the pool of unassigned faces, routing embeddings ----------------------
@@ -480,17 +478,8 @@ def _faceset_promoted(conn: sqlite3.Connection, se: StoredEvent) -> None:
     mark_dirty(conn, e.faceset)
 
 
-class DeferredPhoto(NamedTuple):
-    """A row of `photos` in state 'deferred'."""
-
-    position: int  # of its PhotoReceived
-    root: str
-    path: str
-    sha256: str
-
-
-class CorpusState:
-    """Applies the log to the state tables; reads for the other processors."""
+class CorpusState(Queries):
+    """Applies the log to the state tables; its named reads (state/queries.py) serve the other processors."""
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
@@ -549,50 +538,9 @@ class CorpusState:
                 conn.execute(f"DELETE FROM {t}")
             conn.execute("DELETE FROM tracking WHERE processor=?", (PROCESSOR,))
 
-    # Reads ---------------------------------------------------------------------------------------
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self.log.lock:
-            return self.conn.execute(sql, params).fetchall()
-
-    def files(self) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, sha256) for every face the log knows."""
-        return {p: (s, m, h) for p, s, m, h in self.query("SELECT path, size, mtime_ns, sha256 FROM faces")}
-
-    def has_face_sha256(self, sha256: str) -> bool:
-        """Whether a face with these bytes is in the corpus (in any faceset, dropped ones included)."""
-        return bool(self.query("SELECT 1 FROM faces WHERE sha256=? LIMIT 1", (sha256,)))
-
-    def facesets(self) -> list[tuple[str, str]]:
-        return [(n, a) for n, a in self.query("SELECT name, area FROM facesets ORDER BY name")]
-
-    def faceset_area(self, name: str) -> str | None:
-        rows = self.query("SELECT area FROM facesets WHERE name=?", (name,))
-        return rows[0][0] if rows else None
-
-    def photo_waiting(self, root: str, path: str, sha256: str) -> bool:
-        """Whether this photo (these bytes at this path) is received and not yet handled, or deferred.
-
-        The inbox must not receive it again then: a deferred photo is retried by daemon.deferred.retry_due.
-        """
-        return bool(self.query(
-            "SELECT 1 FROM photos WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')"
-            " LIMIT 1", (root, path, sha256)))
-
-    def deferred_photos(self) -> list[DeferredPhoto]:
-        """Photos left in place because they did not decode yet, oldest receipt first."""
-        rows = self.query("SELECT position, root, path, sha256 FROM photos WHERE state='deferred' ORDER BY position")
-        return [DeferredPhoto(*r) for r in rows]
-
-    def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
-        rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
-        return [(p, [tuple(m) for m in json.loads(moves)]) for p, moves in rows]  # type: ignore[misc]
-
-    def dirty(self) -> list[str]:
-        return [r[0] for r in self.query("SELECT faceset FROM dirty ORDER BY faceset")]
-
     def clear_dirty(self, names: list[str]) -> None:
         with self.log.transaction() as conn:
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
 
-__all__ = ["CorpusState", "DeferredPhoto", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]
+__all__ = ["CorpusState", "DeferredPhoto", "EMBEDDING_SQL", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import structlog
 
@@ -271,6 +271,50 @@ class EventLog:
         with self.lock:
             return self.conn.execute(sql, (subject, *kinds)).fetchone() is not None
 
+    def count_kinds_since(self, after: int, kinds: Sequence[str]) -> int:
+        """How many events of one of `kinds` were appended after position `after`."""
+        sql = f"SELECT COUNT(*) FROM events WHERE position > ? AND kind IN ({','.join('?' * len(kinds))})"
+        with self.lock:
+            return int(self.conn.execute(sql, (after, *kinds)).fetchone()[0])
+
+    def last_position(self, subject: str, kind: str) -> int | None:
+        """Position of the last event of `kind` about `subject`, or None (reads no payload)."""
+        with self.lock:
+            row = self.conn.execute("SELECT MAX(position) FROM events WHERE subject=? AND kind=?",
+                                    (subject, kind)).fetchone()
+        return row[0] if row else None
+
+    def photo_trail(self, shas: Collection[str], photo_kinds: Sequence[str],
+                    decision_kinds: Sequence[str]) -> set[int]:
+        """Positions of the events that followed photos with these bytes: their photo events (of
+        `photo_kinds`), the events of the face crops cut from them, and the decisions (of `decision_kinds`)
+        that moved those crops. One read, under the lock, so the three answers agree."""
+        marks = ",".join("?" * len(shas))
+        with self.lock:
+            # Photo events of the same bytes (e.g. "already processed as ..."), and the crops: their events carry
+            # the photo's sha256 (pool faces) or source.photo_sha256 (faces added to a faceset).
+            rows = self.conn.execute(
+                f"SELECT position, kind, subject FROM events WHERE (kind IN ({','.join('?' * len(photo_kinds))})"
+                f" AND json_extract(payload, '$.sha256') IN ({marks}))"
+                f" OR json_extract(payload, '$.photo_sha256') IN ({marks})"
+                f" OR json_extract(payload, '$.source.photo_sha256') IN ({marks})",
+                (*photo_kinds, *shas, *shas, *shas)).fetchall()
+            found = {p for p, _k, _s in rows}
+            crops = sorted({s for _p, k, s in rows if k not in photo_kinds})
+            if crops:
+                # What happened to those crops afterwards: analysed, routed, pruned, moved ...
+                more = self.conn.execute(
+                    f"SELECT position FROM events WHERE subject IN ({','.join('?' * len(crops))})", crops).fetchall()
+                found |= {p for (p,) in more}
+                # The decisions that moved them (a pool crop promoted into a new faceset, a face pruned).
+                moved = self.conn.execute(
+                    f"SELECT DISTINCT e.position FROM events e, json_each(e.payload, '$.moves') m"
+                    f" WHERE e.kind IN ({','.join('?' * len(decision_kinds))})"
+                    f" AND json_extract(m.value, '$[0]') IN ({','.join('?' * len(crops))})",
+                    (*decision_kinds, *crops)).fetchall()
+                found |= {p for (p,) in moved}
+        return found
+
     def read_matching(self, kind: str, **fields: str | int | bool | None) -> list[StoredEvent]:
         """The events of `kind` whose payload has these field values (e.g. server=url), oldest first."""
         sql = "SELECT position, kind, time, payload, vector FROM events WHERE kind = ?"
@@ -304,6 +348,26 @@ class EventLog:
             "ON CONFLICT(processor) DO UPDATE SET position=excluded.position",
             (processor, position),
         )
+
+
+def copy_log(source: Path, dest: Path) -> None:
+    """Copy the event log at `source` (if any) to `dest` with SQLite's backup API, opening it read-only.
+
+    A read-only connection neither checkpoints nor migrates, so the real file stays byte-identical. Without a
+    -wal file beside it (no other process has it open: the last one to close folds the WAL in and removes it)
+    it is opened immutable, because even a read-only open would leave an empty -wal and a -shm behind."""
+    target = sqlite3.connect(str(dest))
+    try:
+        if source.exists():
+            wal = source.with_name(source.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+            src = sqlite3.connect(f"{source.resolve().as_uri()}?{mode}", uri=True)
+            try:
+                src.backup(target)
+            finally:
+                src.close()
+    finally:
+        target.close()
 
 
 class BusyBackoff:

@@ -118,30 +118,9 @@ def photo_positions(log: Any, name: str) -> list[int]:
     shas = {se.event.sha256 for se in photos if se.event.sha256}
     if not shas:
         return sorted(se.position for se in photos)
-    marks = ",".join("?" * len(shas))
-    with log.lock:
-        # Photo events of the same bytes (e.g. "already processed as ..."), and the crops: their events carry the
-        # photo's sha256 (pool faces) or source.photo_sha256 (faces added to a faceset).
-        rows = log.conn.execute(
-            f"SELECT position, kind, subject FROM events WHERE (kind IN ({','.join('?' * len(PHOTO_KINDS))})"
-            f" AND json_extract(payload, '$.sha256') IN ({marks}))"
-            f" OR json_extract(payload, '$.photo_sha256') IN ({marks})"
-            f" OR json_extract(payload, '$.source.photo_sha256') IN ({marks})",
-            (*PHOTO_KINDS, *shas, *shas, *shas)).fetchall()
-        found = {p for p, _k, _s in rows} | {se.position for se in photos}
-        crops = sorted({s for _p, k, s in rows if k not in PHOTO_KINDS})
-        if crops:
-            # What happened to those crops afterwards: analysed, routed, pruned, moved ...
-            more = log.conn.execute(
-                f"SELECT position FROM events WHERE subject IN ({','.join('?' * len(crops))})", crops).fetchall()
-            found |= {p for (p,) in more}
-            # The decisions that moved them (a pool crop promoted into a new faceset, a face pruned).
-            moved = log.conn.execute(
-                f"SELECT DISTINCT e.position FROM events e, json_each(e.payload, '$.moves') m"
-                f" WHERE e.kind IN ({','.join('?' * len(DECISION_KINDS))})"
-                f" AND json_extract(m.value, '$[0]') IN ({','.join('?' * len(crops))})",
-                (*DECISION_KINDS, *crops)).fetchall()
-            found |= {p for (p,) in moved}
+    # Photo events of the same bytes (e.g. "already processed as ..."), the events of the crops cut from them
+    # and the decisions that moved those crops.
+    found = log.photo_trail(shas, PHOTO_KINDS, DECISION_KINDS) | {se.position for se in photos}
     return sorted(found)
 
 

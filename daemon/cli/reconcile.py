@@ -82,11 +82,9 @@ def _face_counter(app: Any) -> Callable[[], int]:
     """How many face crops were recorded after the log position at the time of the call."""
     log = app.events
     start = log.head()
-    sql = f"SELECT COUNT(*) FROM events WHERE position > ? AND kind IN ({','.join('?' * len(FACE_KINDS))})"
 
     def count() -> int:
-        with log.lock:
-            return int(log.conn.execute(sql, (start, *FACE_KINDS)).fetchone()[0])
+        return int(log.count_kinds_since(start, FACE_KINDS))
     return count
 
 

@@ -1,0 +1,375 @@
+"""The named reads of the corpus state: every question daemon/ and handlers/ ask its tables, in one place.
+
+`Queries` is a mixin of `CorpusState` (state/corpus_state.py), so a caller asks `state.pool_rows()` instead of
+writing SQL; questions about the events table itself are EventLog methods (state/eventlog.py). Each method
+keeps the exact statement (and ORDER BY) its caller used to run, so results and their order are unchanged.
+Rows come back as NamedTuples: they unpack and index like the plain rows they replace.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple, Sequence
+
+from .eventlog import EventLog
+
+# A face's embedding, read from the log itself: the FaceAnalyzed event keeps it as float32 bytes, so the
+# state stores only that event's position instead of a second copy (which made replays twice as slow).
+EMBEDDING_SQL = "(SELECT vector FROM events WHERE position = faces.analyzed)"
+
+# SQLite's default limit on bound parameters is 999 on older builds: `IN (...)` lists go in chunks.
+_IN_CHUNK = 500
+
+
+class DeferredPhoto(NamedTuple):
+    """A row of `photos` in state 'deferred'."""
+
+    position: int  # of its PhotoReceived
+    root: str
+    path: str
+    sha256: str
+
+
+class FaceStat(NamedTuple):
+    """What the state knows of a face file's bytes on disk."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+class ActiveFaceRow(NamedTuple):
+    """A face not pruned, in an active faceset (scores and source are JSON text)."""
+
+    faceset: str
+    sha256: str
+    scores: str
+    quality: float | None
+    changed: int
+    source: str
+
+
+class FacesetCount(NamedTuple):
+    """A faceset with its kept and dropped faces."""
+
+    name: str
+    area: str
+    kept: int
+    dropped: int
+
+
+class PoolEmbedding(NamedTuple):
+    """A pool face's photo and embedding (float32 bytes), for clustering."""
+
+    face_id: str
+    photo_sha256: str
+    embedding: bytes
+
+
+class PoolRow(NamedTuple):
+    """A face waiting in the pool (source is JSON text, embedding float32 bytes)."""
+
+    face_id: str
+    path: str
+    sha256: str
+    photo_sha256: str
+    quality: float
+    source: str
+    embedding: bytes
+
+
+class PhotoPoolFace(NamedTuple):
+    """A pool face of one known photo (source is JSON text, embedding float32 bytes)."""
+
+    face_id: str
+    path: str
+    sha256: str
+    quality: float
+    source: str
+    embedding: bytes
+
+
+class CentroidInput(NamedTuple):
+    """An active face and the embeddings it may have: from routing, from its FaceAnalyzed (bytes or None)."""
+
+    faceset: str
+    path: str
+    sha256: str
+    routed: bytes | None
+    analyzed: bytes | None
+
+
+class Removal(NamedTuple):
+    """The last decision that took a face out (not reverted)."""
+
+    position: int
+    kind: str
+    check_name: str
+
+
+class FaceScores(NamedTuple):
+    """A face of a faceset, dropped or not, with its scores (JSON text)."""
+
+    path: str
+    dropped: int
+    scores: str
+
+
+class NearDupCandidate(NamedTuple):
+    """An analysed face of a faceset, compared with a newer one."""
+
+    path: str
+    sha256: str
+    quality: float | None
+    embedding: bytes
+    scores: str
+
+
+class Queries:
+    """Named reads of the state tables (mixed into CorpusState, which supplies `log`)."""
+
+    log: EventLog
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one statement; for state/ itself (daemon/ and handlers/ call the named reads below)."""
+        with self.log.lock:
+            return self.log.conn.execute(sql, params).fetchall()
+
+    # Faces ---------------------------------------------------------------------------------------
+    def files(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, sha256) for every face the log knows."""
+        return {p: (s, m, h) for p, s, m, h in self.query("SELECT path, size, mtime_ns, sha256 FROM faces")}
+
+    def face_stat(self, path: str) -> FaceStat | None:
+        """Size, mtime and sha256 recorded for the face at `path`, or None when the state has none there."""
+        rows = self.query("SELECT size, mtime_ns, sha256 FROM faces WHERE path=?", (path,))
+        return FaceStat(*rows[0]) if rows else None
+
+    def has_face_at(self, path: str) -> bool:
+        """Whether the state has a face at `path` (dropped ones included)."""
+        return bool(self.query("SELECT 1 FROM faces WHERE path=?", (path,)))
+
+    def has_face_sha256(self, sha256: str) -> bool:
+        """Whether a face with these bytes is in the corpus (in any faceset, dropped ones included)."""
+        return bool(self.query("SELECT 1 FROM faces WHERE sha256=? LIMIT 1", (sha256,)))
+
+    def active_face(self, path: str) -> ActiveFaceRow | None:
+        """The face at `path` when it is not dropped and its faceset is active, else None."""
+        rows = self.query(
+            "SELECT x.faceset, x.sha256, x.scores, x.quality, x.changed, x.source FROM faces x"
+            " JOIN facesets f ON f.name = x.faceset WHERE x.path=? AND x.dropped=0 AND f.area=''",
+            (path,),
+        )
+        return ActiveFaceRow(*rows[0]) if rows else None
+
+    def faces_of(self, faceset: str) -> list[FaceScores]:
+        """Every face of `faceset` (dropped ones too) with its scores, in the table's order."""
+        return [FaceScores(*r) for r in self.query("SELECT path, dropped, scores FROM faces WHERE faceset=?",
+                                                   (faceset,))]
+
+    def active_paths_of(self, faceset: str, sha256: str) -> list[str]:
+        """Paths of the kept faces of `faceset` with these bytes, by path."""
+        rows = self.query(
+            "SELECT path FROM faces WHERE faceset=? AND sha256=? AND dropped=0 ORDER BY path", (faceset, sha256))
+        return [p for (p,) in rows]
+
+    def face_pruned_by(self, position: int) -> str | None:
+        """Path of the face the decision at `position` moved to _dropped/ (while it is still there), or None."""
+        rows = self.query("SELECT path FROM faces WHERE pruned_by=?", (position,))
+        return rows[0][0] if rows else None
+
+    def faces_without_analysis(self) -> list[tuple[str, str]]:
+        """(path, sha256) of the kept faces of active facesets with no analysis and no face count, by path."""
+        rows = self.query(
+            "SELECT f.path, f.sha256 FROM faces f JOIN facesets s ON s.name = f.faceset"
+            " WHERE s.area = '' AND f.dropped = 0 AND f.analyzed IS NULL"
+            " AND json_extract(f.scores, '$.face_count') IS NULL ORDER BY f.path"
+        )
+        return [(p, h) for p, h in rows]
+
+    def image_counts(self) -> tuple[int, int]:
+        """(kept, dropped) faces over the whole corpus."""
+        kept, dropped = self.query("SELECT COALESCE(SUM(1 - dropped), 0), COALESCE(SUM(dropped), 0) FROM faces")[0]
+        return kept, dropped
+
+    def photo_shas_in(self, faceset: str) -> set[str]:
+        """sha256 of the photos `faceset`'s faces were cropped from (dropped faces included)."""
+        return {p for (p,) in self.query(
+            "SELECT DISTINCT json_extract(source, '$.photo_sha256') FROM faces WHERE faceset=?", (faceset,))}
+
+    def facesets_with_photo(self, photo_sha256: str) -> list[str]:
+        """Facesets holding a kept face cropped from this photo (once per face), by faceset."""
+        rows = self.query(
+            "SELECT faceset FROM faces WHERE json_extract(source, '$.photo_sha256')=? AND dropped=0 ORDER BY faceset",
+            (photo_sha256,))
+        return [f for (f,) in rows]
+
+    def byte_twins(self, sha256: str, changed_before: int) -> list[tuple[str, str]]:
+        """(path, faceset) of kept faces in active facesets with these bytes, changed before `changed_before`,
+        oldest change first."""
+        rows = self.query(
+            "SELECT x.path, x.faceset FROM faces x JOIN facesets f ON f.name = x.faceset"
+            " WHERE x.sha256=? AND x.dropped=0 AND f.area='' AND x.changed < ? ORDER BY x.changed",
+            (sha256, changed_before))
+        return [(p, f) for p, f in rows]
+
+    def near_dup_candidates(self, faceset: str, path: str, changed_before: int) -> list[NearDupCandidate]:
+        """The analysed kept faces of `faceset` other than `path`, changed before `changed_before`, by path."""
+        rows = self.query(
+            f"SELECT path, sha256, quality, {EMBEDDING_SQL}, scores FROM faces WHERE faceset=? AND dropped=0"
+            " AND path != ? AND changed < ? AND analyzed IS NOT NULL ORDER BY path", (faceset, path, changed_before))
+        return [NearDupCandidate(*r) for r in rows]
+
+    def anchor_embeddings(self, bucket: str) -> list[bytes]:
+        """Embeddings (float32 bytes) of the analysed kept faces of the era bucket `bucket`, by path."""
+        rows = self.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE faceset=? AND dropped=0 AND analyzed IS NOT NULL"
+                          " ORDER BY path", (bucket,))
+        return [r[0] for r in rows]
+
+    def kept_count(self, faceset: str) -> int:
+        """How many faces `faceset` keeps (not dropped)."""
+        return int(self.query("SELECT COUNT(*) FROM faces WHERE faceset=? AND dropped=0", (faceset,))[0][0])
+
+    def slotted_count(self, era: str) -> int:
+        """How many kept faces are slotted into the era bucket `era`."""
+        return int(self.query("SELECT COUNT(*) FROM faces WHERE era=? AND dropped=0", (era,))[0][0])
+
+    def centroid_inputs(self) -> list[CentroidInput]:
+        """Every kept face of an active faceset with its routing and analysis embeddings, by path."""
+        rows = self.query(
+            f"SELECT faces.faceset, faces.path, faces.sha256, r.embedding, {EMBEDDING_SQL}"
+            " FROM faces"
+            " JOIN facesets s ON s.name = faces.faceset LEFT JOIN routed r ON r.sha256 = faces.sha256"
+            " WHERE faces.dropped = 0 AND s.area = '' ORDER BY faces.path"
+        )
+        return [CentroidInput(*r) for r in rows]
+
+    # Facesets ------------------------------------------------------------------------------------
+    def facesets(self) -> list[tuple[str, str]]:
+        """(name, area) of every faceset, by name."""
+        return [(n, a) for n, a in self.query("SELECT name, area FROM facesets ORDER BY name")]
+
+    def faceset_names(self) -> list[str]:
+        """The name of every faceset, in the table's order."""
+        return [n for (n,) in self.query("SELECT name FROM facesets")]
+
+    def faceset_area(self, name: str) -> str | None:
+        """The area of faceset `name` ("" = active), or None when there is no such faceset."""
+        rows = self.query("SELECT area FROM facesets WHERE name=?", (name,))
+        return rows[0][0] if rows else None
+
+    def faceset_counts_by_area(self) -> dict[str, int]:
+        """area -> how many facesets it holds."""
+        return {a: n for a, n in self.query("SELECT area, COUNT(*) FROM facesets GROUP BY area")}
+
+    def faceset_summaries(self) -> list[FacesetCount]:
+        """Every faceset with its kept and dropped faces, by name."""
+        rows = self.query(
+            "SELECT s.name, s.area, COALESCE(SUM(1 - f.dropped), 0), COALESCE(SUM(f.dropped), 0)"
+            " FROM facesets s LEFT JOIN faces f ON f.faceset = s.name GROUP BY s.name ORDER BY s.name")
+        return [FacesetCount(*r) for r in rows]
+
+    # Decisions and overrides ---------------------------------------------------------------------
+    def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
+        """(position, moves) of every decision whose moves are not done yet, oldest first."""
+        rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
+        return [(p, [tuple(m) for m in json.loads(moves)]) for p, moves in rows]  # type: ignore[misc]
+
+    def decision_state(self, position: int) -> str | None:
+        """pending | done | failed | reverted for the decision at `position`, or None when it is none."""
+        rows = self.query("SELECT state FROM decisions WHERE position=?", (position,))
+        return rows[0][0] if rows else None
+
+    def last_removal(self, sha256: str, kinds: Sequence[str]) -> Removal | None:
+        """The newest decision of one of the two `kinds` on these bytes that was not reverted, or None."""
+        first, second = kinds
+        rows = self.query(
+            "SELECT position, kind, check_name FROM decisions WHERE sha256=? AND kind IN (?, ?) AND state != 'reverted'"
+            " ORDER BY position DESC LIMIT 1", (sha256, first, second))
+        return Removal(*rows[0]) if rows else None
+
+    def pruned_count(self, faceset: str) -> int:
+        """How many face prunes of `faceset` (in any area) are pending or done."""
+        return int(self.query(
+            "SELECT COUNT(*) FROM decisions WHERE kind='face_pruned' AND state IN ('pending','done')"
+            " AND (subject LIKE ? OR subject LIKE ?)", (f"{faceset}/%", f"%/{faceset}/%"))[0][0])
+
+    def is_overridden(self, faceset: str, check: str, sha256: str = "*") -> bool:
+        """Whether the user restored a decision of `check` in `faceset` on these bytes, or on the whole faceset."""
+        return bool(self.query(
+            "SELECT 1 FROM overrides WHERE faceset=? AND check_name=? AND sha256 IN (?, '*')", (faceset, check, sha256)
+        ))
+
+    def dirty(self) -> list[str]:
+        """Facesets (and MASTER_DIRTY) whose rendered files are out of date, by name."""
+        return [r[0] for r in self.query("SELECT faceset FROM dirty ORDER BY faceset")]
+
+    # Meta ----------------------------------------------------------------------------------------
+    def adopted_master(self) -> dict[str, Any]:
+        """The master manifest as adopted (JSON object), or {} when none was."""
+        rows = self.query("SELECT value FROM meta WHERE key='adopted_master'")
+        return json.loads(rows[0][0]) if rows else {}  # type: ignore[no-any-return]
+
+    def thin_eras_listed(self) -> list[str] | None:
+        """The era buckets the last ThinErasListed named, or None when none was recorded."""
+        rows = self.query("SELECT value FROM meta WHERE key='thin_eras'")
+        return json.loads(rows[0][0]) if rows else None  # type: ignore[no-any-return]
+
+    # Inbox: photos, pool, embedding cache --------------------------------------------------------
+    def photo_waiting(self, root: str, path: str, sha256: str) -> bool:
+        """Whether this photo (these bytes at this path) is received and not yet handled, or deferred.
+
+        The inbox must not receive it again then: a deferred photo is retried by daemon.deferred.retry_due.
+        """
+        return bool(self.query(
+            "SELECT 1 FROM photos WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')"
+            " LIMIT 1", (root, path, sha256)))
+
+    def received_photos(self, root: str) -> list[tuple[str, str]]:
+        """(path, sha256) of the photos under `root` received and not yet handled."""
+        rows = self.query("SELECT path, sha256 FROM photos WHERE root=? AND state='received'", (root,))
+        return [(p, s) for p, s in rows]
+
+    def processed_photo_with(self, sha256: str) -> tuple[str, str] | None:
+        """(root, path) of a photo with these bytes already processed, or None."""
+        rows = self.query("SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (sha256,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def deferred_photos(self) -> list[DeferredPhoto]:
+        """Photos left in place because they did not decode yet, oldest receipt first."""
+        rows = self.query("SELECT position, root, path, sha256 FROM photos WHERE state='deferred' ORDER BY position")
+        return [DeferredPhoto(*r) for r in rows]
+
+    def pool_rows(self) -> list[PoolRow]:
+        """Every face waiting in the pool, by face id."""
+        rows = self.query(
+            "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool ORDER BY face_id")
+        return [PoolRow(*r) for r in rows]
+
+    def pool_embeddings(self) -> list[PoolEmbedding]:
+        """Photo and embedding of every face waiting in the pool, by face id."""
+        rows = self.query("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")
+        return [PoolEmbedding(*r) for r in rows]
+
+    def pool_faces_of_photo(self, photo_sha256: str) -> list[PhotoPoolFace]:
+        """The pool faces cropped from this photo, by face id."""
+        rows = self.query(
+            "SELECT face_id, path, sha256, quality, source, embedding FROM pool WHERE photo_sha256=? ORDER BY face_id",
+            (photo_sha256,))
+        return [PhotoPoolFace(*r) for r in rows]
+
+    def cached_embeddings(self, shas: Sequence[str]) -> dict[str, bytes | None]:
+        """sha256 -> cached embedding (float32 bytes; None: no face found) for those of `shas` in the cache."""
+        found: dict[str, bytes | None] = {}
+        for i in range(0, len(shas), _IN_CHUNK):
+            chunk = tuple(shas[i : i + _IN_CHUNK])
+            found.update(self.query(
+                f"SELECT sha256, embedding FROM embedding_cache WHERE sha256 IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ))
+        return found
+
+    def cache_embeddings(self, rows: Sequence[tuple[str, bytes | None]]) -> None:
+        """Store computed embeddings by sha256 (not a projection: a rebuild keeps them)."""
+        with self.log.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO embedding_cache(sha256, embedding) VALUES (?,?)", rows)
