@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,16 @@ def quarantine(pipeline: Pipeline, faceset: str, area: str = "_masked", check: s
     )])
     pipeline.settle()
     return pos
+
+
+def drop(faces: Path, inbox: Path, *photos: str, into: str = "") -> None:
+    """Copy photos (paths relative to `faces`) into the inbox, or into inbox/<into>/ (a seed folder)."""
+    target = inbox / into
+    target.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        shutil.copy(faces / p, target / Path(p).name)
+
+
+def log_events(data: Path, env: dict[str, str]) -> list[dict]:
+    """The log as `facesetd events --json` prints it (the user's view of it)."""
+    return [json.loads(line) for line in cli(data, "events", "--json", env=env).stdout.splitlines()]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
 import pytest
-from helpers import cli, projections
+from helpers import cli, drop, projections
+from helpers import log_events as events
 
 OBAMA = ["obama.jpg", "obama1.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg",
          "obama_partial_face2.jpg", "obama_small.jpg"]
@@ -19,15 +19,8 @@ def env(models_root: Path) -> dict[str, str]:
     return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
 
 
-def drop(faces: Path, inbox: Path, *photos: str, into: str = "") -> None:
-    target = inbox / into
-    target.mkdir(parents=True, exist_ok=True)
-    for p in photos:
-        shutil.copy(faces / p, target / Path(p).name)
 
 
-def events(data: Path, env: dict[str, str]) -> list[dict]:
-    return [json.loads(line) for line in cli(data, "events", "--json", env=env).stdout.splitlines()]
 
 
 def kinds(evs: list[dict]) -> list[str]:

@@ -8,13 +8,13 @@ face waiting in the pool seeds the faceset).
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 from daemon_proc import DaemonProcess
-from helpers import cli, projections
+from helpers import cli, drop, projections
+from helpers import log_events as events
 from invariants import manifest_entries_exist, photos_accounted_once, rebuild_identical, sha256_file
 from test_crash import _run_until_crash_point
 
@@ -24,15 +24,8 @@ def env(models_root: Path) -> dict[str, str]:
     return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
 
 
-def drop(faces: Path, inbox: Path, *photos: str, into: str = "") -> None:
-    target = inbox / into
-    target.mkdir(parents=True, exist_ok=True)
-    for p in photos:
-        shutil.copy(faces / p, target / Path(p).name)
 
 
-def events(data: Path, env: dict[str, str]) -> list[dict]:
-    return [json.loads(line) for line in cli(data, "events", "--json", env=env).stdout.splitlines()]
 
 
 def of_kind(evs: list[dict], kind: str) -> list[dict]:
