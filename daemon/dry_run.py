@@ -75,10 +75,7 @@ def _scan_and_check(pipeline: Pipeline, progress: Callable[[int], None] | None) 
     pipeline.state.catch_up()
     pipeline.mover.finish_pending()
     result = pipeline.scan()
-    report = ReconcileReport(
-        scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=True,
-        adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
-    )
+    report = ReconcileReport.of_scan(result, dry_run=True)
     report.planned = [{"kind": e.KIND, "subject": e.subject, "reason": "", "stage": "scan"} for e in result.events]
     start = pipeline.log.append(result.events)[-1] if result.events else pipeline.log.head()
     promoted_before = pipeline.promoted

@@ -68,9 +68,6 @@ def taken_at(path: Path) -> str | None:
     return date if date[:4].isdigit() and date[4] == "-" else None
 
 
-def _pending(pipeline: Pipeline, root: str) -> set[tuple[str, str]]:
-    return set(pipeline.state.received_photos(root))
-
 
 def photo_event(root_dir: Path, rel: str, root: str = "inbox", provenance: dict[str, Any] | None = None,
                 *, link_roots: tuple[Path, ...] = ()) -> ev.PhotoReceived:
@@ -135,27 +132,6 @@ def receive_order(rel: str) -> tuple[bool, bytes]:
     them), then by name as bytes. The daemon and `reconcile` both use it, so the same waiting photos are taken
     in the same order whoever takes them."""
     return (not forced_faceset(rel), os.fsencode(rel))
-
-
-def scan_inbox(pipeline: Pipeline) -> list[ev.Event]:
-    """PhotoReceived for every photo in the inbox not yet received (a `Pipeline.scanners` entry)."""
-    inbox = pipeline.config.inbox_dir
-    if not inbox.is_dir():
-        return []
-    pipeline.state.catch_up()
-    pending = _pending(pipeline, "inbox")
-    out: list[ev.Event] = []
-    for rel in list_waiting(inbox):
-        try:
-            event = photo_event(inbox, rel, link_roots=_link_roots(pipeline))
-        except OSError as e:  # vanished or unreadable while we looked: the next scan retries
-            log.warning("inbox file skipped", path=names.escape(rel), error=names.escape(str(e)))
-            continue
-        if (event.path, event.sha256) in pending:
-            continue
-        pending.add((event.path, event.sha256))
-        out.append(event)
-    return out
 
 
 def _link_roots(pipeline: Pipeline) -> tuple[Path, ...]:

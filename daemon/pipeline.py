@@ -55,6 +55,12 @@ class ReconcileReport:
     received: int = 0  # inbox photos taken in
     planned: list[dict[str, Any]] = field(default_factory=list)
 
+    @classmethod
+    def of_scan(cls, result: ScanResult, *, dry_run: bool = False) -> ReconcileReport:
+        """The report's first half: what the scan of the corpus found."""
+        return cls(scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=dry_run,
+                   adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
@@ -174,31 +180,17 @@ class Pipeline:
         result.apply_renames(self.config.corpus_dir)  # names that are not UTF-8, before their events
         for rel in result.leftovers:  # a crop or PNG write cut short by a crash
             (self.config.corpus_dir / rel).unlink(missing_ok=True)
-        report = ReconcileReport(
-            scanned=result.files_seen, hashed=result.hashed, appended=result.count(),
-            adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
-        )
+        report = ReconcileReport.of_scan(result)
         if result.events:
             self.log.append(result.events)
         return result, report
 
-    def reconcile(self, *, dry_run: bool = False, progress: Callable[[int], None] | None = None,
+    def reconcile(self, *, progress: Callable[[int], None] | None = None,
                   photos: Callable[[int, int], None] | None = None) -> ReconcileReport:
         """Bring the log in line with the disk, then take in every waiting inbox photo, one at a time, settling
         each before the next (as the daemon does). `progress` gets the events handled as they go; `photos`
-        gets (inbox photos done, inbox photos waiting at the start), first (0, total) once they are listed."""
-        if dry_run:
-            result = self.scan()
-            report = ReconcileReport(
-                scanned=result.files_seen, hashed=result.hashed, appended=result.count(), dry_run=True,
-                adopted=any(isinstance(e, ev.CorpusAdopted) for e in result.events),
-            )
-            report.planned = [{"kind": e.KIND, "subject": e.subject} for e in result.events]
-            waiting = self.waiting_photos()
-            report.planned += [{"kind": ev.PhotoReceived.KIND, "subject": rel} for rel in waiting]
-            if waiting:
-                report.appended[ev.PhotoReceived.KIND] = len(waiting)
-            return report
+        gets (inbox photos done, inbox photos waiting at the start), first (0, total) once they are listed.
+        (A dry run works on a copy of the log: daemon/dry_run.py.)"""
         promoted_before = self.promoted
         _result, report = self.scan_and_record()
         report.handled = self.settle(progress=progress)

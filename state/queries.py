@@ -325,11 +325,6 @@ class Queries:
             "SELECT 1 FROM photos WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')"
             " LIMIT 1", (root, path, sha256)))
 
-    def received_photos(self, root: str) -> list[tuple[str, str]]:
-        """(path, sha256) of the photos under `root` received and not yet handled."""
-        rows = self.query("SELECT path, sha256 FROM photos WHERE root=? AND state='received'", (root,))
-        return [(p, s) for p, s in rows]
-
     def processed_photo_with(self, sha256: str) -> tuple[str, str] | None:
         """(root, path) of a photo with these bytes already processed, or None."""
         rows = self.query("SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (sha256,))

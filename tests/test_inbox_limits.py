@@ -290,8 +290,6 @@ def test_a_deferred_photo_whose_file_is_gone_is_closed_as_vanished(tmp_path: Pat
     assert kinds.count("photo_rejected") == 2 and kinds.count("photo_deferred") == 2
 
 
-@pytest.mark.skipif("retry_due" not in (REPO / "daemon" / "service.py").read_text(),
-                    reason="the daemon loop does not call daemon.deferred.retry_due yet (the lead wires it)")
 def test_the_daemon_rejects_a_truncated_photo_after_the_grace(
         tmp_path: Path, faces_dir: Path, daemon: Any) -> None:
     data = tmp_path / "data"
