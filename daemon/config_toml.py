@@ -7,9 +7,9 @@ meaning and default cannot drift from what runs (a test compares config.toml wit
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 from typing import Any
+
+from state.comments import field_comments
 
 from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, ENUMS, Config, range_text
 
@@ -27,27 +27,6 @@ USERS_EXAMPLE = """\
 # name = "alice"                    # a label for logs and events
 # api_key_env = "IMMICH_KEY_ALICE"  # the NAME of the variable holding that user's key
 """
-
-
-_comments: dict[type, dict[str, str]] = {}
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """field name -> the comment lines written right above it in the class body."""
-    if cls in _comments:
-        return _comments[cls]
-    out: dict[str, str] = _comments.setdefault(cls, {})
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            pending.append(text[1:].strip())
-            continue
-        m = re.match(r"(\w+)\s*:", text)
-        if m and pending:
-            out[m.group(1)] = " ".join(pending)
-        pending = []
-    return out
 
 
 def toml_value(value: Any) -> str:

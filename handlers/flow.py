@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 
 from state import events as ev
+from state.comments import field_comments
 
 from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo
 from .registry import Consumer, Stage, declare
@@ -100,24 +100,6 @@ modules that append it; **consumed by** the checks the dispatcher runs on it, in
 size); **applied by** the function of `state/corpus_state.py` that folds it into the corpus state (the SQLite
 projection the manifests are rendered from). A kind with none of these is recorded only, and says why.
 """
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """field name -> the comment written beside it (or on the lines right above it) in the class body."""
-    out: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            pending.append(text[1:].strip())
-            continue
-        m = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
-        if m and not text.startswith(("KIND", "VECTOR_FIELD")):
-            said = " ".join([*pending, m.group(2) or ""]).strip()
-            if said:
-                out[m.group(1)] = said
-        pending = []
-    return out
 
 
 def _fields(cls: type[ev.Event]) -> list[str]:
