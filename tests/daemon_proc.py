@@ -14,6 +14,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from helpers import REPO
@@ -152,3 +154,41 @@ class NotifyListener:
         self._thread.join(2)
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_agent(folder: Path, models_root: Path, token: str) -> Iterator[str]:
+    """`facesetd gpu-agent serve` as its own process with the buffalo_sc pack, logging to folder/agent.log;
+    yields its URL once /v1/health answers, and stops it at the end."""
+    import requests
+
+    port = free_port()
+    env = {**os.environ, "FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
+           "FACESETD_GPU_AGENT_TOKEN": token, "FACESETD_LOGGING_FORMAT": "json"}
+    log_path = folder / "agent.log"
+    with open(log_path, "wb") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(folder / "agent-data"), "gpu-agent",
+                                  "serve", "--listen", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=out,
+                                 stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert agent.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        agent.terminate()
+        agent.wait(20)

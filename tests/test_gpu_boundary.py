@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
+from daemon_proc import serve_agent
 from helpers import REPO
 
 TOKEN = "boundary-token-Qw81zR"
@@ -49,38 +47,11 @@ def facesetd_modules(data: Path, *args: str, env: dict[str, str], out: Path) -> 
     return proc, set(json.loads(out.read_text()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def agent_url(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Iterator[str]:
     """`facesetd gpu-agent serve` as its own process, with the real buffalo_sc pack."""
-    folder = tmp_path_factory.mktemp("agent")
-    port = _free_port()
-    env = {**os.environ, "FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
-           "FACESETD_GPU_AGENT_TOKEN": TOKEN, "FACESETD_LOGGING_FORMAT": "json"}
-    with open(folder / "agent.log", "wb") as out:
-        agent = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(folder / "data"), "gpu-agent",
-                                  "serve", "--listen", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=out,
-                                 stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/v1/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert agent.poll() is None and time.monotonic() < deadline, (folder / "agent.log").read_text()
-            time.sleep(0.2)
+    with serve_agent(tmp_path_factory.mktemp("agent"), models_root, TOKEN) as url:
         yield url
-    finally:
-        agent.terminate()
-        agent.wait(20)
 
 
 @pytest.fixture(scope="module")
