@@ -27,9 +27,9 @@ from requests.adapters import HTTPAdapter
 
 from daemon.immich.client import ImmichClient
 from daemon.immich.poller import poll_user
-from tests.immich_memory_store import MemoryImportStore
 from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, photo_size
+from tests.immich_memory_store import MemoryImportStore
 
 KEY = "bench-key-0123456789"
 

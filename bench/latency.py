@@ -17,23 +17,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus_factory import png_bytes  # noqa: E402
+from corpus_factory import png_bytes
 
-from daemon.app import App  # noqa: E402
-from daemon.config import load_config  # noqa: E402
-from daemon.logs import configure_logging  # noqa: E402
-from daemon.service import Daemon  # noqa: E402
-from gpu_agent.interface import DetectedFace  # noqa: E402
-from state import events as ev  # noqa: E402
-from state.eventlog import EventLog  # noqa: E402
+from daemon.app import App
+from daemon.config import load_config
+from daemon.logs import configure_logging
+from daemon.service import Daemon
+from gpu_agent.interface import DetectedFace
+from state import events as ev
+from state.eventlog import EventLog
 
 PER_FACESET = 100
 

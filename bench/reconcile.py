@@ -17,12 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from corpus_factory import png_bytes  # noqa: E402
+from corpus_factory import png_bytes
 
-from daemon.config import load_config  # noqa: E402
-from daemon.logs import configure_logging  # noqa: E402
-from daemon.pipeline import Pipeline  # noqa: E402
-from state.eventlog import EventLog  # noqa: E402
+from daemon.config import load_config
+from daemon.logs import configure_logging
+from daemon.pipeline import Pipeline
+from state.eventlog import EventLog
 
 
 def walk(root: str, stat: bool = False) -> int:

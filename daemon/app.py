@@ -17,7 +17,6 @@ from .config import DEFAULT_DATA_DIR, Config, load_config
 from .lock import STOP_IT, DataLock
 from .logs import configure_logging, register_secret
 
-
 LOG_TO_STDOUT = ("run", "gpu-agent")  # verbs whose process is a service
 
 
@@ -36,7 +35,7 @@ class App:
         self.log_wait_s = config.queue.log_busy_timeout_s
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "App":
+    def from_args(cls, args: argparse.Namespace) -> App:
         config_path = args.config or (Path(os.environ["FACESETD_CONFIG"]) if os.environ.get("FACESETD_CONFIG") else None)
         # The resident processes' stdout is their log (journald); the one-shot verbs keep stdout for their
         # own output (`reconcile --json | jq`, `events --json`) and log to stderr.

@@ -31,7 +31,6 @@ from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.era import EraSettings
 from handlers.limits import Limits
 from handlers.thresholds import IdentityThresholds, Thresholds
-
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"

@@ -8,8 +8,8 @@ counts is the disk when the report is read, so a report about a path that is gon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from state import events as ev
 from state import names

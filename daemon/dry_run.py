@@ -9,8 +9,9 @@ manifest or .fsz is rendered, and no inbox photo is taken in (the waiting ones a
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from handlers.registry import without_consumers
 from state import events as ev

@@ -33,7 +33,7 @@ STOP_IT = "stop it first"
 class DataFolderBusy(FacesetdError):
     """Another facesetd process holds the data folder's lock; the message names it and what to do."""
 
-    def __init__(self, message: str, holder: "Holder") -> None:
+    def __init__(self, message: str, holder: Holder) -> None:
         super().__init__(message)
         self.holder = holder
 

@@ -12,8 +12,9 @@ received before it, in the order the log holds them, never on batch sizes, timer
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 

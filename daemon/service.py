@@ -17,9 +17,10 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler

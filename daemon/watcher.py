@@ -403,7 +403,7 @@ class Watcher:
         emitters = list(observer.emitters)
         return len(emitters) == len(self.roots) and all(e.is_alive() for e in emitters)
 
-    def __enter__(self) -> Watcher:  # noqa: PYI034 (typing.Self needs 3.11; we support 3.10)
+    def __enter__(self) -> Watcher:  # not typing.Self: that needs 3.11, and we support 3.10
         self.start()
         return self
 

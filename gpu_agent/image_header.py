@@ -52,7 +52,7 @@ def open_header(source: bytes | Path) -> Any:
         found = re.search(r"\((\d+) pixels\)", str(e))
         pixels = int(found.group(1)) if found else 0
         raise ImageTooLarge(f"image of {pixels / 1e6:.0f} MP refused before decoding: {e}", pixels=pixels) from e
-    except Exception as e:  # noqa: BLE001 - whatever the header parser trips on, the bytes are not an image
+    except Exception as e:  # whatever the header parser trips on, the bytes are not an image
         size = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else "?"
         # Pillow names what it was given: for bytes that is "<_io.BytesIO object at 0x...>", which tells a
         # user nothing; the caller names the file.

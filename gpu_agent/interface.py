@@ -6,8 +6,9 @@ and over the loopback HTTP agent with no path mapping between Windows and WSL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

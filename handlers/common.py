@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 

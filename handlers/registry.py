@@ -12,9 +12,9 @@ handlers); `check` makes sure both say the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from state.corpus_state import APPLIERS, BATCH_APPLIERS
 from state.eventlog import StoredEvent

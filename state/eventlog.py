@@ -13,10 +13,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any
 
 import structlog
 

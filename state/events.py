@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-REGISTRY: dict[str, type["Event"]] = {}
+REGISTRY: dict[str, type[Event]] = {}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Iterable
+from collections.abc import Iterable
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no wall-clock time leaks in
 

@@ -9,7 +9,8 @@ Rows come back as NamedTuples: they unpack and index like the plain rows they re
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from .eventlog import EventLog
 

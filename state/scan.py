@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Container
-from typing import Any, Iterator
+from typing import Any
 
 from . import events as ev
 from . import names

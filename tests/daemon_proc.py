@@ -13,10 +13,10 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from helpers import REPO
 from invariants import read_events
@@ -30,7 +30,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = data.parent / f"{data.name}-daemon.log"
 
-    def start(self, wait: bool = True) -> "DaemonProcess":
+    def start(self, wait: bool = True) -> DaemonProcess:
         self.data.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab")
         self.proc = subprocess.Popen(

@@ -135,7 +135,7 @@ class FakeImmich:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> FakeImmich:  # noqa: PYI034 - not subclassed
+    def __enter__(self) -> FakeImmich:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

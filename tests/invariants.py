@@ -16,8 +16,9 @@ import subprocess
 import sys
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 AREAS = {"facesets": "", "masked": "_masked", "merged": "_merged", "thin": "_thin"}

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import cli
 
 # The import of torch and open_clip alone takes a few seconds on a busy 2-core machine; before the fix one
@@ -76,7 +75,7 @@ def endpoint_404() -> Iterator[str]:
     """A reachable mirror that does not hold the repository (HF_ENDPOINT pointing at the wrong place)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        def do_HEAD(self) -> None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import REPO, cli
 
 from daemon.config import Config, flatten, load_config
 from daemon.config_toml import render, render_reference
-from helpers import REPO, cli
 from state.errors import ConfigError
 
 

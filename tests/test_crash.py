@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from corpus_factory import batch_corpus
 from helpers import REPO, cli, images, projections
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from daemon_proc import DaemonProcess
+
 from tests.immich_fake import FakeImmich, library
 
 KEY = "fake-key-DaemonPoll-91xQ"

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from daemon_proc import DaemonProcess
 from helpers import cli, projections
+from PIL import Image
 
 IDS = "identities"
 

@@ -29,7 +29,7 @@ def test_notify_socket_gets_ready_watchdog_status_and_stopping(tmp_path: Path, m
     ):
         try:
             received.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             pass
     assert received[0] == "READY=1"
     assert sum("WATCHDOG=1" in m for m in received) >= 1
@@ -39,7 +39,7 @@ def test_notify_socket_gets_ready_watchdog_status_and_stopping(tmp_path: Path, m
     try:
         while True:
             rest.append(sock.recv(4096).decode())
-    except socket.timeout:
+    except TimeoutError:
         pass
     assert "STOPPING=1" in rest
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from daemon_proc import DaemonProcess
 from helpers import REPO
 

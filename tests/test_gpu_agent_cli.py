@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import requests
-
 from daemon_proc import serve_agent
 from helpers import cli
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from daemon_proc import serve_agent
 from helpers import REPO
 

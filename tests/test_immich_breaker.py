@@ -15,9 +15,9 @@ from daemon.immich.breaker import OutageBreaker
 from daemon.immich.client import ImmichClient
 from daemon.immich.poller import format_ts
 from daemon.immich.scheduler import ImmichScheduler, UserJob
-from tests.immich_memory_store import MemoryImportStore
 from daemon.logs import configure_logging
 from tests.immich_fake import FakeImmich, library
+from tests.immich_memory_store import MemoryImportStore
 
 KEY = "fake-key-Zq8w3LmP0xY"
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from helpers import cli
+
 from tests.immich_fake import FakeImmich, library
 
 KEY = "fake-key-ImportEndToEnd-7Hq2"

@@ -14,10 +14,10 @@ import structlog
 
 from daemon.immich.client import ImmichAuthError, ImmichClient, ImmichPermissionError, ImmichUnavailable
 from daemon.immich.poller import DEFER_GIVE_UP, format_ts, poll_user, scale_faces
-from tests.immich_memory_store import MemoryImportStore
 from daemon.logs import configure_logging
 from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, library, photo_size
+from tests.immich_memory_store import MemoryImportStore
 
 KEY = "fake-key-Zq8w3LmP0xY"
 # Face sizes (short side, original pixels) as ../shared/faces/README.md lists them for the photos

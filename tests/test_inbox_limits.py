@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from daemon_proc import DaemonProcess
 from helpers import REPO, cli
+from PIL import Image
 
 BOMB_SIDE = 12000  # 144 MP: over the 100 MP default; one BGR decode is 432 MB
 MAX_RSS_MB = 600  # the CLI with buffalo_sc loaded peaks near 200 MB; a decode of the bomb alone adds 432 MB
@@ -255,9 +254,10 @@ def test_a_truncated_photo_waits_then_is_rejected_once_unchanged_for_the_grace(
 
 def test_a_deferred_photo_whose_file_is_gone_is_closed_as_vanished(tmp_path: Path) -> None:
     """retry_due in process (no models needed: the photo never decodes), the way the daemon will call it."""
+    from helpers import open_pipeline
+
     from daemon.deferred import retry_due, waiting
     from daemon.inbox import photo_event
-    from helpers import open_pipeline
 
     data = tmp_path / "data"
     pipeline = open_pipeline(data)

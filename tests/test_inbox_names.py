@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from daemon_proc import DaemonProcess
 from helpers import cli, open_pipeline
+from PIL import Image
 
 RAW = b"latin1_\xe9t\xe9.jpg"  # the exact name from the issue (Latin-1 bytes, not UTF-8)
 SHOWN = "latin1_\\xe9t\\xe9.jpg"  # its escaped form in events and in _processed/

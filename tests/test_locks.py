@@ -13,7 +13,6 @@ from pathlib import Path
 
 import structlog
 import structlog.testing
-
 from daemon_proc import DaemonProcess
 from helpers import cli
 

@@ -10,8 +10,8 @@ import importlib
 import os
 import sys
 import traceback
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from daemon import __version__
 from state.errors import FacesetdError

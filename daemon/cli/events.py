@@ -7,8 +7,8 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import time
 import textwrap
+import time
 from typing import Any
 
 from state import events as ev

@@ -6,8 +6,9 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from daemon.lock import add_wait_argument
 
@@ -92,7 +93,6 @@ def run(args: argparse.Namespace, app: Any) -> int:
     if args.dry_run:
         return dry_run(args, app)
     from daemon.deferred import retry_due, waiting
-
     from daemon.lock import DataFolderBusy
 
     try:
