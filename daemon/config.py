@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gpu_agent.settings import AgentSettings, ModelSettings
-from handlers.era import EraSettings
 from handlers.limits import Limits
-from handlers.thresholds import IdentityThresholds, Thresholds
+from handlers.thresholds import EraSettings, IdentityThresholds, Thresholds
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
@@ -190,6 +190,16 @@ def _type_name(tp: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+# The scalar types of config fields: (accepts the TOML value?, what to call it in an error, conversion).
+# bool is checked before int and float would take it: TOML `true` is no number.
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), "a boolean", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+}
+
+
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Check `value` against the declared field type; raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
@@ -202,22 +212,12 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
         return _build(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        accepts, what, convert = scalar
+        if not accepts(value):
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        return convert(value)
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
 

@@ -96,7 +96,7 @@ next start, and the reload's log line names them ("config reloaded; restart to a
 
 def _eras_note() -> list[str]:
     """What one [[eras.buckets]] table holds, with the year's range from the field metadata."""
-    from handlers.era import EraBucket
+    from handlers.thresholds import EraBucket
 
     year = next(f for f in dataclasses.fields(EraBucket) if f.name == "year")
     return [

@@ -74,43 +74,58 @@ def corpus_events(state: CorpusState, corpus: Path, seen: Sequence[WatchEvent]) 
     out: list[ev.Event] = []
     for w in seen:
         if isinstance(w, FileReady):
-            rel = _rel(corpus, w.path)
-            if rel and not names.is_exact(rel):
-                escaped = _escape_in_place(corpus, rel)
-                if escaped is None:
-                    continue
-                rel, renamed = escaped
-                out.extend(renamed)
-            if rel:
-                out.extend(_ready(state, corpus, rel, known_facesets))
+            out.extend(_file_ready(state, corpus, w, known_facesets))
         elif isinstance(w, FileMoved):
-            src, dest = _rel(corpus, w.src), _rel(corpus, w.dest)
-            if src and not names.is_exact(src):
-                src = None  # never recorded under a name that is not UTF-8
-            if dest and not names.is_exact(dest):  # renamed by hand to such a name
-                escaped = _escape_in_place(corpus, dest)
-                if escaped is None:
-                    continue
-                dest, renamed = escaped
-                out.extend(renamed)
-                w = FileMoved(w.src, corpus / dest, w.root)
-            if dest and _row(state, dest) is not None:
-                continue  # a move the log already records (ours)
-            if src and _row(state, src) is not None:
-                if w.src.exists():
-                    continue  # back where the log has it (a report that came late): nothing changed
-                try:
-                    st = w.dest.stat() if dest and parse_face_path(dest) is not None else None
-                except FileNotFoundError:  # moved on since: the scan of a later report, or reconcile, says where
-                    st = None
-                if st is not None and dest:
-                    out.append(ev.FaceMovedExternally(path=src, dest=dest, size=st.st_size, mtime_ns=st.st_mtime_ns))
-                else:
-                    out.append(ev.FaceMissing(path=src))
-            elif dest:
-                out.extend(_ready(state, corpus, dest, known_facesets))
+            out.extend(_file_moved(state, corpus, w, known_facesets))
         elif isinstance(w, FileDeleted):
             rel = _rel(corpus, w.path)
             if rel and names.is_exact(rel) and _row(state, rel) is not None and not w.path.exists():
                 out.append(ev.FaceMissing(path=rel))
     return out
+
+
+def _file_ready(state: CorpusState, corpus: Path, w: FileReady, known_facesets: set[str]) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    rel = _rel(corpus, w.path)
+    if rel and not names.is_exact(rel):
+        escaped = _escape_in_place(corpus, rel)
+        if escaped is None:
+            return []
+        rel, renamed = escaped
+        out.extend(renamed)
+    if rel:
+        out.extend(_ready(state, corpus, rel, known_facesets))
+    return out
+
+
+def _file_moved(state: CorpusState, corpus: Path, w: FileMoved, known_facesets: set[str]) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    src, dest = _rel(corpus, w.src), _rel(corpus, w.dest)
+    if src and not names.is_exact(src):
+        src = None  # never recorded under a name that is not UTF-8
+    if dest and not names.is_exact(dest):  # renamed by hand to such a name
+        escaped = _escape_in_place(corpus, dest)
+        if escaped is None:
+            return []
+        dest, renamed = escaped
+        out.extend(renamed)
+        w = FileMoved(w.src, corpus / dest, w.root)
+    if dest and _row(state, dest) is not None:
+        return out  # a move the log already records (ours)
+    if src and _row(state, src) is not None:
+        if not w.src.exists():  # (still there: a report that came late, nothing changed)
+            out.append(_moved_away(src, dest, w.dest))
+    elif dest:
+        out.extend(_ready(state, corpus, dest, known_facesets))
+    return out
+
+
+def _moved_away(src: str, dest: str | None, dest_path: Path) -> ev.Event:
+    """A recorded face moved by hand: to another faceset's faces/ (moved), or anywhere else (missing)."""
+    try:
+        st = dest_path.stat() if dest and parse_face_path(dest) is not None else None
+    except FileNotFoundError:  # moved on since: the scan of a later report, or reconcile, says where
+        st = None
+    if st is not None and dest:
+        return ev.FaceMovedExternally(path=src, dest=dest, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return ev.FaceMissing(path=src)

@@ -46,7 +46,7 @@ def retry_due(pipeline: Pipeline, now: float | None = None) -> int:
     if not deferred:
         return 0
     now = time.time() if now is None else now
-    grace = pipeline.ctx.limits.incomplete_grace_s
+    grace = pipeline.ctx.config.limits.incomplete_grace_s
     inbox = pipeline.config.inbox_dir
     out: list[ev.Event] = []
     for photo in deferred:
@@ -80,7 +80,7 @@ def waiting(pipeline: Pipeline, now: float | None = None) -> list[Waiting]:
     """The deferred photos still within their grace (for `facesetd reconcile` and status lines)."""
     pipeline.state.catch_up()
     now = time.time() if now is None else now
-    grace = pipeline.ctx.limits.incomplete_grace_s
+    grace = pipeline.ctx.config.limits.incomplete_grace_s
     out = []
     for photo in pipeline.state.deferred_photos():
         try:

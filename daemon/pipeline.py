@@ -11,7 +11,6 @@ received before it, in the order the log holds them, never on batch sizes, timer
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ import structlog
 
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
-from handlers.context import HandlerContext
+from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool
 from state import events as ev
@@ -87,10 +86,7 @@ class Pipeline:
         self.state = CorpusState(events)
         self.mover = Mover(events, self.state, config.corpus_dir)
         self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
-        self.ctx = HandlerContext(
-            state=self.state, corpus=config.corpus_dir, inbox=config.inbox_dir, open_engines=open_engines,
-            staging=config.staging_dir, **_tunables(config),
-        )
+        self.ctx = HandlerContext(config=handler_config(config), state=self.state, models=Models(open_engines))
         self.dispatcher = Dispatcher(events, self.state, self.ctx)
         # The inbox needs the face models: without them photos stay where they are.
         self.takes_photos = open_engines is not None
@@ -101,9 +97,8 @@ class Pipeline:
         """A reloaded configuration (SIGHUP): the handlers' tunables and the renderer's top-N take it at once.
         Folders, models and the engines already open stay (they are restart-only keys)."""
         self.config = config
-        self.ctx = dataclasses.replace(self.ctx, **_tunables(config))
+        self.ctx.config = handler_config(config)
         self.ctx.begin_batch()  # nothing cached under the old values (e.g. the era buckets)
-        self.dispatcher.ctx = self.ctx
         self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
 
     # Processing ------------------------------------------------------------------------------------
@@ -326,10 +321,11 @@ class Pipeline:
         return new_pos
 
 
-def _tunables(config: Config) -> dict[str, Any]:
-    """The handler context's fields that come from the configuration and apply on reload."""
-    return {"thresholds": config.thresholds, "identity": config.identity, "top_n": config.projection.top_n,
-            "eras": config.eras, "model_retry_s": config.queue.model_retry_s, "limits": config.limits}
+def handler_config(config: Config) -> HandlerConfig:
+    """What the handlers read of the configuration (folders are restart-only; the tunables apply on reload)."""
+    return HandlerConfig(corpus=config.corpus_dir, inbox=config.inbox_dir, staging=config.staging_dir,
+                         thresholds=config.thresholds, identity=config.identity, eras=config.eras,
+                         limits=config.limits, model_retry_s=config.queue.model_retry_s)
 
 
 def summarize(pipeline: Pipeline) -> dict[str, Any]:

@@ -204,9 +204,9 @@ class Daemon:
         # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
         # of its images arrive in that time; the first change after a quiet spell is written at once.
         # Never between a decision and its moves: the projections would list files not yet where they say.
-        if now - self._last_render >= self.config.projection.coalesce_s and not self.pipeline.state.pending_decisions():
-            if self.pipeline.renderer.render_dirty():
-                self._last_render = now
+        if (now - self._last_render >= self.config.projection.coalesce_s
+                and not self.pipeline.state.pending_decisions() and self.pipeline.renderer.render_dirty()):
+            self._last_render = now
         self._say_when_caught_up()
 
     def _say_when_caught_up(self) -> None:
@@ -295,7 +295,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self.app.reload_config()
-        except Exception as e:  # a bad edit must not take the daemon down: keep the old config
+        except Exception as e:  # noqa: BLE001 - a bad edit must not take the daemon down: keep the old config
             log.error("config reload failed; keeping the running config", error=str(e))
         else:
             config, applied, waiting = reload_merge(self.config, new)

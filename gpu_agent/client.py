@@ -61,7 +61,8 @@ class HttpAgent:
                 raise AgentProtocolError(f"gpu agent at {self.url} answered {path} with non-JSON (HTTP {r.status_code})") from e
             if r.status_code != 200:
                 raise ModelError(f"gpu agent at {self.url}: {path} failed (HTTP {r.status_code}): {data.get('error')}")
-            return data
+            answer: dict[str, Any] = data
+            return answer
         raise AgentUnavailable(
             f"gpu agent at {self.url} is not answering ({last} after {self.retries + 1} attempts); "
             "is `facesetd gpu-agent serve` running there?"

@@ -75,7 +75,7 @@ def _declare_torchvision_ops() -> None:
     except (AttributeError, RuntimeError):
         pass
     global _TV_LIB
-    _TV_LIB = torch.library.Library("torchvision", "DEF")  # kept alive: the schemas live as long as it does
+    _TV_LIB = torch.library.Library("torchvision", "DEF")  # type: ignore[no-untyped-call]  # kept alive: the schemas live as long as it does
     _TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
@@ -248,7 +248,8 @@ class _ImageTower:
                 self.visual = m.visual
 
             def forward(self, image: torch.Tensor) -> torch.Tensor:
-                return self.visual(image)
+                out: torch.Tensor = self.visual(image)
+                return out
 
         return ImageTower(clip_model).eval()
 

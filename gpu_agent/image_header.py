@@ -63,7 +63,8 @@ def open_header(source: bytes | Path) -> Any:
 def image_size(source: bytes | Path) -> tuple[int, int]:
     """(width, height) from the header alone; ImageDecodeError when no header parser knows the bytes."""
     with open_header(source) as im:
-        return im.size
+        width, height = im.size
+        return int(width), int(height)
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:

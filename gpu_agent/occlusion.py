@@ -51,7 +51,7 @@ def probabilities(embeddings: np.ndarray, pos: np.ndarray, neg: np.ndarray, logi
     scale = float(np.exp(logit_scale))  # the stored parameter is log-space, as in CLIP
     logits = scale * np.stack([e @ pos, e @ neg], axis=1).astype(np.float64)
     p = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
-    return (p[:, 0] / p.sum(axis=1)).astype(np.float64)
+    return np.asarray(p[:, 0] / p.sum(axis=1), dtype=np.float64)
 
 
 class OnnxOcclusionScorer:
@@ -122,7 +122,8 @@ class OnnxOcclusionScorer:
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Image-tower embeddings (N, D), unnormalised, for preprocessed [N, 3, S, S] input."""
         with self._lock:
-            return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+            found = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+            return np.asarray(found)
 
     def prepare(self, data: bytes) -> np.ndarray:
         bgr = decode_image(data)

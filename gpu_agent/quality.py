@@ -67,7 +67,7 @@ def norm_crop_112(image_bgr: np.ndarray, kps: np.ndarray) -> np.ndarray:
     Here rather than imported: `insightface` loads its model zoo and onnxruntime on import, and the daemon
     scores crops itself also when the models run on a remote gpu agent."""
     assert kps.shape == (5, 2)
-    tform = SimilarityTransform()
+    tform = SimilarityTransform()  # type: ignore[no-untyped-call]  # scikit-image has no annotations
     tform.estimate(kps, ARCFACE_DST)
     return cv2.warpAffine(image_bgr, tform.params[0:2, :], (112, 112), borderValue=0.0)
 

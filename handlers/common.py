@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ def active_face(ctx: HandlerContext, path: str, sha256: str) -> Face | None:
 
     Anything else (moved, changed since, pruned, quarantined) means the event no longer describes it.
     """
-    if path in ctx.claimed:
+    if path in ctx.batch.claimed:
         return None  # another check decided on it in this same batch
     row = ctx.state.active_face(path)
     if row is None or row.sha256 != sha256:
@@ -48,7 +47,7 @@ def overridden(ctx: HandlerContext, faceset: str, check: str, sha256: str = "*")
 
 
 def _dropped_name_taken(ctx: HandlerContext, rel: str) -> bool:
-    if rel in ctx.claimed_dests or (ctx.corpus / rel).exists():
+    if rel in ctx.batch.claimed_dests or (ctx.config.corpus / rel).exists():
         return True
     return ctx.state.has_face_at(rel)
 
@@ -70,8 +69,8 @@ def dropped_dest(ctx: HandlerContext, path: str) -> str:
 def prune(ctx: HandlerContext, face: Face, check: str, reason: str, inputs: dict[str, Any]) -> ev.FacePruned:
     """The decision to move one PNG to _dropped/ (the destination is decided here, so replay is deterministic)."""
     dest = dropped_dest(ctx, face.path)
-    ctx.claimed.add(face.path)
-    ctx.claimed_dests.add(dest)
+    ctx.batch.claimed.add(face.path)
+    ctx.batch.claimed_dests.add(dest)
     return ev.FacePruned(path=face.path, sha256=face.sha256, moves=((face.path, dest),), check=check,
                          reason=reason, inputs=inputs)
 
@@ -87,18 +86,18 @@ def faceset_of(path: str) -> str | None:
 
 def open_models(ctx: HandlerContext, check: str) -> tuple[Any, Any] | None:
     """The (face engine, occlusion scorer), or None (logged once) when no models can be opened."""
-    if ctx.open_engines is None:
+    models = ctx.models
+    if not models.configured:
         ctx.say_once("no_models", "checks that need models are off: no models configured", check=check)
         return None
-    if ctx.open_failed and time.monotonic() - ctx.open_failed_at < ctx.model_retry_s:
+    if models.in_backoff(ctx.config.model_retry_s):
         return None  # opening is slow (the HTTP agent retries with backoff): not for every batch
     try:
-        engines = ctx.engines()
+        engines = models.engines()
     except Exception as e:  # noqa: BLE001  (a missing pack must not stop the checks that need no model)
-        ctx.open_failed, ctx.open_failed_at = f"{type(e).__name__}: {e}", time.monotonic()
         # The faces skipped meanwhile are asked for again once the models open (AnalysisRequested).
         ctx.say_once("no_models", "checks that need models are off: the models could not be opened",
-                     check=check, error=ctx.open_failed)
+                     check=check, error=models.note_failure(e))
         return None
-    ctx.open_failed = ""
+    models.failed = ""
     return engines

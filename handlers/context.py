@@ -1,7 +1,14 @@
-"""What a handler gets: the corpus state, folders, thresholds and (opened on first use) the models."""
+"""What a handler gets, in three parts that change at different times:
+
+- `HandlerConfig`: folders and tunables, frozen; a reload (SIGHUP) replaces it whole (`Pipeline.apply_config`).
+- services: the corpus state, the models (`Models`, opened on first use) and the logger; they live as long as the
+  process.
+- `Batch`: what the handlers of one batch tell each other; the dispatcher starts a fresh one before each batch.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,43 +20,54 @@ from gpu_agent.interface import FaceEngine, OcclusionScorer
 from state.corpus_state import CorpusState
 
 from .limits import Limits
-from .thresholds import IdentityThresholds, Thresholds
+from .thresholds import EraBucket, EraSettings, IdentityThresholds, Thresholds
+
+Engines = tuple[FaceEngine, OcclusionScorer]
 
 
-@dataclass
-class HandlerContext:
-    state: CorpusState
+@dataclass(frozen=True)
+class HandlerConfig:
+    """The folders and tunables the handlers read; replaced whole when the configuration is reloaded."""
+
     corpus: Path
     inbox: Path
+    staging: Path | None = None  # Immich originals staged for the inbox router (PhotoReceived root "staging")
     thresholds: Thresholds = field(default_factory=Thresholds)
     identity: IdentityThresholds = field(default_factory=IdentityThresholds)
-    top_n: int = 8
-    # Opens (face engine, occlusion scorer); called once, on the first handler that needs a model.
-    open_engines: Callable[[], tuple[FaceEngine, OcclusionScorer]] | None = None
-    staging: Path | None = None  # Immich originals staged for the inbox router (PhotoReceived root "staging")
-    log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
-    # Era buckets (config [eras]): which facesets are age eras of which identity, and their years.
-    eras: Any = None
-    # Face paths (and _dropped/ destinations) decided on in the batch being handled: the next handler of
-    # the same batch must not decide on them again (its decisions are not in the state yet).
-    claimed: set[str] = field(default_factory=set)
-    claimed_dests: set[str] = field(default_factory=set)
-    # Lookups that hold for one batch (e.g. the era buckets an adopted master manifest names).
-    batch_cache: dict[str, Any] = field(default_factory=dict)
-    # Why the models could not be opened ("" = not tried or fine); the model checks stay off in this process.
-    open_failed: str = ""  # why the models could not be opened, until the next try
-    open_failed_at: float = 0.0  # time.monotonic() of that failure
-    model_retry_s: float = 30.0  # seconds before trying to open the models again
+    eras: EraSettings = field(default_factory=EraSettings)  # config [eras]: which facesets are age eras of whom
     limits: Limits = field(default_factory=Limits)  # config [limits]: image size, incomplete-photo grace
-    _engines: tuple[FaceEngine, OcclusionScorer] | None = None
-    _said_once: set[str] = field(default_factory=set)
+    model_retry_s: float = 30.0  # seconds before trying to open the models again after they failed to open
 
-    def engines(self) -> tuple[FaceEngine, OcclusionScorer]:
+
+class Models:
+    """The (face engine, occlusion scorer), opened on the first handler that needs them. A failure to open is
+    remembered with its time, so the checks that need models stay off until `retry_s` has passed."""
+
+    def __init__(self, open_engines: Callable[[], Engines] | None) -> None:
+        self.open_engines = open_engines
+        self.failed = ""  # why the models could not be opened ("" = not tried, or fine)
+        self.failed_at = 0.0  # time.monotonic() of that failure
+        self._engines: Engines | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.open_engines is not None
+
+    def engines(self) -> Engines:
+        """Open the models if they are not open yet; raises what opening raised."""
         if self._engines is None:
             if self.open_engines is None:
                 raise RuntimeError("no models configured for the handlers")
             self._engines = self.open_engines()
         return self._engines
+
+    def in_backoff(self, retry_s: float) -> bool:
+        """The last try to open them failed less than `retry_s` seconds ago."""
+        return bool(self.failed) and time.monotonic() - self.failed_at < retry_s
+
+    def note_failure(self, error: BaseException) -> str:
+        self.failed, self.failed_at = f"{type(error).__name__}: {error}", time.monotonic()
+        return self.failed
 
     @property
     def face_engine(self) -> FaceEngine:
@@ -59,11 +77,32 @@ class HandlerContext:
     def occlusion(self) -> OcclusionScorer:
         return self.engines()[1]
 
+
+@dataclass
+class Batch:
+    """What the handlers of one batch share: their decisions are not in the state until the batch is appended."""
+
+    # Face paths and _dropped/ destinations decided on in this batch: a later handler must not decide again.
+    claimed: set[str] = field(default_factory=set)
+    claimed_dests: set[str] = field(default_factory=set)
+    # Facesets whose occlusion scores this batch appends (the faceset rules wait for them to be applied).
+    occlusion_scored: set[str] = field(default_factory=set)
+    # The era buckets (configured and adopted), looked up once per batch.
+    era_buckets: tuple[EraBucket, ...] | None = None
+
+
+@dataclass
+class HandlerContext:
+    config: HandlerConfig
+    state: CorpusState
+    models: Models = field(default_factory=lambda: Models(None))
+    log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
+    batch: Batch = field(default_factory=Batch)
+    _said_once: set[str] = field(default_factory=set)
+
     def begin_batch(self) -> None:
         """Called by the dispatcher before the handlers of each batch run."""
-        self.claimed.clear()
-        self.claimed_dests.clear()
-        self.batch_cache.clear()
+        self.batch = Batch()
 
     def say_once(self, key: str, message: str, **fields: Any) -> None:
         """Log a warning the first time only (e.g. 'occlusion check off: no CLIP model')."""

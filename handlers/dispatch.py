@@ -9,8 +9,10 @@ import structlog
 
 from state.corpus_state import CorpusState
 from state.eventlog import EventLog, StoredEvent
+from state.events import Event
 from state.faults import crash_point
 
+from .context import HandlerContext
 from .flow import FLOW
 from .registry import Consumer, Flow, consumers
 
@@ -19,14 +21,14 @@ log = structlog.get_logger("facesetd.handlers")
 
 
 class Dispatcher:
-    def __init__(self, log_: EventLog, state: CorpusState, ctx: Any, chunk: int = 64, flow: Flow = FLOW) -> None:
+    def __init__(self, log_: EventLog, state: CorpusState, ctx: HandlerContext, chunk: int = 64, flow: Flow = FLOW) -> None:
         self.log = log_
         self.state = state
         self.ctx = ctx
         self.chunk = chunk
         self.flow = flow  # what it runs: the declared map, or a copy (a dry run's, a test's)
 
-    def _consumers(self, kind: str) -> tuple[Consumer, ...]:
+    def _consumers(self, kind: str) -> tuple[Consumer[Any], ...]:
         return consumers(self.flow, kind)
 
     def pending(self) -> int:
@@ -52,9 +54,7 @@ class Dispatcher:
                 break
             group = self._group(batch)
             out = []
-            begin = getattr(self.ctx, "begin_batch", None)
-            if begin is not None:
-                begin()
+            self.ctx.begin_batch()
             for reg in self._consumers(group[0].kind):
                 out.extend(reg.fn(self.ctx, group))
             crash_point("dispatch:before_commit")  # handlers ran (files may be written), nothing recorded
@@ -67,7 +67,7 @@ class Dispatcher:
             self.state.catch_up()
         return consumed
 
-    def _group(self, batch: list[StoredEvent]) -> list[StoredEvent]:
+    def _group(self, batch: list[StoredEvent[Event]]) -> list[StoredEvent[Event]]:
         """The longest run of same-kind events at the head of `batch`, up to the handlers' batch size."""
         kind = batch[0].kind
         limit = min((r.batch for r in self._consumers(kind)), default=len(batch))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,12 @@ from state.eventlog import StoredEvent
 
 from .common import Face, active_face
 from .context import HandlerContext
+from .thresholds import EraBucket
 
 CHECK = "era"
 EXIF_IFD = 0x8769
 DATETIME_ORIGINAL = 0x9003
 DATETIME = 0x0132
-
-
-@dataclass(frozen=True)
-class EraBucket:
-    # the era bucket: a faceset whose PNGs are this era's anchors.
-    faceset: str = ""
-    # the identity whose new PNGs are slotted into its buckets (the family's main faceset).
-    family: str = ""
-    # the year the anchor photos were taken.
-    year: int = field(default=0, metadata={"range": (1800, 2200)})
-
-
-@dataclass(frozen=True)
-class EraSettings:
-    # one table per era bucket: [[eras.buckets]] faceset = "faceset_101", family = "faceset_001", year = 2012
-    buckets: tuple[EraBucket, ...] = ()
 
 
 def adopted_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
@@ -63,11 +47,11 @@ def adopted_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
 
 def buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
     """The era buckets: from config [eras], then any the adopted corpus names (config wins per faceset)."""
-    if "era_buckets" not in ctx.batch_cache:
-        configured = tuple(getattr(ctx.eras, "buckets", ()) or ())
+    if ctx.batch.era_buckets is None:
+        configured = ctx.config.eras.buckets
         names = {b.faceset for b in configured}
-        ctx.batch_cache["era_buckets"] = configured + tuple(b for b in adopted_buckets(ctx) if b.faceset not in names)
-    return ctx.batch_cache["era_buckets"]  # type: ignore[no-any-return]
+        ctx.batch.era_buckets = configured + tuple(b for b in adopted_buckets(ctx) if b.faceset not in names)
+    return ctx.batch.era_buckets
 
 
 def family_of(ctx: HandlerContext, faceset: str) -> str:
@@ -107,7 +91,7 @@ def photo_year(ctx: HandlerContext, face: Face) -> tuple[int | None, str]:
     src = face.source
     photo = src.get("photo")
     if photo:
-        p = Path(photo) if Path(photo).is_absolute() else ctx.inbox / photo
+        p = Path(photo) if Path(photo).is_absolute() else ctx.config.inbox / photo
         try:
             year = exif_year(p.read_bytes())
             if year:
@@ -120,7 +104,7 @@ def photo_year(ctx: HandlerContext, face: Face) -> tuple[int | None, str]:
         if year:
             return year, f"source {key}"
     try:
-        year = exif_year((ctx.corpus / face.path).read_bytes())
+        year = exif_year((ctx.config.corpus / face.path).read_bytes())
     except OSError:
         year = None
     return (year, "EXIF DateTimeOriginal of the PNG") if year else (None, "")
@@ -135,7 +119,7 @@ def _anchors(ctx: HandlerContext, bucket: str) -> np.ndarray:
 
 
 def _thin_eras(ctx: HandlerContext, slotted_now: dict[str, int]) -> list[str]:
-    minimum = ctx.thresholds.thin_min_survivors
+    minimum = ctx.config.thresholds.thin_min_survivors
     thin = []
     for b in buckets(ctx):
         anchors = ctx.state.kept_count(b.faceset)
@@ -145,64 +129,77 @@ def _thin_eras(ctx: HandlerContext, slotted_now: dict[str, int]) -> list[str]:
     return sorted(thin)
 
 
-def slot_into_era(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+def slot_into_era(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:
     all_buckets = buckets(ctx)
     if not all_buckets:
         return []
-    t = ctx.thresholds
+    t = ctx.config.thresholds
     bucket_names = {b.faceset for b in all_buckets}
     out: list[ev.Event] = []
     slotted_now: dict[str, int] = {}
     for se in events:
-        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        e = se.event
         if e.face_count != 1 or e.embedding is None:
             continue
         face = active_face(ctx, e.path, e.sha256)
         if face is None or face.faceset in bucket_names:
             continue
         family = [b for b in all_buckets if b.family == face.faceset]
-        if not family:
-            continue
-        year, year_from = photo_year(ctx, face)
-        inputs: dict[str, Any] = {"max_distance": t.era_max_distance, "max_years": t.era_max_years,
-                                  "year": year, "year_from": year_from, "model": dict(e.model)}
-        if year is None:
-            out.append(ev.FaceUnslotted(path=face.path, sha256=face.sha256, inputs=inputs, reason=(
-                "no year: no EXIF DateTimeOriginal on the source photo or the PNG, and no source date")))
-            continue
-        vec = np.asarray(e.embedding, dtype=np.float32)
-        candidates = []
-        for b in family:
-            anchors = _anchors(ctx, b.faceset)
-            if len(anchors) == 0:
-                continue
-            distance = float(1.0 - np.max(anchors @ vec))
-            candidates.append((distance, abs(year - b.year), b))
-        inputs["buckets"] = {b.faceset: {"distance": round(d, 6), "year": b.year, "years_off": dy}
-                             for d, dy, b in candidates}
-        fits = [c for c in candidates if c[0] <= t.era_max_distance and c[1] <= t.era_max_years]
-        if fits:
-            distance, years_off, b = min(fits, key=lambda c: (c[0], c[1], c[2].faceset))
-            slotted_now[b.faceset] = slotted_now.get(b.faceset, 0) + 1
-            out.append(ev.FaceSlotted(path=face.path, sha256=face.sha256, era=b.faceset, inputs=inputs, reason=(
-                f"joins era {b.faceset} ({b.year}): anchor distance {distance:.3f} <= {t.era_max_distance},"
-                f" {years_off} years off <= {t.era_max_years}")))
-            continue
-        if not candidates:
-            reason = f"no era of {face.faceset} has an analyzed anchor yet"
-        else:
-            d, dy, b = min(candidates, key=lambda c: (c[0], c[1]))
-            why = []
-            if d > t.era_max_distance:
-                why.append(f"anchor distance {d:.3f} > {t.era_max_distance}")
-            if dy > t.era_max_years:
-                why.append(f"{dy} years off > {t.era_max_years}")
-            if not why:  # the nearest by distance is too far in years and vice versa
-                why.append("no era is both near enough and close enough in years")
-            reason = f"no era fits; nearest {b.faceset} ({b.year}, photo {year}): " + ", ".join(why)
-        out.append(ev.FaceUnslotted(path=face.path, sha256=face.sha256, inputs=inputs, reason=reason))
+        if family:
+            verdict = _slot_one(ctx, e, face, family)
+            if isinstance(verdict, ev.FaceSlotted):
+                slotted_now[verdict.era] = slotted_now.get(verdict.era, 0) + 1
+            out.append(verdict)
     thin = _thin_eras(ctx, slotted_now)
     listed = ctx.state.thin_eras_listed()
     if listed is None or listed != thin:
         out.append(ev.ThinErasListed(eras=tuple(thin), threshold=t.thin_min_survivors))
     return out
+
+
+Candidate = tuple[float, int, EraBucket]  # (anchor distance, years off, bucket)
+
+
+def _slot_one(ctx: HandlerContext, e: ev.FaceAnalyzed, face: Face,
+              family: list[EraBucket]) -> ev.FaceSlotted | ev.FaceUnslotted:
+    """The era bucket of `family` a face joins (nearest anchor within the distance AND the years), or why none."""
+    t = ctx.config.thresholds
+    year, year_from = photo_year(ctx, face)
+    inputs: dict[str, Any] = {"max_distance": t.era_max_distance, "max_years": t.era_max_years,
+                              "year": year, "year_from": year_from, "model": dict(e.model)}
+    if year is None or e.embedding is None:
+        return ev.FaceUnslotted(path=face.path, sha256=face.sha256, inputs=inputs, reason=(
+            "no year: no EXIF DateTimeOriginal on the source photo or the PNG, and no source date"))
+    vec = np.asarray(e.embedding, dtype=np.float32)
+    candidates: list[Candidate] = []
+    for b in family:
+        anchors = _anchors(ctx, b.faceset)
+        if len(anchors) == 0:
+            continue
+        distance = float(1.0 - np.max(anchors @ vec))
+        candidates.append((distance, abs(year - b.year), b))
+    inputs["buckets"] = {b.faceset: {"distance": round(d, 6), "year": b.year, "years_off": dy}
+                         for d, dy, b in candidates}
+    fits = [c for c in candidates if c[0] <= t.era_max_distance and c[1] <= t.era_max_years]
+    if fits:
+        distance, years_off, b = min(fits, key=lambda c: (c[0], c[1], c[2].faceset))
+        return ev.FaceSlotted(path=face.path, sha256=face.sha256, era=b.faceset, inputs=inputs, reason=(
+            f"joins era {b.faceset} ({b.year}): anchor distance {distance:.3f} <= {t.era_max_distance},"
+            f" {years_off} years off <= {t.era_max_years}"))
+    return ev.FaceUnslotted(path=face.path, sha256=face.sha256, inputs=inputs,
+                            reason=_why_unslotted(ctx, face, year, candidates))
+
+
+def _why_unslotted(ctx: HandlerContext, face: Face, year: int, candidates: list[Candidate]) -> str:
+    if not candidates:
+        return f"no era of {face.faceset} has an analyzed anchor yet"
+    t = ctx.config.thresholds
+    d, dy, b = min(candidates, key=lambda c: (c[0], c[1]))
+    why = []
+    if d > t.era_max_distance:
+        why.append(f"anchor distance {d:.3f} > {t.era_max_distance}")
+    if dy > t.era_max_years:
+        why.append(f"{dy} years off > {t.era_max_years}")
+    if not why:  # the nearest by distance is too far in years and vice versa
+        why.append("no era is both near enough and close enough in years")
+    return f"no era fits; nearest {b.faceset} ({b.year}, photo {year}): " + ", ".join(why)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from state import events as ev
 from state.eventlog import StoredEvent
@@ -16,27 +17,30 @@ from state.layout import parse_face_path
 
 from .common import overridden
 from .context import HandlerContext
-from .occlusion import SCORED_NOW, scorer_available
+from .occlusion import scorer_available
 
 MASKED, THIN = "masked", "thin"
 
 
-def _facesets_of(events: Sequence[StoredEvent]) -> list[str]:
+Checked = ev.FacePruned | ev.FaceAnalyzed | ev.OcclusionScored  # what brings a faceset back to its rules
+
+
+def _facesets_of(events: Sequence[StoredEvent[Checked]]) -> list[str]:
     names: list[str] = []
     for se in events:
-        fp = parse_face_path(getattr(se.event, "path", ""))
+        fp = parse_face_path(se.event.path)
         if fp is not None and fp.faceset not in names:
             names.append(fp.faceset)
     return names
 
 
-def _quarantine(ctx: HandlerContext, faceset: str, area: str, check: str, reason: str, inputs: dict) -> ev.Event:
-    ctx.claimed.add(faceset)
+def _quarantine(ctx: HandlerContext, faceset: str, area: str, check: str, reason: str, inputs: dict[str, Any]) -> ev.Event:
+    ctx.batch.claimed.add(faceset)
     return ev.FacesetQuarantined(faceset=faceset, area=area, moves=((faceset, f"{area}/{faceset}"),),
                                  check=check, reason=reason, inputs=inputs)
 
 
-def _checks_pending(ctx: HandlerContext, path: str, scores: dict, occlusion_on: bool, upto: int) -> bool:
+def _checks_pending(ctx: HandlerContext, path: str, scores: dict[str, Any], occlusion_on: bool, upto: int) -> bool:
     """True while a face still waits for its analysis, or for an occlusion score that is on its way."""
     if "face_count" not in scores:
         return True
@@ -50,14 +54,14 @@ def _checks_pending(ctx: HandlerContext, path: str, scores: dict, occlusion_on: 
 
 def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | None = None) -> ev.Event | None:
     """The rule that applies to an active, fully checked faceset, or None. `upto`: the last event handled."""
-    if faceset in ctx.claimed or ctx.state.faceset_area(faceset) != "":
+    if faceset in ctx.batch.claimed or ctx.state.faceset_area(faceset) != "":
         return None
-    if faceset in ctx.batch_cache.get(SCORED_NOW, ()):
+    if faceset in ctx.batch.occlusion_scored:
         return None  # its scores of this batch are not in the state yet; their events bring it back here
     upto = ctx.state.log.head() if upto is None else upto
-    t = ctx.thresholds
+    t = ctx.config.thresholds
     rows = ctx.state.faces_of(faceset)
-    active = [(p, json.loads(s)) for p, d, s in rows if not d and p not in ctx.claimed]
+    active = [(p, json.loads(s)) for p, d, s in rows if not d and p not in ctx.batch.claimed]
     if any(_checks_pending(ctx, p, s, occlusion_on, upto) for p, s in active):
         return None
     scored = [json.loads(s) for _p, _d, s in rows if "mask" in json.loads(s)]
@@ -78,11 +82,11 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
     return None
 
 
-def apply_faceset_rules(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+def apply_faceset_rules(ctx: HandlerContext, events: Sequence[StoredEvent[Checked]]) -> list[ev.Event]:
     names = _facesets_of(events)
     if not names:
         return []
-    occlusion_on = scorer_available(ctx) if ctx.open_engines is not None else False
+    occlusion_on = scorer_available(ctx) if ctx.models.configured else False
     out = []
     for name in names:
         decision = evaluate(ctx, name, occlusion_on, events[-1].position)

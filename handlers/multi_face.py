@@ -14,11 +14,11 @@ from .context import HandlerContext
 CHECK = "multi_face"
 
 
-def check_multi_face(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+def check_multi_face(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:
     out: list[ev.Event] = []
-    t = ctx.thresholds
+    t = ctx.config.thresholds
     for se in events:
-        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        e = se.event
         if e.face_count == 1:
             continue
         face = active_face(ctx, e.path, e.sha256)

@@ -23,7 +23,7 @@ BYTE_CHECK = "byte_dup"
 def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
     family = family_of(ctx, face.faceset)
     for path, faceset in ctx.state.byte_twins(face.sha256, face.changed):
-        if path in ctx.claimed or faceset == face.faceset or family_of(ctx, faceset) == family:
+        if path in ctx.batch.claimed or faceset == face.faceset or family_of(ctx, faceset) == family:
             continue
         if overridden(ctx, face.faceset, BYTE_CHECK, face.sha256):
             return None
@@ -36,14 +36,14 @@ def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
 def _existing(ctx: HandlerContext, face: Face) -> list[tuple[str, str, float | None, np.ndarray]]:
     """Faces already in the faceset (analyzed, one face, not decided on in this batch)."""
     rows = ctx.state.near_dup_candidates(face.faceset, face.path, face.changed)
-    return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.claimed]
+    return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.batch.claimed]
 
 
-def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:
     out: list[ev.Event] = []
-    limit = ctx.thresholds.near_dup_similarity
+    limit = ctx.config.thresholds.near_dup_similarity
     for se in events:
-        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        e = se.event
         if e.face_count != 1 or e.embedding is None:
             continue
         face = active_face(ctx, e.path, e.sha256)

@@ -13,7 +13,6 @@ from .context import HandlerContext
 
 CHECK = "occlusion"
 ATTRIBUTES = ("mask", "sunglasses")
-SCORED_NOW = "occlusion_scored_facesets"  # ctx.batch_cache key: facesets whose scores this batch appends
 
 
 def scorer_available(ctx: HandlerContext) -> bool:
@@ -28,26 +27,26 @@ def scorer_available(ctx: HandlerContext) -> bool:
     return True
 
 
-def check_occlusion(ctx: HandlerContext, events: Sequence[StoredEvent]) -> list[ev.Event]:
+def check_occlusion(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:
     todo: list[tuple[Face, bytes]] = []
     for se in events:
-        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        e = se.event
         if e.face_count != 1:
             continue
         face = active_face(ctx, e.path, e.sha256)
         if face is None:
             continue
         try:
-            todo.append((face, (ctx.corpus / face.path).read_bytes()))
+            todo.append((face, (ctx.config.corpus / face.path).read_bytes()))
         except FileNotFoundError:
             continue
     if not todo or not scorer_available(ctx):
         return []
-    scorer = ctx.occlusion
+    scorer = ctx.models.occlusion
     model = scorer.describe()
-    limit = ctx.thresholds.occlusion_prune
+    limit = ctx.config.thresholds.occlusion_prune
     out: list[ev.Event] = []
-    ctx.batch_cache.setdefault(SCORED_NOW, set()).update(f.faceset for f, _d in todo)
+    ctx.batch.occlusion_scored.update(f.faceset for f, _d in todo)
     for (face, _data), scores in zip(todo, scorer.score([d for _f, d in todo])):
         mask, sunglasses = float(scores.get("mask", 0.0)), float(scores.get("sunglasses", 0.0))
         out.append(ev.OcclusionScored(path=face.path, sha256=face.sha256, mask=round(mask, 6),

@@ -12,6 +12,7 @@ returns events; the caller appends them, then the Mover carries out the promotio
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,11 @@ from .route_photo import centroids, nearest, unit
 
 def _next_number(ctx: HandlerContext) -> int:
     numbers = [faceset_number(n) for n in ctx.state.faceset_names()]
-    numbers += [faceset_number(n) for _a, n in iter_facesets(ctx.corpus)]
+    numbers += [faceset_number(n) for _a, n in iter_facesets(ctx.config.corpus)]
     return max([0, *numbers]) + 1
 
 
-Row = tuple  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
+Row = tuple[Any, ...]  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
 
 
 def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
@@ -41,7 +42,7 @@ def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
         _face_id, path, sha, _photo, quality, source, blob = rows[i]
         dest = face_path("", name, path.rsplit("/", 1)[-1])
         try:
-            st = (ctx.corpus / path).stat()
+            st = (ctx.config.corpus / path).stat()
         except FileNotFoundError:
             ctx.log.warning("pool crop missing; left in the pool", path=path)
             continue
@@ -80,7 +81,7 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
     distances: dict[int, float] = {}
     for i in range(len(rows)):
         name, dist = nearest(cents, vecs[i])
-        if name and dist <= ctx.identity.match_distance:
+        if name and dist <= ctx.config.identity.match_distance:
             by_faceset.setdefault(name, []).append(i)
             distances[i] = dist
     out: list[ev.Event] = []
@@ -93,8 +94,8 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
             continue
         out.append(ev.PoolFacesMatched(
             faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
-            reason=f"{len(moves)} pool faces within cosine distance {ctx.identity.match_distance} of {name}'s centroid",
-            inputs={"match_distance": ctx.identity.match_distance},
+            reason=f"{len(moves)} pool faces within cosine distance {ctx.config.identity.match_distance} of {name}'s centroid",
+            inputs={"match_distance": ctx.config.identity.match_distance},
         ))
         out.extend(added)
         taken.update(members)  # the others of the same photos stay out of new facesets too
@@ -112,7 +113,7 @@ def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
     vecs = np.stack([unit(np.frombuffer(r[6], dtype="<f4")) for r in rows])
     out, taken = match_pool(ctx, rows, vecs)
     left = [i for i in range(len(rows)) if i not in taken]
-    gate = max(1, ctx.identity.min_new_faceset)
+    gate = max(1, ctx.config.identity.min_new_faceset)
     if len(left) < gate:
         return out
     if len(left) == 1:
@@ -121,7 +122,7 @@ def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
         from scipy.cluster.hierarchy import fcluster, linkage
 
         z = linkage(vecs[left].astype(np.float64), method="complete", metric="cosine")
-        labels = fcluster(z, t=ctx.identity.cluster_distance, criterion="distance")
+        labels = fcluster(z, t=ctx.config.identity.cluster_distance, criterion="distance")
     clusters: dict[int, list[int]] = {}
     for i, label in zip(left, labels):
         clusters.setdefault(int(label), []).append(i)
@@ -141,8 +142,8 @@ def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
         out.append(ev.FacesetPromoted(
             faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
-                   f"{ctx.identity.cluster_distance} of each other (complete linkage)",
-            inputs={"cluster_distance": ctx.identity.cluster_distance, "min_new_faceset": gate,
+                   f"{ctx.config.identity.cluster_distance} of each other (complete linkage)",
+            inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,
                     "max_pair_distance": round(pair, 4), "pool_size": len(rows)},
         ))
         out.extend(added)

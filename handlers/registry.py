@@ -4,7 +4,8 @@
           applier="_faces_added")
 
 A Consumer is a plain function `(ctx, events) -> list[Event]`: it gets a batch of stored events of its stage's
-kind and returns new events. The dispatcher (handlers/dispatch.py) runs a stage's consumers in the order they
+kind, typed as that kind (`Sequence[StoredEvent[ev.FaceAnalyzed]]`), and returns new events. Consumer and Stage are
+generic in the kind, so mypy checks that a stage's consumers take the kind the stage is declared for. The dispatcher (handlers/dispatch.py) runs a stage's consumers in the order they
 are listed, appends what they return and advances its position in one transaction: a replayed event never runs
 twice. The projection applier is named here and registered in state/corpus_state.py (state imports nothing from
 handlers); `check` makes sure both say the same.
@@ -14,13 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from state.corpus_state import APPLIERS, BATCH_APPLIERS
 from state.eventlog import StoredEvent
 from state.events import REGISTRY, Event
 
-Handler = Callable[[Any, Sequence[StoredEvent]], list[Event]]
+if TYPE_CHECKING:
+    from .context import HandlerContext
+
+E = TypeVar("E", bound=Event)
+# Contravariant: a handler of several kinds (`StoredEvent[FaceAdded | FaceChanged]`) serves a stage of each.
+E_contra = TypeVar("E_contra", bound=Event, contravariant=True)
+# A handler of kind E: gets the handler context and a batch of E, returns the events to append.
+Handler = Callable[["HandlerContext", Sequence[StoredEvent[E_contra]]], list[Event]]
 
 
 class FlowError(Exception):
@@ -28,10 +36,10 @@ class FlowError(Exception):
 
 
 @dataclass(frozen=True)
-class Consumer:
+class Consumer(Generic[E_contra]):
     """One handler of a stage's kind."""
 
-    fn: Handler
+    fn: Handler[E_contra]
     batch: int = 1  # most events per call; handlers that call a model take batches
 
     @property
@@ -44,12 +52,12 @@ class Consumer:
 
 
 @dataclass(frozen=True)
-class Stage:
+class Stage(Generic[E]):
     """Everything about one event kind: who appends it, who handles it (in order), what projects it."""
 
-    kind: type[Event]
+    kind: type[E]
     producers: tuple[str, ...] = ()  # the modules that construct and append it
-    consumers: tuple[Consumer, ...] = ()  # run by the dispatcher in this order on each batch
+    consumers: tuple[Consumer[E], ...] = ()  # run by the dispatcher in this order on each batch
     applier: str = ""  # its function in state/corpus_state.py (APPLIERS or BATCH_APPLIERS); "" for none
     readers: tuple[str, ...] = ()  # other modules that act on it when they read the log back ("module: why")
     record_only: str = ""  # why nothing handles or projects it (it is kept for a person or a later read)
@@ -60,13 +68,13 @@ class Stage:
 
 
 # kind string -> its stage; a plain dict, so a test can run the dispatcher on a changed copy.
-Flow = Mapping[str, Stage]
+Flow = Mapping[str, Stage[Any]]
 
 
-def declare(stages: Iterable[Stage]) -> dict[str, Stage]:
+def declare(stages: Iterable[Stage[Any]]) -> dict[str, Stage[Any]]:
     """The flow map of `stages`, checked: an unknown kind, consumer or applier name is a FlowError here, at
     import, instead of a handler that silently never runs."""
-    flow: dict[str, Stage] = {}
+    flow: dict[str, Stage[Any]] = {}
     for stage in stages:
         kind = stage.kind.KIND
         if kind in flow:
@@ -100,13 +108,13 @@ def applier_name(kind: str) -> str:
     return fn.__name__ if fn is not None else ""
 
 
-def consumers(flow: Flow, kind: str) -> tuple[Consumer, ...]:
+def consumers(flow: Flow, kind: str) -> tuple[Consumer[Any], ...]:
     """The consumers of `kind` in order (none for a kind the map does not list)."""
     stage = flow.get(kind)
     return stage.consumers if stage is not None else ()
 
 
-def without_consumers(flow: Flow, kind: type[Event]) -> dict[str, Stage]:
+def without_consumers(flow: Flow, kind: type[Event]) -> dict[str, Stage[Any]]:
     """A copy of `flow` in which nothing consumes `kind` (e.g. a dry run leaves the inbox router out)."""
     out = dict(flow)
     if kind.KIND in out:
@@ -114,7 +122,7 @@ def without_consumers(flow: Flow, kind: type[Event]) -> dict[str, Stage]:
     return out
 
 
-def with_consumer(flow: Flow, kind: type[Event], consumer: Consumer) -> dict[str, Stage]:
+def with_consumer(flow: Flow, kind: type[E], consumer: Consumer[E]) -> dict[str, Stage[Any]]:
     """A checked copy of `flow` with `consumer` run last on `kind` (a test's toy check, say)."""
     out = dict(flow)
     stage = out.get(kind.KIND) or Stage(kind)
@@ -128,7 +136,7 @@ class Registration:
     """A consumer as seen from its kind (the view `HANDLERS` gives)."""
 
     kind: str
-    fn: Handler
+    fn: Handler[Any]
     name: str
     batch: int
 

@@ -65,12 +65,12 @@ def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> d
         if s not in found and s not in seen:
             seen.add(s)
             todo.append((p, s))
-    engine = ctx.face_engine if todo else None
+    engine = ctx.models.face_engine if todo else None
     for i in range(0, len(todo), 16):
         datas, keep = [], []
         for p, s in todo[i : i + 16]:
             try:
-                datas.append((ctx.corpus / p).read_bytes())
+                datas.append((ctx.config.corpus / p).read_bytes())
                 keep.append(s)
             except OSError:
                 found[s] = None
@@ -205,7 +205,7 @@ def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: st
     if names.lexists(src) and not src.is_symlink():
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason=reason,
                                  error=f"{label}: the symbolic link was replaced by a file before it was handled")]
-    dest = move_aside(src, ctx.inbox, _rejected_rel(e, reason), e.sha256, link=target) or ""
+    dest = move_aside(src, ctx.config.inbox, _rejected_rel(e, reason), e.sha256, link=target) or ""
     error = f"{label}: {_LINK_ERRORS.get(reason, 'a symbolic link that is not followed')} ({target})"
     ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
@@ -234,9 +234,9 @@ class _Face:
 
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
     if root == "inbox":
-        return ctx.inbox
+        return ctx.config.inbox
     if root == "staging":
-        return getattr(ctx, "staging", None)
+        return ctx.config.staging
     return None
 
 
@@ -249,7 +249,7 @@ def _rejected_rel(e: ev.PhotoReceived, reason: str) -> str:
 
 
 def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, error: str) -> list[ev.Event]:
-    dest = move_aside(src, ctx.inbox, _rejected_rel(e, reason), e.sha256) or ""
+    dest = move_aside(src, ctx.config.inbox, _rejected_rel(e, reason), e.sha256) or ""
     ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
@@ -270,23 +270,23 @@ def _distant(ctx: HandlerContext, e: ev.PhotoReceived, f: _Face, crop: str, sha2
     photo = f"{e.root}/{e.path}"
     distance = round(float(f.distance or 0.0), 4)
     ctx.log.warning("forced face far from its faceset", faceset=f.to, photo=photo, crop=crop, distance=distance,
-                    match_distance=ctx.identity.match_distance,
+                    match_distance=ctx.config.identity.match_distance,
                     undo="facesetd restore ID (ID: its forced_face_distant event, see facesetd events)")
     return ev.ForcedFaceDistant(path=crop, sha256=sha256, faceset=f.to, distance=distance,
-                                match_distance=ctx.identity.match_distance, photo=photo)
+                                match_distance=ctx.config.identity.match_distance, photo=photo)
 
 
 def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[str, np.ndarray]) -> None:
     """Decide where each face goes; one face per identity (the best), the forced identity first."""
     rest = list(faces)
     if forced:
-        pick = _pick_forced(rest, cents.get(forced), ctx.identity.match_distance)
+        pick = _pick_forced(rest, cents.get(forced), ctx.config.identity.match_distance)
         pick.to = forced
         rest.remove(pick)
     others = {k: v for k, v in cents.items() if k != forced}
     for f in rest:
         name, dist = nearest(others, f.vec)
-        if name and dist <= ctx.identity.match_distance:
+        if name and dist <= ctx.config.identity.match_distance:
             f.to, f.distance = name, dist
         else:
             f.to, f.distance = POOL_FACESET, (dist if name else None)
@@ -311,7 +311,7 @@ def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float |
         age = max(0.0, time.time() - src.stat().st_mtime)
     except OSError:
         return None
-    return age if age < ctx.limits.incomplete_grace_s else None
+    return age if age < ctx.config.limits.incomplete_grace_s else None
 
 
 # --- Seeding with a photo already processed --------------------------------------------------------
@@ -360,7 +360,7 @@ def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.E
     for i, (_id, _path, _sha, quality, source, blob) in enumerate(rows):
         x1, y1, x2, y2 = json.loads(source).get("bbox") or (0.0, 0.0, 0.0, 0.0)
         faces.append(_Face(i, _PooledBox(min(x2 - x1, y2 - y1)), unit(np.frombuffer(blob, dtype="<f4")), quality))
-    pick = _pick_forced(faces, centroids(ctx).get(forced), ctx.identity.match_distance)
+    pick = _pick_forced(faces, centroids(ctx).get(forced), ctx.config.identity.match_distance)
     pick.to = forced
     face_id, pool_path, sha, quality, source, _blob = rows[pick.index]
     out: list[ev.Event] = []
@@ -368,16 +368,16 @@ def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.E
     if area is None:
         out.append(ev.FacesetCreated(faceset=forced, reason=f"seeded through inbox/{forced}/"))
     dest = face_path(area or "", forced, pool_path.rsplit("/", 1)[-1])
-    if not _move_crop(ctx.corpus, pool_path, dest, sha):
+    if not _move_crop(ctx.config.corpus, pool_path, dest, sha):
         ctx.log.warning("pool crop cannot move into the faceset; left in the pool", path=label, crop=pool_path,
                         dest=dest)
         return [], []
-    st = (ctx.corpus / dest).stat()
+    st = (ctx.config.corpus / dest).stat()
     dist = None if pick.distance is None else round(pick.distance, 4)
     out.append(ev.PoolFacesSeeded(
         faceset=forced, face_ids=(face_id,), photo_sha256=e.sha256, moves=((pool_path, dest),), check="seed",
         reason=f"{label} was processed before; dropped into inbox/{forced}/, its face waiting in the pool joins "
-               f"{forced}", inputs={"distance": dist, "match_distance": ctx.identity.match_distance},
+               f"{forced}", inputs={"distance": dist, "match_distance": ctx.config.identity.match_distance},
     ))
     out.append(ev.FaceAdded(path=dest, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
                             source=json.loads(source)))
@@ -390,23 +390,50 @@ def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.E
                   "face": json.loads(source).get("face")}]
 
 
-def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent]) -> list[ev.Event]:
+def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent[ev.PhotoReceived]]) -> list[ev.Event]:
     out: list[ev.Event] = []
     for se in stored:
-        out.extend(route_one(ctx, se.event))  # type: ignore[arg-type]
+        out.extend(route_one(ctx, se.event))
     return out
 
 
 def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
-    import cv2
-
-    from gpu_agent.crop import crop_face, decode_image
-    from gpu_agent.errors import ImageDecodeError, ImageTooLarge
-    from gpu_agent.image_header import starts_like_an_image
-    from gpu_agent.quality import crop_quality
-
-    root_dir = _root_dir(ctx, e.root)
+    """A received photo's verdict, stage by stage: read it back (or find where an interrupted run moved it),
+    take a duplicate's shortcut, decode it, find its faces, then write their crops and say where each went.
+    Each stage either hands the next what it needs or ends the photo with its events (a list)."""
     label = f"{e.root}/{e.path}"
+    found = _read_photo(ctx, e, label)
+    if isinstance(found, list):
+        return found
+    dup = ctx.state.processed_photo_with(e.sha256)
+    if dup:
+        return _route_duplicate(ctx, e, found.src, dup, label)
+    image = _decode(ctx, e, found, label)
+    if isinstance(image, list):
+        return image
+    analysed = _find_faces(ctx, e, found, image, label)
+    if isinstance(analysed, list):
+        return analysed
+    return _file_faces(ctx, e, found, image, analysed, label)
+
+
+@dataclass(frozen=True)
+class _Photo:
+    src: Path  # where it was received
+    data: bytes  # its bytes (sha256 as received)
+    moved: str | None  # inbox-relative place an interrupted run already moved it to, if it did
+
+
+@dataclass
+class _Analysed:
+    detected: int  # faces the detector found
+    faces: list[_Face]  # those large enough to use
+    skipped: dict[str, int]  # why the others were left ("small", later "same_identity")
+
+
+def _read_photo(ctx: HandlerContext, e: ev.PhotoReceived, label: str) -> _Photo | list[ev.Event]:
+    """The photo's bytes, from where it was received or from where an interrupted run moved it."""
+    root_dir = _root_dir(ctx, e.root)
     if root_dir is None:
         error = f"no folder configured for photo root {e.root!r}"
         ctx.log.warning("photo rejected", path=label, reason="unknown_root", error=error)
@@ -416,93 +443,132 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
         return _reject_link(ctx, e, src, e.link_problem)
     if src.is_symlink() and not src.exists():  # followed when received; its target went away since
         return _reject_link(ctx, e, src, names.LINK_DANGLING)
-    data: bytes | None = None
     if src.is_file():
         raw = src.read_bytes()
         if hashlib.sha256(raw).hexdigest() == e.sha256:
-            data = raw
-    moved = None
-    if data is None:  # an earlier run moved it and crashed before recording that
-        bases = [_processed_rel(e), *(_rejected_rel(e, r) for r in REJECT_REASONS)]
-        moved = _find_moved(ctx.inbox, bases, e.sha256)
-        if moved is None:
-            # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
-            ctx.log.info("photo gone before it was processed", path=label)
-            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
-                                     error=f"{label} changed or disappeared before it was processed")]
-        if moved.startswith(REJECTED + "/"):
-            reason = moved.split("/")[1]
-            ctx.log.warning("photo rejected", path=label, reason=reason, dest=moved, note="by an interrupted run")
-            return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
-                                     error=f"{label}: {reason} (moved aside by an interrupted run)")]
-        data = (ctx.inbox / moved).read_bytes()
+            return _Photo(src, raw, None)
+    # An earlier run moved it and crashed before recording that?
+    bases = [_processed_rel(e), *(_rejected_rel(e, r) for r in REJECT_REASONS)]
+    moved = _find_moved(ctx.config.inbox, bases, e.sha256)
+    if moved is None:
+        # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
+        ctx.log.info("photo gone before it was processed", path=label)
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
+                                 error=f"{label} changed or disappeared before it was processed")]
+    if moved.startswith(REJECTED + "/"):
+        reason = moved.split("/")[1]
+        ctx.log.warning("photo rejected", path=label, reason=reason, dest=moved, note="by an interrupted run")
+        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
+                                 error=f"{label}: {reason} (moved aside by an interrupted run)")]
+    return _Photo(src, (ctx.config.inbox / moved).read_bytes(), moved)
 
-    # The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
-    # dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool.
-    dup = ctx.state.processed_photo_with(e.sha256)
-    if dup:
-        seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
-        dest = move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
-        note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
-        if seed_faces:
-            note += f"; its face waiting in the pool joined {e.forced_faceset}"
-        ctx.log.info("photo routed", path=label, faces=len(seed_faces), to=[f["to"] for f in seed_faces],
-                     dest=dest, note=note)
-        return [*seeded, ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
-                                           faces=tuple(seed_faces), note=note)]
+
+def _route_duplicate(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, dup: tuple[str, str],
+                     label: str) -> list[ev.Event]:
+    """The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
+    dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool."""
+    seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
+    dest = move_aside(src, ctx.config.inbox, _processed_rel(e), e.sha256) or ""
+    note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
+    if seed_faces:
+        note += f"; its face waiting in the pool joined {e.forced_faceset}"
+    ctx.log.info("photo routed", path=label, faces=len(seed_faces), to=[f["to"] for f in seed_faces],
+                 dest=dest, note=note)
+    return [*seeded, ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
+                                       faces=tuple(seed_faces), note=note)]
+
+
+def _decode(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, label: str) -> np.ndarray | list[ev.Event]:
+    """The decoded pixels; a bomb is refused from its header, a photo cut short waits its grace time."""
+    from gpu_agent.crop import decode_image
+    from gpu_agent.errors import ImageTooLarge
+    from gpu_agent.image_header import starts_like_an_image
 
     try:
-        image = decode_image(data, ctx.limits.max_pixels)  # reads the header first: a bomb is never decoded
+        image = decode_image(photo.data, ctx.config.limits.max_pixels)  # header first: a bomb is never decoded
         if image is None or image.size == 0:
             raise ValueError("decoder returned no pixels")
+        return image
     except ImageTooLarge as err:
-        return _reject(ctx, e, src, "too_large", f"{label}: {err}")
+        return _reject(ctx, e, photo.src, "too_large", f"{label}: {err}")
     except Exception as err:  # noqa: BLE001 - every decoder failure is the file's fault, not the daemon's
-        age = None if moved or not starts_like_an_image(data) else _written_ago(ctx, e, src)
+        age = None if photo.moved or not starts_like_an_image(photo.data) else _written_ago(ctx, e, photo.src)
         if age is not None:  # an image cut short, maybe by a writer that paused: not a verdict yet
             ctx.log.info("photo deferred: does not decode yet", path=label, age_s=round(age, 1),
-                         grace_s=ctx.limits.incomplete_grace_s, error=str(err))
+                         grace_s=ctx.config.limits.incomplete_grace_s, error=str(err))
             return [ev.PhotoDeferred(path=e.path, root=e.root, sha256=e.sha256, reason="incomplete",
                                      error=f"{label}: {err}", age_s=round(age, 3))]
-        return _reject(ctx, e, src, "unreadable", f"{label}: {err}")
+        return _reject(ctx, e, photo.src, "unreadable", f"{label}: {err}")
 
-    engine = ctx.face_engine  # outside the try: a model that cannot open is not the photo's fault
+
+def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: np.ndarray,
+                label: str) -> _Analysed | list[ev.Event]:
+    """Detect and embed the faces; those below [identity] min_face_px are counted as skipped."""
+    import cv2
+
+    from gpu_agent.errors import ImageDecodeError
+    from gpu_agent.quality import crop_quality
+
+    engine = ctx.models.face_engine  # outside the try: a model that cannot open is not the photo's fault
     try:
         # The decoded pixels when the engine takes them (in-process): the photo is not decoded twice.
         arrays = getattr(engine, "analyze_arrays", None)
-        detected = (arrays([image], pad=True) if arrays is not None else engine.analyze([data], pad=True))[0]
-        min_px = ctx.identity.min_face_px
+        detected = (arrays([image], pad=True) if arrays is not None else engine.analyze([photo.data], pad=True))[0]
+        min_px = ctx.config.identity.min_face_px
         usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
         faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]
     except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
-        return _reject(ctx, e, src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
-    skipped: dict[str, int] = {}
-    if len(usable) < len(detected):
-        skipped["small"] = len(detected) - len(usable)
+        return _reject(ctx, e, photo.src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
+    skipped = {"small": len(detected) - len(usable)} if len(usable) < len(detected) else {}
+    return _Analysed(len(detected), faces, skipped)
 
+
+def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: np.ndarray,
+                found: _Analysed, label: str) -> list[ev.Event]:
+    """Assign each face (a faceset, the pool, or nowhere), write the crops, move the photo to _processed/
+    and record it all."""
     prefix = f"{e.sha256[:12]}_"
     out: list[ev.Event] = []
-    forced = e.forced_faceset
-    area = ""
+    forced, area = e.forced_faceset, ""
     if forced:
         known = ctx.state.faceset_area(forced)
         if known is None:
             out.append(ev.FacesetCreated(faceset=forced, reason=f"seeded through inbox/{forced}/"))
         else:
             area = known
-    cents = centroids(ctx, exclude_prefix=prefix) if faces else {}
-    if faces:
-        _assign(ctx, faces, forced, cents)
-    lost = sum(1 for f in faces if not f.to)
+    if found.faces:
+        _assign(ctx, found.faces, forced, centroids(ctx, exclude_prefix=prefix))
+    lost = sum(1 for f in found.faces if not f.to)
     if lost:
-        skipped["same_identity"] = lost
+        found.skipped["same_identity"] = lost
+    written = _write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label)
 
-    written: list[tuple[_Face, str, str, int, int]] = []  # (face, crop path, sha256, size, mtime_ns)
+    crash_point("inbox:crops_written")
+    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, _processed_rel(e), e.sha256) or ""
+    crash_point("inbox:photo_moved")
+    summaries = _record_faces(ctx, e, written, dest, prefix, out)
+    note = "" if summaries else ("no face found" if not found.detected else "no usable face")
+    out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
+                                 skipped=found.skipped, note=note))
+    # The photo's line of the story: how many faces were found, where each one went, why any was left.
+    ctx.log.info("photo routed", path=label, found=found.detected, faces=len(summaries),
+                 to=[s["to"] for s in summaries], skipped=found.skipped, dest=dest, **({"note": note} if note else {}))
+    return out
+
+
+Written = tuple[_Face, str, str, int, int]  # (face, crop path, sha256, size, mtime_ns)
+
+
+def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], prefix: str, forced: str, area: str,
+                 label: str) -> list[Written]:
+    """Each assigned face's 512x512 crop, written where it was assigned (a faceset's faces/ or the pool)."""
+    import cv2
+
+    from gpu_agent.crop import crop_face
+
+    written: list[Written] = []
     for f in faces:
-        if not f.to:
-            continue
-        crop = crop_face(image, f.face)
-        ok, buf = cv2.imencode(".png", crop)
+        ok, buf = cv2.imencode(".png", crop_face(image, f.face))
         if not ok:  # pragma: no cover - encoding a uint8 array does not fail
             raise RuntimeError(f"cannot encode crop of {label}")
         name = f"{prefix}{f.index}.png"
@@ -510,11 +576,13 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
             rel = f"{POOL_DIR}/{name}"
         else:
             rel = face_path(area if f.to == forced else (ctx.state.faceset_area(f.to) or ""), f.to, name)
-        written.append((f, rel, *_write_crop(ctx.corpus, rel, buf.tobytes())))
+        written.append((f, rel, *_write_crop(ctx.config.corpus, rel, buf.tobytes())))
+    return written
 
-    crash_point("inbox:crops_written")
-    dest = moved or move_aside(src, ctx.inbox, _processed_rel(e), e.sha256) or ""
-    crash_point("inbox:photo_moved")
+
+def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Written], dest: str, prefix: str,
+                  out: list[ev.Event]) -> list[dict[str, Any]]:
+    """Append each written crop's events to `out` (PoolFaceAdded, or FaceAdded + FaceRouted); their summaries."""
     # Where the photo is now (inbox-relative, e.g. _processed/x.jpg), and the name it arrived under.
     base_source = {**_source_dict(e, dest), "photo_sha256": e.sha256}
     summaries: list[dict[str, Any]] = []
@@ -533,14 +601,7 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
                 out.append(_distant(ctx, e, f, rel, sha))
         summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
                           "face": f.index})
-
-    note = "" if summaries else ("no face found" if not detected else "no usable face")
-    out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
-                                 skipped=skipped, note=note))
-    # The photo's line of the story: how many faces were found, where each one went, why any was left.
-    ctx.log.info("photo routed", path=label, found=len(detected), faces=len(summaries),
-                 to=[s["to"] for s in summaries], skipped=skipped, dest=dest, **({"note": note} if note else {}))
-    return out
+    return summaries
 
 
 def _source_dict(e: ev.PhotoReceived, dest: str) -> dict[str, Any]:

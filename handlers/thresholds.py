@@ -1,4 +1,4 @@
-"""Every threshold the checks and the identity router use, in one place, one comment each.
+"""Every threshold the checks and the identity router use, and the era buckets, in one place, one comment each.
 
 Defaults are the numbers the batch scripts validated (DOMAIN.md section 3). `config.toml` section
 `[thresholds]` overrides them; a test pins these defaults against `config.toml` and the docs table.
@@ -39,3 +39,19 @@ class IdentityThresholds:
     min_new_faceset: int = field(default=6, metadata={"range": (1, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
     min_face_px: int = field(default=90, metadata={"range": (0, None)})
+
+
+@dataclass(frozen=True)
+class EraBucket:
+    # the era bucket: a faceset whose PNGs are this era's anchors.
+    faceset: str = ""
+    # the identity whose new PNGs are slotted into its buckets (the family's main faceset).
+    family: str = ""
+    # the year the anchor photos were taken.
+    year: int = field(default=0, metadata={"range": (1800, 2200)})
+
+
+@dataclass(frozen=True)
+class EraSettings:
+    # one table per era bucket: [[eras.buckets]] faceset = "faceset_101", family = "faceset_001", year = 2012
+    buckets: tuple[EraBucket, ...] = ()

@@ -33,7 +33,7 @@ def unroute(ctx: HandlerContext, position: int, target: ev.FaceRouted | ev.Force
     return ev.FaceUnrouted(
         path=current, sha256=sha, target=position, moves=((current, dest),), check=RESTORED,
         reason=f"taken out of {faceset} by the user (undoes the routing of event {position})",
-        inputs={"faceset": faceset, "distance": distance, "match_distance": ctx.identity.match_distance},
+        inputs={"faceset": faceset, "distance": distance, "match_distance": ctx.config.identity.match_distance},
     )
 
 

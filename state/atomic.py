@@ -10,6 +10,7 @@ mkstemp creates its file 0600 whatever the umask; the file is given the mode a p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -71,10 +72,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
         crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     if durable:
         fsync_dir(path.parent)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -111,14 +111,28 @@ MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
 # Recorded by catch_up, so it is a function of the log: a rebuild finds the same value.
 MASTER_POSITION = "master_position"
 
-Applier = Callable[[sqlite3.Connection, StoredEvent], None]
+E = TypeVar("E", bound=ev.Event)
+E2 = TypeVar("E2", bound=ev.Event)
+E3 = TypeVar("E3", bound=ev.Event)
+# An applier of one kind takes that kind (`StoredEvent[ev.FaceAdded]`, or a union for an applier of several);
+# the registry holds them all, and `_apply` hands each only the kinds it was registered for.
+Applier = Callable[[sqlite3.Connection, StoredEvent[Any]], None]
 APPLIERS: dict[str, Applier] = {}
+ApplierOf = Callable[[sqlite3.Connection, StoredEvent[E]], None]
 
 
+@overload
+def applies(k1: type[E], /) -> Callable[[ApplierOf[E]], ApplierOf[E]]: ...
+@overload
+def applies(k1: type[E], k2: type[E2], /) -> Callable[[ApplierOf[E | E2]], ApplierOf[E | E2]]: ...
+@overload
+def applies(k1: type[E], k2: type[E2], k3: type[E3], /) -> Callable[[ApplierOf[E | E2 | E3]],
+                                                                    ApplierOf[E | E2 | E3]]: ...
 def applies(*kinds: type[ev.Event]) -> Callable[[Applier], Applier]:
+    """Register the decorated function as the projection applier of `kinds` (its parameter names them)."""
     def register(fn: Applier) -> Applier:
-        for k in kinds:
-            APPLIERS[k.KIND] = fn
+        for kind in kinds:
+            APPLIERS[kind.KIND] = fn
         return fn
 
     return register
@@ -130,14 +144,16 @@ _dirty_buffer: set[str] | None = None
 _master_marks = 0
 
 
-BatchApplier = Callable[[sqlite3.Connection, list[StoredEvent]], None]
+BatchApplier = Callable[[sqlite3.Connection, list[StoredEvent[Any]]], None]
 # The kinds that come in long runs (a scan, a replay) are applied a run at a time: one executemany per run
 # (a run of one included), and these kinds have no single-event applier.
 BATCH_APPLIERS: dict[str, BatchApplier] = {}
 
 
-def applies_in_batches(kind: type[ev.Event]) -> Callable[[BatchApplier], BatchApplier]:
-    def register(fn: BatchApplier) -> BatchApplier:
+def applies_in_batches(kind: type[E]) -> Callable[[Callable[[sqlite3.Connection, list[StoredEvent[E]]], None]],
+                                                   Callable[[sqlite3.Connection, list[StoredEvent[E]]], None]]:
+    def register(fn: Callable[[sqlite3.Connection, list[StoredEvent[E]]], None]
+                 ) -> Callable[[sqlite3.Connection, list[StoredEvent[E]]], None]:
         BATCH_APPLIERS[kind.KIND] = fn
         return fn
 
@@ -162,16 +178,16 @@ def _ensure_faceset(conn: sqlite3.Connection, name: str, area: str, position: in
 
 
 @applies(ev.CorpusAdopted)
-def _adopted(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.CorpusAdopted = se.event  # type: ignore[assignment]
+def _adopted(conn: sqlite3.Connection, se: StoredEvent[ev.CorpusAdopted]) -> None:
+    e = se.event
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('adopted_master', ?)", (json.dumps(e.master),))
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('adopted_at', ?)", (str(se.position),))
     mark_dirty(conn)
 
 
 @applies(ev.FacesetCreated)
-def _faceset_created(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FacesetCreated = se.event  # type: ignore[assignment]
+def _faceset_created(conn: sqlite3.Connection, se: StoredEvent[ev.FacesetCreated]) -> None:
+    e = se.event
     _ensure_faceset(conn, e.faceset, e.area, se.position, e.reason)
     if e.manifest:
         conn.execute("UPDATE facesets SET adopted=? WHERE name=?", (json.dumps(e.manifest, sort_keys=True), e.faceset))
@@ -179,8 +195,8 @@ def _faceset_created(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.FaceChanged)
-def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceChanged = se.event  # type: ignore[assignment]
+def _face_changed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceChanged]) -> None:
+    e = se.event
     # New bytes: the old analysis no longer holds.
     conn.execute(
         "UPDATE faces SET sha256=?, size=?, mtime_ns=?, changed=?, scores='{}', quality=NULL, era=NULL,"
@@ -191,15 +207,15 @@ def _face_changed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.FaceMissing)
-def _face_missing(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceMissing = se.event  # type: ignore[assignment]
+def _face_missing(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMissing]) -> None:
+    e = se.event
     _dirty_for_path(conn, e.path)
     conn.execute("DELETE FROM faces WHERE path=?", (e.path,))
 
 
 @applies(ev.FaceMovedExternally)
-def _face_moved_externally(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceMovedExternally = se.event  # type: ignore[assignment]
+def _face_moved_externally(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMovedExternally]) -> None:
+    e = se.event
     _dirty_for_path(conn, e.path)
     _move_face_row(conn, e.path, e.dest)
     conn.execute("UPDATE faces SET size=?, mtime_ns=? WHERE path=?", (e.size, e.mtime_ns, e.dest))
@@ -251,25 +267,28 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
 
 
-@applies(ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)
-def _decided(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.Decision = se.event  # type: ignore[assignment]
+def _record_decision(conn: sqlite3.Connection, position: int, e: ev.Decision, sha256: str | None = None) -> None:
+    """A decision's row, pending until the Mover records its moves done (or failed)."""
     conn.execute(
         "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
-        (se.position, e.KIND, e.subject, e.check, getattr(e, "sha256", None), json.dumps(e.moves), "pending"),
+        (position, e.KIND, e.subject, e.check, sha256, json.dumps(e.moves), "pending"),
     )
+
+
+@applies(ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)
+def _decided(conn: sqlite3.Connection,
+             se: StoredEvent[ev.FacePruned | ev.FacesetQuarantined | ev.FaceUnrouted]) -> None:
+    e = se.event
+    _record_decision(conn, se.position, e, getattr(e, "sha256", None))
     # A face taken out of its faceset by the user sits in _dropped/ like a pruned one (restorable the same way).
     _apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None)
 
 
 @applies(ev.DecisionReverted)
-def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.DecisionReverted = se.event  # type: ignore[assignment]
+def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) -> None:
+    e = se.event
     row = conn.execute("SELECT check_name, sha256, subject FROM decisions WHERE position=?", (e.target,)).fetchone()
-    conn.execute(
-        "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
-        (se.position, e.KIND, e.subject, e.check, None, json.dumps(e.moves), "pending"),
-    )
+    _record_decision(conn, se.position, e)
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
     _apply_moves(conn, e.moves)
     if row is not None:
@@ -283,8 +302,8 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.MoveFailed)
-def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.MoveFailed = se.event  # type: ignore[assignment]
+def _move_failed(conn: sqlite3.Connection, se: StoredEvent[ev.MoveFailed]) -> None:
+    e = se.event
     row = conn.execute("SELECT moves FROM decisions WHERE position=?", (e.decision,)).fetchone()
     conn.execute("UPDATE decisions SET state='failed' WHERE position=?", (e.decision,))
     if row is not None:  # the files stayed where they were: put the rows back
@@ -292,11 +311,11 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies_in_batches(ev.FaceAdded)
-def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceAdded]]) -> None:
     rows: list[tuple[Any, ...]] = []
     facesets: dict[str, tuple[str, str, int, str]] = {}
     for se in batch:
-        e: ev.FaceAdded = se.event  # type: ignore[assignment]
+        e = se.event
         fp = parse_face_path(e.path)
         if fp is None:
             continue
@@ -312,10 +331,10 @@ def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
 
 
 @applies_in_batches(ev.FaceAnalyzed)
-def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceAnalyzed]]) -> None:
     rows = []
     for se in batch:
-        e: ev.FaceAnalyzed = se.event  # type: ignore[assignment]
+        e = se.event
         scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
         analyzed = None if e.embedding is None else se.position
         rows.append((json.dumps(scores), e.quality, analyzed, e.path, e.sha256))
@@ -325,25 +344,25 @@ def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
 
 
 @applies_in_batches(ev.OcclusionScored)
-def _occlusion_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+def _occlusion_batch(conn: sqlite3.Connection, batch: list[StoredEvent[ev.OcclusionScored]]) -> None:
     rows = []
     for se in batch:
-        e: ev.OcclusionScored = se.event  # type: ignore[assignment]
+        e = se.event
         rows.append((json.dumps({"mask": round(e.mask, 6), "sunglasses": round(e.sunglasses, 6)}), e.path, e.sha256))
     conn.executemany("UPDATE faces SET scores=json_patch(scores, ?) WHERE path=? AND sha256=?", rows)
     _dirty_for_paths(conn, [r[1] for r in rows])
 
 
 @applies_in_batches(ev.FaceTouched)
-def _touched_batch(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+def _touched_batch(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceTouched]]) -> None:
     conn.executemany("UPDATE faces SET size=?, mtime_ns=? WHERE path=?",
-                     [(se.event.size, se.event.mtime_ns, se.event.path) for se in batch])  # type: ignore[attr-defined]
+                     [(se.event.size, se.event.mtime_ns, se.event.path) for se in batch])
 
 
 @applies_in_batches(ev.MoveCompleted)
-def _moves_completed(conn: sqlite3.Connection, batch: list[StoredEvent]) -> None:
+def _moves_completed(conn: sqlite3.Connection, batch: list[StoredEvent[ev.MoveCompleted]]) -> None:
     conn.executemany("UPDATE decisions SET state='done' WHERE position=? AND state='pending'",
-                     [(se.event.decision,) for se in batch])  # type: ignore[attr-defined]
+                     [(se.event.decision,) for se in batch])
     mark_dirty(conn)
 
 
@@ -353,27 +372,27 @@ def _dirty_for_paths(conn: sqlite3.Connection, paths: list[str]) -> None:
 
 
 @applies(ev.FaceSlotted)
-def _slotted(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceSlotted = se.event  # type: ignore[assignment]
+def _slotted(conn: sqlite3.Connection, se: StoredEvent[ev.FaceSlotted]) -> None:
+    e = se.event
     conn.execute("UPDATE faces SET era=? WHERE path=? AND sha256=?", (e.era, e.path, e.sha256))
     _dirty_for_path(conn, e.path)
     mark_dirty(conn, e.era)
 
 
 @applies(ev.FaceUnslotted)
-def _unslotted(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceUnslotted = se.event  # type: ignore[assignment]
+def _unslotted(conn: sqlite3.Connection, se: StoredEvent[ev.FaceUnslotted]) -> None:
+    e = se.event
     conn.execute("UPDATE faces SET era=NULL WHERE path=? AND sha256=?", (e.path, e.sha256))
 
 
 @applies(ev.ThinErasListed)
-def _thin_eras(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.ThinErasListed = se.event  # type: ignore[assignment]
+def _thin_eras(conn: sqlite3.Connection, se: StoredEvent[ev.ThinErasListed]) -> None:
+    e = se.event
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('thin_eras', ?)", (json.dumps(list(e.eras)),))
     mark_dirty(conn)
 
 
-def _apply(conn: sqlite3.Connection, batch: list[StoredEvent]) -> int:
+def _apply(conn: sqlite3.Connection, batch: list[StoredEvent[ev.Event]]) -> int:
     """Apply a batch run by run; returns the position of its last event that marked anything dirty (0: none).
 
     A batch applier marks once for its whole run, so the run's last event counts: however catch_up's
@@ -397,9 +416,9 @@ def _apply(conn: sqlite3.Connection, batch: list[StoredEvent]) -> int:
     return master_at
 
 
-def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
+def _runs(batch: list[StoredEvent[ev.Event]]) -> list[list[StoredEvent[ev.Event]]]:
     """Split a batch into runs of consecutive events of the same kind (order is kept)."""
-    runs: list[list[StoredEvent]] = []
+    runs: list[list[StoredEvent[ev.Event]]] = []
     for se in batch:
         if runs and runs[-1][0].kind == se.kind:
             runs[-1].append(se)
@@ -412,8 +431,8 @@ def _runs(batch: list[StoredEvent]) -> list[list[StoredEvent]]:
 
 
 @applies(ev.PhotoReceived)
-def _photo_received(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.PhotoReceived = se.event  # type: ignore[assignment]
+def _photo_received(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoReceived]) -> None:
+    e = se.event
     # A photo deferred at this path is superseded by this receipt (the writer's next bytes, or a retry of the
     # same ones): every receipt ends processed, rejected or superseded, so each photo is accounted for once.
     conn.execute("UPDATE photos SET state='superseded' WHERE root=? AND path=? AND state='deferred'",
@@ -425,8 +444,8 @@ def _photo_received(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.PhotoDeferred)
-def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.PhotoDeferred = se.event  # type: ignore[assignment]
+def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoDeferred]) -> None:
+    e = se.event
     conn.execute(
         "UPDATE photos SET state='deferred', dest=NULL WHERE root=? AND path=? AND sha256=? AND state='received'",
         (e.root, e.path, e.sha256),
@@ -434,8 +453,8 @@ def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.PhotoProcessed, ev.PhotoRejected)
-def _photo_done(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.PhotoProcessed | ev.PhotoRejected = se.event  # type: ignore[assignment]
+def _photo_done(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoProcessed | ev.PhotoRejected]) -> None:
+    e = se.event
     done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
     # 'deferred' too: a deferred photo whose file is gone is closed as vanished (daemon.deferred.retry_due).
     conn.execute(
@@ -445,8 +464,8 @@ def _photo_done(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.FaceRouted)
-def _face_routed(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.FaceRouted = se.event  # type: ignore[assignment]
+def _face_routed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceRouted]) -> None:
+    e = se.event
     if e.embedding is not None:
         conn.execute(
             "INSERT OR REPLACE INTO routed(sha256, embedding) VALUES (?,?)",
@@ -455,8 +474,8 @@ def _face_routed(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.PoolFaceAdded)
-def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
-    e: ev.PoolFaceAdded = se.event  # type: ignore[assignment]
+def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent[ev.PoolFaceAdded]) -> None:
+    e = se.event
     conn.execute(
         "INSERT OR REPLACE INTO pool(face_id, path, sha256, photo_sha256, quality, source, embedding, added)"
         " VALUES (?,?,?,?,?,?,?,?)",
@@ -466,14 +485,12 @@ def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent) -> None:
 
 
 @applies(ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded)
-def _faceset_promoted(conn: sqlite3.Connection, se: StoredEvent) -> None:
+def _faceset_promoted(conn: sqlite3.Connection,
+                      se: StoredEvent[ev.FacesetPromoted | ev.PoolFacesMatched | ev.PoolFacesSeeded]) -> None:
     # The moves (_pool/x.png -> faceset/faces/x.png) are carried out by the Mover (a seed's by the router
     # itself, before it records them); the FaceAdded events appended right after this one create the face rows.
-    e: ev.FacesetPromoted | ev.PoolFacesMatched | ev.PoolFacesSeeded = se.event  # type: ignore[assignment]
-    conn.execute(
-        "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
-        (se.position, e.KIND, e.subject, e.check, None, json.dumps(e.moves), "pending"),
-    )
+    e = se.event
+    _record_decision(conn, se.position, e)
     _ensure_faceset(conn, e.faceset, "", se.position, e.reason)
     conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
     mark_dirty(conn, e.faceset)

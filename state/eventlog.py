@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -70,13 +70,17 @@ def _log_appended(event: Event, kind: str, position: int, subject: str) -> None:
     log.info(kind.replace("_", " "), **fields, reason=event.reason)
 
 
+E_co = TypeVar("E_co", bound=Event, covariant=True)
+
+
 @dataclass(frozen=True)
-class StoredEvent:
-    """An event as read back from the log, with its position and time."""
+class StoredEvent(Generic[E_co]):
+    """An event as read back from the log, with its position and time. Generic in its event, so a handler or
+    applier of one kind declares `StoredEvent[FaceAdded]` and reads the fields of that kind, checked."""
 
     position: int
     time: float
-    event: Event
+    event: E_co
 
     @property
     def kind(self) -> str:
@@ -103,7 +107,7 @@ class LogBusy(LogError):
 def is_busy(error: sqlite3.Error) -> bool:
     """Whether SQLite gave up waiting for another connection's lock (SQLITE_BUSY)."""
     code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
+    if isinstance(code, int):
         return (code & 0xFF) == sqlite3.SQLITE_BUSY
     return "database is locked" in str(error)  # pragma: no cover - Python < 3.11
 
@@ -223,7 +227,7 @@ class EventLog:
 
     def read(
         self, after: int = 0, limit: int | None = None, kinds: Sequence[str] | None = None
-    ) -> list[StoredEvent]:
+    ) -> list[StoredEvent[Event]]:
         sql = "SELECT position, kind, time, payload, vector FROM events WHERE position > ?"
         params: list[Any] = [after]
         if kinds:
@@ -237,7 +241,7 @@ class EventLog:
             rows = self.conn.execute(sql, params).fetchall()
         return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
 
-    def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[StoredEvent]:
+    def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[StoredEvent[Event]]:
         while True:
             batch = self.read(after, chunk)
             if not batch:
@@ -251,7 +255,7 @@ class EventLog:
         with self.lock:
             return self.conn.execute(sql, (after, *kinds)).fetchone() is not None
 
-    def read_subject(self, subject: str, kinds: Sequence[str] | None = None) -> list[StoredEvent]:
+    def read_subject(self, subject: str, kinds: Sequence[str] | None = None) -> list[StoredEvent[Event]]:
         """Every event about `subject` (of one of `kinds`, when given), oldest first."""
         sql = "SELECT position, kind, time, payload, vector FROM events WHERE subject = ?"
         params: list[Any] = [subject]
@@ -260,7 +264,7 @@ class EventLog:
             params.extend(kinds)
         return self._select(sql + " ORDER BY position", params)
 
-    def latest(self, subject: str, kind: str) -> StoredEvent | None:
+    def latest(self, subject: str, kind: str) -> StoredEvent[Event] | None:
         """The last event of `kind` about `subject`, or None."""
         found = self._select("SELECT position, kind, time, payload, vector FROM events WHERE subject = ? AND kind = ?"
                              " ORDER BY position DESC LIMIT 1", [subject, kind])
@@ -316,7 +320,7 @@ class EventLog:
                 found |= {p for (p,) in moved}
         return found
 
-    def read_matching(self, kind: str, **fields: str | int | bool | None) -> list[StoredEvent]:
+    def read_matching(self, kind: str, **fields: str | int | bool | None) -> list[StoredEvent[Event]]:
         """The events of `kind` whose payload has these field values (e.g. server=url), oldest first."""
         sql = "SELECT position, kind, time, payload, vector FROM events WHERE kind = ?"
         params: list[Any] = [kind]
@@ -326,12 +330,12 @@ class EventLog:
             params.extend([f"$.{name}", value])
         return self._select(sql + " ORDER BY position", params)
 
-    def _select(self, sql: str, params: Sequence[Any]) -> list[StoredEvent]:
+    def _select(self, sql: str, params: Sequence[Any]) -> list[StoredEvent[Event]]:
         with self.lock:
             rows = self.conn.execute(sql, params).fetchall()
         return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
 
-    def get(self, position: int) -> StoredEvent | None:
+    def get(self, position: int) -> StoredEvent[Event] | None:
         found = self.read(position - 1, 1)
         return found[0] if found and found[0].position == position else None
 

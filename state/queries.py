@@ -274,7 +274,7 @@ class Queries:
     def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
         """(position, moves) of every decision whose moves are not done yet, oldest first."""
         rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
-        return [(p, [tuple(m) for m in json.loads(moves)]) for p, moves in rows]  # type: ignore[misc]
+        return [(p, [(src, dest) for src, dest in json.loads(moves)]) for p, moves in rows]
 
     def decision_state(self, position: int) -> str | None:
         """pending | done | failed | reverted for the decision at `position`, or None when it is none."""
@@ -309,12 +309,14 @@ class Queries:
     def adopted_master(self) -> dict[str, Any]:
         """The master manifest as adopted (JSON object), or {} when none was."""
         rows = self.query("SELECT value FROM meta WHERE key='adopted_master'")
-        return json.loads(rows[0][0]) if rows else {}  # type: ignore[no-any-return]
+        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+        return found
 
     def thin_eras_listed(self) -> list[str] | None:
         """The era buckets the last ThinErasListed named, or None when none was recorded."""
         rows = self.query("SELECT value FROM meta WHERE key='thin_eras'")
-        return json.loads(rows[0][0]) if rows else None  # type: ignore[no-any-return]
+        listed: list[str] | None = json.loads(rows[0][0]) if rows else None
+        return listed
 
     # Inbox: photos, pool, embedding cache --------------------------------------------------------
     def photo_waiting(self, root: str, path: str, sha256: str) -> bool:

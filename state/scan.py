@@ -174,15 +174,38 @@ def scan_corpus(
     """Events that bring the log in line with the disk. `known`: path -> (size, mtime_ns, sha256)."""
     corpus = Path(corpus)
     result = ScanResult()
-    new: list[FoundFile] = []
-    seen: set[str] = set()
-    found_facesets: list[tuple[str, str]] = []
-    found_facesets.extend(iter_facesets(corpus))
-    if adopt and found_facesets:
+    found_facesets = list(iter_facesets(corpus))
+    adopted_sources = _faceset_events(corpus, found_facesets, known_facesets, adopt, result)
+    walk = _walk(corpus, found_facesets, known, result)
+    on_disk = _escape_odd_names(corpus, walk, known, result)
+    result.files_seen = len(walk.seen)
+    _changed_events(corpus, walk.changed, known, result)
+    missing = {p: known[p] for p in known if p not in walk.seen}
+    _new_events(corpus, sorted(walk.new, key=lambda f: f.path), on_disk, missing, adopted_sources, result)
+    for p in sorted(missing):
+        result.events.append(ev.FaceMissing(path=p))
+    return result
+
+
+@dataclass
+class _Walk:
+    """What one pass over the faces/ folders found, against what the log knows."""
+
+    new: list[FoundFile] = field(default_factory=list)  # not in the log
+    changed: list[FoundFile] = field(default_factory=list)  # in the log with another size or mtime
+    odd: list[FoundFile] = field(default_factory=list)  # names that are not UTF-8 (escaped before recording)
+    seen: set[str] = field(default_factory=set)
+
+
+def _faceset_events(corpus: Path, found: list[tuple[str, str]], known_facesets: set[str], adopt: bool,
+                    result: ScanResult) -> dict[str, dict[str, dict[str, Any]]]:
+    """CorpusAdopted (on adoption) and FacesetCreated for facesets new to the log; returns the adopted
+    manifests' per-file sources, by faceset."""
+    if adopt and found:
         master = _read_json(corpus / MASTER_MANIFEST)
-        result.events.append(ev.CorpusAdopted(master=master, facesets=tuple(n for _a, n in found_facesets)))
+        result.events.append(ev.CorpusAdopted(master=master, facesets=tuple(n for _a, n in found)))
     adopted_sources: dict[str, dict[str, dict[str, Any]]] = {}
-    for area, name in found_facesets:
+    for area, name in found:
         if name in known_facesets:
             continue
         manifest = _read_json(corpus / faceset_dir(area, name) / "manifest.json") if adopt else {}
@@ -190,9 +213,13 @@ def scan_corpus(
         result.events.append(
             ev.FacesetCreated(faceset=name, area=area, reason="adopted" if adopt else "found on disk", manifest=manifest)
         )
-    changed: list[FoundFile] = []
-    odd: list[FoundFile] = []
-    for folder, rel in face_folders(corpus, found_facesets):
+    return adopted_sources
+
+
+def _walk(corpus: Path, found: list[tuple[str, str]], known: dict[str, tuple[int, int, str]],
+          result: ScanResult) -> _Walk:
+    walk = _Walk()
+    for folder, rel in face_folders(corpus, found):
         # The hot loop of an unchanged corpus: one stat and one dict lookup per file, nothing more.
         try:
             entries = os.scandir(folder)
@@ -211,23 +238,34 @@ def scan_corpus(
                 st = e.stat(follow_symlinks=False)
                 old = known.get(path)
                 if old is None and not fname.isascii() and not names.is_exact(fname):
-                    odd.append(FoundFile(path, st.st_size, st.st_mtime_ns))  # never in the log: no lookup
+                    walk.odd.append(FoundFile(path, st.st_size, st.st_mtime_ns))  # never in the log: no lookup
                     continue
-                seen.add(path)
+                walk.seen.add(path)
                 if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
                     continue
-                (new if old is None else changed).append(FoundFile(path, st.st_size, st.st_mtime_ns))
-    # Names that are not UTF-8 cannot be recorded: they get their escaped names (renamed in place).
+                (walk.new if old is None else walk.changed).append(FoundFile(path, st.st_size, st.st_mtime_ns))
+    return walk
+
+
+def _escape_odd_names(corpus: Path, walk: _Walk, known: dict[str, tuple[int, int, str]],
+                      result: ScanResult) -> dict[str, str]:
+    """Names that are not UTF-8 cannot be recorded: they get their escaped names (renamed in place, by
+    apply_renames). Returns escaped name -> name on disk."""
     on_disk: dict[str, str] = {}
-    taken = seen.union(known) if odd else set()
-    for f in sorted(odd, key=lambda f: os.fsencode(f.path)):
+    taken = walk.seen.union(known) if walk.odd else set()
+    for f in sorted(walk.odd, key=lambda f: os.fsencode(f.path)):
         shown = free_escaped_name(corpus, f.path, taken=taken)
         result.renames.append((f.path, shown))
         on_disk[shown] = f.path
-        seen.add(shown)
+        walk.seen.add(shown)
         taken.add(shown)
-        new.append(FoundFile(shown, f.size, f.mtime_ns))
-    result.files_seen = len(seen)
+        walk.new.append(FoundFile(shown, f.size, f.mtime_ns))
+    return on_disk
+
+
+def _changed_events(corpus: Path, changed: list[FoundFile], known: dict[str, tuple[int, int, str]],
+                    result: ScanResult) -> None:
+    """FaceTouched (same bytes, new mtime) or FaceChanged (new bytes) per changed file."""
     for f in sorted(changed, key=lambda f: f.path):
         old = known[f.path]
         sha = sha256_file(corpus / f.path)
@@ -236,8 +274,13 @@ def scan_corpus(
             result.events.append(ev.FaceTouched(path=f.path, size=f.size, mtime_ns=f.mtime_ns))
         else:
             result.events.append(ev.FaceChanged(path=f.path, sha256=sha, size=f.size, mtime_ns=f.mtime_ns))
-    new.sort(key=lambda f: f.path)
-    missing = {p: known[p] for p in known if p not in seen}
+
+
+def _new_events(corpus: Path, new: list[FoundFile], on_disk: dict[str, str],
+                missing: dict[str, tuple[int, int, str]], adopted_sources: dict[str, dict[str, dict[str, Any]]],
+                result: ScanResult) -> None:
+    """FaceAdded per new file, or FaceMovedExternally when it holds the bytes of a missing one (which is then
+    no longer missing)."""
     missing_by_sha: dict[str, list[str]] = {}
     for p, (_s, _m, sha) in sorted(missing.items()):
         missing_by_sha.setdefault(sha, []).append(p)
@@ -261,6 +304,3 @@ def scan_corpus(
                 source=_source_of(source) if source else {},
             )
         )
-    for p in sorted(missing):
-        result.events.append(ev.FaceMissing(path=p))
-    return result

@@ -32,12 +32,12 @@ class DaemonProcess:
 
     def start(self, wait: bool = True) -> DaemonProcess:
         self.data.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "--data-dir", str(self.data), "run"],
-            env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            umask=-1 if self.umask is None else self.umask,  # set in the child before exec
-        )
+        with open(self.log_file, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "--data-dir", str(self.data), "run"],
+                env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                umask=-1 if self.umask is None else self.umask,  # set in the child before exec
+            )
         if wait:
             self.wait_for(lambda: "facesetd running" in self.output(), "daemon start", timeout=60)
         return self

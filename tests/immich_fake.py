@@ -234,19 +234,13 @@ class FakeImmich:
             self._record_validation(f"request {request.method} {path}", list(self.api.iter_request_errors(oreq)))
         if op == "unknown":
             return self._error(404, f"Cannot {request.method} {path}")
-        if not public:
-            key = request.headers.get("x-api-key")
-            if not key:
-                return self._error(401, "Authentication required")
-            if key != self.api_key:
-                return self._error(401, "Invalid API key")
+        refused = None if public else self._check_key(request)
+        if refused is not None:
+            return refused
         inj = self._take_injection(op, asset_id)
-        if inj and inj.kind == "500":
-            return self._error(500, "Internal server error")
-        if inj and inj.kind == "401":
-            return self._error(401, "Invalid API key")
-        if inj and inj.kind == "403":
-            return self._error(403, f"Missing required permission: {perm}")
+        refused = self._injected_error(inj, perm)
+        if refused is not None:
+            return refused
         if inj and inj.kind == "timeout":
             time.sleep(inj.delay_s)
         if perm and "all" not in self.permissions and perm not in self.permissions:
@@ -264,6 +258,26 @@ class FakeImmich:
             response = Response(self._dropping(data), status=200, mimetype=response.mimetype,
                                 headers={"Content-Length": str(len(data))}, direct_passthrough=True)
         return response
+
+    def _check_key(self, request: Request) -> Response | None:
+        key = request.headers.get("x-api-key")
+        if not key:
+            return self._error(401, "Authentication required")
+        if key != self.api_key:
+            return self._error(401, "Invalid API key")
+        return None
+
+    def _injected_error(self, inj: Any, perm: str | None) -> Response | None:
+        """The error response an injected fault stands for (None for faults that are not an error status)."""
+        if inj is None:
+            return None
+        if inj.kind == "500":
+            return self._error(500, "Internal server error")
+        if inj.kind == "401":
+            return self._error(401, "Invalid API key")
+        if inj.kind == "403":
+            return self._error(403, f"Missing required permission: {perm}")
+        return None
 
     @staticmethod
     def _dropping(data: bytes) -> Any:

@@ -102,17 +102,11 @@ def _check_faceset_manifest(corpus: Path, area: str, name: str, folder: Path) ->
         return [f"{where}/manifest.json is not JSON: {e}"]
     if "faces" not in m or "fsz" not in m:
         return []  # a manifest the batch scripts wrote, not yet rendered by facesetd
-    problems = []
     faces_dir = folder / "faces"
-    for entry in m.get("faces", []):
-        if not (faces_dir / entry["file"]).is_file():
-            problems.append(f"{where}/manifest.json lists faces/{_show(entry['file'])}, which is not on disk")
-    for entry in m.get("dropped", []):
-        if not (faces_dir / entry["file"]).is_file():
-            problems.append(f"{where}/manifest.json lists dropped faces/{_show(entry['file'])}, not on disk")
-    for entry in m.get("slotted", []):
-        if not (corpus / entry["file"]).is_file():
-            problems.append(f"{where}/manifest.json lists slotted {_show(entry['file'])}, not on disk")
+    problems = [f"{where}/manifest.json lists {what}{_show(entry['file'])}, which is not on disk"
+                for key, base, what in (("faces", faces_dir, "faces/"), ("dropped", faces_dir, "dropped faces/"),
+                                        ("slotted", corpus, "slotted "))
+                for entry in m.get(key, []) if not (base / entry["file"]).is_file()]
     fsz = m["fsz"]
     expected = {fsz.get("full"): len(m.get("faces", [])) + len(m.get("slotted", [])),
                 fsz.get("top"): len(fsz.get("top_files", []))}
@@ -183,6 +177,19 @@ def _place(rel: str) -> str:
     return top if top in (PROCESSED, REJECTED) else "inbox"
 
 
+def _dest_problems(e: dict[str, Any], key: tuple[str, str, str], path: Path, dest: str,
+                   moved_away: set[str]) -> list[str]:
+    """A final event's dest holds the bytes it names (or was moved away by the test)."""
+    if path.is_file() and not path.is_symlink():
+        got = sha256_file(path)
+        if got != key[2]:
+            return [f"event {e['position']} {e['kind']} says {_show(key[1])} had sha256 {key[2][:12]} but"
+                    f" {_show(dest)} holds {got[:12]}: the decision was made on other bytes than the ones kept"]
+    elif not path.is_symlink() and dest not in moved_away:
+        return [f"event {e['position']} {e['kind']}: its dest {_show(dest)} is not on disk"]
+    return []
+
+
 def _log_problems(events: list[dict[str, Any]], inbox: Path, may_wait: set[str],
                   moved_away: set[str]) -> list[str]:
     """One final event per reception, in order; every final dest holds the bytes the event names."""
@@ -202,15 +209,7 @@ def _log_problems(events: list[dict[str, Any]], inbox: Path, may_wait: set[str],
             dest = e.get("dest") or ""
             if dest and e.get("root", "inbox") == "inbox":
                 dests.add(dest)
-                path = inbox / dest
-                if path.is_file() and not path.is_symlink():
-                    got = sha256_file(path)
-                    if got != key[2]:
-                        problems.append(f"event {e['position']} {e['kind']} says {_show(key[1])} had sha256"
-                                        f" {key[2][:12]} but {_show(dest)} holds {got[:12]}: the decision was made"
-                                        " on other bytes than the ones kept")
-                elif not path.is_symlink() and dest not in moved_away:
-                    problems.append(f"event {e['position']} {e['kind']}: its dest {_show(dest)} is not on disk")
+                problems += _dest_problems(e, key, inbox / dest, dest, moved_away)
     for (root, path, sha), n in sorted(open_.items()):
         if n > 0 and path not in may_wait:
             problems.append(f"{root}/{_show(path)} (sha256 {sha[:12]}) was received {n}x more than it was finished")

@@ -238,8 +238,8 @@ def test_reload_applies_every_key_not_marked_restart_only(tmp_path: Path) -> Non
         assert daemon.work.maxsize == 7
         job = daemon.scheduler.get_job("housekeeping")
         assert job.trigger.interval.total_seconds() == 9.0
-        assert daemon.pipeline.ctx.model_retry_s == 4.0 and daemon.config.queue.model_retry_s == 4.0
-        assert [b.faceset for b in daemon.pipeline.ctx.eras.buckets] == ["faceset_101"]
+        assert daemon.pipeline.ctx.config.model_retry_s == 4.0 and daemon.config.queue.model_retry_s == 4.0
+        assert [b.faceset for b in daemon.pipeline.ctx.config.eras.buckets] == ["faceset_101"]
         # restart-only keys keep the running value until a restart
         assert daemon.config.models.face_pack == "buffalo_l"
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -27,10 +28,8 @@ def test_notify_socket_gets_ready_watchdog_status_and_stopping(tmp_path: Path, m
     while time.monotonic() < deadline and not (
         any("WATCHDOG=1" in m for m in received) and any("STATUS=" in m for m in received)
     ):
-        try:
+        with contextlib.suppress(TimeoutError):
             received.append(sock.recv(4096).decode())
-        except TimeoutError:
-            pass
     assert received[0] == "READY=1"
     assert sum("WATCHDOG=1" in m for m in received) >= 1
     assert any(m.startswith("STATUS=queue 0") for m in received)

@@ -274,7 +274,7 @@ def test_faces_analyzed_before_clip_do_not_hold_the_rules_back(tmp_path: Path, f
     p = pipeline(tmp_path, _engines(face_engine, GivenScorer(available=False)))
     p.reconcile()
     assert p.state.faceset_area("faceset_001") == ""  # small, nothing pruned: stays
-    p.ctx._engines = (face_engine, GivenScorer(available=True))  # a CLIP model is installed now
+    p.ctx.models._engines = (face_engine, GivenScorer(available=True))  # a CLIP model is installed now
     write_corpus(corpus, {"faceset_001/faces/pair.png": png(crops["two_faces"])})
     p.reconcile()
     assert [e.path for _p, e in decisions(p, "multi_face")] == ["faceset_001/faces/pair.png"]
@@ -288,7 +288,7 @@ def test_photo_year_sources(tmp_path: Path) -> None:
     from PIL import Image
 
     from handlers.common import Face
-    from handlers.context import HandlerContext
+    from handlers.context import HandlerConfig, HandlerContext
     from handlers.era import photo_year
 
     inbox, corpus = tmp_path / "inbox", tmp_path / "corpus"
@@ -300,7 +300,7 @@ def test_photo_year_sources(tmp_path: Path) -> None:
     (inbox / "trip" / "a.jpg").write_bytes(buf.getvalue())
     write_corpus(corpus, {"faceset_001/faces/x.png": png(np.zeros((8, 8, 3), np.uint8), year=2015),
                           "faceset_001/faces/y.png": png(np.zeros((8, 8, 3), np.uint8))})
-    ctx = HandlerContext(state=None, corpus=corpus, inbox=inbox)  # type: ignore[arg-type]
+    ctx = HandlerContext(config=HandlerConfig(corpus=corpus, inbox=inbox), state=None)  # type: ignore[arg-type]
 
     def face(name: str, source: dict) -> Face:
         return Face(f"faceset_001/faces/{name}", "faceset_001", "", {}, None, 0, source)

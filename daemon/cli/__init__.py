@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `facesetd events | head`: the reader has all it wanted
         _quiet_stdout()
         return 0
-    except Exception:  # the one place that turns a bug into exit code 2
+    except Exception:  # noqa: BLE001 - the one place that turns a bug into exit code 2
         traceback.print_exc()
         print("facesetd: unexpected error (a bug); the traceback is above", file=sys.stderr)
         return 2
