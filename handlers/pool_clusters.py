@@ -322,7 +322,7 @@ class PoolClusters:
         a = self._pending
         b = min(n, a + IVF_QUERIES)
         lims, _sims, found = index.range_search(self.vecs[a:b], self._threshold())
-        rows = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(lims))
+        rows = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(lims).astype(np.int64))
         cols = found.astype(np.int64)
         keep = cols != rows  # a pair among pending rows counts when either side's probes found it
         self.searched_pairs += (b - a) * n * self.plan.nprobe // max(1, faiss.extract_index_ivf(index).nlist)
