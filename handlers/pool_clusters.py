@@ -206,14 +206,14 @@ class PoolClusters:
             rows = self.state.pool_embeddings()
             if self.state.log.tracked(PROCESSOR) == before:
                 break
-        vecs = np.empty((len(rows), 512), dtype=np.float32)
+        vecs = np.zeros((len(rows) + 1024, 512), dtype=np.float32)  # room for the next faces without a copy
         for i, row in enumerate(rows):
             vecs[i] = unit(np.frombuffer(row.embedding, dtype="<f4"))
         self.ids = [r.face_id for r in rows]
         self.photos = [r.photo_sha256 for r in rows]
         del rows
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
-        self.vecs, self.alive = vecs, np.ones(len(vecs), dtype=bool)
+        self.vecs, self.alive = vecs, np.arange(len(vecs)) < len(self.ids)
         self.position, self._pending, self._from = before, 0, 0
         self.generation += 1
 
@@ -236,8 +236,8 @@ class PoolClusters:
 
     def _add(self, face_id: str, photo: str, vec: F32) -> None:
         slot = len(self.ids)
-        if slot == len(self.vecs):  # grow by doubling: amortised O(1) per face
-            grown = np.zeros((max(64, 2 * slot), 512), dtype=np.float32)
+        if slot == len(self.vecs):  # grow by a quarter: amortised O(1) per face, RSS stays near the pool's size
+            grown = np.zeros((max(1024, slot + slot // 4), 512), dtype=np.float32)
             grown[:slot] = self.vecs[:slot]
             self.vecs = grown
             self.alive = np.concatenate([self.alive, np.zeros(len(grown) - len(self.alive), dtype=bool)])
