@@ -40,8 +40,10 @@ Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 # float64 cosine by ~1e-5 at most); the search keeps pairs this much beyond t, so no pair within t is missed.
 # Extra pairs only join components that complete linkage keeps apart anyway.
 EDGE_SLACK = 1e-3
-# Similarity matrix elements per search block (float32: 64 MB): a block of a 200k pool is ~0.05 s of sgemm.
+# Similarity matrix elements per search tile (float32: 64 MB; ~0.1 s of sgemm on 2 cores, the slicing's grain).
 BLOCK_ELEMENTS = 1 << 24
+# Pending rows per search tile: tall enough for sgemm to run near its peak (64 rows: ~25% slower).
+SEARCH_ROWS = 512
 # Queries per faiss IVF range-search slice.
 IVF_QUERIES = 4096
 POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND)
@@ -170,8 +172,11 @@ class PoolClusters:
         self.alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self.graph = _Graph()
         self._cached: dict[int, list[list[int]]] = {}  # component id -> its clusters (slot lists)
+        # The last answer of clusters(), for (generation, min_size, excluded faces).
+        self._answer: tuple[tuple[int, int, frozenset[str]], list[list[str]]] | None = None
         self._pending = 0  # first slot whose neighbours are not searched yet (== len(ids): none)
         self._from = 0  # first pending slot of the search under way (pairs with [._from, cursor) are done)
+        self._col = 0  # within the pending block: columns searched so far (see _exact_block)
         self._ivf: Any = None
         self.searched_pairs = 0  # comparisons made (for the bench)
 
@@ -293,23 +298,33 @@ class PoolClusters:
         return 1.0 - self.plan.cluster_distance - EDGE_SLACK
 
     def _exact_block(self, n: int) -> Pairs:
-        """Exact: the next block of pending rows against the searched rows and the pending rows from itself on
-        (each pair once: rows before the block were searched against it already)."""
+        """Exact: one tile of the next SEARCH_ROWS pending rows against the columns they still need: the rows
+        searched before (< `_from`) and the pending rows from the block on (each pair once: earlier pending
+        rows were searched against this block already). `_col` walks those columns tile by tile."""
         a = self._pending
-        b = min(n, a + max(8, BLOCK_ELEMENTS // max(1, n)))
+        b = min(n, a + SEARCH_ROWS)
+        spans = [(0, self._from), (a, n)]
+        total = self._from + n - a
+        c0, c1 = self._col, min(total, self._col + BLOCK_ELEMENTS // SEARCH_ROWS)
         q = self.vecs[a:b]
         s = self._threshold()
         found: list[Pairs] = []
-        if self._from:
-            i, j = np.nonzero(q @ self.vecs[: self._from].T >= s)
-            found.append((i + a, j))
-        i, j = np.nonzero(q @ self.vecs[a:n].T >= s)
-        upper = j > i
-        found.append((i[upper] + a, j[upper] + a))
-        self.searched_pairs += (b - a) * (self._from + n - a)
-        self._pending = b
-        return (np.concatenate([f[0] for f in found]).astype(np.int64),
-                np.concatenate([f[1] for f in found]).astype(np.int64))
+        offset = 0
+        for lo, hi in spans:  # the part of [c0, c1) that falls in each span, as real rows
+            first, last = lo + max(0, c0 - offset), lo + min(hi - lo, c1 - offset)
+            offset += hi - lo
+            if first < last:
+                i, j = np.nonzero(q @ self.vecs[first:last].T >= s)
+                rows, cols = i.astype(np.int64) + a, j.astype(np.int64) + first
+                keep = (cols < self._from) | (cols > rows)
+                found.append((rows[keep], cols[keep]))
+        self.searched_pairs += (b - a) * (c1 - c0)
+        self._col = c1
+        if c1 >= total:
+            self._pending, self._col = b, 0
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def _ivf_block(self, n: int) -> Pairs:
         """Approximate (above approx_above): faiss IVF range search of the next pending rows over every row.
@@ -363,8 +378,11 @@ class PoolClusters:
     def clusters(self, min_size: int = 2, exclude: Iterable[str] = ()) -> list[list[str]]:
         """The complete-linkage clusters of the pool less `exclude` with at least `min_size` faces: each a
         list of face ids in face-id order, the list ordered by first face id (as the global run gives them)."""
+        key = (self.generation, min_size, frozenset(exclude))
+        if self._answer is not None and self._answer[0] == key:
+            return self._answer[1]  # an unchanged pool: no work
         out: list[list[str]] = []
-        gone = {self.slot_of[f] for f in exclude if f in self.slot_of}
+        gone = {self.slot_of[f] for f in key[2] if f in self.slot_of}
         touched = {self.graph.comp_of[s] for s in gone if s in self.graph.comp_of}
         for cid, members in self.graph.members.items():
             if len(members) < min_size:
@@ -381,8 +399,9 @@ class PoolClusters:
         if min_size <= 1:  # faces with no neighbour are clusters of one
             out.extend([self.ids[s]] for s in self.slot_of.values()
                        if s not in self.graph.comp_of and s not in gone)
-        out = [c for c in out if len(c) >= min_size]
-        return sorted(out, key=lambda c: c[0])
+        out = sorted((c for c in out if len(c) >= min_size), key=lambda c: c[0])
+        self._answer = (key, out)
+        return out
 
     def photo_counts(self) -> list[int]:
         """For every cluster of two faces or more: how many distinct photos it holds."""

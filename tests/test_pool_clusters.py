@@ -202,7 +202,8 @@ def test_sliced_first_pass_gives_the_same_clusters(tmp_path: Path, monkeypatch: 
     recorded while it was under way are taken in once it is done."""
     import handlers.pool_clusters
 
-    monkeypatch.setattr(handlers.pool_clusters, "BLOCK_ELEMENTS", 100_000)  # blocks of ~36 rows
+    monkeypatch.setattr(handlers.pool_clusters, "SEARCH_ROWS", 64)
+    monkeypatch.setattr(handlers.pool_clusters, "BLOCK_ELEMENTS", 64 * 700)  # tiles of 64 rows x 700 columns
     rng = np.random.default_rng(7)
     pool = Pool(tmp_path)
     data = clustered(rng, 3000, 60)
