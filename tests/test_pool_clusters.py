@@ -325,3 +325,42 @@ def test_source_json_untouched_by_the_new_query(tmp_path: Path) -> None:
     want = [r for r in pool.state.pool_rows() if r.face_id in set(some)]
     assert pool.state.pool_rows_of(list(some)) == want
     assert json.loads(want[0].source)["photo"].startswith("p")
+
+
+def test_the_daemon_step_runs_a_long_pass_in_slices_then_promotes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipeline.step (the daemon loop's turn) spends about [identity] pool_slice_s per call on a big first
+    pass and reports work done until it is complete; only then is the promotion recorded, and it is the one
+    the global path gives. settle() (reconcile) runs it to the end in one go."""
+    import dataclasses
+
+    import handlers.pool_clusters
+    from daemon.config import load_config
+    from daemon.pipeline import PROMOTER, Pipeline
+
+    monkeypatch.setattr(handlers.pool_clusters, "SEARCH_ROWS", 64)
+    monkeypatch.setattr(handlers.pool_clusters, "BLOCK_ELEMENTS", 64 * 500)
+    config = load_config(None, data_dir=str(tmp_path / "data"), environ={})
+    config = dataclasses.replace(config, identity=dataclasses.replace(config.identity, pool_slice_s=0.001))
+    config.state_dir.mkdir(parents=True)
+    log = EventLog(config.log_path)
+    pool = Pool.__new__(Pool)  # the helper, on the pipeline's own log, state and corpus
+    pool.log, pool.state, pool.corpus, pool.count = log, CorpusState(log), config.corpus_dir, 0
+    (pool.corpus / "_pool").mkdir(parents=True)
+    pool.add(clustered(np.random.default_rng(14), 1500, 30))
+    log.append([ev.PhotoProcessed(path="p.jpg", sha256="0" * 64, dest="_processed/p.jpg")])
+    pool.state.catch_up()
+    want = reference_cluster_pool(pool.ctx(min_new_faceset=config.identity.min_new_faceset))
+    assert sum(isinstance(e, ev.FacesetPromoted) for e in want) >= 5
+
+    pipeline = Pipeline(config, log)
+    while pipeline.dispatcher.pending():  # the handlers' turn first (nothing for them to do here)
+        pipeline.step()
+    slices = 0
+    while pipeline.log.tracked(PROMOTER) == 0:
+        done = pipeline.step()
+        assert done == 1 or pipeline.log.tracked(PROMOTER) > 0  # 1: a slice ran, the loop must come back
+        slices += 1
+    assert slices > 5
+    recorded = [se.event for se in log.read(log.tracked(PROMOTER) - len(want))]
+    assert encoded(recorded) == encoded(want)
