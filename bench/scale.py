@@ -1,6 +1,6 @@
 """Pool clustering at library scale: the incremental clusters (handlers/pool_clusters.py) beside today's path.
 
-    python bench/scale.py [--sizes 2000 10000] [--exact] [--recall-sample 2000]
+    python bench/scale.py [--sizes 2000 10000] [--approx N] [--recall-sample 2000]
 
 For each size, a synthetic pool shaped like a real library's is written to a real log and state (PoolFaceAdded
 events, as the router records them): people with 5..50 faces each at cosine 0.5..0.8 to their person's mean,
@@ -13,9 +13,9 @@ peak RSS, `ru_maxrss`, is that of one measurement, reading the pool from SQLite 
 - "scipy": today's global path (read every pool row, one scipy complete linkage) where it fits (<= 12k faces),
   and the ratios of the three to it, measured in the same run.
 
-Above [identity] pool_exact_max the first search uses faiss IVF (approximate); `--exact` sets it to 0 (always
-exact). The pairs it misses are estimated on `--recall-sample` random faces: their exact neighbours (a brute
-force search against the whole pool) against the edges the index found.
+The search is exact unless [identity] pool_exact_max is set (`--approx N` sets it for the run): then a first
+search comparing more than N x N faces uses faiss IVF. The pairs it misses are estimated on `--recall-sample`
+random faces: their exact neighbours (a brute force search against the whole pool) against the edges found.
 Targets (issue 12, 2 cores): 200k faces from scratch <= 60 s and <= 2 GB RSS; unchanged pass <= 50 ms;
 +100 faces <= 1 s.
 """
@@ -97,18 +97,17 @@ def make(db: Path, n: int) -> dict[str, Any]:
     return {}
 
 
-def plan(exact: bool) -> SearchPlan:
+def plan(approx: int) -> SearchPlan:
     ident = IdentityThresholds()
-    return SearchPlan(cluster_distance=ident.cluster_distance, approx_above=0 if exact else ident.pool_exact_max,
-                      nprobe=ident.pool_nprobe)
+    return SearchPlan(cluster_distance=ident.cluster_distance, approx_above=approx, nprobe=ident.pool_nprobe)
 
 
-def measure(db: Path, n: int, exact: bool, recall_sample: int) -> dict[str, Any]:
+def measure(db: Path, n: int, approx: int, recall_sample: int) -> dict[str, Any]:
     log = EventLog(db)
     state = CorpusState(log)
     gate = IdentityThresholds().min_new_faceset
     t0 = time.perf_counter()
-    pc = PoolClusters(state, plan(exact))
+    pc = PoolClusters(state, plan(approx))
     pc.advance(None)
     promotable = len(pc.clusters(min_size=gate))
     first = time.perf_counter() - t0
@@ -128,7 +127,7 @@ def measure(db: Path, n: int, exact: bool, recall_sample: int) -> dict[str, Any]
     out = {"first_s": first, "unchanged_s": unchanged, "added_s": added, "promotable": promotable,
            "edges": sum(len(a) for a in pc.graph.adj.values()) // 2, "components": len(pc.graph.members),
            "largest_component": max((len(m) for m in pc.graph.members.values()), default=0),
-           "approx": (not exact) and n * n > plan(exact).approx_above ** 2 and plan(exact).approx_above > 0,
+           "approx": 0 < approx < n,
            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if recall_sample:
         out.update(recall(pc, recall_sample))
@@ -170,20 +169,20 @@ def baseline(db: Path) -> dict[str, Any]:
             "scipy_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child(role: str, db: Path, n: int, exact: bool = False, sample: int = 0) -> dict[str, Any]:
+def child(role: str, db: Path, n: int, approx: int = 0, sample: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--role", role, "--db", str(db), "--sizes", str(n), "--recall-sample",
-           str(sample)] + (["--exact"] if exact else [])
+           str(sample), "--approx", str(approx)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def run_size(n: int, exact: bool, sample: int) -> dict[str, Any]:
+def run_size(n: int, approx: int, sample: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "log.sqlite"
         child("make", db, n)
         out = child("baseline", db, n) if n <= BASELINE_MAX else {}  # first: "measure" adds 100 faces
-        out.update(child("measure", db, n, exact, sample))
+        out.update(child("measure", db, n, approx, sample))
     return out
 
 
@@ -209,7 +208,8 @@ def report(n: int, r: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
-    p.add_argument("--exact", action="store_true", help="always search exactly (pool_exact_max = 0)")
+    p.add_argument("--approx", type=int, default=IdentityThresholds().pool_exact_max,
+                   help="[identity] pool_exact_max for the run (0: exact)")
     p.add_argument("--recall-sample", type=int, default=2000, help="faces whose edges are checked (0: none)")
     p.add_argument("--role", choices=["make", "measure", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -219,13 +219,13 @@ def main() -> None:
         if args.role == "make":
             result = make(args.db, n)
         elif args.role == "measure":
-            result = measure(args.db, n, args.exact, args.recall_sample)
+            result = measure(args.db, n, args.approx, args.recall_sample)
         else:
             result = baseline(args.db)
         print(json.dumps(result))
         return
     for n in args.sizes:
-        print(report(n, run_size(n, args.exact, args.recall_sample)), flush=True)
+        print(report(n, run_size(n, args.approx, args.recall_sample)), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ class IdentityThresholds:
     cluster_distance: float = field(default=0.55, metadata={"range": (0, 2)})
     # a pool cluster becomes a new faceset once it holds this many faces (the refine gate).
     min_new_faceset: int = field(default=6, metadata={"range": (1, None)})
-    # pool clustering: a search of the pool's neighbour pairs that would compare more than this many faces squared
-    # (new faces x pool faces, e.g. the first pass after a restart) uses faiss IVF, which can miss a pair within
-    # cluster_distance (bench/scale.py measures how often); 0 = always exact. Later additions are always exact.
-    pool_exact_max: int = field(default=100000, metadata={"range": (0, None)})
-    # pool clustering: cells of the approximate index searched per face (more: fewer missed pairs, slower).
+    # pool clustering: 0 = exact (the default). Else a search of the pool's neighbour pairs comparing more than this
+    # many faces squared (new faces x pool faces: a first pass after a start) uses faiss IVF, approximate: it can
+    # miss pairs within cluster_distance, so clusters may differ (bench/scale.py: 16% missed, and slower, at 200k).
+    pool_exact_max: int = field(default=0, metadata={"range": (0, None)})
+    # pool clustering: cells of the approximate index (pool_exact_max) searched per face (more: fewer missed pairs).
     pool_nprobe: int = field(default=16, metadata={"range": (1, None)})
     # pool clustering: the daemon loop spends at most about this many seconds per turn on a long pass.
     pool_slice_s: float = field(default=0.5, metadata={"range": (0.01, None)})
