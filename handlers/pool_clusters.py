@@ -199,7 +199,7 @@ class PoolClusters:
                     return False
                 continue
             head = self.state.log.tracked(PROCESSOR)
-            if head == self.position:
+            if head <= self.position:  # (behind: the state is being rebuilt; the log up to here is unchanged)
                 return True
             self._apply(head)
             if deadline is not None and time.monotonic() >= deadline and self._pending < len(self.ids):
