@@ -21,7 +21,8 @@ from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
 from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
-from handlers.pool import cluster_pool
+from handlers.pool import cluster_pool, pool_clusters
+from handlers.pool_clusters import PoolClusters
 from state import events as ev
 from state import names
 from state.atomic import sweep_temp_files
@@ -92,6 +93,7 @@ class Pipeline:
         self.takes_photos = open_engines is not None
         self.promoted = 0  # facesets promoted from the pool by this process (for reports)
         self.handled = 0  # events the handlers consumed in this process
+        self.pool: PoolClusters | None = None  # the pool's clusters, kept between passes (loaded when first due)
 
     def apply_config(self, config: Config) -> None:
         """A reloaded configuration (SIGHUP): the handlers' tunables and the renderer's top-N take it at once.
@@ -113,7 +115,7 @@ class Pipeline:
         self.handled += handled
         done += handled
         if not done and not self.state.pending_decisions():
-            done += self.promote_if_due()
+            done += self.promote_if_due(self.ctx.config.identity.pool_slice_s)
         return done
 
     def idle(self) -> bool:
@@ -237,14 +239,19 @@ class Pipeline:
         Points the log defines, so a replay or a restart evaluates the promotion at the same places."""
         return self.log.has_kinds_since(self.log.tracked(PROMOTER), PROMOTION_TRIGGERS)
 
-    def promote_if_due(self) -> int:
+    def promote_if_due(self, budget_s: float | None = None) -> int:
         """Promote pool clusters past the refine gate (and match pool faces to new facesets) when due; the
-        promotion's events and the promoter's position are recorded in one transaction. Returns events appended."""
+        promotion's events and the promoter's position are recorded in one transaction. Returns events appended.
+        With `budget_s`, a long clustering pass (a big pool's first after a start) runs in slices of about that
+        long, one per call, and returns 1 until it is complete (work was done: the loop comes back)."""
         after = self.log.tracked(PROMOTER)
         if not self.log.has_kinds_since(after, PROMOTION_TRIGGERS):
             return 0
+        self.pool = pool_clusters(self.ctx, self.pool)
+        if budget_s is not None and not self.pool.advance(budget_s):
+            return 1
         seen = self.log.head()  # the state is caught up to here (step() applies the log first)
-        events = cluster_pool(self.ctx)
+        events = cluster_pool(self.ctx, self.pool)
         with self.log.transaction() as conn:
             if self.log.tracked(PROMOTER, conn) != after:
                 return 0  # another process evaluated it first
@@ -367,25 +374,12 @@ def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
     """The pool: faces waiting, and the people close to the refine gate. Clusters as the promotion forms them
     (complete linkage at [identity] cluster_distance, one face per photo); "close" are those with at least 2
     faces of distinct photos but fewer than min_new_faceset. Read-only: nothing is promoted or matched here."""
-    import numpy as np
-
-    from handlers.route_photo import unit
-
     identity = pipeline.config.identity
     gate = max(1, identity.min_new_faceset)
-    rows = pipeline.state.pool_embeddings()
-    photos = {r[1] for r in rows}
-    sizes: list[int] = []
-    if len(rows) >= 2:
-        from scipy.cluster.hierarchy import fcluster, linkage
-
-        vecs = np.stack([unit(np.frombuffer(r[2], dtype="<f4")) for r in rows]).astype(np.float64)
-        labels = fcluster(linkage(vecs, method="complete", metric="cosine"),
-                          t=identity.cluster_distance, criterion="distance")
-        by_label: dict[int, set[str]] = {}
-        for label, row in zip(labels, rows):
-            by_label.setdefault(int(label), set()).add(row[1])
-        sizes = sorted((len(p) for p in by_label.values()), reverse=True)
+    pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
+    pool.advance(None)
+    photos = {pool.photos[s] for s in pool.slot_of.values()}
+    sizes = sorted(pool.photo_counts(), reverse=True)
     close = [n for n in sizes if 2 <= n < gate]
-    return {"faces": len(rows), "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
+    return {"faces": pool.size, "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
             "min_new_faceset": gate, "cluster_distance": identity.cluster_distance}

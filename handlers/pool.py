@@ -12,16 +12,17 @@ returns events; the caller appends them, then the Mover carries out the promotio
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 
 from state import events as ev
 from state.layout import face_path, faceset_name, faceset_number
+from state.queries import PoolRow
 from state.scan import iter_facesets
 
 from .context import HandlerContext
-from .route_photo import centroids, nearest, unit
+from .pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
+from .route_photo import centroids, nearest
 
 
 def _next_number(ctx: HandlerContext) -> int:
@@ -30,7 +31,7 @@ def _next_number(ctx: HandlerContext) -> int:
     return max([0, *numbers]) + 1
 
 
-Row = tuple[Any, ...]  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
+Row = PoolRow  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
 
 
 def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
@@ -70,13 +71,12 @@ def _best_per_photo(rows: list[Row], members: list[int]) -> list[int]:
     return sorted(best.values(), key=lambda i: rows[i][0])
 
 
-def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[list[ev.Event], set[int]]:
-    """Pool faces within the match distance of an active faceset (one seeded after they arrived) join it."""
-    try:
-        cents = centroids(ctx)
-    except RuntimeError as e:  # no models to embed adopted facesets with: matching waits for them
-        ctx.say_once("pool-match", "pool faces not matched against facesets", error=str(e))
-        return [], set()
+def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray,
+               cents: dict[str, np.ndarray] | None = None) -> tuple[list[ev.Event], set[int]]:
+    """Pool faces within the match distance of an active faceset (one seeded after they arrived) join it.
+    `cents`: the centroids when the caller has them already."""
+    if cents is None:
+        cents = _centroids(ctx)
     by_faceset: dict[str, list[int]] = {}
     distances: dict[int, float] = {}
     for i in range(len(rows)):
@@ -104,33 +104,68 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray) -> tuple[
     return out, taken
 
 
-def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
-    """Pool faces matched to facesets, then FacesetPromoted (+ FaceAdded, FaceRouted) per cluster past the gate."""
-    ctx.state.catch_up()
-    rows: list[Row] = list(ctx.state.pool_rows())
-    if not rows:
-        return []
-    vecs = np.stack([unit(np.frombuffer(r[6], dtype="<f4")) for r in rows])
-    out, taken = match_pool(ctx, rows, vecs)
-    left = [i for i in range(len(rows)) if i not in taken]
-    gate = max(1, ctx.config.identity.min_new_faceset)
-    if len(left) < gate:
-        return out
-    if len(left) == 1:
-        labels = np.array([1])
-    else:
-        from scipy.cluster.hierarchy import fcluster, linkage
+def _centroids(ctx: HandlerContext) -> dict[str, np.ndarray]:
+    """The active facesets' centroids; none (no matching) while there are no models to embed adopted ones."""
+    try:
+        return centroids(ctx)
+    except RuntimeError as e:  # no models to embed adopted facesets with: matching waits for them
+        ctx.say_once("pool-match", "pool faces not matched against facesets", error=str(e))
+        return {}
 
-        z = linkage(vecs[left].astype(np.float64), method="complete", metric="cosine")
-        labels = fcluster(z, t=ctx.config.identity.cluster_distance, criterion="distance")
-    clusters: dict[int, list[int]] = {}
-    for i, label in zip(left, labels):
-        clusters.setdefault(int(label), []).append(i)
+
+def search_plan(ctx: HandlerContext) -> SearchPlan:
+    """How the pool's neighbour pairs are searched, from [identity]."""
+    identity = ctx.config.identity
+    return SearchPlan(cluster_distance=identity.cluster_distance)
+
+
+def _match(ctx: HandlerContext, pool: PoolClusters) -> tuple[list[ev.Event], set[str]]:
+    """match_pool over the pool faces that can match: those near some centroid (a float32 pre-filter with
+    slack; match_pool then decides with today's exact arithmetic). Returns the events and the face ids taken."""
+    cents = _centroids(ctx)
+    if not cents:
+        return [], set()
+    targets = np.stack(list(cents.values())).astype(np.float32)
+    ids = pool.near(targets, ctx.config.identity.match_distance + EDGE_SLACK)
+    if not ids:
+        return [], set()
+    rows: list[Row] = list(ctx.state.pool_rows_of(ids))
+    out, taken = match_pool(ctx, rows, pool.vectors([r[0] for r in rows]), cents)
+    return out, {rows[i][0] for i in taken}
+
+
+def pool_clusters(ctx: HandlerContext, pool: PoolClusters | None) -> PoolClusters:
+    """`pool`, or a fresh one (loaded on its first advance) when None or made for other tunables."""
+    if pool is None or pool.plan != search_plan(ctx):
+        return PoolClusters(ctx.state, search_plan(ctx))
+    return pool
+
+
+def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[ev.Event]:
+    """Pool faces matched to facesets, then FacesetPromoted (+ FaceAdded, FaceRouted) per cluster past the gate.
+
+    `pool`: the incrementally kept clusters (daemon/pipeline.py keeps one); brought up to date here. The
+    clusters are those of scipy's complete linkage over every pool face not matched (handlers/pool_clusters.py).
+    """
+    ctx.state.catch_up()
+    pool = pool_clusters(ctx, pool)
+    pool.advance(None)
+    if not pool.size:
+        return []
+    out, taken = _match(ctx, pool)
+    gate = max(1, ctx.config.identity.min_new_faceset)
+    if pool.size - len(taken) < gate:
+        return out
+    clusters = pool.clusters(min_size=gate, exclude=taken)
+    rows: list[Row] = list(ctx.state.pool_rows_of([f for c in clusters for f in c]))
+    at = {r[0]: i for i, r in enumerate(rows)}
+    vecs = pool.vectors([r[0] for r in rows])
 
     number = _next_number(ctx)
     # Deterministic order: by each cluster's first face id.
-    for members in sorted(clusters.values(), key=lambda m: rows[m[0]][0]):
-        chosen = _best_per_photo(rows, members)
+    for cluster in clusters:
+        # (a face another process's catch-up took out of the pool meanwhile is no longer a candidate)
+        chosen = _best_per_photo(rows, [at[f] for f in cluster if f in at])
         if len(chosen) < gate:
             continue
         name = faceset_name(number)
@@ -144,7 +179,7 @@ def cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
                    f"{ctx.config.identity.cluster_distance} of each other (complete linkage)",
             inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,
-                    "max_pair_distance": round(pair, 4), "pool_size": len(rows)},
+                    "max_pair_distance": round(pair, 4), "pool_size": pool.size},
         ))
         out.extend(added)
         ctx.log.debug("faceset promoted from pool", faceset=name, faces=len(moves))

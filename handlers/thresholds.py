@@ -37,6 +37,8 @@ class IdentityThresholds:
     cluster_distance: float = field(default=0.55, metadata={"range": (0, 2)})
     # a pool cluster becomes a new faceset once it holds this many faces (the refine gate).
     min_new_faceset: int = field(default=6, metadata={"range": (1, None)})
+    # pool clustering: the daemon loop spends at most about this many seconds per turn on a long pass.
+    pool_slice_s: float = field(default=0.5, metadata={"range": (0.01, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
     min_face_px: int = field(default=90, metadata={"range": (0, None)})
 

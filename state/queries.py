@@ -344,6 +344,16 @@ class Queries:
             "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool ORDER BY face_id")
         return [PoolRow(*r) for r in rows]
 
+    def pool_rows_of(self, face_ids: Sequence[str]) -> list[PoolRow]:
+        """The pool rows of these faces (those still in the pool), by face id."""
+        found: list[PoolRow] = []
+        for i in range(0, len(face_ids), _IN_CHUNK):
+            chunk = tuple(face_ids[i : i + _IN_CHUNK])
+            found.extend(PoolRow(*r) for r in self.query(
+                "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool"
+                f" WHERE face_id IN ({','.join('?' * len(chunk))})", chunk))
+        return sorted(found, key=lambda r: r.face_id)
+
     def pool_embeddings(self) -> list[PoolEmbedding]:
         """Photo and embedding of every face waiting in the pool, by face id."""
         rows = self.query("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")

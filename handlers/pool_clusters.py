@@ -1,0 +1,402 @@
+"""The pool's complete-linkage clusters, kept incrementally: the same clusters as scipy over the whole pool.
+
+Complete linkage cut at distance t only ever merges clusters whose every pair is within t, so each of its
+clusters lies inside one connected component of the graph whose edges are the pairs within t; and as the
+merges inside one component never look at faces outside it, running scipy's exact complete linkage inside
+each component alone gives the same clusters as running it over the whole pool (up to exact ties of
+distances, which the same face-id order inside a component resolves as the global run does).
+
+So this keeps, process-local and rebuilt lazily after a restart:
+- every pool face's unit embedding (float32, N x 512: memory linear in the pool; never an N x N matrix),
+- the sparse graph of pairs within t (found by an exact blocked search: float32 matrix products in tiles),
+- its connected components and, per component, the clusters scipy gives it (recomputed only when the
+  component changes).
+
+It follows the log: faces enter the pool with PoolFaceAdded and leave it with the decisions that move them
+(FacesetPromoted, PoolFacesMatched, PoolFacesSeeded). `advance()` applies the events past its position and
+searches the new faces' neighbours, within a time budget: a first pass over a big pool runs in slices,
+resumed by the next call; an unchanged pool costs one indexed read of the state's log position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from state import events as ev
+from state.corpus_state import PROCESSOR, CorpusState
+
+from .route_photo import unit
+
+F32 = npt.NDArray[np.float32]
+Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
+# Pairs are searched with float32 inner products (BLAS: the summation order differs from scipy's
+# float64 cosine by ~1e-5 at most); the search keeps pairs this much beyond t, so no pair within t is missed.
+# Extra pairs only join components that complete linkage keeps apart anyway.
+EDGE_SLACK = 1e-3
+# Similarity matrix elements per search tile (float32: 64 MB; ~0.1 s of sgemm on 2 cores, the slicing's grain).
+BLOCK_ELEMENTS = 1 << 24
+# Pending rows per search tile: tall enough for sgemm to run near its peak (64 rows: ~25% slower).
+SEARCH_ROWS = 512
+POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How neighbour pairs are searched (from [identity]; see handlers/thresholds.py)."""
+
+    cluster_distance: float = 0.55
+
+
+class _Graph:
+    """Undirected edges between slots, and the connected components of the slots that have any."""
+
+    def __init__(self) -> None:
+        self.adj: dict[int, set[int]] = {}
+        self.comp_of: dict[int, int] = {}
+        self.members: dict[int, list[int]] = {}
+        self._next = 0
+
+    def _new(self, slots: list[int]) -> None:
+        cid = self._next
+        self._next += 1
+        self.members[cid] = slots
+        for s in slots:
+            self.comp_of[s] = cid
+
+    def _key(self, slot: int) -> int:
+        """A slot's component id, or (a slot in none yet) a negative stand-in for the slot itself."""
+        cid = self.comp_of.get(slot)
+        return -1 - slot if cid is None else cid
+
+    def add_edges(self, left: Sequence[int], right: Sequence[int]) -> None:
+        """Add edges; the components they join become one (a new id: its clusters are computed again)."""
+        parent: dict[int, int] = {}  # union-find over the components and new slots the edges touch
+
+        def find(x: int) -> int:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in zip(left, right):
+            if a != b:
+                self.adj.setdefault(a, set()).add(b)
+                self.adj.setdefault(b, set()).add(a)
+                parent[find(self._key(a))] = find(self._key(b))
+        groups: dict[int, list[int]] = {}
+        for k in list(parent):
+            groups.setdefault(find(k), []).append(k)
+        for keys in groups.values():
+            slots: list[int] = []
+            for k in keys:
+                slots.extend(self.members.pop(k) if k >= 0 else [-1 - k])
+            self._new(slots)
+
+    def remove(self, slot: int) -> None:
+        """Take a slot out; what is left of its component is split along the remaining edges."""
+        cid = self.comp_of.pop(slot, None)
+        for other in self.adj.pop(slot, set()):
+            self.adj[other].discard(slot)
+        if cid is None:
+            return
+        rest = [s for s in self.members.pop(cid) if s != slot]
+        for part in components_of(rest, self.adj):
+            if len(part) == 1 and not self.adj.get(part[0]):
+                self.comp_of.pop(part[0], None)
+                self.adj.pop(part[0], None)
+            else:
+                self._new(part)
+
+    def remap(self, new_of: npt.NDArray[np.int64]) -> None:
+        """Renumber every slot (after the dead slots were dropped from the arrays)."""
+        self.adj = {int(new_of[s]): {int(new_of[o]) for o in os} for s, os in self.adj.items()}
+        self.comp_of = {int(new_of[s]): c for s, c in self.comp_of.items()}
+        self.members = {c: [int(new_of[s]) for s in ss] for c, ss in self.members.items()}
+
+
+def components_of(slots: Sequence[int], adj: dict[int, set[int]]) -> Iterator[list[int]]:
+    """The connected components of the subgraph induced by `slots` (edges of `adj` between them only)."""
+    inside = set(slots)
+    seen: set[int] = set()
+    for start in slots:
+        if start in seen:
+            continue
+        seen.add(start)
+        part, todo = [start], [start]
+        while todo:
+            for nb in adj.get(todo.pop(), ()):
+                if nb in inside and nb not in seen:
+                    seen.add(nb)
+                    part.append(nb)
+                    todo.append(nb)
+        yield part
+
+
+def complete_linkage(vecs: F32, t: float) -> list[list[int]]:
+    """Today's clustering, exactly: scipy complete linkage (cosine, float64) cut at t; clusters as row lists."""
+    if len(vecs) == 1:
+        return [[0]]
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = fcluster(linkage(vecs.astype(np.float64), method="complete", metric="cosine"), t=t,
+                      criterion="distance")
+    out: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        out.setdefault(int(label), []).append(i)
+    return list(out.values())
+
+
+class PoolClusters:
+    """The pool's faces, the graph of pairs within cluster_distance, and its clusters; follows the log."""
+
+    def __init__(self, state: CorpusState, plan: SearchPlan) -> None:
+        self.state = state
+        self.plan = plan
+        self.position = -1  # log position the faces and the graph reflect; -1: not loaded yet
+        self.generation = 0  # bumped whenever the pool changes (callers cache on it)
+        self.ids: list[str] = []
+        self.photos: list[str] = []
+        self.slot_of: dict[str, int] = {}
+        self.vecs: F32 = np.zeros((0, 512), dtype=np.float32)
+        self.alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        self.graph = _Graph()
+        self._cached: dict[int, list[list[int]]] = {}  # component id -> its clusters (slot lists)
+        # The last answer of clusters(), for (generation, min_size, excluded faces).
+        self._answer: tuple[tuple[int, int, frozenset[str]], list[list[str]]] | None = None
+        self._pending = 0  # first slot whose neighbours are not searched yet (== len(ids): none)
+        self._from = 0  # first pending slot of the search under way (pairs with [._from, cursor) are done)
+        self._col = 0  # within the pending block: columns searched so far (see _exact_block)
+        self._tile: F32 | None = None  # the exact search's similarity buffer, while a search runs
+        self.searched_pairs = 0  # comparisons made (for the bench)
+
+    @property
+    def size(self) -> int:
+        """Faces in the pool."""
+        return len(self.slot_of)
+
+    # Following the log -------------------------------------------------------------------------------
+    def advance(self, budget_s: float | None = None) -> bool:
+        """Catch up with the state's log position and search the new faces' neighbours, for about `budget_s`
+        seconds (None: to the end). True when done (the clusters are those of the pool at `position`)."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        if self.position < 0:
+            self._load()
+        while True:
+            if self._pending < len(self.ids):
+                if not self._search(deadline):
+                    return False
+                continue
+            head = self.state.log.tracked(PROCESSOR)
+            if head <= self.position:  # (behind: the state is being rebuilt; the log up to here is unchanged)
+                return True
+            self._apply(head)
+            if deadline is not None and time.monotonic() >= deadline and self._pending < len(self.ids):
+                return False
+
+    def _load(self) -> None:
+        """Every pool face from the state (one consistent read: the state's position did not move meanwhile)."""
+        while True:
+            before = self.state.log.tracked(PROCESSOR)
+            rows = self.state.pool_embeddings()
+            if self.state.log.tracked(PROCESSOR) == before:
+                break
+        vecs = np.zeros((len(rows) + 1024, 512), dtype=np.float32)  # room for the next faces without a copy
+        for i, row in enumerate(rows):
+            vecs[i] = unit(np.frombuffer(row.embedding, dtype="<f4"))
+        self.ids = [r.face_id for r in rows]
+        self.photos = [r.photo_sha256 for r in rows]
+        del rows
+        self.slot_of = {f: i for i, f in enumerate(self.ids)}
+        self.vecs, self.alive = vecs, np.arange(len(vecs)) < len(self.ids)
+        self.position, self._pending, self._from = before, 0, 0
+        self.generation += 1
+
+    def _apply(self, head: int) -> None:
+        """The pool events in (position, head]: new faces become pending, faces that left are removed."""
+        self._compact()  # before any new slot: renumbering keeps no pending search
+        self._from = len(self.ids)
+        for se in self.state.log.read(self.position, kinds=POOL_KINDS):
+            if se.position > head:
+                break
+            e = se.event
+            if isinstance(e, ev.PoolFaceAdded):
+                self._drop(e.face_id)  # INSERT OR REPLACE: a face id added again replaces the first
+                self._add(e.face_id, e.photo_sha256, unit(np.asarray(e.embedding, dtype="<f4")))
+            elif isinstance(e, (ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded)):
+                for face_id in e.face_ids:
+                    self._drop(face_id)
+        self.position = head
+        self._pending = self._from
+
+    def _add(self, face_id: str, photo: str, vec: F32) -> None:
+        slot = len(self.ids)
+        if slot == len(self.vecs):  # grow by a quarter: amortised O(1) per face, RSS stays near the pool's size
+            grown = np.zeros((max(1024, slot + slot // 4), 512), dtype=np.float32)
+            grown[:slot] = self.vecs[:slot]
+            self.vecs = grown
+            self.alive = np.concatenate([self.alive, np.zeros(len(grown) - len(self.alive), dtype=bool)])
+        self.vecs[slot] = vec
+        self.alive[slot] = True
+        self.ids.append(face_id)
+        self.photos.append(photo)
+        self.slot_of[face_id] = slot
+        self.generation += 1
+
+    def _drop(self, face_id: str) -> None:
+        slot = self.slot_of.pop(face_id, None)
+        if slot is None:
+            return
+        cid = self.graph.comp_of.get(slot)
+        if cid is not None:
+            self._cached.pop(cid, None)
+        self.graph.remove(slot)
+        self.alive[slot] = False
+        self.generation += 1
+
+    def _compact(self) -> None:
+        """Drop dead slots once they are most of the arrays (only between searches: slots are renumbered)."""
+        n = len(self.ids)
+        live = self.alive[:n]
+        if n - self.size <= max(1024, self.size):
+            return
+        new_of = np.cumsum(live, dtype=np.int64) - 1
+        keep = np.flatnonzero(live)
+        self.vecs = np.ascontiguousarray(self.vecs[keep])
+        self.alive = np.ones(len(keep), dtype=bool)
+        self.ids = [self.ids[i] for i in keep]
+        self.photos = [self.photos[i] for i in keep]
+        self.slot_of = {f: i for i, f in enumerate(self.ids)}
+        self.graph.remap(new_of)
+        self._cached = {c: [[int(new_of[s]) for s in cl] for cl in cls] for c, cls in self._cached.items()}
+        self._pending = self._from = len(self.ids)
+
+    # Searching neighbours ----------------------------------------------------------------------------
+    def _search(self, deadline: float | None) -> bool:
+        """Search the pending slots' neighbours block by block until done (True) or past the deadline."""
+        n = len(self.ids)
+        while self._pending < n:
+            self._add_pairs(self._exact_block(n))
+            if deadline is not None and time.monotonic() >= deadline and self._pending < n:
+                return False
+        self._tile = None
+        return True
+
+    def _threshold(self) -> float:
+        return 1.0 - self.plan.cluster_distance - EDGE_SLACK
+
+    def _exact_block(self, n: int) -> Pairs:
+        """Exact: one tile of the next SEARCH_ROWS pending rows against the columns they still need: the rows
+        searched before (< `_from`) and the pending rows from the block on (each pair once: earlier pending
+        rows were searched against this block already). `_col` walks those columns tile by tile."""
+        a = self._pending
+        b = min(n, a + SEARCH_ROWS)
+        spans = [(0, self._from), (a, n)]
+        total = self._from + n - a
+        c0, c1 = self._col, min(total, self._col + BLOCK_ELEMENTS // SEARCH_ROWS)
+        q = self.vecs[a:b]
+        s = self._threshold()
+        found: list[Pairs] = []
+        offset = 0
+        for lo, hi in spans:  # the part of [c0, c1) that falls in each span, as real rows
+            first, last = lo + max(0, c0 - offset), lo + min(hi - lo, c1 - offset)
+            offset += hi - lo
+            if first < last:
+                if self._tile is None or len(self._tile) < len(q) * (c1 - c0):
+                    self._tile = np.empty(len(q) * (c1 - c0), dtype=np.float32)
+                i, j = _at_least(q, self.vecs[first:last], s, self._tile)
+                rows, cols = i + a, j + first
+                keep = (cols < self._from) | (cols > rows)
+                found.append((rows[keep], cols[keep]))
+        self.searched_pairs += (b - a) * (c1 - c0)
+        self._col = c1
+        if c1 >= total:
+            self._pending, self._col = b, 0
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+    def _add_pairs(self, pairs: Pairs) -> None:
+        left, right = pairs
+        ok = self.alive[left] & self.alive[right]
+        left, right = left[ok], right[ok]
+        if not len(left):
+            return
+        for s in np.unique(np.concatenate([left, right])):
+            cid = self.graph.comp_of.get(int(s))
+            if cid is not None:
+                self._cached.pop(cid, None)
+        self.graph.add_edges(left.tolist(), right.tolist())
+        self.generation += 1
+
+    # Answers -----------------------------------------------------------------------------------------
+    def vectors(self, face_ids: Sequence[str]) -> F32:
+        """The unit embeddings of these pool faces (rows in the order given)."""
+        return self.vecs[[self.slot_of[f] for f in face_ids]]
+
+    def near(self, targets: F32, max_distance: float) -> list[str]:
+        """Face ids (in face-id order) within `max_distance` (cosine) of any of `targets` (unit rows)."""
+        if not len(targets) or not self.size:
+            return []
+        n = len(self.ids)
+        hits: list[int] = []
+        rows = max(1, BLOCK_ELEMENTS // max(1, len(targets)))
+        for a in range(0, n, rows):
+            sims = self.vecs[a : min(n, a + rows)] @ targets.T
+            close = np.flatnonzero((sims.max(axis=1) >= 1.0 - max_distance) & self.alive[a : a + len(sims)])
+            hits.extend((close + a).tolist())
+        return sorted(self.ids[s] for s in hits)
+
+    def clusters(self, min_size: int = 2, exclude: Iterable[str] = ()) -> list[list[str]]:
+        """The complete-linkage clusters of the pool less `exclude` with at least `min_size` faces: each a
+        list of face ids in face-id order, the list ordered by first face id (as the global run gives them)."""
+        key = (self.generation, min_size, frozenset(exclude))
+        if self._answer is not None and self._answer[0] == key:
+            return self._answer[1]  # an unchanged pool: no work
+        out: list[list[str]] = []
+        gone = {self.slot_of[f] for f in key[2] if f in self.slot_of}
+        touched = {self.graph.comp_of[s] for s in gone if s in self.graph.comp_of}
+        for cid, members in self.graph.members.items():
+            if len(members) < min_size:
+                continue
+            if cid in touched:
+                rest = [s for s in members if s not in gone]
+                for part in components_of(rest, self.graph.adj):
+                    if len(part) >= min_size:
+                        out.extend(self._named(c) for c in self._linkage(part))
+                continue
+            if cid not in self._cached:
+                self._cached[cid] = self._linkage(members)
+            out.extend(self._named(c) for c in self._cached[cid])
+        if min_size <= 1:  # faces with no neighbour are clusters of one
+            out.extend([self.ids[s]] for s in self.slot_of.values()
+                       if s not in self.graph.comp_of and s not in gone)
+        out = sorted((c for c in out if len(c) >= min_size), key=lambda c: c[0])
+        self._answer = (key, out)
+        return out
+
+    def photo_counts(self) -> list[int]:
+        """For every cluster of two faces or more: how many distinct photos it holds."""
+        return [len({self.photos[self.slot_of[f]] for f in c}) for c in self.clusters(min_size=2)]
+
+    def _linkage(self, slots: list[int]) -> list[list[int]]:
+        ordered = sorted(slots, key=lambda s: self.ids[s])  # the global run's order: by face id
+        found = complete_linkage(self.vecs[ordered], self.plan.cluster_distance)
+        return [[ordered[i] for i in c] for c in found]
+
+    def _named(self, slots: list[int]) -> list[str]:
+        return sorted(self.ids[s] for s in slots)
+
+
+def _at_least(q: F32, cols: F32, s: float, buf: F32) -> Pairs:
+    """(row, column) of the entries of q @ cols.T at least `s`, computed into `buf` (reused: no fresh 64 MB
+    per tile) and found with one flatnonzero over the raveled mask (2-D nonzero costs a third of the sgemm)."""
+    sims = buf[: len(q) * len(cols)].reshape(len(q), len(cols))
+    np.matmul(q, cols.T, out=sims)
+    flat = np.flatnonzero(sims >= s)
+    return flat // len(cols), flat % len(cols)
