@@ -11,6 +11,7 @@ received before it, in the order the log holds them, never on batch sizes, timer
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,7 @@ class Pipeline:
         self.promoted = 0  # facesets promoted from the pool by this process (for reports)
         self.handled = 0  # events the handlers consumed in this process
         self.pool: PoolClusters | None = None  # the pool's clusters, kept between passes (loaded when first due)
+        self._slices: list[float] = []  # seconds of each slice of the pool pass under way
 
     def apply_config(self, config: Config) -> None:
         """A reloaded configuration (SIGHUP): the handlers' tunables and the renderer's top-N take it at once.
@@ -117,6 +119,15 @@ class Pipeline:
         if not done and not self.state.pending_decisions():
             done += self.promote_if_due(self.ctx.config.identity.pool_slice_s)
         return done
+
+    def takes_photo(self) -> bool:
+        """Whether the next inbox photo may be received now: the events of the photos before it are handled and
+        their moves done, and the pool promotion they made due is evaluated. A long clustering pass (a big pool's
+        first after a start, run in slices) does not hold photos back: one received meanwhile is routed at once,
+        and its pool faces join the pass when the search under way is done."""
+        if self.dispatcher.pending() or self.state.pending_decisions():
+            return False
+        return not self.promotion_due() or (self.pool is not None and self.pool.searching)
 
     def idle(self) -> bool:
         """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated."""
@@ -248,8 +259,16 @@ class Pipeline:
         if not self.log.has_kinds_since(after, PROMOTION_TRIGGERS):
             return 0
         self.pool = pool_clusters(self.ctx, self.pool)
-        if budget_s is not None and not self.pool.advance(budget_s):
-            return 1
+        if budget_s is not None:
+            started = time.monotonic()
+            done = self.pool.advance(budget_s)
+            self._slices.append(time.monotonic() - started)
+            if not done:
+                return 1
+            if len(self._slices) > 1:  # a long pass: say what it took, and that photos were not held meanwhile
+                log.info("pool clustered", faces=self.pool.size, slices=len(self._slices),
+                         busy_s=round(sum(self._slices), 2), longest_slice_s=round(max(self._slices), 3))
+            self._slices = []
         seen = self.log.head()  # the state is caught up to here (step() applies the log first)
         events = cluster_pool(self.ctx, self.pool)
         with self.log.transaction() as conn:

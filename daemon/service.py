@@ -186,8 +186,8 @@ class Daemon:
             self.pipeline.mover.finish_pending()
         else:
             try:
-                done = self.pipeline.step(max_events=BATCH_EVENTS, stop=self.stop_requested.is_set)
-                if not done and self.waiting and self.pipeline.idle():
+                self.pipeline.step(max_events=BATCH_EVENTS, stop=self.stop_requested.is_set)
+                if self.waiting and self.pipeline.takes_photo():
                     self._receive_next()
             except ModelsUnavailable as e:  # the event stays unhandled; nothing is lost, it is tried again later
                 self._models_unavailable(e)

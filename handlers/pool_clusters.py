@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from state import events as ev
 from state.corpus_state import PROCESSOR, CorpusState
+from state.queries import PoolSnapshot
 
 from .route_photo import unit
 
@@ -43,6 +44,8 @@ EDGE_SLACK = 1e-3
 BLOCK_ELEMENTS = 1 << 24
 # Pending rows per search tile: tall enough for sgemm to run near its peak (64 rows: ~25% slower).
 SEARCH_ROWS = 512
+# Pool faces read from SQLite per chunk of a first load (~0.1 s each: the slicing's grain while loading).
+LOAD_ROWS = 8192
 POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND)
 
 
@@ -173,6 +176,7 @@ class PoolClusters:
         self._from = 0  # first pending slot of the search under way (pairs with [._from, cursor) are done)
         self._col = 0  # within the pending block: columns searched so far (see _exact_block)
         self._tile: F32 | None = None  # the exact search's similarity buffer, while a search runs
+        self._snapshot: PoolSnapshot | None = None  # the pool being loaded, a chunk per call (see _load)
         self.searched_pairs = 0  # comparisons made (for the bench)
 
     @property
@@ -180,13 +184,18 @@ class PoolClusters:
         """Faces in the pool."""
         return len(self.slot_of)
 
+    @property
+    def searching(self) -> bool:
+        """A neighbour search is under way: a pass stopped at its time budget and resumes on the next advance."""
+        return self.position >= 0 and self._pending < len(self.ids)
+
     # Following the log -------------------------------------------------------------------------------
     def advance(self, budget_s: float | None = None) -> bool:
         """Catch up with the state's log position and search the new faces' neighbours, for about `budget_s`
         seconds (None: to the end). True when done (the clusters are those of the pool at `position`)."""
         deadline = None if budget_s is None else time.monotonic() + budget_s
-        if self.position < 0:
-            self._load()
+        if self.position < 0 and not self._load(deadline):
+            return False
         while True:
             if self._pending < len(self.ids):
                 if not self._search(deadline):
@@ -199,23 +208,32 @@ class PoolClusters:
             if deadline is not None and time.monotonic() >= deadline and self._pending < len(self.ids):
                 return False
 
-    def _load(self) -> None:
-        """Every pool face from the state (one consistent read: the state's position did not move meanwhile)."""
+    def _load(self, deadline: float | None) -> bool:
+        """Every pool face from the state as of one position (PoolSnapshot), LOAD_ROWS at a time until done
+        (True) or past the deadline (False: resumed by the next call, on the same snapshot)."""
+        if self._snapshot is None:
+            self._snapshot = PoolSnapshot(self.state.log, PROCESSOR)
+            self.ids, self.photos = [], []
+            self.vecs = np.zeros((1024, 512), dtype=np.float32)
         while True:
-            before = self.state.log.tracked(PROCESSOR)
-            rows = self.state.pool_embeddings()
-            if self.state.log.tracked(PROCESSOR) == before:
+            rows = self._snapshot.fetch(LOAD_ROWS)
+            self._grow(len(self.ids) + len(rows))
+            for row in rows:
+                self.vecs[len(self.ids)] = unit(np.frombuffer(row.embedding, dtype="<f4"))
+                self.ids.append(row.face_id)
+                self.photos.append(row.photo_sha256)
+            if len(rows) < LOAD_ROWS:
                 break
-        vecs = np.zeros((len(rows) + 1024, 512), dtype=np.float32)  # room for the next faces without a copy
-        for i, row in enumerate(rows):
-            vecs[i] = unit(np.frombuffer(row.embedding, dtype="<f4"))
-        self.ids = [r.face_id for r in rows]
-        self.photos = [r.photo_sha256 for r in rows]
-        del rows
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        position = self._snapshot.position
+        self._snapshot.close()
+        self._snapshot = None
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
-        self.vecs, self.alive = vecs, np.arange(len(vecs)) < len(self.ids)
-        self.position, self._pending, self._from = before, 0, 0
+        self.alive = np.arange(len(self.vecs)) < len(self.ids)
+        self.position, self._pending, self._from = position, 0, 0
         self.generation += 1
+        return True
 
     def _apply(self, head: int) -> None:
         """The pool events in (position, head]: new faces become pending, faces that left are removed."""
@@ -234,13 +252,18 @@ class PoolClusters:
         self.position = head
         self._pending = self._from
 
-    def _add(self, face_id: str, photo: str, vec: F32) -> None:
+    def _grow(self, rows: int) -> None:
+        """Room for `rows` faces; grows by a quarter (amortised O(1) per face, RSS stays near the pool's size)."""
         slot = len(self.ids)
-        if slot == len(self.vecs):  # grow by a quarter: amortised O(1) per face, RSS stays near the pool's size
-            grown = np.zeros((max(1024, slot + slot // 4), 512), dtype=np.float32)
+        if rows > len(self.vecs):
+            grown = np.zeros((max(1024, rows, slot + slot // 4), 512), dtype=np.float32)
             grown[:slot] = self.vecs[:slot]
             self.vecs = grown
             self.alive = np.concatenate([self.alive, np.zeros(len(grown) - len(self.alive), dtype=bool)])
+
+    def _add(self, face_id: str, photo: str, vec: F32) -> None:
+        slot = len(self.ids)
+        self._grow(slot + 1)
         self.vecs[slot] = vec
         self.alive[slot] = True
         self.ids.append(face_id)

@@ -9,6 +9,7 @@ Rows come back as NamedTuples: they unpack and index like the plain rows they re
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -65,6 +66,26 @@ class PoolEmbedding(NamedTuple):
     face_id: str
     photo_sha256: str
     embedding: bytes
+
+
+class PoolSnapshot:
+    """Every pool face as of one state position, read a chunk at a time on a read-only connection of its own:
+    its read transaction keeps that snapshot while the process goes on appending and applying events, so a big
+    pool is loaded in slices (between them the daemon routes photos) and still reads as of one position."""
+
+    def __init__(self, log: EventLog, processor: str) -> None:
+        self._conn = sqlite3.connect(f"file:{log.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        self._conn.execute("BEGIN")  # deferred: the first SELECT fixes the snapshot for the rest of the read
+        row = self._conn.execute("SELECT position FROM tracking WHERE processor=?", (processor,)).fetchone()
+        self.position = int(row[0]) if row else 0  # the state's position the rows below reflect
+        self._rows = self._conn.execute("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")
+
+    def fetch(self, n: int) -> list[PoolEmbedding]:
+        """The next `n` pool faces (by face id); fewer at the end, then none."""
+        return [PoolEmbedding(*r) for r in self._rows.fetchmany(n)]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class PoolRow(NamedTuple):

@@ -199,10 +199,12 @@ def test_incremental_passes_match_a_fresh_global_run(tmp_path: Path, seed: int) 
 
 
 def test_sliced_first_pass_gives_the_same_clusters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A first pass run in many tiny slices (as the daemon loop runs it) ends with the same clusters, and faces
-    recorded while it was under way are taken in once it is done."""
+    """A first pass run in many tiny slices (as the daemon loop runs it: the load from SQLite a chunk at a time,
+    then the search) ends with the same clusters, and faces recorded while it was under way (here: while the
+    load's snapshot was being read) are taken in once it is done."""
     import handlers.pool_clusters
 
+    monkeypatch.setattr(handlers.pool_clusters, "LOAD_ROWS", 500)  # 6 chunks of the first 2,800 faces
     monkeypatch.setattr(handlers.pool_clusters, "SEARCH_ROWS", 64)
     monkeypatch.setattr(handlers.pool_clusters, "BLOCK_ELEMENTS", 64 * 700)  # tiles of 64 rows x 700 columns
     rng = np.random.default_rng(7)
@@ -214,8 +216,9 @@ def test_sliced_first_pass_gives_the_same_clusters(tmp_path: Path, monkeypatch: 
     while not pc.advance(0.0):
         slices += 1
         if slices == 3:
+            assert pc.position < 0  # still loading
             pool.add(data[2800:])
-    assert slices > 3
+    assert slices > 6
     assert pc.clusters(min_size=1) == reference_clusters(pool.state)
 
 
