@@ -121,12 +121,27 @@ def search_plan(ctx: HandlerContext) -> SearchPlan:
 
 def _match(ctx: HandlerContext, pool: PoolClusters) -> tuple[list[ev.Event], set[str]]:
     """match_pool over the pool faces that can match: those near some centroid (a float32 pre-filter with
-    slack; match_pool then decides with today's exact arithmetic). Returns the events and the face ids taken."""
+    slack; match_pool then decides with today's exact arithmetic). Returns the events and the face ids taken.
+
+    Only faces that could have changed their answer since the last pass are looked at: the faces new in the pool
+    and those near a centroid last time (left there: their photo already had a face in that faceset), against
+    every centroid, and every pool face against the centroids that appeared or moved. Any other face was within
+    no centroid's distance then and still is."""
     cents = _centroids(ctx)
+    new_faces = pool.take_new()
+    before, pool.matched = pool.matched, cents
     if not cents:
         return [], set()
-    targets = np.stack(list(cents.values())).astype(np.float32)
-    ids = pool.near(targets, ctx.config.identity.match_distance + EDGE_SLACK)
+    reach = ctx.config.identity.match_distance + EDGE_SLACK
+    moved = [c for name, c in cents.items()
+             if before is None or name not in before or not np.array_equal(before[name], c)]
+    if before is None:
+        ids = pool.near(np.stack(moved).astype(np.float32), reach)
+    else:
+        ids = pool.near(np.stack(list(cents.values())).astype(np.float32), reach, among=new_faces | pool.near_last)
+        if moved:
+            ids = sorted(set(ids) | set(pool.near(np.stack(moved).astype(np.float32), reach)))
+    pool.near_last = set(ids)
     if not ids:
         return [], set()
     rows: list[Row] = list(ctx.state.pool_rows_of(ids))

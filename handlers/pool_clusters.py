@@ -177,6 +177,11 @@ class PoolClusters:
         self._col = 0  # within the pending block: columns searched so far (see _exact_block)
         self._tile: F32 | None = None  # the exact search's similarity buffer, while a search runs
         self._snapshot: PoolSnapshot | None = None  # the pool being loaded, a chunk per call (see _load)
+        self._new: set[str] = set()  # faces added since take_new() last ran
+        # The centroids the pool was last matched against (handlers/pool.py): only faces new since then, or near a
+        # centroid that moved or appeared, can match now. None: not matched yet.
+        self.matched: dict[str, F32] | None = None
+        self.near_last: set[str] = set()  # the faces near some centroid at that match
         self.searched_pairs = 0  # comparisons made (for the bench)
 
     @property
@@ -230,6 +235,8 @@ class PoolClusters:
         self._snapshot.close()
         self._snapshot = None
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
+        self._new = set(self.ids)
+        self.matched = None
         self.alive = np.arange(len(self.vecs)) < len(self.ids)
         self.position, self._pending, self._from = position, 0, 0
         self.generation += 1
@@ -269,6 +276,7 @@ class PoolClusters:
         self.ids.append(face_id)
         self.photos.append(photo)
         self.slot_of[face_id] = slot
+        self._new.add(face_id)
         self.generation += 1
 
     def _drop(self, face_id: str) -> None:
@@ -362,10 +370,17 @@ class PoolClusters:
         """The unit embeddings of these pool faces (rows in the order given)."""
         return self.vecs[[self.slot_of[f] for f in face_ids]]
 
-    def near(self, targets: F32, max_distance: float) -> list[str]:
-        """Face ids (in face-id order) within `max_distance` (cosine) of any of `targets` (unit rows)."""
+    def near(self, targets: F32, max_distance: float, among: Iterable[str] | None = None) -> list[str]:
+        """Face ids (in face-id order) within `max_distance` (cosine) of any of `targets` (unit rows); only those
+        of `among` when given."""
         if not len(targets) or not self.size:
             return []
+        if among is not None:
+            slots = np.array(sorted(self.slot_of[f] for f in among if f in self.slot_of), dtype=np.int64)
+            if not len(slots):
+                return []
+            sims = self.vecs[slots] @ targets.T
+            return sorted(self.ids[s] for s in slots[sims.max(axis=1) >= 1.0 - max_distance].tolist())
         n = len(self.ids)
         hits: list[int] = []
         rows = max(1, BLOCK_ELEMENTS // max(1, len(targets)))
@@ -374,6 +389,11 @@ class PoolClusters:
             close = np.flatnonzero((sims.max(axis=1) >= 1.0 - max_distance) & self.alive[a : a + len(sims)])
             hits.extend((close + a).tolist())
         return sorted(self.ids[s] for s in hits)
+
+    def take_new(self) -> set[str]:
+        """The faces that entered the pool since the last call (all of them after a load), still in it."""
+        new, self._new = self._new, set()
+        return {f for f in new if f in self.slot_of}
 
     def clusters(self, min_size: int = 2, exclude: Iterable[str] = ()) -> list[list[str]]:
         """The complete-linkage clusters of the pool less `exclude` with at least `min_size` faces: each a

@@ -355,3 +355,55 @@ def test_the_daemon_step_runs_a_long_pass_in_slices_then_promotes(tmp_path: Path
     assert slices > 5
     recorded = [se.event for se in log.read(log.tracked(PROMOTER) - len(want))]
     assert encoded(recorded) == encoded(want)
+
+
+def _seed(pool: Pool, faceset: str, vecs: np.ndarray) -> None:
+    """An active faceset whose routed faces have these embeddings (its centroid is their mean)."""
+    events: list[ev.Event] = [ev.FacesetCreated(faceset=faceset, reason="seeded")]
+    for k, v in enumerate(vecs):
+        path = f"{faceset}/faces/seed{k}.png"
+        sha = hashlib.sha256(path.encode()).hexdigest()
+        events += [ev.FaceAdded(path=path, sha256=sha, size=1, mtime_ns=1, source={"photo": f"{faceset}-s{k}"}),
+                   ev.FaceRouted(path=path, sha256=sha, faceset=faceset, distance=None, quality=1.0,
+                                 embedding=np.asarray(v, dtype=np.float32))]
+    pool.log.append(events)
+    pool.state.catch_up()
+
+
+def test_incremental_matching_over_passes_equals_matching_the_whole_pool(tmp_path: Path) -> None:
+    """Pass after pass, matching only the new faces and the faces near a centroid that appeared or moved records
+    what matching every pool face against every centroid records (the path before issue 12)."""
+    rng = np.random.default_rng(12)
+    pool = Pool(tmp_path)
+    data = clustered(rng, 1200, 30)
+    ids = pool.add(data[:900], photos_per=2)
+    pc = PoolClusters(pool.state, SearchPlan(cluster_distance=T))
+    people = sorted(reference_clusters(pool.state), key=len, reverse=True)
+    _seed(pool, "faceset_001", data[[ids.index(f) for f in people[0][:3]]])
+    ctx = pool.ctx(min_new_faceset=6)
+
+    def one_pass() -> list[ev.Event]:
+        want = reference_cluster_pool(ctx)
+        got = cluster_pool(ctx, pc)
+        assert encoded(got) == encoded(want)
+        pool.log.append(got)
+        pool.state.catch_up()
+        return got
+
+    def until_quiet() -> list[ev.Event]:
+        """Passes until one records nothing (a promotion's new facesets can take pool faces on the next pass)."""
+        recorded: list[ev.Event] = []
+        for _ in range(8):
+            got = one_pass()
+            if not got:
+                return recorded
+            recorded += got
+        raise AssertionError("the pool never settled")
+
+    first = until_quiet()
+    assert any(isinstance(e, ev.PoolFacesMatched) for e in first)
+    assert any(isinstance(e, ev.FacesetPromoted) for e in first)
+    pool.add(data[900:], photos_per=2)  # new faces, some of them of people who have a faceset now
+    assert any(isinstance(e, ev.PoolFacesMatched) for e in until_quiet())
+    _seed(pool, "faceset_900", data[[ids.index(f) for f in people[-1][:3]]])  # a new centroid over old faces
+    until_quiet()
