@@ -1,8 +1,8 @@
 """What a handler gets, in three parts that change at different times:
 
 - `HandlerConfig`: folders and tunables, frozen; a reload (SIGHUP) replaces it whole (`Pipeline.apply_config`).
-- services: the corpus state, the models (`Models`, opened on first use) and the logger; they live as long as the
-  process.
+- services: the corpus state, the models (`Models`, opened on first use), the logger and the centroid cache;
+  they live as long as the process.
 - `Batch`: what the handlers of one batch tell each other; the dispatcher starts a fresh one before each batch.
 """
 
@@ -19,6 +19,7 @@ import structlog
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from state.corpus_state import CorpusState
 
+from .centroids import CentroidCache
 from .limits import Limits
 from .thresholds import EraBucket, EraSettings, IdentityThresholds, Thresholds
 
@@ -97,6 +98,8 @@ class HandlerContext:
     state: CorpusState
     models: Models = field(default_factory=lambda: Models(None))
     log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
+    # The active facesets' centroids, kept for the life of the process and updated from the state's marks.
+    centroid_cache: CentroidCache = field(default_factory=CentroidCache)
     batch: Batch = field(default_factory=Batch)
     _said_once: set[str] = field(default_factory=set)
 

@@ -6,6 +6,7 @@ PNGs on purpose, so byte-identical files within one family are left alone."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,15 +34,92 @@ def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
     return None
 
 
-def _existing(ctx: HandlerContext, face: Face) -> list[tuple[str, str, float | None, np.ndarray]]:
-    """Faces already in the faceset (analyzed, one face, not decided on in this batch)."""
-    rows = ctx.state.near_dup_candidates(face.faceset, face.path, face.changed)
-    return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.batch.claimed]
+@dataclass
+class _Candidates:
+    """The analysed kept faces of one faceset, read once per batch (the state does not change during one):
+    each new face of it compares with those changed before it, not itself, not decided on in this batch."""
+
+    paths: list[str]
+    shas: list[str]
+    qualities: list[float | None]
+    ranks: np.ndarray  # quality as compared (-1.0 for none), float64
+    changed: np.ndarray  # position of each face's last change
+    matrix: np.ndarray  # their embeddings (float32 rows, by path)
+    rows: dict[str, int]  # path -> row
+    buffer: np.ndarray  # room for the rows one face compares with
+
+    @classmethod
+    def of(cls, ctx: HandlerContext, faceset: str) -> _Candidates:
+        found = ctx.state.near_dup_faces(faceset)
+        paths = [r.path for r in found]
+        qualities = [r.quality for r in found]
+        blob = b"".join(r.embedding for r in found)
+        matrix = np.frombuffer(blob, dtype="<f4").reshape(len(found), -1) if found else np.zeros((0, 0), "<f4")
+        return cls(paths, [r.sha256 for r in found], qualities,
+                   np.array([-1.0 if q is None else q for q in qualities], dtype=np.float64),
+                   np.array([r.changed for r in found], dtype=np.int64), matrix,
+                   {p: i for i, p in enumerate(paths)}, np.empty_like(matrix))
+
+    def of_face(self, face: Face, claimed: set[str]) -> np.ndarray:
+        """Rows `face` is compared with (what near_dup_candidates returns for it, less the claimed), by path."""
+        keep = self.changed < face.changed
+        for path in (face.path, *claimed):
+            i = self.rows.get(path)
+            if i is not None:
+                keep[i] = False
+        return np.flatnonzero(keep)
+
+    def similarities(self, rows: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+        """Cosine similarities of those rows with `embedding`: the product of exactly their rows, stacked in
+        path order (BLAS sums a row differently depending on the rows around it; this keeps the figures)."""
+        stacked = np.take(self.matrix, rows, axis=0, out=self.buffer[: len(rows)])
+        return stacked @ np.asarray(embedding, dtype=np.float32)
+
+
+def _keep_new(ctx: HandlerContext, face: Face, e: ev.FaceAnalyzed, found: _Candidates, rows: np.ndarray,
+              sims: np.ndarray, hits: np.ndarray) -> list[ev.Event]:
+    """The matches (`hits`, indices into rows/sims) are all worse than the new face: they go."""
+    limit = ctx.config.thresholds.near_dup_similarity
+    quality = e.quality if e.quality is not None else -1.0
+    out: list[ev.Event] = []
+    for k in hits.tolist():
+        sim, row = float(sims[k]), int(rows[k])
+        path, sha, q = found.paths[row], found.shas[row], found.qualities[row]
+        old = active_face(ctx, path, sha)
+        if old is None or overridden(ctx, old.faceset, CHECK, sha):
+            continue
+        out.append(prune(ctx, old, CHECK, f"near-duplicate of {face.path} (cosine {sim:.3f} >= {limit}), lower quality",
+                         {"duplicate_of": face.path, "similarity": round(sim, 6), "threshold": limit,
+                          "quality": q, "quality_of_kept": quality, "model": dict(e.model)}))
+    return out
+
+
+def _near_dup(ctx: HandlerContext, face: Face, e: ev.FaceAnalyzed, found: _Candidates) -> list[ev.Event]:
+    """The new face against the older ones of its faceset: one similarity vector, the matches by np.flatnonzero."""
+    rows = found.of_face(face, ctx.batch.claimed)
+    if not rows.size:
+        return []
+    sims = found.similarities(rows, np.asarray(e.embedding))
+    limit = ctx.config.thresholds.near_dup_similarity
+    hits = np.flatnonzero(sims >= limit)  # path order
+    if not hits.size:
+        return []
+    quality = e.quality if e.quality is not None else -1.0
+    better = hits[found.ranks[rows[hits]] >= quality]
+    if not better.size:  # the new face is better: the existing ones go
+        return _keep_new(ctx, face, e, found, rows, sims, hits)
+    best = int(better[np.argmax(sims[better])])  # the most similar, the first by path of equal ones
+    sim, row = float(sims[best]), int(rows[best])
+    if overridden(ctx, face.faceset, CHECK, face.sha256):
+        return []
+    return [prune(ctx, face, CHECK, f"near-duplicate of {found.paths[row]} (cosine {sim:.3f} >= {limit}), lower quality",
+                  {"duplicate_of": found.paths[row], "similarity": round(sim, 6), "threshold": limit,
+                   "quality": quality, "quality_of_kept": found.qualities[row], "model": dict(e.model)})]
 
 
 def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:
     out: list[ev.Event] = []
-    limit = ctx.config.thresholds.near_dup_similarity
+    facesets: dict[str, _Candidates] = {}  # read once per batch
     for se in events:
         e = se.event
         if e.face_count != 1 or e.embedding is None:
@@ -53,29 +131,7 @@ def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnal
         if byte_dup is not None:
             out.append(byte_dup)
             continue
-        existing = _existing(ctx, face)
-        if not existing:
-            continue
-        sims = np.stack([v for *_r, v in existing]) @ np.asarray(e.embedding, dtype=np.float32)
-        matches = [(float(s), row) for s, row in zip(sims, existing) if s >= limit]
-        if not matches:
-            continue
-        quality = e.quality if e.quality is not None else -1.0
-        model = dict(e.model)
-        better = [(s, r) for s, r in matches if (r[2] if r[2] is not None else -1.0) >= quality]
-        if better:  # an existing one is at least as good: the new face goes
-            sim, (path, _sha, q, _v) = max(better, key=lambda m: m[0])
-            if overridden(ctx, face.faceset, CHECK, face.sha256):
-                continue
-            out.append(prune(ctx, face, CHECK, f"near-duplicate of {path} (cosine {sim:.3f} >= {limit}), lower quality",
-                             {"duplicate_of": path, "similarity": round(sim, 6), "threshold": limit,
-                              "quality": quality, "quality_of_kept": q, "model": model}))
-            continue
-        for sim, (path, sha, q, _v) in matches:  # the new face is better: the existing ones go
-            old = active_face(ctx, path, sha)
-            if old is None or overridden(ctx, old.faceset, CHECK, sha):
-                continue
-            out.append(prune(ctx, old, CHECK, f"near-duplicate of {face.path} (cosine {sim:.3f} >= {limit}), lower quality",
-                             {"duplicate_of": face.path, "similarity": round(sim, 6), "threshold": limit,
-                              "quality": q, "quality_of_kept": quality, "model": model}))
+        if face.faceset not in facesets:
+            facesets[face.faceset] = _Candidates.of(ctx, face.faceset)
+        out.extend(_near_dup(ctx, face, e, facesets[face.faceset]))
     return out

@@ -20,6 +20,7 @@ from state.layout import face_path, faceset_name, faceset_number
 from state.queries import PoolRow
 from state.scan import iter_facesets
 
+from .centroids import Centroids
 from .context import HandlerContext
 from .pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
 from .route_photo import centroids, nearest
@@ -104,13 +105,13 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray,
     return out, taken
 
 
-def _centroids(ctx: HandlerContext) -> dict[str, np.ndarray]:
+def _centroids(ctx: HandlerContext) -> Centroids:
     """The active facesets' centroids; none (no matching) while there are no models to embed adopted ones."""
     try:
         return centroids(ctx)
     except RuntimeError as e:  # no models to embed adopted facesets with: matching waits for them
         ctx.say_once("pool-match", "pool faces not matched against facesets", error=str(e))
-        return {}
+        return Centroids({})
 
 
 def search_plan(ctx: HandlerContext) -> SearchPlan:
@@ -133,12 +134,13 @@ def _match(ctx: HandlerContext, pool: PoolClusters) -> tuple[list[ev.Event], set
     if not cents:
         return [], set()
     reach = ctx.config.identity.match_distance + EDGE_SLACK
+    # (the centroid cache hands out the same array for a faceset that did not change: `is` decides most)
     moved = [c for name, c in cents.items()
-             if before is None or name not in before or not np.array_equal(before[name], c)]
+             if before is None or name not in before or not (before[name] is c or np.array_equal(before[name], c))]
     if before is None:
         ids = pool.near(np.stack(moved).astype(np.float32), reach)
     else:
-        ids = pool.near(np.stack(list(cents.values())).astype(np.float32), reach, among=new_faces | pool.near_last)
+        ids = pool.near(_matrix(cents), reach, among=new_faces | pool.near_last)
         if moved:
             ids = sorted(set(ids) | set(pool.near(np.stack(moved).astype(np.float32), reach)))
     pool.near_last = set(ids)
@@ -147,6 +149,11 @@ def _match(ctx: HandlerContext, pool: PoolClusters) -> tuple[list[ev.Event], set
     rows: list[Row] = list(ctx.state.pool_rows_of(ids))
     out, taken = match_pool(ctx, rows, pool.vectors([r[0] for r in rows]), cents)
     return out, {rows[i][0] for i in taken}
+
+
+def _matrix(cents: Centroids) -> np.ndarray:
+    """Every centroid as one float32 matrix (the cache's own, without a copy, when it is current)."""
+    return np.asarray(cents.table()[1], dtype=np.float32)
 
 
 def pool_clusters(ctx: HandlerContext, pool: PoolClusters | None) -> PoolClusters:

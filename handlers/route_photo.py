@@ -33,6 +33,7 @@ from state.faults import crash_point
 from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
+from .centroids import Centroids, nearest_row, stack, unit
 from .context import HandlerContext
 
 PROCESSED = "_processed"
@@ -46,81 +47,22 @@ REJECT_REASONS = ("unreadable", "unprocessable", "too_large")
 # --- Centroids --------------------------------------------------------------------------------------
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def _cached_embeddings(ctx: HandlerContext, missing: list[tuple[str, str]]) -> dict[str, np.ndarray | None]:
-    """Embeddings of PNGs the log has none for (e.g. adopted facesets), computed once and cached by sha256."""
-    if not missing:
-        return {}
-    shas = sorted({s for _p, s in missing})
-    cached = ctx.state.cached_embeddings(shas)
-    found: dict[str, np.ndarray | None] = {
-        s: (np.frombuffer(b, dtype="<f4") if b is not None else None) for s, b in cached.items()}
-    todo: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for p, s in missing:  # each unknown sha256 once
-        if s not in found and s not in seen:
-            seen.add(s)
-            todo.append((p, s))
-    engine = ctx.models.face_engine if todo else None
-    for i in range(0, len(todo), 16):
-        datas, keep = [], []
-        for p, s in todo[i : i + 16]:
-            try:
-                datas.append((ctx.config.corpus / p).read_bytes())
-                keep.append(s)
-            except OSError:
-                found[s] = None
-        results = engine.analyze(datas, pad=True) if datas and engine is not None else []
-        rows_out = []
-        for s, faces in zip(keep, results):
-            best = max(faces, key=lambda f: f.short_side, default=None)
-            vec = None if best is None else unit(best.embedding)
-            found[s] = vec
-            rows_out.append((s, None if vec is None else vec.astype("<f4").tobytes()))
-        ctx.state.cache_embeddings(rows_out)
-    return found
-
-
-def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> dict[str, np.ndarray]:
+def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> Centroids:
     """faceset -> unit centroid (mean of unit embeddings, renormalised) of every active faceset with faces.
 
     An embedding comes from routing (the face on its photo), else from FaceAnalyzed (the PNG), else it is
     computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
-    before a crash, then found by a scan).
+    before a crash, then found by a scan). Served by the process's centroid cache (handlers/centroids.py):
+    a read-only snapshot, in name order.
     """
-    rows = ctx.state.centroid_inputs()
-    vectors: dict[str, list[np.ndarray]] = {}
-    missing: list[tuple[str, str]] = []
-    pending: list[tuple[str, str]] = []
-    for faceset, path, sha, routed, analyzed in rows:
-        if exclude_prefix and path.rsplit("/", 1)[-1].startswith(exclude_prefix):
-            continue
-        blob = routed if routed is not None else analyzed
-        if blob is not None:
-            vectors.setdefault(faceset, []).append(unit(np.frombuffer(blob, dtype="<f4")))
-        else:
-            missing.append((path, sha))
-            pending.append((faceset, sha))
-    computed = _cached_embeddings(ctx, missing)
-    for faceset, sha in pending:
-        vec = computed.get(sha)
-        if vec is not None:
-            vectors.setdefault(faceset, []).append(unit(vec))
-    return {name: unit(np.mean(vs, axis=0)) for name, vs in sorted(vectors.items()) if vs}
+    return ctx.centroid_cache.snapshot(ctx, exclude_prefix)
 
 
-def nearest(cents: dict[str, np.ndarray], vec: np.ndarray) -> tuple[str, float]:
-    """(faceset, cosine distance) of the nearest centroid; ("", 2.0) without any."""
-    best, dist = "", 2.0
-    for name, c in cents.items():
-        d = 1.0 - float(np.dot(c, vec))
-        if d < dist:
-            best, dist = name, d
-    return best, dist
+def nearest(cents: dict[str, np.ndarray], vec: np.ndarray, exclude: str = "") -> tuple[str, float]:
+    """(faceset, cosine distance) of the nearest centroid other than `exclude`; ("", 2.0) without any.
+    The first of equal ones in the mapping's order; one matrix-vector product for a snapshot of `centroids`."""
+    names, matrix = cents.table() if isinstance(cents, Centroids) else stack(cents)
+    return nearest_row(names, matrix, vec, exclude)
 
 
 # --- Files ----------------------------------------------------------------------------------------
@@ -283,9 +225,8 @@ def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[st
         pick = _pick_forced(rest, cents.get(forced), ctx.config.identity.match_distance)
         pick.to = forced
         rest.remove(pick)
-    others = {k: v for k, v in cents.items() if k != forced}
     for f in rest:
-        name, dist = nearest(others, f.vec)
+        name, dist = nearest(cents, f.vec, exclude=forced)
         if name and dist <= ctx.config.identity.match_distance:
             f.to, f.distance = name, dist
         else:

@@ -27,8 +27,11 @@ CREATE TABLE IF NOT EXISTS facesets (
     area    TEXT NOT NULL,
     created INTEGER NOT NULL,
     reason  TEXT NOT NULL,
-    adopted TEXT              -- the per-faceset manifest as adopted (JSON), for provenance
+    adopted TEXT,             -- the per-faceset manifest as adopted (JSON), for provenance
+    members_changed INTEGER NOT NULL DEFAULT 0  -- position of the last change to its kept faces or its area
 );
+-- The routing's centroid cache (handlers/centroids.py) recomputes the facesets changed after its position.
+CREATE INDEX IF NOT EXISTS facesets_members ON facesets(members_changed);
 CREATE TABLE IF NOT EXISTS faces (
     path     TEXT PRIMARY KEY,  -- where the PNG is now (relative to the corpus root)
     faceset  TEXT NOT NULL,
@@ -68,7 +71,7 @@ CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Bump when a projection table's layout changes: existing state is dropped and rebuilt from the log.
-PROJECTION_VERSION = 2
+PROJECTION_VERSION = 3
 
 PROJECTION_TABLES: tuple[str, ...] = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
@@ -171,6 +174,15 @@ def mark_dirty(conn: sqlite3.Connection, *facesets: str) -> None:
     conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in facesets + (MASTER_DIRTY,)])
 
 
+def mark_members(conn: sqlite3.Connection, position: int, *facesets: str) -> None:
+    """Record that these facesets' kept faces, their embeddings or their area changed at `position`.
+
+    Unlike `dirty` (cleared by the renderer) the mark stays: the centroid cache (handlers/centroids.py) asks
+    which facesets changed after the position it was built at. A superset is harmless (one recomputation)."""
+    conn.executemany("UPDATE facesets SET members_changed = MAX(members_changed, ?) WHERE name=?",
+                     [(position, f) for f in sorted(set(facesets))])
+
+
 def _ensure_faceset(conn: sqlite3.Connection, name: str, area: str, position: int, reason: str) -> None:
     conn.execute(
         "INSERT OR IGNORE INTO facesets(name, area, created, reason) VALUES (?,?,?,?)", (name, area, position, reason)
@@ -204,12 +216,14 @@ def _face_changed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceChanged]) -> 
         (e.sha256, e.size, e.mtime_ns, se.position, e.path),
     )
     _dirty_for_path(conn, e.path)
+    _members_for_path(conn, se.position, e.path)
 
 
 @applies(ev.FaceMissing)
 def _face_missing(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMissing]) -> None:
     e = se.event
     _dirty_for_path(conn, e.path)
+    _members_for_path(conn, se.position, e.path)
     conn.execute("DELETE FROM faces WHERE path=?", (e.path,))
 
 
@@ -217,7 +231,7 @@ def _face_missing(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMissing]) -> 
 def _face_moved_externally(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMovedExternally]) -> None:
     e = se.event
     _dirty_for_path(conn, e.path)
-    _move_face_row(conn, e.path, e.dest)
+    _move_face_row(conn, e.path, e.dest, at=se.position)
     conn.execute("UPDATE faces SET size=?, mtime_ns=? WHERE path=?", (e.size, e.mtime_ns, e.dest))
 
 
@@ -227,8 +241,17 @@ def _dirty_for_path(conn: sqlite3.Connection, path: str) -> None:
         mark_dirty(conn, fp.faceset)
 
 
-def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int | None = None) -> None:
-    """Move one face row from src to dest (pruned_by: the decision, for a move into _dropped/)."""
+def _members_for_path(conn: sqlite3.Connection, position: int, path: str) -> None:
+    fp = parse_face_path(path)
+    if fp is not None:
+        mark_members(conn, position, fp.faceset)
+
+
+def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int | None = None, *,
+                   at: int) -> None:
+    """Move one face row from src to dest (pruned_by: the decision, for a move into _dropped/; at: the event's
+    position, for the membership marks)."""
+    _members_for_path(conn, at, src)
     fp = parse_face_path(dest)
     if fp is None:
         conn.execute("DELETE FROM faces WHERE path=?", (src,))
@@ -243,14 +266,16 @@ def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int
     if from_fp is None or from_fp.faceset != fp.faceset:
         _ensure_faceset(conn, fp.faceset, fp.area, 0, "moved in")
     mark_dirty(conn, fp.faceset)
+    mark_members(conn, at, fp.faceset)
 
 
-def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], pruned_by: int | None = None) -> None:
-    """Move rows the way the files will move: single PNGs, or whole faceset folders."""
+def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], pruned_by: int | None = None, *,
+                 at: int) -> None:
+    """Move rows the way the files will move: single PNGs, or whole faceset folders (`at`: the event's position)."""
     for src, dest in moves:
         fp = parse_face_path(src)
         if fp is not None:
-            _move_face_row(conn, src, dest, pruned_by)
+            _move_face_row(conn, src, dest, pruned_by, at=at)
             continue
         # A faceset folder: src/dest are "[area/]faceset_NNN"; every face under it moves with it.
         name = dest.split("/")[-1]
@@ -261,6 +286,7 @@ def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], p
         )
         conn.execute("UPDATE facesets SET area=? WHERE name=?", (area, name))
         mark_dirty(conn, name)
+        mark_members(conn, at, name)
 
 
 def _like_prefix(prefix: str) -> str:
@@ -281,7 +307,8 @@ def _decided(conn: sqlite3.Connection,
     e = se.event
     _record_decision(conn, se.position, e, getattr(e, "sha256", None))
     # A face taken out of its faceset by the user sits in _dropped/ like a pruned one (restorable the same way).
-    _apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None)
+    _apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None,
+                 at=se.position)
 
 
 @applies(ev.DecisionReverted)
@@ -290,7 +317,7 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) ->
     row = conn.execute("SELECT check_name, sha256, subject FROM decisions WHERE position=?", (e.target,)).fetchone()
     _record_decision(conn, se.position, e)
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
-    _apply_moves(conn, e.moves)
+    _apply_moves(conn, e.moves, at=se.position)
     if row is not None:
         check, sha, subject = row
         fp = parse_face_path(subject)
@@ -307,19 +334,21 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent[ev.MoveFailed]) -> No
     row = conn.execute("SELECT moves FROM decisions WHERE position=?", (e.decision,)).fetchone()
     conn.execute("UPDATE decisions SET state='failed' WHERE position=?", (e.decision,))
     if row is not None:  # the files stayed where they were: put the rows back
-        _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))))
+        _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))), at=se.position)
 
 
 @applies_in_batches(ev.FaceAdded)
 def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceAdded]]) -> None:
     rows: list[tuple[Any, ...]] = []
     facesets: dict[str, tuple[str, str, int, str]] = {}
+    last: dict[str, int] = {}  # faceset -> position of its last face added in this run
     for se in batch:
         e = se.event
         fp = parse_face_path(e.path)
         if fp is None:
             continue
         facesets.setdefault(fp.faceset, (fp.faceset, fp.area, se.position, "found on disk"))
+        last[fp.faceset] = se.position
         rows.append((e.path, fp.faceset, fp.name, int(fp.dropped), e.sha256, e.size, e.mtime_ns,
                      json.dumps(e.source, sort_keys=True), se.position, se.position))
     conn.executemany("INSERT OR IGNORE INTO facesets(name, area, created, reason) VALUES (?,?,?,?)",
@@ -328,19 +357,30 @@ def _faces_added(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceAdded]
         "INSERT OR REPLACE INTO faces(path, faceset, name, dropped, sha256, size, mtime_ns, source, added, changed)"
         " VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
     mark_dirty(conn, *facesets)
+    _mark_members_at(conn, last)
 
 
 @applies_in_batches(ev.FaceAnalyzed)
 def _analyzed_batch(conn: sqlite3.Connection, batch: list[StoredEvent[ev.FaceAnalyzed]]) -> None:
     rows = []
+    last: dict[str, int] = {}  # faceset -> position of its last analysis in this run (its embedding may route)
     for se in batch:
         e = se.event
         scores = {"det_score": round(e.det_score, 6), "face_count": e.face_count}
         analyzed = None if e.embedding is None else se.position
         rows.append((json.dumps(scores), e.quality, analyzed, e.path, e.sha256))
+        if "/faces/" in e.path:
+            last[e.path.split("/faces/")[0].rsplit("/", 1)[-1]] = se.position
     conn.executemany(
         "UPDATE faces SET scores=json_patch(scores, ?), quality=?, analyzed=? WHERE path=? AND sha256=?", rows)
     _dirty_for_paths(conn, [r[3] for r in rows])
+    _mark_members_at(conn, last)
+
+
+def _mark_members_at(conn: sqlite3.Connection, last: dict[str, int]) -> None:
+    """mark_members for a run: each faceset at the position of its own last event (as one by one would)."""
+    conn.executemany("UPDATE facesets SET members_changed = MAX(members_changed, ?) WHERE name=?",
+                     [(p, f) for f, p in sorted(last.items())])
 
 
 @applies_in_batches(ev.OcclusionScored)
@@ -471,6 +511,9 @@ def _face_routed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceRouted]) -> No
             "INSERT OR REPLACE INTO routed(sha256, embedding) VALUES (?,?)",
             (e.sha256, np.asarray(e.embedding, dtype="<f4").tobytes()),
         )
+        # The routing embedding is the centroid's input for every kept face with these bytes, wherever it is.
+        conn.execute("UPDATE facesets SET members_changed = MAX(members_changed, ?)"
+                     " WHERE name IN (SELECT faceset FROM faces WHERE sha256=?)", (se.position, e.sha256))
 
 
 @applies(ev.PoolFaceAdded)
@@ -544,6 +587,10 @@ class CorpusState(Queries):
                 self.log.track(PROCESSOR, batch[-1].position, conn)
             applied += len(batch)
 
+    def applied_position(self) -> int:
+        """Position of the last event applied to the state tables (0: none)."""
+        return self.log.tracked(PROCESSOR)
+
     def master_position(self) -> int:
         """Position of the last event that changed what the master manifest shows (0: none yet)."""
         rows = self.query("SELECT value FROM meta WHERE key=?", (MASTER_POSITION,))
@@ -561,4 +608,5 @@ class CorpusState(Queries):
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
 
-__all__ = ["CorpusState", "DeferredPhoto", "EMBEDDING_SQL", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty"]
+__all__ = ["CorpusState", "DeferredPhoto", "EMBEDDING_SQL", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty",
+           "mark_members"]

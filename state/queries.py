@@ -121,6 +121,24 @@ class CentroidInput(NamedTuple):
     analyzed: bytes | None
 
 
+class ChangedFaceset(NamedTuple):
+    """A faceset whose kept faces (or their embeddings, or its area) changed after a given position."""
+
+    name: str
+    area: str
+    members_changed: int
+
+
+class NearDupFace(NamedTuple):
+    """An analysed kept face of a faceset, with the position of its last change (near-dup compares the older)."""
+
+    path: str
+    sha256: str
+    quality: float | None
+    embedding: bytes
+    changed: int
+
+
 class Removal(NamedTuple):
     """The last decision that took a face out (not reverted)."""
 
@@ -242,6 +260,13 @@ class Queries:
             " AND path != ? AND changed < ? AND analyzed IS NOT NULL ORDER BY path", (faceset, path, changed_before))
         return [NearDupCandidate(*r) for r in rows]
 
+    def near_dup_faces(self, faceset: str) -> list[NearDupFace]:
+        """The analysed kept faces of `faceset`, by path (near_dup_candidates of every face of it at once)."""
+        rows = self.query(
+            f"SELECT path, sha256, quality, {EMBEDDING_SQL}, changed FROM faces WHERE faceset=? AND dropped=0"
+            " AND analyzed IS NOT NULL ORDER BY path", (faceset,))
+        return [NearDupFace(*r) for r in rows]
+
     def anchor_embeddings(self, bucket: str) -> list[bytes]:
         """Embeddings (float32 bytes) of the analysed kept faces of the era bucket `bucket`, by path."""
         rows = self.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE faceset=? AND dropped=0 AND analyzed IS NOT NULL"
@@ -265,6 +290,26 @@ class Queries:
             " WHERE faces.dropped = 0 AND s.area = '' ORDER BY faces.path"
         )
         return [CentroidInput(*r) for r in rows]
+
+    def centroid_inputs_of(self, facesets: Sequence[str]) -> list[CentroidInput]:
+        """centroid_inputs restricted to `facesets` (each faceset's faces by path, as there)."""
+        found: list[CentroidInput] = []
+        for i in range(0, len(facesets), _IN_CHUNK):
+            chunk = tuple(facesets[i : i + _IN_CHUNK])
+            rows = self.query(
+                f"SELECT faces.faceset, faces.path, faces.sha256, r.embedding, {EMBEDDING_SQL}"
+                " FROM faces"
+                " JOIN facesets s ON s.name = faces.faceset LEFT JOIN routed r ON r.sha256 = faces.sha256"
+                f" WHERE faces.dropped = 0 AND s.area = '' AND faces.faceset IN ({','.join('?' * len(chunk))})"
+                " ORDER BY faces.path", chunk)
+            found.extend(CentroidInput(*r) for r in rows)
+        return found
+
+    def facesets_changed_after(self, position: int) -> list[ChangedFaceset]:
+        """Facesets whose kept faces, their embeddings or their area changed after `position`, by name."""
+        rows = self.query("SELECT name, area, members_changed FROM facesets WHERE members_changed > ? ORDER BY name",
+                          (position,))
+        return [ChangedFaceset(*r) for r in rows]
 
     # Facesets ------------------------------------------------------------------------------------
     def facesets(self) -> list[tuple[str, str]]:
