@@ -11,9 +11,13 @@ mkstemp creates its file 0600 whatever the umask; the file is given the mode a p
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 import tempfile
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .faults import crash_point
@@ -51,8 +55,8 @@ def file_mode(umask: int | None = None) -> int:
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
     """Write `data` to `path` atomically. Returns False (and writes nothing) when the bytes are unchanged.
 
-    durable=False skips the fsyncs: for a batch of writes followed by one `os.sync()` (the renderer),
-    which is far cheaper than two fsyncs per file and just as safe for files the log can regenerate."""
+    durable=False skips the fsyncs: for a batch of writes made durable together by a `SyncSet` (the
+    renderer), far cheaper than two fsyncs per file and just as safe for files the log can regenerate."""
     path = Path(path)
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -78,6 +82,118 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
     if durable:
         fsync_dir(path.parent)
     return True
+
+
+def link_or_write(source: Path, path: Path, data: bytes) -> bool:
+    """Make `path` the same file as `source` (whose bytes are `data`): a hard link, put in place atomically.
+
+    Returns False (and changes nothing) when `path` already is `source` (the same inode). Where a hard link
+    cannot be made (a file system without them, another device, too many links), `data` is written as a
+    copy instead, with `atomic_write`'s rules. Never durable: the caller syncs (see `SyncSet`)."""
+    path = Path(path)
+    try:
+        if os.path.samefile(source, path):
+            return False
+    except FileNotFoundError:
+        pass
+    while True:
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"  # the temp pattern the sweeper knows
+        try:
+            os.link(source, tmp)
+            break
+        except FileExistsError:
+            continue
+        except (OSError, NotImplementedError):  # EPERM, EXDEV, EMLINK, ENOTSUP ...: store a copy
+            return atomic_write(path, data, durable=False)
+    try:
+        crash_point(f"write:{path.name}")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _find_syncfs() -> Callable[[int], None] | None:
+    """syncfs(2): flush one file system (the one holding the descriptor), not all of them as sync(2) does.
+
+    os.syncfs where Python has it, else the C library's (Linux, glibc 2.14+ or musl), else None."""
+    native = getattr(os, "syncfs", None)
+    if native is not None:
+        return native  # type: ignore[no-any-return]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return syncfs
+
+
+_syncfs = _find_syncfs()
+
+
+class SyncSet:
+    """The files and folders a batch of `durable=False` writes touched, made durable together by `sync()`.
+
+    With syncfs(2) (Linux): one call per file system the folders are on, which also covers files a batch
+    found unchanged but an earlier process, killed before its own sync, may have left unflushed. Elsewhere:
+    an fsync of every file added (written or not, for the same reason), then of every folder."""
+
+    def __init__(self) -> None:
+        self.files: set[Path] = set()
+        self.folders: set[Path] = set()
+
+    def add(self, path: Path) -> None:
+        path = Path(path)
+        self.files.add(path)
+        self.folders.add(path.parent)
+
+    def add_folder(self, folder: Path) -> None:
+        self.folders.add(Path(folder))
+
+    def sync(self) -> None:
+        """Raises OSError when the kernel reports that written data did not reach the disk."""
+        files, folders = sorted(self.files), sorted(self.folders)
+        if _syncfs is not None:
+            devices: dict[int, Path] = {}
+            for folder in folders:
+                with contextlib.suppress(FileNotFoundError):
+                    devices.setdefault(os.stat(folder).st_dev, folder)
+            for folder in devices.values():
+                fd = os.open(folder, os.O_RDONLY)
+                try:
+                    _syncfs(fd)
+                finally:
+                    os.close(fd)
+        else:
+            for file in files:
+                fsync_path(file)
+            for folder in folders:
+                fsync_dir(folder)
+        self.files.clear()
+        self.folders.clear()
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file already written and closed (a missing one is skipped: nothing of it to flush)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -8,7 +8,6 @@ skipped when the bytes are unchanged.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import orjson
 import structlog
 
 from . import VERSION
-from .atomic import atomic_write
+from .atomic import SyncSet, atomic_write, link_or_write
 from .corpus_state import MASTER_DIRTY, CorpusState
 from .fsz import build_fsz
 from .layout import MASTER_MANIFEST, faceset_dir, fsz_names
@@ -37,6 +36,7 @@ class Renderer:
         self.state = state
         self.corpus = Path(corpus)
         self.top_n = top_n
+        self.synced = SyncSet()  # every projection path this render passed through, synced before marks clear
 
     def render_dirty(self) -> list[str]:
         """Rewrite the projections of every faceset marked dirty (and the master manifest)."""
@@ -48,22 +48,36 @@ class Renderer:
         marks = ",".join("?" * len(names))
         eras = [r[0] for r in self.state.query(
             f"SELECT DISTINCT era FROM faces WHERE era IS NOT NULL AND faceset IN ({marks})", tuple(names))]
-        self._render(sorted(set(names) | set(eras)))
+        rendered = [d for d in dirty if d != MASTER_DIRTY]
+        self._write(sorted(set(names) | set(eras)))
+        try:
+            self._sync()
+        except OSError as e:  # the marks stay: the next render (after coalesce_s) writes and syncs them again
+            log.error("projections not made durable: they stay marked for the next render", error=str(e))
+            return rendered
         self.state.clear_dirty(dirty)
-        return [d for d in dirty if d != MASTER_DIRTY]
+        return rendered
 
     def render_all(self) -> None:
         dirty = self.state.dirty()
-        self._render([name for name, _area in self.state.facesets()])
+        self._write([name for name, _area in self.state.facesets()])
+        self._sync()
         self.state.clear_dirty(dirty)
 
-    def _render(self, names: list[str]) -> None:
-        # Files are written without per-file fsync, then synced once, before the dirty marks are
-        # cleared: a crash before that leaves them marked, and the next start writes them again.
+    # Files are written without per-file fsync, then made durable together (syncfs of the corpus's file
+    # system, not os.sync of every file system on the host) before the dirty marks are cleared: a crash
+    # before that leaves them marked, and the next start writes them again.
+    def _write(self, names: list[str]) -> None:
+        self.synced = SyncSet()
         for name in names:
             self.render_faceset(name)
         self.render_master()
-        os.sync()
+
+    def _sync(self) -> None:
+        try:
+            self.synced.sync()
+        finally:
+            self.synced = SyncSet()
 
     # One faceset ---------------------------------------------------------------------------------
     def faceset_manifest(self, name: str) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -111,6 +125,10 @@ class Renderer:
         # best quality first, unanalysed faces last, file name breaking ties: stable from run to run
         ranked = sorted(faces_and_slotted, key=lambda f: (-float(f.get("quality", -1.0)), f["file"]))
         top = [f["file"] for f in ranked[: self.top_n]]
+        if len(full) <= self.top_n:
+            # every face makes the top N: the top .fsz is the full one (one file, hard-linked under both
+            # names), so its members, and top_files, come in the full file's order
+            top = list(full)
         full_name, top_name = fsz_names(name, self.top_n)
         adopted = self.state.query("SELECT adopted FROM facesets WHERE name=?", (name,))
         manifest: dict[str, Any] = {
@@ -142,9 +160,15 @@ class Renderer:
             except FileNotFoundError:
                 log.warning("face missing while writing .fsz", faceset=name, file=fname)
         full_name, top_name = fsz_names(name, self.top_n)
+        full_fsz = build_fsz(blobs[f] for f in full if f in blobs)
         written = atomic_write(folder / "manifest.json", dumps(manifest), durable=False)
-        written |= atomic_write(folder / full_name, build_fsz(blobs[f] for f in full if f in blobs), durable=False)
-        written |= atomic_write(folder / top_name, build_fsz(blobs[f] for f in top if f in blobs), durable=False)
+        written |= atomic_write(folder / full_name, full_fsz, durable=False)
+        if top == full:  # the same bytes: stored once, under both names (a copy where links are impossible)
+            written |= link_or_write(folder / full_name, folder / top_name, full_fsz)
+        else:
+            written |= atomic_write(folder / top_name, build_fsz(blobs[f] for f in top if f in blobs), durable=False)
+        for fname in ("manifest.json", full_name, top_name):
+            self.synced.add(folder / fname)
         if written:
             log.info("projections written", faceset=name, faces=len(full), area=area or "active")
 
@@ -194,5 +218,8 @@ class Renderer:
         }
 
     def render_master(self) -> None:
-        self.corpus.mkdir(parents=True, exist_ok=True)
+        if not self.corpus.is_dir():
+            self.corpus.mkdir(parents=True, exist_ok=True)
+            self.synced.add_folder(self.corpus.parent)
         atomic_write(self.corpus / MASTER_MANIFEST, dumps(self.master_manifest()), durable=False)
+        self.synced.add(self.corpus / MASTER_MANIFEST)
