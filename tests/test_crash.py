@@ -85,3 +85,23 @@ def test_kill_mid_projection_write_then_next_start_completes_it(tmp_path: Path) 
     assert (corpus / "faceset_002/faceset_002.fsz").read_bytes()[:2] == b"PK"
     cli(data, "rebuild")
     assert projections(corpus) == recovered
+
+
+def test_kill_while_linking_the_top_fsz_then_next_start_completes_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    batch_corpus(data / "corpus")
+    folder = data / "corpus/faceset_002"
+    # faceset_002 has 3 faces: its top-8 .fsz is a hard link of the full one; the first reconcile dies with
+    # the link made under its temp name, not yet renamed
+    _run_until_crash_point(data, "write:faceset_002_top8.fsz", args=("reconcile",))
+    leftovers = list(folder.glob(".faceset_002_top8.fsz.tmp-*"))
+    assert len(leftovers) == 1 and os.path.samefile(leftovers[0], folder / "faceset_002.fsz")
+    assert not (folder / "faceset_002_top8.fsz").exists()
+    cli(data, "reconcile")
+    corpus = data / "corpus"
+    assert not list(corpus.rglob(".*.tmp-*"))
+    assert os.path.samefile(folder / "faceset_002_top8.fsz", folder / "faceset_002.fsz")
+    assert (folder / "faceset_002.fsz").stat().st_nlink == 2  # the temp name's link is gone
+    recovered = projections(corpus)
+    cli(data, "rebuild")
+    assert projections(corpus) == recovered
