@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -57,11 +58,21 @@ def data_folder_use(args: argparse.Namespace) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a mistyped command line is a user error like any other: one line after the usage, exit 1."""
+    """argparse, but a mistyped command line is a user error like any other: one line after the usage, exit 1.
+
+    A verb module's EPILOG (a function returning the text) is called only when its help is printed, so building
+    the parser imports nothing that only the help text needs."""
+
+    lazy_epilog: Callable[[], str] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(1, f"facesetd: error: {message}\n")
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog, self.lazy_epilog = self.lazy_epilog(), None
+        return super().format_help()
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -75,6 +86,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     for name in VERB_MODULES:
         module = importlib.import_module(f"daemon.cli.{name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p.lazy_epilog = getattr(module, "EPILOG", None)
         module.add_arguments(p)
         modules[module.NAME] = module
     return parser, modules

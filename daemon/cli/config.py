@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from daemon.config_toml import render, render_reference
-
 NAME = "config"
 HELP = "print the effective configuration as commented TOML (--defaults: the built-in defaults)"
 
@@ -17,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    # Here, not at the top: daemon.config_toml brings daemon.config (and through it gpu_agent and numpy),
+    # which building the parser for `--help` and the other verbs does not need.
+    from daemon.config_toml import render, render_reference
+
     if args.reference:
         print(render_reference(), end="")
     else:

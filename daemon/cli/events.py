@@ -11,17 +11,28 @@ import textwrap
 import time
 from typing import Any
 
-from state import events as ev
 from state import names
 from state.errors import FacesetdError
+
+# state.events is imported inside the functions that use it, not here: every verb module is imported to build
+# the parser, and `facesetd --help` (or any other verb) should not pay for defining every event class.
 
 NAME = "events"
 HELP = "list events with their ids (positions) and why each file moved; --follow keeps printing new ones"
 
-# Kinds about one inbox (or staged Immich) photo, whose `path` and `sha256` are the photo's.
-PHOTO_KINDS = (ev.PhotoReceived.KIND, ev.PhotoProcessed.KIND, ev.PhotoRejected.KIND, ev.PhotoDeferred.KIND)
-# Kinds that move files (their payload's `moves` are (src, dest) pairs).
-DECISION_KINDS = tuple(sorted(k for k, cls in ev.REGISTRY.items() if issubclass(cls, ev.Decision)))
+
+def photo_kinds() -> tuple[str, ...]:
+    """Kinds about one inbox (or staged Immich) photo, whose `path` and `sha256` are the photo's."""
+    from state import events as ev
+
+    return (ev.PhotoReceived.KIND, ev.PhotoProcessed.KIND, ev.PhotoRejected.KIND, ev.PhotoDeferred.KIND)
+
+
+def decision_kinds() -> tuple[str, ...]:
+    """Kinds that move files (their payload's `moves` are (src, dest) pairs)."""
+    from state import events as ev
+
+    return tuple(sorted(k for k, cls in ev.REGISTRY.items() if issubclass(cls, ev.Decision)))
 
 
 class UnknownKind(FacesetdError):
@@ -30,13 +41,18 @@ class UnknownKind(FacesetdError):
 
 def kinds_epilog() -> str:
     """The event kinds, for the verb's --help."""
+    from state import events as ev
+
     return "event kinds (--kind):\n" + textwrap.fill(", ".join(sorted(ev.REGISTRY)), width=100,
                                                      initial_indent="  ", subsequent_indent="  ")
 
 
+# The verb's --help epilog, made when that help is printed (daemon/cli/__init__.py), not when the parser is built.
+EPILOG = kinds_epilog
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = kinds_epilog()
     p.add_argument("--kind", action="append", help="only events of this kind (repeatable; the kinds are listed below)")
     p.add_argument("--path", metavar="NAME",
                    help="only the events of this photo (a name such as IMG_1.jpg, or its path in the inbox) and of"
@@ -49,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_kinds(kinds: list[str] | None) -> None:
     """Raise UnknownKind (one line, exit 1) for a --kind that is not an event kind."""
+    from state import events as ev
+
     bad = [k for k in kinds or [] if k not in ev.REGISTRY]
     if bad:
         raise UnknownKind(f"unknown event kind {', '.join(map(repr, bad))}; the kinds are: {', '.join(sorted(ev.REGISTRY))}")
@@ -66,6 +84,8 @@ def _payload(event: Any) -> dict[str, Any]:
 def why(kind: str, payload: dict[str, Any]) -> str:
     """The one-line reason a readable line ends with: the decision's reason, a photo's note, what was skipped,
     an error. Empty when the event carries none."""
+    from state import events as ev
+
     parts: list[str] = []
     if kind == ev.PhotoProcessed.KIND:
         faces = payload.get("faces") or ()
@@ -113,14 +133,15 @@ def _normalise(name: str, app: Any) -> str:
 
 def photo_positions(log: Any, name: str) -> list[int]:
     """Positions of the events of the photos called `name` and of the face crops that came from them."""
-    photos = [se for se in log.read(0, None, kinds=PHOTO_KINDS)
+    photo = photo_kinds()
+    photos = [se for se in log.read(0, None, kinds=photo)
               if _name_matches(name, se.event.path) or _name_matches(name, getattr(se.event, "dest", ""))]
     shas = {se.event.sha256 for se in photos if se.event.sha256}
     if not shas:
         return sorted(se.position for se in photos)
     # Photo events of the same bytes (e.g. "already processed as ..."), the events of the crops cut from them
     # and the decisions that moved those crops.
-    found = log.photo_trail(shas, PHOTO_KINDS, DECISION_KINDS) | {se.position for se in photos}
+    found = log.photo_trail(shas, photo, decision_kinds()) | {se.position for se in photos}
     return sorted(found)
 
 

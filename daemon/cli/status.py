@@ -6,8 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from daemon.pipeline import summarize
-
 NAME = "status"
 HELP = ("show facesets (active/masked/merged/thin, each with its faces), images, the pool and the people close to"
         " becoming a faceset, log position and pending work")
@@ -29,6 +27,10 @@ def pool_line(pool: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    # Here, not at the top: every verb module is imported to build the parser, and the pipeline brings the
+    # handlers, numpy and the corpus state, which `--help` and the other verbs do not need.
+    from daemon.pipeline import summarize
+
     s = summarize(app.pipeline)
     if args.json:
         print(json.dumps(s, sort_keys=True))
