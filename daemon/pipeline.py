@@ -289,9 +289,7 @@ class Pipeline:
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone."""
-        self.state.reset()
-        self.state.catch_up()
-        self.renderer.render_all()
+        self.renderer.rebuild()
 
     # Restore ---------------------------------------------------------------------------------------
     def restore(self, position: int) -> int:

@@ -58,6 +58,12 @@ class Renderer:
         self.state.clear_dirty(dirty)
         return rendered
 
+    def rebuild(self) -> None:
+        """Regenerate every projection from the log alone: the state tables replayed, every file rewritten."""
+        self.state.reset()
+        self.state.catch_up()
+        self.render_all()
+
     def render_all(self) -> None:
         dirty = self.state.dirty()
         self._write([name for name, _area in self.state.facesets()])

@@ -16,16 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    # What Pipeline.rebuild() does, on the corpus state and the renderer alone (keep the two alike): app.pipeline
-    # would import the handlers (every check, the pool clustering), which a rebuild never runs.
+    # The corpus state and the renderer alone, not app.pipeline: that would import the handlers (every check, the
+    # pool clustering), which a rebuild never runs.
     from state.corpus_state import CorpusState
     from state.render import Renderer
 
     app.lock_data_folder(NAME, args.wait)
     app.ensure_folders()
-    state = CorpusState(app.events)
-    state.reset()
-    state.catch_up()
-    Renderer(state, app.config.corpus_dir, app.config.projection.top_n).render_all()
+    Renderer(CorpusState(app.events), app.config.corpus_dir, app.config.projection.top_n).rebuild()
     print(f"rebuilt projections from {app.events.head()} events")
     return 0
