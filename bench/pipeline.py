@@ -39,7 +39,7 @@ def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     from daemon.config import load_config
     from daemon.pipeline import Pipeline
-    from gpu_agent.clip_export import clip_dir, export_clip
+    from gpu_agent.clip_export import IMAGE_FILE, clip_dir, export_clip
     from gpu_agent.face_engine import InsightFaceEngine
     from gpu_agent.fetch import fetch_pack
     from gpu_agent.occlusion import OnnxOcclusionScorer
@@ -54,7 +54,8 @@ def main() -> int:
     if args.no_clip:
         scorer = GivenScorer(available=False)
     else:
-        if not (clip_dir(args.models, "ViT-B-32", None) / "clip_image.onnx").exists():
+        # Exported once, then reused: a fresh random tower every run would make the ratios incomparable.
+        if not (clip_dir(args.models, "ViT-B-32", None) / IMAGE_FILE).exists():
             import math
 
             export_clip("ViT-B-32", None, args.models, logit_scale=math.log(100.0))
