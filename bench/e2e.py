@@ -69,11 +69,55 @@ class CountingEngine:
         """'method pad=P batch=N WxH' -> calls (sizes as decoded)."""
         out: dict[str, int] = {}
         for method, pad, images, _s in self.calls:
-            sizes = ",".join(sorted({f"{x.shape[1]}x{x.shape[0]}" if hasattr(x, "shape") else f"{len(x)}B"
-                                     for x in images}))
-            key = f"{method} pad={pad} batch={len(images)} {sizes if len(sizes) < 40 else 'photo sizes'}"
+            sizes = {f"{x.shape[1]}x{x.shape[0]}" if hasattr(x, "shape") else "bytes" for x in images}
+            key = f"{method} pad={pad} batch={len(images)} {sizes.pop() if sizes == {'512x512'} else 'photos'}"
             out[key] = out.get(key, 0) + 1
         return out
+
+
+class Timers:
+    """Wall seconds and calls of the product's non-model steps (--breakdown): module functions wrapped."""
+
+    TARGETS = (
+        ("cv2", "imencode", "PNG encode of the crops (cv2.imencode)"),
+        ("gpu_agent.crop", "decode_image", "decode (photos, then crops in embed)"),
+        ("gpu_agent.crop", "crop_face", "crop_face (cut + resize to 512)"),
+        ("gpu_agent.quality", "crop_quality", "crop_quality"),
+        ("handlers.route_photo", "_write_crop", "crop file write (atomic, fsync)"),
+        ("handlers.route_photo", "move_aside", "photo moved to _processed (fsync)"),
+        ("daemon.pipeline", "receive", "receive (hash, EXIF, photo_received)"),
+        ("state.render", "Renderer.render_dirty", "render (.fsz, manifests)"),
+        ("state.eventlog", "EventLog.append", "event log append (commit)"),
+    )
+
+    def __init__(self) -> None:
+        import importlib
+
+        self.spent: dict[str, list[float]] = {}
+        self.undo: list[tuple[Any, str, Any]] = []
+        for mod_name, attr, label in self.TARGETS:
+            owner: Any = importlib.import_module(mod_name)
+            *path, name = attr.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            self.undo.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, self._wrap(getattr(owner, name), label))
+
+    def _wrap(self, fn: Any, label: str) -> Any:
+        spent = self.spent.setdefault(label, [0.0, 0])
+
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - t0
+                spent[1] += 1
+        return timed
+
+    def close(self) -> None:
+        for owner, name, fn in reversed(self.undo):
+            setattr(owner, name, fn)
 
 
 def copy_inbox(faces: Path, inbox: Path) -> int:
@@ -92,14 +136,20 @@ def fresh_folder(root: Path, faces: Path, toml: str) -> tuple[Path, int]:
     return data, copy_inbox(faces, data / "inbox")
 
 
-def corpus_digest(data: Path) -> tuple[int, int, str]:
-    """(PNG crops, their bytes, sha256 over their names and contents) of a data folder's corpus."""
-    h, n, size = hashlib.sha256(), 0, 0
+def corpus_digest(data: Path) -> tuple[int, int, str, str]:
+    """(PNG crops, their bytes, sha256 over their names and bytes, sha256 over their names and decoded pixels)
+    of a data folder's corpus: the pixel digest stays when only the PNG encoder settings change."""
+    import cv2
+    import numpy as np
+
+    h, px, n, size = hashlib.sha256(), hashlib.sha256(), 0, 0
     for p in sorted((data / "corpus").rglob("*.png")):
         b = p.read_bytes()
-        h.update(p.relative_to(data).as_posix().encode() + b"\0" + hashlib.sha256(b).digest())
+        name = p.relative_to(data).as_posix().encode() + b"\0"
+        h.update(name + hashlib.sha256(b).digest())
+        px.update(name + cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED).tobytes())
         n, size = n + 1, size + len(b)
-    return n, size, h.hexdigest()[:16]
+    return n, size, h.hexdigest()[:16], px.hexdigest()[:16]
 
 
 class Bench:
@@ -137,7 +187,8 @@ class Bench:
                 self.engine.analyze_arrays([c], pad=False)
         return time.perf_counter() - t0
 
-    def product(self, profile: bool = False) -> tuple[float, CountingEngine, Any, tuple[int, int, str]]:
+    def product(self, profile: bool = False, timers: Timers | None = None
+                ) -> tuple[float, CountingEngine, Any, tuple[int, int, str, str]]:
         """(b): Pipeline.reconcile() on a fresh data folder, the engine already open and warm."""
         from daemon.config import load_config
         from daemon.pipeline import Pipeline
@@ -160,6 +211,12 @@ class Bench:
         else:
             report = pipeline.reconcile()
             wall = time.perf_counter() - t0
+        if timers is not None:
+            timers.close()
+            print(f"--- where (b)'s {wall:.2f} s go (one more run, timed steps; nested steps overlap) ---")
+            print(f"{sum(c[3] for c in counting.calls):7.3f} s  {len(counting.calls):4d} calls  the engine's calls")
+            for label, (secs, n) in timers.spent.items():
+                print(f"{secs:7.3f} s  {n:4d} calls  {label}")
         digest = corpus_digest(data)
         shutil.rmtree(data)
         return wall, counting, report, digest
@@ -184,6 +241,39 @@ class Bench:
         return wall, done.stderr if importtime else done.stdout
 
 
+def png_options(crops: list[Any], reps: int = 5) -> None:
+    """ms per crop (best of `reps`) and KiB per crop of cv2.imencode settings, and their decode time."""
+    import cv2
+
+    options = {
+        "default (level 1, Z_RLE, filter SUB)": [],
+        "filter UP (level 1, Z_RLE)": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP],
+        "filter UP, Huffman only": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+                                    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
+        "filter PAETH (level 1, Z_RLE)": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH],
+        "filter NONE (level 1, Z_RLE)": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE],
+        "level 1, Z_DEFAULT_STRATEGY": [cv2.IMWRITE_PNG_COMPRESSION, 1],
+        "level 0 (stored)": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+        "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+    }
+    print(f"--- PNG encoder settings on the {len(crops)} crops (cv2 {cv2.__version__}) ---")
+    print("| setting | encode ms/crop | decode ms/crop | KiB/crop |")
+    print("|---|---|---|---|")
+    for name, params in options.items():
+        enc, dec, size = 1e9, 1e9, 0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            blobs = [cv2.imencode(".png", c, params)[1] for c in crops]
+            enc = min(enc, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for blob in blobs:
+                cv2.imdecode(blob, cv2.IMREAD_COLOR)
+            dec = min(dec, time.perf_counter() - t0)
+            size = sum(len(blob) for blob in blobs)
+        n = len(crops)
+        print(f"| {name} | {enc / n * 1e3:.2f} | {dec / n * 1e3:.2f} | {size / n / 1024:.1f} |")
+
+
 def print_profile(prof: Any, out: Path | None) -> None:
     import pstats
 
@@ -206,7 +296,7 @@ def print_imports(stderr: str) -> None:
 
 
 def report(b: Bench, runs: dict[str, list[float]], counted: CountingEngine, said: Any,
-           digest: tuple[int, int, str], out_a: str) -> None:
+           digest: tuple[int, int, str, str], out_a: str) -> None:
     best = {k: min(v) for k, v in runs.items() if v}
     m = b.config.models
     print(f"photos: {b.n_photos}  face pack: buffalo_sc (CPU, det_size {m.det_size}, batch {m.batch_size})  "
@@ -214,7 +304,7 @@ def report(b: Bench, runs: dict[str, list[float]], counted: CountingEngine, said
           f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"engine load in this process: {b.load_s:.2f} s; best of {b.args.reps} interleaved runs each")
     print(f"product: {json.dumps(said.as_dict(), sort_keys=True)}")
-    print(f"crops written: {digest[0]} ({digest[1] / 1e6:.2f} MB, digest {digest[2]})")
+    print(f"crops written: {digest[0]} ({digest[1] / 1e6:.2f} MB, bytes digest {digest[2]}, pixels digest {digest[3]})")
     print(f"model calls the product made: {len(counted.calls)}")
     for key, n in sorted(counted.summary().items()):
         print(f"  {n:4d} x {key}")
@@ -243,6 +333,8 @@ def main() -> int:
     ap.add_argument("--no-process", action="store_true", help="skip (a), the reconcile subprocess")
     ap.add_argument("--profile", action="store_true", help="one more (b) under cProfile")
     ap.add_argument("--profile-out", type=Path, help="with --profile: also save the pstats file here")
+    ap.add_argument("--breakdown", action="store_true", help="one more (b) with its non-model steps timed")
+    ap.add_argument("--png", action="store_true", help="time and size of PNG encoder settings on the crops")
     ap.add_argument("--importtime", action="store_true", help="the slowest imports of one more (a)")
     args = ap.parse_args()
 
@@ -264,6 +356,10 @@ def main() -> int:
                 wall, out_a = b.process()
                 runs["a"].append(wall)
         report(b, runs, counted, said, digest, out_a)
+        if args.breakdown:
+            b.product(timers=Timers())
+        if args.png:
+            png_options([c for cs in b.crops for c in cs])
         if args.profile:
             b.product(profile=True)
         if args.importtime:
