@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .interface import DetectedFace, FaceEngine, OcclusionScorer
-from .settings import AgentSettings, ModelSettings
+if TYPE_CHECKING:
+    from .interface import DetectedFace, FaceEngine, OcclusionScorer
+    from .settings import AgentSettings, ModelSettings
 
 __all__ = ["DetectedFace", "FaceEngine", "OcclusionScorer", "open_engines"]
+
+
+def __getattr__(name: str) -> Any:
+    # The interface names on first use: importing the package (daemon.config reads gpu_agent.settings) must not
+    # import numpy through gpu_agent.interface, or every reading verb pays for it (tests/test_startup.py).
+    if name in ("DetectedFace", "FaceEngine", "OcclusionScorer"):
+        from . import interface
+
+        return getattr(interface, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_engines(models: ModelSettings, agent: AgentSettings, models_dir: Path) -> tuple[FaceEngine, OcclusionScorer]:

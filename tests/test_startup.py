@@ -76,3 +76,10 @@ def test_reading_verbs_import_no_model_stack(data: Path, args: tuple[str, ...]) 
     assert heavy(names, NEVER) == []
     if args[0] != "status":  # status counts the pending work and the pool, which are the handlers'
         assert heavy(names, NO_CHECKS) == []
+
+
+@pytest.mark.parametrize("args", [("events",), ("events", "--json"), ("config",)])
+def test_verbs_without_vectors_import_no_numpy(data: Path, args: tuple[str, ...]) -> None:
+    """`config` shows settings, and `events` decodes a vector (importing numpy) only when the log holds one: this
+    small corpus, reconciled without models, has none. (status and rebuild need numpy: the state's arrays.)"""
+    assert heavy(imported(_facesetd(data, *args)), ("numpy",)) == []
