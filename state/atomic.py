@@ -73,12 +73,11 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        crash_point(f"write:{path.name}")
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _put_in_place(Path(tmp), path)
     if durable:
         fsync_dir(path.parent)
     return True
@@ -105,6 +104,12 @@ def link_or_write(source: Path, path: Path, data: bytes) -> bool:
             continue
         except (OSError, NotImplementedError):  # EPERM, EXDEV, EMLINK, ENOTSUP ...: store a copy
             return atomic_write(path, data, durable=False)
+    _put_in_place(tmp, path)
+    return True
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Rename the finished temp file over `path` (atomic); on any failure the temp file is removed."""
     try:
         crash_point(f"write:{path.name}")
         os.replace(tmp, path)
@@ -112,7 +117,6 @@ def link_or_write(source: Path, path: Path, data: bytes) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return True
 
 
 def _find_syncfs() -> Callable[[int], None] | None:
