@@ -155,16 +155,6 @@ class FaceScores(NamedTuple):
     scores: str
 
 
-class NearDupCandidate(NamedTuple):
-    """An analysed face of a faceset, compared with a newer one."""
-
-    path: str
-    sha256: str
-    quality: float | None
-    embedding: bytes
-    scores: str
-
-
 class Queries:
     """Named reads of the state tables (mixed into CorpusState, which supplies `log`)."""
 
@@ -253,15 +243,8 @@ class Queries:
             (sha256, changed_before))
         return [(p, f) for p, f in rows]
 
-    def near_dup_candidates(self, faceset: str, path: str, changed_before: int) -> list[NearDupCandidate]:
-        """The analysed kept faces of `faceset` other than `path`, changed before `changed_before`, by path."""
-        rows = self.query(
-            f"SELECT path, sha256, quality, {EMBEDDING_SQL}, scores FROM faces WHERE faceset=? AND dropped=0"
-            " AND path != ? AND changed < ? AND analyzed IS NOT NULL ORDER BY path", (faceset, path, changed_before))
-        return [NearDupCandidate(*r) for r in rows]
-
     def near_dup_faces(self, faceset: str) -> list[NearDupFace]:
-        """The analysed kept faces of `faceset`, by path (near_dup_candidates of every face of it at once)."""
+        """The analysed kept faces of `faceset`, by path (the candidates of every new face of it at once)."""
         rows = self.query(
             f"SELECT path, sha256, quality, {EMBEDDING_SQL}, changed FROM faces WHERE faceset=? AND dropped=0"
             " AND analyzed IS NOT NULL ORDER BY path", (faceset,))
@@ -419,11 +402,6 @@ class Queries:
                 "SELECT face_id, path, sha256, photo_sha256, quality, source, embedding FROM pool"
                 f" WHERE face_id IN ({','.join('?' * len(chunk))})", chunk))
         return sorted(found, key=lambda r: r.face_id)
-
-    def pool_embeddings(self) -> list[PoolEmbedding]:
-        """Photo and embedding of every face waiting in the pool, by face id."""
-        rows = self.query("SELECT face_id, photo_sha256, embedding FROM pool ORDER BY face_id")
-        return [PoolEmbedding(*r) for r in rows]
 
     def pool_faces_of_photo(self, photo_sha256: str) -> list[PhotoPoolFace]:
         """The pool faces cropped from this photo, by face id."""

@@ -48,8 +48,9 @@ def old_nearest(cents: dict[str, np.ndarray], vec: np.ndarray) -> tuple[str, flo
 
 
 def _existing(ctx: HandlerContext, face) -> list[tuple[str, str, float | None, np.ndarray]]:
-    rows = ctx.state.near_dup_candidates(face.faceset, face.path, face.changed)
-    return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _sc in rows if p not in ctx.batch.claimed]
+    # The old per-face query (other kept analysed faces of the faceset, changed before this one), by path.
+    rows = [r for r in ctx.state.near_dup_faces(face.faceset) if r.path != face.path and r.changed < face.changed]
+    return [(p, s, q, np.frombuffer(emb, dtype="<f4")) for p, s, q, emb, _ch in rows if p not in ctx.batch.claimed]
 
 
 def old_check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnalyzed]]) -> list[ev.Event]:

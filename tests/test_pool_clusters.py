@@ -99,7 +99,7 @@ def reference_clusters(state: CorpusState, t: float = T, exclude: set[str] = fro
     """Every cluster of scipy complete linkage over the whole pool (less `exclude`), by first face id."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    rows = [r for r in state.pool_embeddings() if r.face_id not in exclude]
+    rows = [r for r in state.pool_rows() if r.face_id not in exclude]
     if len(rows) == 1:
         return [[rows[0].face_id]]
     vecs = np.stack([unit(np.frombuffer(r.embedding, dtype="<f4")) for r in rows]).astype(np.float64)
@@ -301,7 +301,7 @@ def test_pool_summary_counts_as_before(tmp_path: Path) -> None:
     rng = np.random.default_rng(12)
     pool = Pool(tmp_path)
     pool.add(clustered(rng, 1000, 30), photos_per=2)
-    rows = pool.state.pool_embeddings()
+    rows = pool.state.pool_rows()
     photo = {r.face_id: r.photo_sha256 for r in rows}
     want = sorted(len({photo[f] for f in c}) for c in reference_clusters(pool.state) if len(c) > 1)
     assert sorted(new_clusters(pool.state).photo_counts()) == want
