@@ -39,6 +39,17 @@ def projections(corpus: Path) -> dict[str, str]:
     }
 
 
+def rebuilt_from_log_alone(data: Path, copy: Path) -> dict[str, str]:
+    """The projections `facesetd rebuild` writes into a copy of the data folder with every manifest and .fsz
+    removed: what the log alone regenerates."""
+    shutil.copytree(data, copy)
+    for f in (copy / "corpus").rglob("*"):
+        if f.name == "manifest.json" or f.suffix == ".fsz":
+            f.unlink()
+    cli(copy, "rebuild")
+    return projections(copy / "corpus")
+
+
 def images(corpus: Path) -> dict[str, str]:
     return {
         str(p.relative_to(corpus)): hashlib.sha256(p.read_bytes()).hexdigest()

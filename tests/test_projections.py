@@ -4,12 +4,11 @@ restore undoes prunes and quarantines exactly."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 from corpus_factory import batch_corpus
-from helpers import cli, images, open_pipeline, projections, prune, quarantine
+from helpers import cli, images, open_pipeline, projections, prune, quarantine, rebuilt_from_log_alone
 
 
 def _adopted(tmp_path: Path) -> Path:
@@ -70,13 +69,7 @@ def test_replaying_the_log_gives_byte_identical_projections(tmp_path: Path) -> N
     cli(data, "rebuild")
     assert projections(data / "corpus") == first
     # a copy with every projection removed regenerates the same bytes from the log alone
-    copy = tmp_path / "copy"
-    shutil.copytree(data, copy)
-    for f in (copy / "corpus").rglob("*"):
-        if f.name == "manifest.json" or f.suffix == ".fsz":
-            f.unlink()
-    cli(copy, "rebuild")
-    assert projections(copy / "corpus") == first
+    assert rebuilt_from_log_alone(data, tmp_path / "copy") == first
 
 
 def test_restore_undoes_a_prune_exactly(tmp_path: Path) -> None:

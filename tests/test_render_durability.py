@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from corpus_factory import batch_corpus, write_png
-from helpers import cli, open_pipeline, projections, prune
+from helpers import cli, open_pipeline, projections, prune, rebuilt_from_log_alone
 
 import state.atomic as atomic
 
@@ -150,13 +149,7 @@ def test_a_faceset_of_top_n_or_fewer_faces_stores_its_fsz_once(tmp_path: Path) -
     assert projections(corpus) == linked
     assert os.path.samefile(full, top)
     # a copy of the data folder without any projection rebuilds the same bytes from the log
-    copy = tmp_path / "copy"
-    shutil.copytree(data, copy)
-    for f in (copy / "corpus").rglob("*"):
-        if f.name == "manifest.json" or f.suffix == ".fsz":
-            f.unlink()
-    cli(copy, "rebuild")
-    assert projections(copy / "corpus") == linked
+    assert rebuilt_from_log_alone(data, tmp_path / "copy") == linked
 
 
 def test_where_hard_links_fail_the_top_fsz_is_a_copy_of_the_same_bytes(tmp_path: Path,
