@@ -125,14 +125,15 @@ class Pipeline:
         their moves done, and the pool promotion they made due is evaluated. A long clustering pass (a big pool's
         first after a start, run in slices) does not hold photos back: one received meanwhile is routed at once,
         and its pool faces join the pass when the search under way is done."""
-        if self.dispatcher.pending() or self.state.pending_decisions():
-            return False
-        return not self.promotion_due() or (self.pool is not None and self.pool.searching)
+        return self._settled() and (not self.promotion_due() or (self.pool is not None and self.pool.searching))
 
     def idle(self) -> bool:
         """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated."""
-        return (self.dispatcher.pending() == 0 and not self.state.pending_decisions()
-                and not self.promotion_due())
+        return self._settled() and not self.promotion_due()
+
+    def _settled(self) -> bool:
+        """Every event handled and every decided move done."""
+        return self.dispatcher.pending() == 0 and not self.state.pending_decisions()
 
     def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> int:
         """Run `step()` until all processors are caught up with the log; returns how many events the handlers
