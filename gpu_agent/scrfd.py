@@ -144,7 +144,7 @@ class Scrfd:
     def _anchor_centres(self, height: int, width: int, stride: int) -> np.ndarray:
         key = (height, width, stride)
         if key not in self._centres:
-            centres = np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32)
+            centres = np.stack(list(np.mgrid[:height, :width][::-1]), axis=-1).astype(np.float32)  # x, y
             centres = (centres * stride).reshape((-1, 2))
             if self.num_anchors > 1:
                 centres = np.stack([centres] * self.num_anchors, axis=1).reshape((-1, 2))

@@ -264,3 +264,57 @@ def test_a_detector_without_landmarks_is_refused_by_name(models_root: Path, face
     (boxes, kpss), (ref_boxes, ref_kpss) = ours.detect(img), theirs.detect(img, max_num=0)
     assert kpss is None and ref_kpss is None and boxes.shape == ref_boxes.shape == (6, 5)
     assert np.abs(boxes - ref_boxes).max() <= BOX_PX
+
+
+def _five_stride_detector(path: Path, with_kps: bool) -> Path:
+    """A real ONNX model in SCRFD's five-stride layout (strides 8 ... 128, one anchor, outputs without a batch axis;
+    10 outputs, or 15 with landmarks), random 1x1 convolutions over average-pooled pixels: no trained 5-stride
+    detector is at hand, and the decoding only depends on the layout."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    nodes, inits, outs = [], [], []
+    widths = {"score": 1, "bbox": 4, "kps": 10} if with_kps else {"score": 1, "bbox": 4}
+    for kind, k in widths.items():
+        for s in (8, 16, 32, 64, 128):
+            name = f"{kind}_{s}"
+            w = rng.normal(0, 1.5, (k, 3, 1, 1)).astype(np.float32)
+            b = np.full(k, -1.0 if kind == "score" else 1.0, np.float32)
+            inits += [numpy_helper.from_array(w, name + "_w"), numpy_helper.from_array(b, name + "_b"),
+                      numpy_helper.from_array(np.array([-1, k], np.int64), name + "_shape")]
+            nodes += [helper.make_node("AveragePool", ["input"], [name + "_p"], kernel_shape=[s, s], strides=[s, s]),
+                      helper.make_node("Conv", [name + "_p", name + "_w", name + "_b"], [name + "_c"]),
+                      helper.make_node("Transpose", [name + "_c"], [name + "_t"], perm=[0, 2, 3, 1]),
+                      helper.make_node("Reshape", [name + "_t", name + "_shape"], [name + "_r"]),
+                      helper.make_node("Sigmoid" if kind == "score" else "Abs", [name + "_r"], [name])]
+            outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", k]))
+    graph = helper.make_graph(nodes, "scrfd5", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            [1, 3, "h", "w"])], outs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("with_kps", [True, False], ids=["15 outputs", "10 outputs"])
+def test_five_stride_layouts_decode_as_insightface_decodes_them(tmp_path: Path, faces_dir: Path, with_kps: bool) -> None:
+    from insightface.model_zoo.scrfd import SCRFD
+
+    from gpu_agent.onnx_graph import graph_info
+    from gpu_agent.providers import new_session
+    from gpu_agent.scrfd import Scrfd
+
+    det = _five_stride_detector(tmp_path / "det.onnx", with_kps)
+    ours = Scrfd(new_session(det, ["CPUExecutionProvider"], session_options(ModelSettings())), graph_info(det),
+                 (640, 640), 0.5)
+    theirs = SCRFD(model_file=str(det))
+    theirs.prepare(0, input_size=(640, 640), det_thresh=0.5)
+    assert (ours.strides, ours.num_anchors, ours.use_kps) == (tuple(theirs._feat_stride_fpn), 1, with_kps)
+    for photo in (faces_dir / "group" / "insightface_t1.jpg", faces_dir / "identities" / "obama" / "obama_small.jpg"):
+        img = cv2.imread(str(photo))
+        (boxes, kpss), (ref_boxes, ref_kpss) = ours.detect(img), theirs.detect(img, max_num=0)
+        assert boxes.shape == ref_boxes.shape and boxes.shape[0] >= 3, photo.name
+        assert np.abs(boxes - ref_boxes).max() <= BOX_PX, photo.name
+        if with_kps:
+            assert kpss is not None and ref_kpss is not None and np.abs(kpss - ref_kpss).max() <= BOX_PX
+        else:
+            assert kpss is None and ref_kpss is None
