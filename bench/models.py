@@ -60,6 +60,21 @@ def rates(fns: dict[str, Callable[[Sequence[bytes]], object]], images: Sequence[
     return {k: (len(images) / statistics.median(wall[k]), len(images) / statistics.median(cpu[k])) for k in fns}
 
 
+def raw_face_analysis(engine: InsightFaceEngine):  # type: ignore[no-untyped-def]
+    """insightface's FaceAnalysis on the engine's pack, detection and recognition only, the same providers and
+    session options: what the engine wrapped before it ran the models with its own port."""
+    from insightface.app import FaceAnalysis
+
+    from gpu_agent.providers import choose_providers, session_options
+
+    s = engine.settings
+    providers = choose_providers(s)
+    app = FaceAnalysis(name=str(engine.pack_path.resolve()), allowed_modules=["detection", "recognition"],
+                       providers=providers, sess_options=session_options(s, providers))
+    app.prepare(ctx_id=0, det_size=(s.det_size, s.det_size), det_thresh=s.det_thresh)
+    return app
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pack", default="buffalo_sc")
@@ -74,7 +89,7 @@ def main() -> int:
     fetch_pack(args.pack, args.models_root)
     settings = ModelSettings(face_pack=args.pack, batch_size=args.batch, intra_op_threads=args.threads)
     engine = InsightFaceEngine(settings, args.models_root)
-    raw_app = engine.app  # the very FaceAnalysis the engine wraps: same sessions, same providers
+    raw_app = raw_face_analysis(engine)
 
     photos = [p.read_bytes() for p in sorted((args.faces / "identities").glob("*/*.jpg"))]
     photos += [p.read_bytes() for p in sorted((args.faces / "group").glob("*.jpg"))]

@@ -1,4 +1,9 @@
-"""The in-process face engine: insightface FaceAnalysis (detector + ArcFace) on onnxruntime.
+"""The in-process face engine: an insightface pack's SCRFD detector and ArcFace recognizer on onnxruntime.
+
+The models are insightface's and so are the results (tests/test_gpu_engine_reference.py holds them to insightface's
+FaceAnalysis on every test photo), but the code is our own small port (gpu_agent.scrfd, .arcface, .face_align):
+the `insightface` package, whose import pulls its model zoo, onnx, requests, scipy and scikit-image (~0.3 s), is
+not imported.
 
 Detection runs image by image (as roop does); recognition runs once per batch over every face found in it,
 which is where batching pays off. Embeddings are L2-normalised here, once, so every consumer compares
@@ -8,7 +13,6 @@ unit vectors.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,17 +20,17 @@ from typing import Any
 import numpy as np
 import structlog
 
+from .arcface import ArcFace
 from .crop import decode_image, pad_image
-from .errors import ModelNotFound
+from .face_align import norm_crop
 from .fetch import require_pack, sha256_file
 from .interface import DetectedFace
-from .providers import choose_providers, log_providers_in_use, session_options
+from .pack_models import PackModels, find_pack_models
+from .providers import choose_providers, log_providers_in_use, new_session, session_options
+from .scrfd import Scrfd
 from .settings import ModelSettings
 
 log = structlog.get_logger("facesetd.gpu_agent")
-
-# insightface's norm_crop calls scikit-image's deprecated SimilarityTransform.estimate once per face.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.utils\.face_align")
 
 # Border added (each side, as a fraction of the long edge) when pad=True and the plain pass found nothing.
 PAD_FRACTION = 0.5
@@ -37,31 +41,22 @@ PAD_MIN_FILL = 0.6
 
 
 class InsightFaceEngine:
-    """FaceEngine backed by insightface's FaceAnalysis loaded from <models_dir>/models/<face_pack>/."""
+    """FaceEngine running the detector and recognizer of the insightface pack in <models_dir>/models/<face_pack>/."""
 
     def __init__(self, settings: ModelSettings, models_dir: Path) -> None:
-        from insightface.app import FaceAnalysis
-
         self.settings = settings
         self.pack_path = require_pack(settings.face_pack, Path(models_dir))
         self.providers = choose_providers(settings)
         # Only detection and recognition: buffalo_l's landmark and gender/age models would triple the cost
         # for outputs the corpus never uses.
-        self.app = FaceAnalysis(
-            name=str(self.pack_path.resolve()),  # an absolute folder: insightface loads it, never downloads
-            allowed_modules=["detection", "recognition"],
-            providers=self.providers,
-            sess_options=session_options(settings, self.providers),
-        )
-        if "recognition" not in self.app.models:
-            raise ModelNotFound(f"model pack {settings.face_pack} in {self.pack_path} has no recognition model")
-        # ctx_id 0 keeps our providers; a negative ctx_id would make insightface force the CPU.
-        self.app.prepare(ctx_id=0, det_size=(settings.det_size, settings.det_size), det_thresh=settings.det_thresh)
-        self.det = self.app.det_model
-        self.rec = self.app.models["recognition"]
+        found: PackModels = find_pack_models(self.pack_path, settings.face_pack)
+        options = session_options(settings, self.providers)
+        self.det = Scrfd(new_session(found.detector, self.providers, options), found.detector_graph,
+                         found.detector_input_size(settings.det_size), settings.det_thresh)
+        self.rec = ArcFace(new_session(found.recognizer, self.providers, options), found.recognizer_graph)
         self.providers_in_use = list(self.det.session.get_providers())
         log_providers_in_use(f"{settings.face_pack}/detection", self.providers, self.providers_in_use)
-        self._files = {Path(m.model_file).name: sha256_file(Path(m.model_file)) for m in (self.det, self.rec)}
+        self._files = {p.name: sha256_file(p) for p in (found.detector, found.recognizer)}
         self._lock = threading.Lock()  # one inference at a time: the GPU (or CPU threads) is shared anyway
 
     # FaceEngine -------------------------------------------------------------------------------------
@@ -91,10 +86,10 @@ class InsightFaceEngine:
 
     def _detect(self, img: np.ndarray, pad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """(boxes Nx5, kps Nx5x2, the image they refer to, its x and y offset from the original)."""
-        boxes, kpss = self.det.detect(img, max_num=0)
+        boxes, kpss = self._detect_once(img)
         if boxes.shape[0] == 0 and pad:
             padded, dx, dy = pad_image(img, PAD_FRACTION)
-            pboxes, pkpss = self.det.detect(padded, max_num=0)
+            pboxes, pkpss = self._detect_once(padded)
             long_edge = np.maximum(pboxes[:, 2] - pboxes[:, 0], pboxes[:, 3] - pboxes[:, 1])
             keep = long_edge >= PAD_MIN_FILL * min(img.shape[:2])
             pboxes, pkpss = pboxes[keep], pkpss[keep]
@@ -104,15 +99,18 @@ class InsightFaceEngine:
                 return pboxes, pkpss, padded, dx, dy
         return boxes, kpss, img, 0, 0
 
-    def _analyze_batch(self, images: Sequence[np.ndarray], pad: bool) -> list[list[DetectedFace]]:
-        from insightface.utils import face_align
+    def _detect_once(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes, kpss = self.det.detect(img)
+        assert kpss is not None  # find_pack_models takes only detectors with landmarks
+        return boxes, kpss
 
+    def _analyze_batch(self, images: Sequence[np.ndarray], pad: bool) -> list[list[DetectedFace]]:
         found = []
         aligned: list[np.ndarray] = []
         for img in images:
             boxes, kpss, src, dx, dy = self._detect(img, pad)
             for i in range(boxes.shape[0]):
-                aligned.append(face_align.norm_crop(src, landmark=kpss[i], image_size=self.rec.input_size[0]))
+                aligned.append(norm_crop(src, kpss[i], self.rec.input_size[0]))
             found.append((boxes, kpss, dx, dy))
         feats = self.rec.get_feat(aligned) if aligned else np.zeros((0, 512), np.float32)
         feats = np.asarray(feats, dtype=np.float32)

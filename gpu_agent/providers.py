@@ -6,7 +6,9 @@ onnxruntime-directml (Windows), onnxruntime-gpu (CUDA) and onnxruntime (CPU) all
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 
 import onnxruntime as ort
 import structlog
@@ -58,6 +60,23 @@ def session_options(settings: ModelSettings, providers: Sequence[str] = ()) -> o
         opts.enable_mem_pattern = False
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return opts
+
+
+def new_session(model: Path, providers: Sequence[str], options: ort.SessionOptions) -> ort.InferenceSession:
+    """An onnxruntime session of `model` on `providers`, set up as insightface sets up its own: onnxruntime's
+    logger at errors only, and for CUDA the CUDA/cuDNN libraries of the environment preloaded first."""
+    ort.set_default_logger_severity(3)
+    if "CUDAExecutionProvider" in providers:
+        _preload_cuda()
+    return ort.InferenceSession(str(model), sess_options=options, providers=list(providers))
+
+
+@functools.cache
+def _preload_cuda() -> None:
+    # onnxruntime >= 1.21 finds CUDA and cuDNN installed from pip (nvidia-* wheels) only when asked to; once per process.
+    preload = getattr(ort, "preload_dlls", None)
+    if callable(preload):
+        preload()
 
 
 def log_providers_in_use(what: str, requested: Sequence[str], in_use: Sequence[str]) -> None:

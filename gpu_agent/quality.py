@@ -17,23 +17,13 @@ total = 0.30 det_score + 0.20 short_edge + 0.20 sharpness + 0.15 frontality + 0.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.transform import SimilarityTransform
 
+from .face_align import norm_crop
 from .interface import DetectedFace
-
-# insightface's 5-point ArcFace template for a 112x112 crop (insightface.utils.face_align.arcface_dst). The transform
-# is scikit-image's, as insightface's own (scikit-image is one of insightface's requirements).
-ARCFACE_DST = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32)
-# skimage >= 0.26 deprecates SimilarityTransform.estimate, which insightface calls too (its warning is silenced
-# in gpu_agent.face_engine); kept so the transform is computed exactly as before.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"gpu_agent\.quality")
 
 # Weights of the composite (the predecessor's README); they sum to 1.
 W_DET_SCORE = 0.30
@@ -62,14 +52,11 @@ def _clip01(x: float) -> float:
 
 
 def norm_crop_112(image_bgr: np.ndarray, kps: np.ndarray) -> np.ndarray:
-    """The aligned 112x112 face, as insightface's face_align.norm_crop(image, kps, 112) makes it.
+    """The aligned 112x112 face, as insightface's face_align.norm_crop(image, kps, 112) makes it, to the bit.
 
-    Here rather than imported: `insightface` loads its model zoo and onnxruntime on import, and the daemon
-    scores crops itself also when the models run on a remote gpu agent."""
-    assert kps.shape == (5, 2)
-    tform = SimilarityTransform()  # type: ignore[no-untyped-call]  # scikit-image has no annotations
-    tform.estimate(kps, ARCFACE_DST)
-    return cv2.warpAffine(image_bgr, tform.params[0:2, :], (112, 112), borderValue=0.0)
+    gpu_agent.face_align rather than insightface's: `insightface` loads its model zoo and onnxruntime on import,
+    and the daemon scores crops itself also when the models run on a remote gpu agent."""
+    return norm_crop(image_bgr, kps, 112)
 
 
 def sharpness_term(image_bgr: np.ndarray, kps: np.ndarray) -> float:
