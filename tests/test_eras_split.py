@@ -17,7 +17,7 @@ from helpers import cli, images, projections, rebuilt_from_log_alone
 from helpers import log_events as events
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+from tests.handler_fixtures import GivenScorer, pipeline, png, write_corpus
 
 SEED = {"obama.jpg": 2008, "obama1.jpg": 2009, "obama2.jpg": 2015, "obama_partial_face.jpg": None}
 
@@ -57,6 +57,7 @@ def crop_of(corpus: Path, photo: str) -> str:
     return path
 
 
+@pytest.mark.slow
 def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them(
     tmp_path: Path, faces_dir: Path, env: dict[str, str]
 ) -> None:
@@ -135,3 +136,60 @@ def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them
     assert [(b["faceset"], b["first_year"], b["last_year"], b["anchors"]) for b in master["era_buckets"]] == [
         ("faceset_004", 2008, 2017, 5)]
     assert rebuilt_from_log_alone(data, tmp_path / "copy2") == projections(corpus)
+
+
+def test_windows_start_at_the_oldest_year_and_a_bucket_is_the_median_of_its_anchors(
+    tmp_path: Path, face_engine, crops
+) -> None:
+    from handlers.era_split import CannotSplit, plan_split
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, {
+        "faceset_001/faces/a.png": png(crops["obama"], year=2008),
+        "faceset_001/faces/b.png": png(crops["obama1"], year=2014),
+        "faceset_001/faces/c.png": png(crops["obama2"], year=2013),
+        "faceset_001/faces/d.png": png(crops["obama3"], year=2020),
+        "faceset_001/faces/e.png": png(crops["biden"]),  # no year: in no bucket
+        "faceset_007/faces/x.png": png(crops["alex1"]),  # numbers go past every faceset
+        "faceset_009/faces/y.png": png(crops["lin"]),
+    })
+    p = pipeline(tmp_path, lambda: (face_engine, GivenScorer()))
+    p.reconcile()
+    plan = plan_split(p.ctx, "faceset_001", 5)
+    assert [(b["faceset"], b["first_year"], b["last_year"], b["year"], [a[0].rsplit("/", 1)[1] for a in b["anchors"]])
+            for b in plan.buckets] == [("faceset_010", 2008, 2012, 2008, ["a.png"]),
+                                       ("faceset_011", 2013, 2017, 2013, ["b.png", "c.png"]),
+                                       ("faceset_012", 2018, 2022, 2020, ["d.png"])]
+    assert plan.undated == ["faceset_001/faces/e.png"]
+    assert [len(b["anchors"]) for b in plan_split(p.ctx, "faceset_001", 20).buckets] == [4]
+
+    with pytest.raises(CannotSplit, match="no faceset faceset_002"):
+        plan_split(p.ctx, "faceset_002", 5)
+    with pytest.raises(CannotSplit, match="no face with a year"):
+        plan_split(p.ctx, "faceset_007", 5)
+    (position,) = p.log.append([plan.event()])
+    p.settle()
+    assert [b.faceset for b in p.state.made_era_buckets()] == ["faceset_010", "faceset_011", "faceset_012"]
+    assert (corpus / "faceset_011/faces").is_dir()  # the bucket's folder, made by the renderer
+    with pytest.raises(CannotSplit, match=f"restore {position}"):
+        plan_split(p.ctx, "faceset_001", 5)
+    p.restore(position)
+    assert p.state.made_era_buckets() == [] and p.state.faceset_area("faceset_011") == "_merged"
+    assert [b["faceset"] for b in plan_split(p.ctx, "faceset_001", 5).buckets] == [
+        "faceset_013", "faceset_014", "faceset_015"]
+
+
+def test_a_family_with_configured_buckets_is_not_split(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    data = tmp_path / "data"
+    write_corpus(data / "corpus", {"faceset_001/faces/a.png": b"not decoded here"})
+    (data / "facesetd.toml").write_text(
+        '[[eras.buckets]]\nfaceset = "faceset_101"\nfamily = "faceset_001"\nyear = 2010\n')
+    cli(data, "reconcile")
+    proc = cli(data, "eras", "split", "faceset_001", check=False)
+    assert proc.returncode == 1 and "already has era buckets (faceset_101) (configured or adopted)" in proc.stderr
+    proc = cli(data, "eras", "split", "faceset_001", "--years", "0", check=False)
+    assert proc.returncode == 1 and "--years must be at least 1" in proc.stderr
+    listed = " ".join(cli(data, "eras", "list").stdout.split())
+    assert listed == "faceset_101 of faceset_001 year 2010 - 0 anchors, 0 slotted (configured)"
