@@ -2,8 +2,9 @@
 of anchor PNGs with a year). A new PNG of the family joins the bucket whose nearest anchor is within cosine
 distance 0.40 AND whose year is within 5 years of the photo's; anchors are the bucket's own PNGs (and, for a
 bucket `facesetd eras split` made, the family's faces it was made from: handlers/era_split.py) and are never
-re-centred. The buckets come from config [eras], from eras_split events, and from an adopted master manifest. Without a year (EXIF DateTimeOriginal of the source photo, the source's date, or the PNG's own EXIF)
-the PNG stays unslotted, with the reason recorded. Buckets with fewer PNGs than the thin minimum are listed as
+re-centred. The buckets come from config [eras], from eras_split events, and from an adopted master manifest.
+Without a year (EXIF DateTimeOriginal of the source photo, the source's date, or the PNG's own EXIF) the PNG
+stays unslotted, with the reason recorded. Buckets with fewer PNGs than the thin minimum are listed as
 thin_eras in the master manifest.
 """
 

@@ -15,7 +15,6 @@ Not a handler: the `eras` verb plans the split, prints it, and (unless --dry-run
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +37,11 @@ class CannotSplit(FacesetdError):
 
 @dataclass(frozen=True)
 class Dated:
-    """A face of the family with its year and where that year came from."""
+    """A face of the family with its year."""
 
     path: str
     sha256: str
     year: int
-    year_from: str
 
 
 @dataclass
@@ -102,8 +100,9 @@ def _check_family(ctx: HandlerContext, family: str) -> None:
         raise CannotSplit(f"{family} is in {area}/, not active; restore it first")
     ctx.begin_batch()  # the buckets as of now
     found = buckets(ctx)
-    if any(b.faceset == family for b in found):
-        raise CannotSplit(f"{family} is itself an era bucket (of {[b.family for b in found if b.faceset == family][0]})")
+    for b in found:
+        if b.faceset == family:
+            raise CannotSplit(f"{family} is itself an era bucket (of {b.family})")
     own = sorted(b.faceset for b in found if b.family == family)
     if own:
         made = {b.faceset: b.decision for b in ctx.state.made_era_buckets()}
@@ -119,11 +118,11 @@ def _dated_faces(ctx: HandlerContext, family: str, plan: SplitPlan) -> list[Date
             plan.unanalysed.append(row.path)
             continue
         face = Face(row.path, family, row.sha256, {}, None, 0, json.loads(row.source))
-        year, year_from = photo_year(ctx, face)
+        year, _year_from = photo_year(ctx, face)
         if year is None:
             plan.undated.append(row.path)
         else:
-            dated.append(Dated(row.path, row.sha256, year, year_from))
+            dated.append(Dated(row.path, row.sha256, year))
     return dated
 
 
@@ -145,7 +144,7 @@ def unsplit_moves(ctx: HandlerContext, position: int, split: ev.ErasSplit) -> tu
     """The moves of the restore of the ErasSplit at `position`: every bucket it made, to _merged/. UnknownEvent
     when a bucket is no longer active or its place in _merged/ is taken."""
     moves = []
-    for b in _made_by(split):
+    for b in (str(made["faceset"]) for made in split.buckets):
         area = ctx.state.faceset_area(b)
         if area != "":
             raise UnknownEvent(f"cannot restore event {position}: its era bucket {b} is in {area}/, not active")
@@ -153,7 +152,3 @@ def unsplit_moves(ctx: HandlerContext, position: int, split: ev.ErasSplit) -> tu
             raise UnknownEvent(f"cannot restore event {position}: {MERGED}/{b} exists")
         moves.append((b, f"{MERGED}/{b}"))
     return tuple(moves)
-
-
-def _made_by(split: ev.ErasSplit) -> Sequence[str]:
-    return [str(b["faceset"]) for b in split.buckets]

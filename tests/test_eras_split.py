@@ -167,14 +167,18 @@ def test_windows_start_at_the_oldest_year_and_a_bucket_is_the_median_of_its_anch
         plan_split(p.ctx, "faceset_002", 5)
     with pytest.raises(CannotSplit, match="no face with a year"):
         plan_split(p.ctx, "faceset_007", 5)
+    family = {f.name: f.read_bytes() for f in (corpus / "faceset_001").iterdir() if f.is_file()}
     (position,) = p.log.append([plan.event()])
     p.settle()
+    assert json.loads((corpus / "faceset_001/manifest.json").read_text())["faces"][0]["era"] == "faceset_010"
     assert [b.faceset for b in p.state.made_era_buckets()] == ["faceset_010", "faceset_011", "faceset_012"]
     assert (corpus / "faceset_011/faces").is_dir()  # the bucket's folder, made by the renderer
     with pytest.raises(CannotSplit, match=f"restore {position}"):
         plan_split(p.ctx, "faceset_001", 5)
     p.restore(position)
     assert p.state.made_era_buckets() == [] and p.state.faceset_area("faceset_011") == "_merged"
+    # the family's manifest and .fsz files are byte for byte what they were before the split
+    assert {f.name: f.read_bytes() for f in (corpus / "faceset_001").iterdir() if f.is_file()} == family
     assert [b["faceset"] for b in plan_split(p.ctx, "faceset_001", 5).buckets] == [
         "faceset_013", "faceset_014", "faceset_015"]
 
