@@ -197,3 +197,24 @@ def test_a_family_with_configured_buckets_is_not_split(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "--years must be at least 1" in proc.stderr
     listed = " ".join(cli(data, "eras", "list").stdout.split())
     assert listed == "faceset_101 of faceset_001 year 2010 - 0 anchors, 0 slotted (configured)"
+
+
+def test_split_waits_for_the_data_folder_lock_and_a_dry_run_takes_none(tmp_path: Path) -> None:
+    import os
+
+    from daemon.lock import DataLock
+    from tests.helpers import cli
+
+    data = tmp_path / "data"
+    write_corpus(data / "corpus", {"faceset_001/faces/a.png": b"not decoded here"})
+    cli(data, "reconcile")
+    lock = DataLock(data / "state", data)
+    lock.acquire("rebuild")
+    try:
+        proc = cli(data, "eras", "split", "faceset_001", "--wait", "0", check=False)
+        assert proc.returncode == 1 and f"(pid {os.getpid()}, rebuild) is using {data}" in proc.stderr
+        # the dry run reads only: it gets as far as the faceset (which has no dated face)
+        proc = cli(data, "eras", "split", "faceset_001", "--dry-run", check=False)
+        assert proc.returncode == 1 and "faceset_001 has no face with a year" in proc.stderr
+    finally:
+        lock.close()
