@@ -308,13 +308,18 @@ class Pipeline:
             (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
             self.settle()
             return new_pos
-        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)):
+        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted, ev.ErasSplit)):
             raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
                                " (face_routed, forced_face_distant) can be restored")
         if self.state.decision_state(position) == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()
-        if isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
+        moves: tuple[tuple[str, str], ...]
+        if isinstance(target, ev.ErasSplit):  # the buckets it made go to _merged/, every face leaves them
+            from handlers.era_split import unsplit_moves
+
+            moves, subject = unsplit_moves(self.ctx, position, target), target.faceset
+        elif isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
             found = self.state.face_pruned_by(position)
             if found is None:
                 raise UnknownEvent(f"the face pruned by event {position} is no longer in _dropped/")
@@ -326,7 +331,7 @@ class Pipeline:
             dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{original.name if original else fp.name}"
             if (self.config.corpus_dir / dest).exists():
                 raise UnknownEvent(f"cannot restore: {dest} is taken by another file")
-            moves: tuple[tuple[str, str], ...] = ((current, dest),)
+            moves = ((current, dest),)
             subject = dest
         else:
             name = target.faceset

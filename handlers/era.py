@@ -1,8 +1,10 @@
 """slot into era: an identity split into age eras ("family": a faceset and its era buckets, each bucket a faceset
 of anchor PNGs with a year). A new PNG of the family joins the bucket whose nearest anchor is within cosine
-distance 0.40 AND whose year is within 5 years of the photo's; anchors are the bucket's own PNGs and are never
-re-centred. Without a year (EXIF DateTimeOriginal of the source photo, the source's date, or the PNG's own EXIF)
-the PNG stays unslotted, with the reason recorded. Buckets with fewer PNGs than the thin minimum are listed as
+distance 0.40 AND whose year is within 5 years of the photo's; anchors are the bucket's own PNGs (and, for a
+bucket `facesetd eras split` made, the family's faces it was made from: handlers/era_split.py) and are never
+re-centred. The buckets come from config [eras], from eras_split events, and from an adopted master manifest.
+Without a year (EXIF DateTimeOriginal of the source photo, the source's date, or the PNG's own EXIF) the PNG
+stays unslotted, with the reason recorded. Buckets with fewer PNGs than the thin minimum are listed as
 thin_eras in the master manifest.
 """
 
@@ -45,12 +47,22 @@ def adopted_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
     return tuple(found)
 
 
+def made_buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
+    """Era buckets `facesetd eras split` made (ErasSplit events not restored)."""
+    return tuple(EraBucket(faceset=b.faceset, family=b.family, year=b.year) for b in ctx.state.made_era_buckets())
+
+
 def buckets(ctx: HandlerContext) -> tuple[EraBucket, ...]:
-    """The era buckets: from config [eras], then any the adopted corpus names (config wins per faceset)."""
+    """The era buckets: from config [eras], then those `eras split` made, then any the adopted corpus names
+    (the first to name a faceset wins)."""
     if ctx.batch.era_buckets is None:
-        configured = ctx.config.eras.buckets
-        names = {b.faceset for b in configured}
-        ctx.batch.era_buckets = configured + tuple(b for b in adopted_buckets(ctx) if b.faceset not in names)
+        found = list(ctx.config.eras.buckets)
+        names = {b.faceset for b in found}
+        for b in made_buckets(ctx) + adopted_buckets(ctx):
+            if b.faceset not in names:
+                names.add(b.faceset)
+                found.append(b)
+        ctx.batch.era_buckets = tuple(found)
     return ctx.batch.era_buckets
 
 
@@ -114,7 +126,8 @@ def photo_year(ctx: HandlerContext, face: Face) -> tuple[int | None, str]:
 
 
 def _anchors(ctx: HandlerContext, bucket: str) -> np.ndarray:
-    blobs = ctx.state.anchor_embeddings(bucket)
+    """The bucket's own PNGs, and the family's faces an era split made its anchors."""
+    blobs = ctx.state.anchor_embeddings(bucket) + ctx.state.era_anchor_embeddings(bucket)
     return np.stack([np.frombuffer(b, dtype="<f4") for b in blobs]) if blobs else np.zeros((0, 512), np.float32)
 
 
@@ -155,6 +168,16 @@ def slot_into_era(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnaly
     if listed is None or listed != thin:
         out.append(ev.ThinErasListed(eras=tuple(thin), threshold=t.thin_min_survivors))
     return out
+
+
+def relist_thin_eras(ctx: HandlerContext, events: Sequence[StoredEvent[ev.Event]]) -> list[ev.Event]:
+    """After an era split or a restore (which may unmake buckets or bring faces back): the thin eras again,
+    recorded when the list changed."""
+    thin = _thin_eras(ctx, {})
+    listed = ctx.state.thin_eras_listed()
+    if (listed or []) == thin:
+        return []
+    return [ev.ThinErasListed(eras=tuple(thin), threshold=ctx.config.thresholds.thin_min_survivors)]
 
 
 Candidate = tuple[float, int, EraBucket]  # (anchor distance, years off, bucket)

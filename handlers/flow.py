@@ -43,7 +43,8 @@ FLOW = declare([
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
-    Stage(ev.DecisionReverted, producers=("daemon.pipeline",), applier="_reverted", readers=(PROMOTION,)),
+    Stage(ev.DecisionReverted, producers=("daemon.pipeline",), applier="_reverted", readers=(PROMOTION,),
+          consumers=(Consumer(era.relist_thin_eras),)),
     Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed"),
     Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
     Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
@@ -84,6 +85,9 @@ FLOW = declare([
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",),
           record_only="a warning for a person: the forced face may be someone else"),
     Stage(ev.PoolFacesSeeded, producers=("handlers.route_photo",), applier="_faceset_promoted"),
+    # --- Era buckets made (`facesetd eras split`)
+    Stage(ev.ErasSplit, producers=("handlers.era_split",), consumers=(Consumer(era.relist_thin_eras),),
+          applier="_eras_split", readers=(RESTORE,)),
 ])
 
 

@@ -57,3 +57,5 @@ class EraBucket:
 class EraSettings:
     # one table per era bucket: [[eras.buckets]] faceset = "faceset_101", family = "faceset_001", year = 2012
     buckets: tuple[EraBucket, ...] = ()
+    # `facesetd eras split`: each era bucket it makes spans this many years of photos (`--years` overrides).
+    split_years: int = field(default=5, metadata={"range": (1, 200)})

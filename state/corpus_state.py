@@ -109,6 +109,25 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
 """
 INBOX_PROJECTION_TABLES = ("photos", "pool", "routed")
 PROJECTION_TABLES += INBOX_PROJECTION_TABLES
+
+# --- Era buckets made by `facesetd eras split` (ErasSplit); configured and adopted ones are not in the log ------
+ERA_TABLES = """
+CREATE TABLE IF NOT EXISTS era_buckets (
+    faceset  TEXT PRIMARY KEY,  -- the bucket (a faceset of its own, with no PNG of its own)
+    family   TEXT NOT NULL,     -- the faceset whose faces it holds
+    year     INTEGER NOT NULL,  -- the anchors' median year (what slotting compares a photo's year with)
+    first_year INTEGER NOT NULL,
+    last_year  INTEGER NOT NULL,
+    decision INTEGER NOT NULL   -- position of the ErasSplit that made it
+);
+CREATE TABLE IF NOT EXISTS era_anchors (
+    bucket   TEXT NOT NULL,
+    sha256   TEXT NOT NULL,     -- a face of the family (by bytes: it stays an anchor wherever it is renamed)
+    year     INTEGER NOT NULL,
+    PRIMARY KEY (bucket, sha256)
+);
+"""
+PROJECTION_TABLES += ("era_buckets", "era_anchors")
 MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
 # meta key: position of the last event that marked the master manifest dirty (its provenance.log_position).
 # Recorded by catch_up, so it is a function of the log: a rebuild finds the same value.
@@ -318,6 +337,7 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) ->
     _record_decision(conn, se.position, e)
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
     _apply_moves(conn, e.moves, at=se.position)
+    _eras_unmade(conn, e.target)
     if row is not None:
         check, sha, subject = row
         fp = parse_face_path(subject)
@@ -326,6 +346,33 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) ->
         conn.execute(
             "INSERT OR IGNORE INTO overrides(faceset, check_name, sha256) VALUES (?,?,?)", (faceset, check, sha or "*")
         )
+
+
+@applies(ev.ErasSplit)
+def _eras_split(conn: sqlite3.Connection, se: StoredEvent[ev.ErasSplit]) -> None:
+    e = se.event
+    _record_decision(conn, se.position, e)
+    for b in e.buckets:
+        bucket = b["faceset"]
+        _ensure_faceset(conn, bucket, "", se.position, f"era bucket of {e.faceset} ({b['first_year']}-{b['last_year']})")
+        conn.execute("INSERT OR REPLACE INTO era_buckets(faceset, family, year, first_year, last_year, decision)"
+                     " VALUES (?,?,?,?,?,?)", (bucket, e.faceset, b["year"], b["first_year"], b["last_year"], se.position))
+        for path, sha, year in b["anchors"]:
+            conn.execute("INSERT OR REPLACE INTO era_anchors(bucket, sha256, year) VALUES (?,?,?)", (bucket, sha, year))
+            conn.execute("UPDATE faces SET era=? WHERE path=? AND sha256=?", (bucket, path, sha))
+        mark_dirty(conn, bucket)
+    mark_dirty(conn, e.faceset)
+
+
+def _eras_unmade(conn: sqlite3.Connection, split: int) -> None:
+    """The buckets ErasSplit `split` made are no longer era buckets (its restore): every face leaves them."""
+    made = [b for (b,) in conn.execute("SELECT faceset FROM era_buckets WHERE decision=? ORDER BY faceset", (split,))]
+    for bucket in made:
+        holders = [f for (f,) in conn.execute("SELECT DISTINCT faceset FROM faces WHERE era=?", (bucket,))]
+        conn.execute("UPDATE faces SET era=NULL WHERE era=?", (bucket,))
+        conn.execute("DELETE FROM era_anchors WHERE bucket=?", (bucket,))
+        mark_dirty(conn, bucket, *holders)
+    conn.execute("DELETE FROM era_buckets WHERE decision=?", (split,))
 
 
 @applies(ev.MoveFailed)
@@ -554,7 +601,7 @@ class CorpusState(Queries):
                 for table in PROJECTION_TABLES:
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute("DELETE FROM tracking WHERE processor=?", (PROCESSOR,))
-            for statement in (TABLES + INBOX_TABLES).strip().split(";"):
+            for statement in (TABLES + INBOX_TABLES + ERA_TABLES).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('projection_version', ?)",

@@ -555,3 +555,23 @@ class PoolFacesSeeded(Decision):
     faceset: str = ""
     face_ids: tuple[str, ...] = ()
     photo_sha256: str = ""
+
+
+# --- Era buckets made from a family's dated faces (`facesetd eras split`) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasSplit(Decision):
+    """`facesetd eras split`: the dated faces of faceset `faceset` (the family) split into era buckets, one per
+    window of `years` years that holds any. Each bucket is a new faceset whose anchors are the family's faces of
+    its window (their embeddings; never re-centred): they stay in the family's folder, are slotted into the
+    bucket (their `era`) and make its .fsz; new faces of the family are then slotted as with configured buckets.
+    Moves no file. `facesetd restore <this id>` unslots every face from the buckets and moves their folders to
+    _merged/ (merged back into the family)."""
+
+    KIND: ClassVar[str] = "eras_split"
+    faceset: str = ""  # the family: the faceset whose dated faces were split
+    years: int = 0  # the width of each window, in years
+    # one per bucket, oldest first: {"faceset", "year" (the anchors' median year), "first_year", "last_year",
+    # "anchors": [[path, sha256, year], ...] by path}
+    buckets: tuple[dict[str, Any], ...] = ()

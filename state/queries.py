@@ -155,6 +155,27 @@ class FaceScores(NamedTuple):
     scores: str
 
 
+class MadeEraBucket(NamedTuple):
+    """An era bucket `facesetd eras split` made (ErasSplit), with its window and how many anchors it keeps."""
+
+    faceset: str
+    family: str
+    year: int
+    first_year: int
+    last_year: int
+    decision: int
+    anchors: int  # anchors still kept in the family (not pruned, same bytes)
+
+
+class SplitCandidate(NamedTuple):
+    """A kept face of a faceset and whether it has an embedding (an era anchor needs one); source is JSON text."""
+
+    path: str
+    sha256: str
+    source: str
+    analyzed: bool
+
+
 class Queries:
     """Named reads of the state tables (mixed into CorpusState, which supplies `log`)."""
 
@@ -255,6 +276,31 @@ class Queries:
         rows = self.query(f"SELECT {EMBEDDING_SQL} FROM faces WHERE faceset=? AND dropped=0 AND analyzed IS NOT NULL"
                           " ORDER BY path", (bucket,))
         return [r[0] for r in rows]
+
+    # Era buckets made by `facesetd eras split` -------------------------------------------------------
+    def made_era_buckets(self) -> list[MadeEraBucket]:
+        """Every era bucket an ErasSplit made (and no restore unmade), by family then first year."""
+        rows = self.query(
+            "SELECT b.faceset, b.family, b.year, b.first_year, b.last_year, b.decision,"
+            " (SELECT COUNT(*) FROM era_anchors a JOIN faces x ON x.sha256 = a.sha256 AND x.faceset = b.family"
+            "  WHERE a.bucket = b.faceset AND x.dropped = 0)"
+            " FROM era_buckets b ORDER BY b.family, b.first_year, b.faceset")
+        return [MadeEraBucket(*r) for r in rows]
+
+    def era_anchor_embeddings(self, bucket: str) -> list[bytes]:
+        """Embeddings (float32 bytes) of the anchors an ErasSplit gave `bucket`: the family's analysed kept faces
+        with those bytes, by path (none for a configured or adopted bucket)."""
+        rows = self.query(
+            f"SELECT {EMBEDDING_SQL} FROM faces JOIN era_buckets b ON b.faceset = ? AND faces.faceset = b.family"
+            " JOIN era_anchors a ON a.bucket = b.faceset AND a.sha256 = faces.sha256"
+            " WHERE faces.dropped = 0 AND faces.analyzed IS NOT NULL ORDER BY faces.path", (bucket,))
+        return [r[0] for r in rows]
+
+    def split_candidates(self, faceset: str) -> list[SplitCandidate]:
+        """The kept faces of `faceset` (the faces an era split may make anchors of), by path."""
+        rows = self.query("SELECT path, sha256, source, analyzed IS NOT NULL FROM faces WHERE faceset=? AND dropped=0"
+                          " ORDER BY path", (faceset,))
+        return [SplitCandidate(p, h, src, bool(a)) for p, h, src, a in rows]
 
     def kept_count(self, faceset: str) -> int:
         """How many faces `faceset` keeps (not dropped)."""

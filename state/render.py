@@ -19,6 +19,7 @@ from .atomic import SyncSet, atomic_write, link_or_write
 from .corpus_state import MASTER_DIRTY, CorpusState
 from .fsz import build_fsz
 from .layout import MASTER_MANIFEST, faceset_dir, fsz_names
+from .queries import MadeEraBucket
 
 log = structlog.get_logger("facesetd.render")
 
@@ -29,6 +30,12 @@ def dumps(obj: Any) -> bytes:
     orjson, because the standard library falls back to its pure-Python encoder whenever `indent` is
     set, which made manifest writing the slowest part of a rebuild."""
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+
+def _era_entry(b: MadeEraBucket) -> dict[str, Any]:
+    """An era bucket `eras split` made, as its manifest and the master's `era_buckets` show it."""
+    return {"faceset": b.faceset, "family": b.family, "year": b.year, "first_year": b.first_year,
+            "last_year": b.last_year, "anchors": b.anchors, "decision": b.decision}
 
 
 class Renderer:
@@ -148,7 +155,14 @@ class Renderer:
         }
         if adopted and adopted[0][0]:
             manifest["adopted_from"] = {k: v for k, v in json.loads(adopted[0][0]).items() if k != "faces"}
+        made = self._made_era(name)
+        if made is not None:
+            manifest["era"] = made
         return manifest, full, top
+
+    def _made_era(self, name: str) -> dict[str, Any] | None:
+        """An era bucket `eras split` made: its family, year and window (the master's `era_buckets` entry)."""
+        return next((_era_entry(b) for b in self.state.made_era_buckets() if b.faceset == name), None)
 
     def render_faceset(self, name: str) -> None:
         area = self.state.faceset_area(name)
@@ -156,7 +170,11 @@ class Renderer:
             return
         folder = self.corpus / faceset_dir(area, name)
         if not folder.is_dir():
-            return
+            if area or self._made_era(name) is None:
+                return
+            # An era bucket `eras split` made has no PNG of its own: the log made it, so its folder is made here.
+            (folder / "faces").mkdir(parents=True, exist_ok=True)
+            self.synced.add_folder(self.corpus)
         manifest, full, top = self.faceset_manifest(name)
         faces_dir = folder / "faces"
         blobs: dict[str, bytes] = {}
@@ -214,6 +232,7 @@ class Renderer:
             "merged": by_area["_merged"],
             "thin": by_area["_thin"],
             "thin_eras": json.loads(thin_eras[0][0]) if thin_eras else adopted.get("thin_eras", []),
+            "era_buckets": [_era_entry(b) for b in self.state.made_era_buckets()],
             "provenance": {
                 "generator": f"facesetd {VERSION}",
                 # the last event that changed what this manifest shows, not the log's head: events that

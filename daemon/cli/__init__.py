@@ -29,6 +29,7 @@ VERB_MODULES = [
     "doctor",
     "gpu_agent",
     "immich",
+    "eras",
 ]
 
 
