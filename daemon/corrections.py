@@ -232,7 +232,7 @@ def label_faceset(pipeline: Pipeline, faceset: str, label: str) -> int:
     if label == previous:
         raise CorrectionError(f"{faceset} is labelled {label!r} already" if label else f"{faceset} has no label")
     position = _record(pipeline, [ev.FacesetLabelled(faceset=faceset, label=label, previous=previous)])
-    pipeline.ctx.log.info("faceset labelled", faceset=faceset, label=label, previous=previous, event=position)
+    pipeline.ctx.log.info("faceset labelled", faceset=faceset, label=label, previous=previous, event_id=position)
     return position
 
 

@@ -256,7 +256,8 @@ def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int
     position, for the membership marks)."""
     _members_for_path(conn, at, src)
     fp = parse_face_path(dest)
-    if fp is None:
+    if fp is None:  # out of the facesets (into the pool): the faceset it leaves changes
+        _dirty_for_path(conn, src)
         conn.execute("DELETE FROM faces WHERE path=?", (src,))
         return
     if src != dest:

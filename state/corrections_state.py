@@ -20,7 +20,9 @@ def _face_moved(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMoved]) -> None
     if e.face_ids:  # it left the pool: no longer a pool face, nor anyone's candidate
         conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
         conn.executemany("DELETE FROM candidates WHERE face_id=?", [(f,) for f in e.face_ids])
-    dest = parse_face_path(e.dest)
+    src, dest = parse_face_path(e.path), parse_face_path(e.dest)
+    if src is not None:  # the faceset it leaves changes too (a row move marks only where it goes)
+        mark_dirty(conn, src.faceset)
     # A face moved to a faceset's _dropped/ sits there like a pruned one, under this decision.
     _apply_moves(conn, e.moves, se.position if dest is not None and dest.dropped else None, at=se.position)
     if dest is not None and not dest.dropped and e.face_id:  # into a faceset: a veto for it no longer holds
