@@ -303,6 +303,10 @@ class Pipeline:
         if stored is None:
             raise UnknownEvent(f"no event {position} in the log")
         target = stored.event
+        from .correction_undo import CORRECTION_KINDS, restore_correction
+
+        if isinstance(target, CORRECTION_KINDS):  # corrections, promotions, restores (daemon/correction_undo.py)
+            return restore_correction(self, position, target)
         if isinstance(target, (ev.FaceRouted, ev.ForcedFaceDistant)):
             self.mover.finish_pending()
             (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
@@ -382,15 +386,23 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
         "corpus": str(pipeline.config.corpus_dir),
         "faceset_list": faceset_list(pipeline),
         "pool": pool_summary(pipeline),
+        "candidates": candidate_list(pipeline),
     }
+
+
+def candidate_list(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The pool faces proposed for a faceset, waiting for a person (handlers/candidates.py)."""
+    return [{"face_id": c.face_id, "path": c.path, "faceset": c.faceset, "distance": round(c.distance, 4),
+             "event": c.position} for c in pipeline.state.candidates()]
 
 
 def faceset_list(pipeline: Pipeline) -> list[dict[str, Any]]:
     """Every faceset by name: its area ("" = active), its faces (kept and dropped) and how many its top-N .fsz holds."""
     top_n = pipeline.config.projection.top_n
     rows = pipeline.state.faceset_summaries()
+    labels = pipeline.state.labels()
     return [{"name": n, "area": a, "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
-             "in_top_n": min(top_n, int(kept))} for n, a, kept, dropped in rows]
+             "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
 
 
 def pool_summary(pipeline: Pipeline) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .registry import Consumer, Stage, declare
 
 SCAN = ("state.scan", "daemon.corpus_watch")  # a reconcile's scan and the corpus watcher report the same facts
 RESTORE = "daemon.pipeline: `facesetd restore <id>` undoes it"
+UNDO = "daemon.correction_undo: `facesetd restore <id>` undoes it"  # corrections, promotions, restores
 PROMOTION = "daemon.pipeline: evaluates the pool promotion again (handlers.pool.cluster_pool)"
 
 FLOW = declare([
@@ -29,7 +30,8 @@ FLOW = declare([
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
     Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo"), applier="_faceset_created",
           readers=(PROMOTION,)),
-    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool"),
+    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "daemon.corrections",
+                                   "daemon.correction_undo"),
           consumers=(Consumer(embed.embed, batch=8),), applier="_faces_added"),
     Stage(ev.FaceChanged, producers=SCAN, consumers=(Consumer(embed.embed, batch=8),), applier="_face_changed"),
     Stage(ev.FaceTouched, producers=SCAN, applier="_touched_batch"),
@@ -43,8 +45,8 @@ FLOW = declare([
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
-    Stage(ev.DecisionReverted, producers=("daemon.pipeline",), applier="_reverted", readers=(PROMOTION,),
-          consumers=(Consumer(era.relist_thin_eras),)),
+    Stage(ev.DecisionReverted, producers=("daemon.pipeline", "daemon.correction_undo"), applier="_reverted",
+          readers=(PROMOTION, UNDO), consumers=(Consumer(era.relist_thin_eras),)),
     Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed"),
     Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
     Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
@@ -73,10 +75,11 @@ FLOW = declare([
     Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
     Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred"), applier="_photo_done"),
     Stage(ev.PhotoDeferred, producers=("handlers.route_photo",), applier="_photo_deferred"),
-    Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool"), applier="_face_routed",
+    Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool", "daemon.corrections"), applier="_face_routed",
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),
-    Stage(ev.PoolFaceAdded, producers=("handlers.route_photo",), applier="_pool_face_added"),
-    Stage(ev.FacesetPromoted, producers=("handlers.pool",), applier="_faceset_promoted"),
+    Stage(ev.PoolFaceAdded, producers=("handlers.route_photo", "daemon.corrections"), applier="_pool_face_added"),
+    Stage(ev.FacesetPromoted, producers=("handlers.pool", "daemon.corrections"), applier="_faceset_promoted",
+          readers=(UNDO,)),
     Stage(ev.PoolFacesMatched, producers=("handlers.pool",), applier="_faceset_promoted"),
     Stage(ev.FaceSlotted, producers=("handlers.era",), applier="_slotted"),
     Stage(ev.FaceUnslotted, producers=("handlers.era",), applier="_unslotted"),
@@ -88,6 +91,16 @@ FLOW = declare([
     # --- Era buckets made (`facesetd eras split`)
     Stage(ev.ErasSplit, producers=("handlers.era_split",), consumers=(Consumer(era.relist_thin_eras),),
           applier="_eras_split", readers=(RESTORE,)),
+    # --- Corrections by a person (daemon/corrections.py, daemon/correction_undo.py) and uncertain matches
+    Stage(ev.FaceMoved, producers=("daemon.corrections", "daemon.correction_undo"), applier="_face_moved",
+          readers=(UNDO, "handlers.pool_clusters: a face that left the pool")),
+    Stage(ev.FacesetLabelled, producers=("daemon.corrections", "daemon.correction_undo"), applier="_labelled",
+          readers=(UNDO,)),
+    Stage(ev.FaceCandidate, producers=("handlers.candidates",), applier="_candidate",
+          readers=("daemon.correction_undo: restoring a rejection or a move out of the pool proposes it again",)),
+    Stage(ev.CandidateRejected, producers=("daemon.corrections",), applier="_candidate_rejected", readers=(UNDO,)),
+    Stage(ev.DecisionReapplied, producers=("daemon.correction_undo",), applier="_reapplied"),
+    Stage(ev.PoolFacesHeld, producers=("daemon.correction_undo",), applier="_held"),
 ])
 
 

@@ -80,9 +80,10 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray,
         cents = _centroids(ctx)
     by_faceset: dict[str, list[int]] = {}
     distances: dict[int, float] = {}
+    vetoed = ctx.state.vetoed([r[0] for r in rows])  # a person said: not that faceset's person
     for i in range(len(rows)):
         name, dist = nearest(cents, vecs[i])
-        if name and dist <= ctx.config.identity.match_distance:
+        if name and dist <= ctx.config.identity.match_distance and (rows[i][0], name) not in vetoed:
             by_faceset.setdefault(name, []).append(i)
             distances[i] = dist
     out: list[ev.Event] = []
@@ -178,6 +179,7 @@ def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[
     gate = max(1, ctx.config.identity.min_new_faceset)
     if pool.size - len(taken) < gate:
         return out
+    taken |= ctx.state.held()  # faces whose promotion a person undid wait for a person (`facesetd promote`)
     clusters = pool.clusters(min_size=gate, exclude=taken)
     rows: list[Row] = list(ctx.state.pool_rows_of([f for c in clusters for f in c]))
     at = {r[0]: i for i, r in enumerate(rows)}

@@ -46,7 +46,8 @@ BLOCK_ELEMENTS = 1 << 24
 SEARCH_ROWS = 512
 # Pool faces read from SQLite per chunk of a first load (~0.1 s each: the slicing's grain while loading).
 LOAD_ROWS = 8192
-POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND)
+POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND,
+              ev.FaceMoved.KIND)  # a person's move out of the pool (daemon/corrections.py)
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ class PoolClusters:
             if isinstance(e, ev.PoolFaceAdded):
                 self._drop(e.face_id)  # INSERT OR REPLACE: a face id added again replaces the first
                 self._add(e.face_id, e.photo_sha256, unit(np.asarray(e.embedding, dtype="<f4")))
-            elif isinstance(e, (ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded)):
+            elif isinstance(e, (ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded, ev.FaceMoved)):
                 for face_id in e.face_ids:
                     self._drop(face_id)
         self.position = head

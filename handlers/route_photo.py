@@ -33,6 +33,7 @@ from state.faults import crash_point
 from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
+from . import candidates
 from .centroids import Centroids, nearest_row, stack, unit
 from .context import HandlerContext
 
@@ -172,6 +173,7 @@ class _Face:
     to: str = ""
     distance: float | None = None
     far: bool = False  # forced into a faceset whose centroid lies farther than [identity] match_distance
+    near: str = ""  # the nearest faceset of a face sent to the pool (a candidate for it when just past the match)
 
 
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
@@ -230,7 +232,7 @@ def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[st
         if name and dist <= ctx.config.identity.match_distance:
             f.to, f.distance = name, dist
         else:
-            f.to, f.distance = POOL_FACESET, (dist if name else None)
+            f.to, f.distance, f.near = POOL_FACESET, (dist if name else None), name
     # One face per identity: keep the best crop, the others are not taken from this photo.
     for name in sorted({f.to for f in rest} - {POOL_FACESET}):
         group = [f for f in rest if f.to == name]
@@ -535,6 +537,7 @@ def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Writte
     # Where the photo is now (inbox-relative, e.g. _processed/x.jpg), and the name it arrived under.
     base_source = {**_source_dict(e, dest), "photo_sha256": e.sha256}
     summaries: list[dict[str, Any]] = []
+    taken = {f.to for f, *_rest in written}
     for f, rel, sha, size, mtime in written:
         source = {**base_source, "face": f.index, "bbox": [round(v, 1) for v in f.face.bbox],
                   "det_score": round(float(f.face.det_score), 4)}
@@ -542,6 +545,7 @@ def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Writte
         if f.to == POOL_FACESET:
             out.append(ev.PoolFaceAdded(path=rel, face_id=f"{prefix}{f.index}", sha256=sha, photo_sha256=e.sha256,
                                         quality=f.quality, source=source, embedding=f.vec))
+            out.extend(candidates.propose(ctx, rel, f"{prefix}{f.index}", f.near, f.distance, taken))
         else:
             out.append(ev.FaceAdded(path=rel, sha256=sha, size=size, mtime_ns=mtime, source=source))
             out.append(ev.FaceRouted(path=rel, sha256=sha, faceset=f.to, distance=dist, quality=f.quality,

@@ -41,6 +41,8 @@ class IdentityThresholds:
     pool_slice_s: float = field(default=0.5, metadata={"range": (0.01, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
     min_face_px: int = field(default=90, metadata={"range": (0, None)})
+    # a pool face this much past match_distance of its nearest faceset is proposed to a person for it (0: never).
+    candidate_band: float = field(default=0.15, metadata={"range": (0, 2)})
 
 
 @dataclass(frozen=True)

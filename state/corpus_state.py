@@ -15,6 +15,8 @@ from typing import Any, TypeVar, overload
 import numpy as np
 
 from . import events as ev
+from .correction_queries import CorrectionQueries
+from .correction_tables import CORRECTION_PROJECTION_TABLES, CORRECTION_TABLES
 from .eventlog import EventLog, StoredEvent
 from .layout import parse_face_path
 from .queries import EMBEDDING_SQL, DeferredPhoto, Queries
@@ -128,6 +130,7 @@ CREATE TABLE IF NOT EXISTS era_anchors (
 );
 """
 PROJECTION_TABLES += ("era_buckets", "era_anchors")
+PROJECTION_TABLES += CORRECTION_PROJECTION_TABLES  # candidates, vetoes, labels (state/corrections_state.py)
 MASTER_DIRTY = "*"  # the master manifest's row in `dirty`
 # meta key: position of the last event that marked the master manifest dirty (its provenance.log_position).
 # Recorded by catch_up, so it is a function of the log: a rebuild finds the same value.
@@ -272,7 +275,8 @@ def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int
     position, for the membership marks)."""
     _members_for_path(conn, at, src)
     fp = parse_face_path(dest)
-    if fp is None:
+    if fp is None:  # out of the facesets (into the pool): the faceset it leaves changes
+        _dirty_for_path(conn, src)
         conn.execute("DELETE FROM faces WHERE path=?", (src,))
         return
     if src != dest:
@@ -586,7 +590,7 @@ def _faceset_promoted(conn: sqlite3.Connection,
     mark_dirty(conn, e.faceset)
 
 
-class CorpusState(Queries):
+class CorpusState(Queries, CorrectionQueries):
     """Applies the log to the state tables; its named reads (state/queries.py) serve the other processors."""
 
     def __init__(self, log: EventLog) -> None:
@@ -601,7 +605,7 @@ class CorpusState(Queries):
                 for table in PROJECTION_TABLES:
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute("DELETE FROM tracking WHERE processor=?", (PROCESSOR,))
-            for statement in (TABLES + INBOX_TABLES + ERA_TABLES).strip().split(";"):
+            for statement in (TABLES + INBOX_TABLES + ERA_TABLES + CORRECTION_TABLES).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('projection_version', ?)",
@@ -654,6 +658,9 @@ class CorpusState(Queries):
         with self.log.transaction() as conn:
             conn.executemany("DELETE FROM dirty WHERE faceset=?", [(n,) for n in names])
 
+
+# The appliers of the corrections and candidates register themselves on import (they use the helpers above).
+from . import corrections_state  # noqa: F401
 
 __all__ = ["CorpusState", "DeferredPhoto", "EMBEDDING_SQL", "APPLIERS", "BATCH_APPLIERS", "applies", "applies_in_batches", "mark_dirty",
            "mark_members"]

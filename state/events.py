@@ -575,3 +575,84 @@ class ErasSplit(Decision):
     # one per bucket, oldest first: {"faceset", "year" (the anchors' median year), "first_year", "last_year",
     # "anchors": [[path, sha256, year], ...] by path}
     buckets: tuple[dict[str, Any], ...] = ()
+# --- Corrections by a person (daemon/corrections.py) and uncertain matches -----------------------
+
+
+@dataclass(frozen=True)
+class FaceMoved(Decision):
+    """`facesetd move FACE --to faceset_NNN|pool|dropped`: a person moved one face (or `restore` of a move moved
+    it back: `undoes`). Out of the pool it is followed by its FaceAdded and FaceRouted, into the pool by its
+    PoolFaceAdded. Restoring it moves the face back the same way."""
+
+    KIND: ClassVar[str] = "face_moved"
+    path: str = ""  # where the face was (a faceset's faces/ or faces/_dropped/, _pool/ or _pool/_dropped/)
+    dest: str = ""  # where it went
+    sha256: str = ""
+    to: str = ""  # what the person asked for: faceset_NNN, pool or dropped
+    face_ids: tuple[str, ...] = ()  # the pool face that left the pool with this move (none otherwise)
+    face_id: str = ""  # its pool face id (the crop's name without .png)
+    veto: str = ""  # a faceset this face is never matched to or proposed for again (it was moved out of it)
+    undoes: int = 0  # the FaceMoved this one moves back (`facesetd restore`), else 0
+
+
+@dataclass(frozen=True)
+class FacesetLabelled(Event):
+    """`facesetd label faceset_NNN "Name"`: the person's name for a faceset (manifests, status, logs); the folder
+    and .fsz names stay. An empty label takes it off."""
+
+    KIND: ClassVar[str] = "faceset_labelled"
+    faceset: str = ""
+    label: str = ""
+    previous: str = ""  # the label it had ("" for none); `facesetd restore` puts it back
+    undoes: int = 0  # the FacesetLabelled this one undoes (`facesetd restore`), else 0
+
+
+@dataclass(frozen=True)
+class FaceCandidate(Event):
+    """A pool face just past [identity] match_distance of a faceset (within candidate_band more): it waits in the
+    pool, proposed for that faceset, until a person accepts it (`move ID --to faceset_NNN`) or rejects it."""
+
+    KIND: ClassVar[str] = "face_candidate"
+    path: str = ""  # _pool/<face_id>.png
+    face_id: str = ""
+    faceset: str = ""  # the faceset it is proposed for
+    distance: float = 0.0  # cosine distance to that faceset's centroid
+    match_distance: float = 0.0
+    candidate_band: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CandidateRejected(Event):
+    """`facesetd move CANDIDATE --to pool`: not that person. The face stays in the pool and is never proposed for
+    or matched to that faceset again; `facesetd restore` proposes it again."""
+
+    KIND: ClassVar[str] = "candidate_rejected"
+    path: str = ""  # _pool/<face_id>.png
+    face_id: str = ""
+    faceset: str = ""
+    candidate: int = 0  # the FaceCandidate rejected
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DecisionReapplied(Decision):
+    """`facesetd restore` of a decision_reverted: the original decision's moves are made again, as it decided them
+    (the face back in _dropped/ under that decision, the faceset back in its area)."""
+
+    KIND: ClassVar[str] = "decision_reapplied"
+    target: int = 0  # the DecisionReverted undone
+    original: int = 0  # the decision it had reverted, in force again
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class PoolFacesHeld(Event):
+    """Pool faces the pool promotion leaves alone (a person undid their promotion): they still match facesets,
+    and `facesetd promote` makes a faceset of them when a person asks."""
+
+    KIND: ClassVar[str] = "pool_faces_held"
+    face_ids: tuple[str, ...] = ()
+    faceset: str = ""  # the faceset of the promotion undone
+    promotion: int = 0  # the FacesetPromoted undone
+    reason: str = ""

@@ -153,6 +153,9 @@ class Renderer:
             "fsz": {"full": full_name, "top": top_name, "top_n": self.top_n, "top_files": top},
             "generator": f"facesetd {VERSION}",
         }
+        label = self.state.label_of(name)
+        if label:  # a person's name for it (`facesetd label`); the folder and .fsz names stay
+            manifest["label"] = label
         if adopted and adopted[0][0]:
             manifest["adopted_from"] = {k: v for k, v in json.loads(adopted[0][0]).items() if k != "faces"}
         made = self._made_era(name)
@@ -213,11 +216,15 @@ class Renderer:
             )
         }
 
+        labels = self.state.labels()
+
         def entry(n: str) -> dict[str, Any]:
             area, faces, dropped = counts[n]
             e: dict[str, Any] = {"name": n, "faces": faces, "dropped": dropped}
             if n in reasons:
                 e["decision"], e["check"] = reasons[n]
+            if n in labels:
+                e["label"] = labels[n]
             return e
 
         adopted_rows = self.state.query("SELECT value FROM meta WHERE key='adopted_master'")

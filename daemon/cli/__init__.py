@@ -30,6 +30,9 @@ VERB_MODULES = [
     "gpu_agent",
     "immich",
     "eras",
+    "move",
+    "label",
+    "promote",
 ]
 
 
@@ -55,7 +58,7 @@ def data_folder_use(args: argparse.Namespace) -> str:
         return "create" if args.immich_verb == "poll" else "none"  # `immich check` only asks the server
     if verb == "gpu-agent" or (verb == "config" and (args.defaults or args.reference)):
         return "none"
-    return "read"  # status, events, config, doctor, rebuild, restore: a missing folder is a typo
+    return "read"  # status, events, config, doctor, rebuild, restore, move, label, promote: a missing folder is a typo
 
 
 class _Parser(argparse.ArgumentParser):

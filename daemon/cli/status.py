@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 NAME = "status"
-HELP = ("show facesets (active/masked/merged/thin, each with its faces), images, the pool and the people close to"
-        " becoming a faceset, log position and pending work")
+HELP = ("show facesets (active/masked/merged/thin, each with its faces and label), images, the pool and the people"
+        " close to becoming a faceset, the candidates waiting for a person, log position and pending work")
 AREA_NAMES = {"": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
 
 
@@ -51,5 +51,17 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(f"  {'faceset':<16} {'area':<7} {'faces':>6} {'dropped':>8}  top-N")
         for fs in s["faceset_list"]:
             print(f"  {fs['name']:<16} {AREA_NAMES.get(fs['area'], fs['area']):<7} {fs['faces']:>6} {fs['dropped']:>8}"
-                  f"  {fs['in_top_n']}/{fs['top_n']}")
+                  f"  {fs['in_top_n']}/{fs['top_n']}" + (f"  {fs['label']}" if fs.get("label") else ""))
+    print_candidates(s["candidates"])
     return 0
+
+
+def print_candidates(candidates: list[dict[str, Any]]) -> None:
+    """Uncertain matches waiting for a person, with the commands that settle them."""
+    if not candidates:
+        return
+    print()
+    print(f"candidates    {len(candidates)} pool faces just past the match distance, waiting for a person"
+          " (accept: facesetd move FACE_ID --to FACESET; reject: --to pool)")
+    for c in candidates:
+        print(f"  {c['face_id']:<24} for {c['faceset']:<14} distance {c['distance']:.4f}  (event {c['event']})")

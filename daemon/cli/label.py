@@ -1,0 +1,27 @@
+"""`facesetd label faceset_NNN "Name"`: a person's name for a faceset, shown in manifests, status and logs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from daemon.lock import add_wait_argument
+
+NAME = "label"
+HELP = ("give a faceset a person's name (in its manifest, the master manifest, `status` and the logs; the folder"
+        " and .fsz names stay); \"\" takes it off. Recorded as an event; `facesetd restore ID` puts the old one back")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("faceset", metavar="faceset_NNN")
+    p.add_argument("label", metavar="NAME", help="the name (one line); \"\" for none")
+    add_wait_argument(p)
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    from daemon.corrections import label_faceset
+
+    app.lock_data_folder(NAME, args.wait)
+    position = label_faceset(app.pipeline, args.faceset, args.label)
+    print(f"labelled {args.faceset} {args.label.strip()!r} (recorded as event {position})")
+    return 0

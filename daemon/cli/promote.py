@@ -1,0 +1,28 @@
+"""`facesetd promote POOL_FACE...`: a new faceset from pool faces a person chose (below the refine gate too)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from daemon.lock import add_wait_argument
+
+NAME = "promote"
+HELP = ("make a new faceset (the next number) of these pool faces, however few (one face per photo); POOL_FACE is a"
+        " face id or _pool/ID.png. Recorded as a faceset_promoted event; `facesetd restore ID` sends the faces back"
+        " to the pool")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("faces", nargs="+", metavar="POOL_FACE", help="a face waiting in the pool")
+    add_wait_argument(p)
+
+
+def run(args: argparse.Namespace, app: Any) -> int:
+    from daemon.corrections import promote_pool_faces
+
+    app.lock_data_folder(NAME, args.wait)
+    position = promote_pool_faces(app.pipeline, args.faces)
+    stored = app.events.get(position)
+    print(f"promoted {len(args.faces)} pool faces to {stored.event.faceset} (recorded as event {position})")
+    return 0

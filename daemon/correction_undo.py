@@ -1,0 +1,147 @@
+"""`facesetd restore ID` of a correction, a promotion or a restore: the events that put things back as they were.
+
+- face_moved: the face moves back where it was (a face_moved with `undoes`); out of the pool again, its pool entry
+  comes back as it was recorded (the same PoolFaceAdded), and so do its candidacies; back into a faceset, its
+  face_added is recorded again (the checks run on it as on any face).
+- faceset_labelled: the label it replaced comes back.
+- candidate_rejected: the face is proposed for that faceset again.
+- faceset_promoted: its faces go back to the pool as they were recorded there; the emptied faceset stays (0 faces,
+  its number is never reused) and the pool promotion does not promote them again by itself (`facesetd promote`
+  does, when a person asks).
+- decision_reverted: the decision it reverted is in force again (decision_reapplied), for a prune, a routing taken
+  out or a quarantine.
+
+Pipeline.restore calls `restore_correction` for these kinds; each returns the id of the event recorded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from state import events as ev
+from state.errors import UnknownEvent
+from state.layout import POOL_DIR, parse_face_path
+
+from .corrections import DROPPED, POOL, POOL_DROPPED, _begin, _record
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+CORRECTION_KINDS = (ev.FaceMoved, ev.FacesetLabelled, ev.CandidateRejected, ev.FacesetPromoted, ev.DecisionReverted)
+
+
+def restore_correction(pipeline: Pipeline, position: int, target: ev.Event) -> int:
+    """Undo the event at `position` (one of CORRECTION_KINDS); returns the new event's id."""
+    _begin(pipeline)
+    if isinstance(target, ev.FacesetLabelled):
+        return _record(pipeline, [_unlabel(pipeline, position, target)])
+    if isinstance(target, ev.CandidateRejected):
+        return _record(pipeline, [_propose_again(pipeline, position, target)])
+    state = pipeline.state.decision_state(position)
+    if state == "reverted":
+        raise UnknownEvent(f"event {position} was already restored")
+    if state != "done":
+        raise UnknownEvent(f"event {position}'s moves are not done ({state}); nothing to restore")
+    if isinstance(target, ev.FaceMoved):
+        return _record(pipeline, _move_back(pipeline, position, target))
+    if isinstance(target, ev.FacesetPromoted):
+        return _record(pipeline, _unpromote(pipeline, position, target))
+    assert isinstance(target, ev.DecisionReverted)
+    return _record(pipeline, [_reapply(pipeline, position, target)])
+
+
+def _unlabel(pipeline: Pipeline, position: int, e: ev.FacesetLabelled) -> ev.FacesetLabelled:
+    now = pipeline.state.label_of(e.faceset)
+    if now != e.label:
+        raise UnknownEvent(f"{e.faceset} was labelled again since event {position} ({now!r}); restore that one")
+    return ev.FacesetLabelled(faceset=e.faceset, label=e.previous, previous=e.label, undoes=position)
+
+
+def _propose_again(pipeline: Pipeline, position: int, e: ev.CandidateRejected) -> ev.Event:
+    if not pipeline.state.pool_rows_of([e.face_id]):
+        raise UnknownEvent(f"event {position}: {e.face_id} is no longer in the pool")
+    if any(c.faceset == e.faceset for c in pipeline.state.candidates_of_face(e.face_id)):
+        raise UnknownEvent(f"event {position}: {e.face_id} is proposed for {e.faceset} already")
+    original = pipeline.log.get(e.candidate)
+    if original is None or not isinstance(original.event, ev.FaceCandidate):
+        raise UnknownEvent(f"event {position}: its candidate event {e.candidate} is not in the log")
+    return original.event
+
+
+def _in_pool(path: str) -> bool:
+    return path.startswith(POOL_DIR + "/") and not path.startswith(POOL_DROPPED + "/")
+
+
+def _to_of(path: str) -> str:
+    fp = parse_face_path(path)
+    if fp is None:
+        return POOL if _in_pool(path) else DROPPED
+    return DROPPED if fp.dropped else fp.faceset
+
+
+def _move_back(pipeline: Pipeline, position: int, e: ev.FaceMoved) -> list[ev.Event]:
+    """The move of event `position` the other way, and the events that record the face where it returns."""
+    corpus = pipeline.config.corpus_dir
+    if not (corpus / e.dest).is_file():
+        raise UnknownEvent(f"event {position}: the face is no longer at {e.dest}")
+    if (corpus / e.path).exists() or pipeline.state.has_face_at(e.path):
+        raise UnknownEvent(f"cannot restore: {e.path} is taken by another file")
+    if _in_pool(e.dest) and not pipeline.state.pool_rows_of([e.face_id]):
+        raise UnknownEvent(f"event {position}: {e.face_id} has left the pool since; move it instead")
+    back = ev.FaceMoved(
+        path=e.dest, dest=e.path, sha256=e.sha256, to=_to_of(e.path), face_id=e.face_id,
+        face_ids=(e.face_id,) if _in_pool(e.dest) else (), moves=((e.dest, e.path),), check=e.check,
+        undoes=position, reason=f"restored by the user (undoes event {position}: {e.reason})", inputs=e.inputs,
+    )
+    out: list[ev.Event] = [back]
+    if _in_pool(e.path):  # back into the pool: as it was recorded there, with its candidacies
+        for at in [int(e.inputs.get("pool_event") or 0), *e.inputs.get("candidates", ())]:
+            found = pipeline.log.get(at) if at else None
+            if found is not None:
+                out.append(found.event)
+    elif parse_face_path(e.path) is not None and parse_face_path(e.dest) is None:
+        # back into a faceset from the pool: recorded there again (FaceAdded), as when it was first added
+        st = (corpus / e.dest).stat()
+        out.append(ev.FaceAdded(path=e.path, sha256=e.sha256, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                source=dict(e.inputs.get("source") or {})))
+    return out
+
+
+def _unpromote(pipeline: Pipeline, position: int, e: ev.FacesetPromoted) -> list[ev.Event]:
+    """Every face of the promotion back to the pool, if the faceset holds exactly those faces still."""
+    dests = sorted(d for _s, d in e.moves)
+    if pipeline.state.kept_paths_of(e.faceset) != dests or pipeline.state.face_count_of(e.faceset) != len(dests):
+        raise UnknownEvent(f"{e.faceset} changed since its promotion (event {position}); move its faces instead")
+    out: list[ev.Event] = [ev.DecisionReverted(
+        target=position, path=e.faceset, moves=tuple((d, s) for s, d in e.moves), check=e.check,
+        reason=f"restored by the user (undoes event {position}: {e.reason}); the faces wait in the pool again",
+    )]
+    for src, _dest in e.moves:
+        found = pipeline.log.latest(src, ev.PoolFaceAdded.KIND)
+        if found is None or found.position > position:
+            raise UnknownEvent(f"event {position}: no pool entry of {src} before it")
+        out.append(found.event)
+    out.append(ev.PoolFacesHeld(face_ids=e.face_ids, faceset=e.faceset, promotion=position,
+                                reason=f"their promotion to {e.faceset} was undone by a person"))
+    return out
+
+
+def _reapply(pipeline: Pipeline, position: int, e: ev.DecisionReverted) -> ev.DecisionReapplied:
+    """The decision event `position` reverted, in force again: its moves made again."""
+    original = pipeline.log.get(e.target)
+    if original is None or not isinstance(original.event, (ev.FacePruned, ev.FaceUnrouted, ev.FacesetQuarantined)):
+        kind = original.kind if original is not None else "nothing"
+        raise UnknownEvent(f"event {position} undid a {kind}; that cannot be made again by restore"
+                           + (" (promote the faces again with `facesetd promote`)" if kind == ev.FacesetPromoted.KIND
+                              else ""))
+    corpus = pipeline.config.corpus_dir
+    for src, dest in e.moves:
+        if not (corpus / dest).exists():
+            raise UnknownEvent(f"event {position}: {dest} is no longer there")
+        if (corpus / src).exists():
+            raise UnknownEvent(f"cannot restore: {src} is taken by another file")
+    return ev.DecisionReapplied(
+        target=position, original=e.target, path=e.path, moves=tuple((d, s) for s, d in e.moves),
+        check=original.event.check, inputs=dict(original.event.inputs),
+        reason=f"restored by the user (undoes event {position}; event {e.target} holds again: {original.event.reason})",
+    )
