@@ -29,6 +29,8 @@ VERB_MODULES = [
     "doctor",
     "gpu_agent",
     "immich",
+    "review",
+    "report",
 ]
 
 
