@@ -132,6 +132,10 @@ def open_site(config: Any, runner: Any, environ: dict[str, str] | None = None) -
                 top_n=config.projection.top_n, identity=config.identity,
                 thumbs=Thumbs(config.state_dir / "thumbs", config.review.thumb_px), runner=runner, token=token,
                 loopback=listen.loopback)
+    from daemon.logs import register_secret
+
+    register_secret(token)
+    register_secret(site.csrf)  # the form token too: a traceback's locals must not show it
     return site, listen
 
 

@@ -235,7 +235,7 @@ def build_app(site: Site) -> Starlette:
         except (FacesetdError, TimeoutError) as e:
             log.warning("review action failed", action=name, error=str(e))
             return RedirectResponse(_back_to(back, error=str(e)), status_code=303)
-        log.info("review action", action=name, event=form.get("event", ""), recorded=position)
+        log.info("review action", action=name, target=form.get("event", ""), recorded=position)
         done = f"{name} of event {form.get('event', '')} recorded as event {position}"
         return RedirectResponse(_back_to(back, msg=done), status_code=303)
 
