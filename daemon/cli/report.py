@@ -18,9 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.review.report import write_report
-    from state.readonly import ReadOnlyState
-
     from state.corpus_state import CorpusState
+    from state.readonly import ReadOnlyState
 
     CorpusState(app.events).catch_up()  # the state as the log says (an adopted corpus: after `facesetd reconcile`)
     state = ReadOnlyState(app.config.log_path)

@@ -19,7 +19,7 @@ from state.errors import ConfigError, FacesetdError
 
 log = structlog.get_logger("facesetd.review")
 
-STOP_WAIT_S = 3.0  # how long a stop waits for open connections (an event stream) to end
+STOP_WAIT_S = 3  # how long a stop waits for open connections (an event stream) to end
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ class Thumbs:
         if out.is_file():
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(source) as im:
-            im = im.convert("RGB")
+        with Image.open(source) as opened:
+            im = opened.convert("RGB")
             im.thumbnail((self.px, self.px))
             fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".thumb-", suffix=".webp")
             try:

@@ -148,66 +148,70 @@ def _back_to(where: str, **message: str) -> str:
     return where + "".join(f"{sep if i == 0 else '&'}{k}={quote(v)}" for i, (k, v) in enumerate(message.items()))
 
 
-def build_app(site: Site) -> Starlette:
-    """The ASGI app for `site`."""
+class Endpoints:
+    """The routes' functions over one Site."""
 
-    def page(template: str, context: dict[str, Any] | None, request: Request, here: str) -> Response:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+
+    def page(self, template: str, context: dict[str, Any] | None, request: Request, here: str) -> Response:
         if context is None:
-            return HTMLResponse(render("missing.html", {"title": "Not found"}, site.links, here=here,
-                                       head=site.state.log.head()), status_code=404, headers=PAGE_HEADERS)
-        html = render(template, context, site.links, here=here, actions=site.runner is not None, csrf=site.csrf,
+            return HTMLResponse(render("missing.html", {"title": "Not found"}, self.site.links, here=here,
+                                       head=self.site.state.log.head()), status_code=404, headers=PAGE_HEADERS)
+        html = render(template, context, self.site.links, here=here, actions=self.site.runner is not None, csrf=self.site.csrf,
                       msg=request.query_params.get("msg", ""), error=request.query_params.get("error", ""),
-                      head=site.state.log.head())
+                      head=self.site.state.log.head())
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
-    def facesets(request: Request) -> Response:
-        return page("facesets.html", pages.facesets(site.state, site.top_n), request, "facesets")
+    def facesets(self, request: Request) -> Response:
+        return self.page("facesets.html", pages.facesets(self.site.state, self.site.top_n), request, "facesets")
 
-    def faceset(request: Request) -> Response:
+    def faceset(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return page("faceset.html", pages.faceset(site.state, site.corpus, site.top_n, name), request, "facesets")
+        return self.page("faceset.html", pages.faceset(self.site.state, self.site.corpus, self.site.top_n, name), request, "facesets")
 
-    def pool(request: Request) -> Response:
-        return page("pool.html", pages.pool(site.state, site.identity), request, "pool")
+    def pool(self, request: Request) -> Response:
+        return self.page("pool.html", pages.pool(self.site.state, self.site.identity), request, "pool")
 
-    def decisions(request: Request) -> Response:
+    def decisions(self, request: Request) -> Response:
         before = request.query_params.get("before", "")
-        return page("decisions.html", pages.decisions(site.state, int(before) if before.isdigit() else None),
+        return self.page("decisions.html", pages.decisions(self.site.state, int(before) if before.isdigit() else None),
                     request, "decisions")
 
-    def thumb(request: Request) -> Response:
+    def thumb(self, request: Request) -> Response:
         sha = request.path_params["sha"]
         if not SHA256.match(sha):
             return _refused(404, "no such thumbnail")
-        cached = site.thumbs.cached(sha)
+        cached = self.site.thumbs.cached(sha)
         if not cached.is_file():
-            rel = site.state.file_with_sha256(sha)
-            source = site.corpus / rel if rel else None
+            rel = self.site.state.file_with_sha256(sha)
+            source = self.site.corpus / rel if rel else None
             if source is None or not source.is_file():
                 return _refused(404, "no face with these bytes")
-            cached = site.thumbs.path(sha, source)
+            cached = self.site.thumbs.path(sha, source)
         return FileResponse(cached, media_type="image/webp", headers=THUMB_HEADERS)
 
-    def photo(request: Request) -> Response:
+    def photo(self, request: Request) -> Response:
         sha = request.path_params["sha"]
-        rel = site.state.face_source(sha).get("photo", "") if SHA256.match(sha) else ""
-        path = (site.inbox / rel).resolve() if rel else None
-        if path is None or not path.is_relative_to(site.inbox.resolve()) or not path.is_file():
+        rel = self.site.state.face_source(sha).get("photo", "") if SHA256.match(sha) else ""
+        path = (self.site.inbox / rel).resolve() if rel else None
+        if path is None or not path.is_relative_to(self.site.inbox.resolve()) or not path.is_file():
             return _refused(404, "the source photo is not in the inbox's _processed/ folder")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
-    def head(request: Request) -> Response:
-        return JSONResponse({"head": site.state.log.head()}, headers={"Cache-Control": "no-store"})
+    def head(self, request: Request) -> Response:
+        return JSONResponse({"head": self.site.state.log.head()}, headers={"Cache-Control": "no-store"})
 
-    async def stream(request: Request) -> Response:
-        return StreamingResponse(_heads(request), media_type="text/event-stream",
+    async def stream(self, request: Request) -> Response:
+        return StreamingResponse(self._heads(request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def _heads(request: Request) -> AsyncIterator[str]:
+    async def _heads(self, request: Request) -> AsyncIterator[str]:
         """`data: <log head>` now and whenever the log grows; the page refreshes itself on a change."""
         last, quiet = -1, 0.0
-        while not site.stopping.is_set() and not await request.is_disconnected():
-            now = await run_in_threadpool(site.state.log.head)
+        while not self.site.stopping.is_set() and not await request.is_disconnected():
+            now = await run_in_threadpool(self.site.state.log.head)
             if now != last:
                 last, quiet = now, 0.0
                 yield f"data: {now}\n\n"
@@ -217,13 +221,13 @@ def build_app(site: Site) -> Starlette:
             await asyncio.sleep(STREAM_POLL_S)
             quiet += STREAM_POLL_S
 
-    async def act(request: Request) -> Response:
-        if site.runner is None:
+    async def act(self, request: Request) -> Response:
+        if self.site.runner is None:
             return _refused(405, "these pages are read-only")
         refused = same_origin(request)
         body = parse_qs((await request.body()).decode("utf-8", "replace"))
         form = {k: v[0] for k, v in body.items()}
-        if refused is None and not hmac.compare_digest(form.get("csrf", "").encode(), site.csrf.encode()):
+        if refused is None and not hmac.compare_digest(form.get("csrf", "").encode(), self.site.csrf.encode()):
             refused = "the form's token is missing or stale (reload the page)"
         if refused is not None:
             log.warning("review action refused", action=request.path_params["name"], why=refused)
@@ -231,7 +235,7 @@ def build_app(site: Site) -> Starlette:
         name = request.path_params["name"]
         back = form.get("next", "/facesets")
         try:
-            position = await run_in_threadpool(site.runner, name, form)
+            position = await run_in_threadpool(self.site.runner, name, form)
         except (FacesetdError, TimeoutError) as e:
             log.warning("review action failed", action=name, error=str(e))
             return RedirectResponse(_back_to(back, error=str(e)), status_code=303)
@@ -239,13 +243,17 @@ def build_app(site: Site) -> Starlette:
         done = f"{name} of event {form.get('event', '')} recorded as event {position}"
         return RedirectResponse(_back_to(back, msg=done), status_code=303)
 
-    def index(request: Request) -> Response:
+    def index(self, request: Request) -> Response:
         return RedirectResponse("/facesets", status_code=303)
 
+
+def build_app(site: Site) -> Starlette:
+    """The ASGI app for `site`."""
+    e = Endpoints(site)
     routes = [
-        Route("/", index), Route("/facesets", facesets), Route("/faceset/{name}", faceset), Route("/pool", pool),
-        Route("/decisions", decisions), Route("/thumb/{sha}.webp", thumb), Route("/photo/{sha}", photo),
-        Route("/head", head), Route("/stream", stream), Route("/action/{name}", act, methods=["POST"]),
+        Route("/", e.index), Route("/facesets", e.facesets), Route("/faceset/{name}", e.faceset), Route("/pool", e.pool),
+        Route("/decisions", e.decisions), Route("/thumb/{sha}.webp", e.thumb), Route("/photo/{sha}", e.photo),
+        Route("/head", e.head), Route("/stream", e.stream), Route("/action/{name}", e.act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
