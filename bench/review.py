@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus_factory import write_png  # noqa: E402
+from corpus_factory import write_png
 
-from daemon.config import load_config  # noqa: E402
-from daemon.pipeline import Pipeline  # noqa: E402
-from state.eventlog import EventLog  # noqa: E402
+from daemon.config import load_config
+from daemon.pipeline import Pipeline
+from state.eventlog import EventLog
 
 CHROMIUM = "/usr/bin/chromium"
 PAINT_JS = """() => {
@@ -118,7 +118,7 @@ def main() -> None:
                 results.append((label, len(body), page, static))
             browser.close()
         server.stop()  # type: ignore[attr-defined]
-    print(f"| page | HTML bytes | first paint | HTML response | baseline first paint (same size, static) |"
+    print("| page | HTML bytes | first paint | HTML response | baseline first paint (same size, static) |"
           " page / baseline |")
     print("|---|---|---|---|---|---|")
     for label, size, page, static in results:
