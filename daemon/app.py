@@ -29,6 +29,8 @@ class App:
         register_secret(config.gpu_agent.token)
         for user in config.immich.users:
             register_secret(os.environ.get(user.api_key_env))
+        if config.review.token_env:  # the review pages' token: never in a log line either
+            register_secret(os.environ.get(config.review.token_env))
         self.log = structlog.get_logger("facesetd")
         self._closers: list[Any] = []
         # How long a write waits for another process's lock on the event log (then LogBusy).

@@ -117,6 +117,18 @@ class ImmichSettings:
 
 
 @dataclass(frozen=True)
+class ReviewSettings:
+    # serve the review pages (daemon/review/) from the daemon; `facesetd review` serves them without it.
+    enabled: bool = field(default=True, metadata=RESTART)
+    # HOST:PORT the review pages listen on; anything but loopback (127.0.0.1, ::1, localhost) needs token_env.
+    listen: str = field(default="127.0.0.1:8476", metadata=RESTART)
+    # the NAME of the environment variable holding the review token (never the token itself); "" = no token.
+    token_env: str = field(default="", metadata=RESTART)
+    # longest side in pixels of the cached thumbnails (WebP, under <state>/thumbs/, made once per sha256).
+    thumb_px: int = field(default=160, metadata={"range": (32, 512), **RESTART})
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     # debug, info, warning or error.
     level: str = "info"
@@ -137,6 +149,7 @@ class Config:
     queue: QueueSettings = field(default_factory=QueueSettings)
     limits: Limits = field(default_factory=Limits)
     immich: ImmichSettings = field(default_factory=ImmichSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     # Resolved folders -------------------------------------------------------------------------
@@ -308,7 +321,7 @@ def _unknown_variables(environ: typing.Mapping[str, str], config: Config) -> Non
     """A misspelt FACESETD_ variable would silently do nothing: make it an error naming the closest key.
     Variables an [[immich.users]] entry names as its key's holder are not settings either."""
     known = setting_variables()
-    key_vars = {u.api_key_env for u in config.immich.users}
+    key_vars = {u.api_key_env for u in config.immich.users} | {config.review.token_env}
     for var in sorted(environ):
         if not _is_setting_like(var) or var in known or var in key_vars:
             continue

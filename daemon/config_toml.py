@@ -88,7 +88,7 @@ Errors are one line that names the key: an unknown key, a wrong type, a value ou
 the key's range (the range column), a path whose parent folder does not exist, or an unknown `FACESETD_`
 variable (the closest key is suggested). Not settings, and so allowed: `FACESETD_CONFIG`, `FACESETD_DATA_DIR`,
 the test and fault hooks `FACESETD_TEST_*`, `FACESETD_SOAK_*`, `FACESETD_CRASHPOINT*` and `FACESETD_SHARED`, and
-a variable an `[[immich.users]]` entry names in `api_key_env`. The daemon reloads the files on SIGHUP
+a variable an `[[immich.users]]` entry names in `api_key_env` or `review.token_env` names. The daemon reloads the files on SIGHUP
 (`systemctl reload facesetd`): keys marked "restart" in the applies column keep their running value until the
 next start, and the reload's log line names them ("config reloaded; restart to apply: models.face_pack").
 """
@@ -129,6 +129,13 @@ def render_reference() -> str:
         out.append("")
         if section.name == "eras":
             out += _eras_note()
+        if section.name == "review":
+            out += [
+                "The review pages (docs/review.md) on anything but loopback need a token: set `token_env` to the *name*",
+                "of a variable holding it (`token_env = \"FACESETD_REVIEW_KEY\"`, then `export FACESETD_REVIEW_KEY=...`);",
+                "without one such a `listen` refuses to start. The token never goes into the file or a log line.",
+                "",
+            ]
         if section.name == "immich":
             out += [
                 "Each `[[immich.users]]` table has `name` (a label) and `api_key_env` (the *name* of the environment",

@@ -55,6 +55,7 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.immich: Any = None
+        self.review: Any = None  # the review pages' server (daemon/review), when [review] enabled
         self.counts = {"watch_events": 0, "appended": 0, "handled": 0}
         self._last_render = 0.0
         self._last_status = 0.0
@@ -77,6 +78,7 @@ class Daemon:
     def start(self) -> None:
         """Watch, schedule, then tell systemd we are ready: the start-up reconcile is the loop's first step."""
         self.app.ensure_folders()
+        self._start_review()
         # Watch first: a photo dropped while the start-up reconcile lists the inbox is then seen either way.
         self.watcher = Watcher.from_settings(
             [self.config.corpus_dir, self.config.inbox_dir], self._on_watch_event, self.config.watch
@@ -92,6 +94,26 @@ class Daemon:
         self.notifier.ready()
         log.info("facesetd running", corpus=str(self.config.corpus_dir), inbox=str(self.config.inbox_dir),
                  watch="polling" if self.watcher.polling else "inotify", watchdog_s=self.watchdog_s)
+
+    def _start_review(self) -> None:
+        """Serve the review pages beside the loop; their actions run on this loop (DaemonRunner). A listen
+        address that is not loopback without a token stops the start (ConfigError); a port in use is logged and
+        the daemon goes on without the pages."""
+        if not self.config.review.enabled:
+            return
+        from state.errors import FacesetdError
+
+        from .review.actions import DaemonRunner
+        from .review.server import open_site, server_for
+
+        site, listen = open_site(self.config, DaemonRunner(self._submit, lambda: self.pipeline))
+        try:
+            self.review = server_for(site, listen)
+        except FacesetdError as e:
+            log.error("review pages not served", error=str(e))
+            return
+        self.review.start()
+        log.info("review pages", url=self.review.url)
 
     def _startup_reconcile(self) -> None:
         """What changed while we were down: the corpus compared with the log, the inbox listed."""
@@ -126,6 +148,8 @@ class Daemon:
             self.scheduler.shutdown(wait=True)
         if self.immich is not None:
             self.immich.shutdown(wait=False)
+        if self.review is not None:
+            self.review.stop()
         # What is still queued was only observed, not recorded: the next start's reconcile finds it.
         try:
             self.pipeline.state.catch_up()

@@ -330,6 +330,26 @@ class EventLog:
             params.extend([f"$.{name}", value])
         return self._select(sql + " ORDER BY position", params)
 
+    def read_newest(self, kinds: Sequence[str], limit: int, before: int | None = None) -> list[StoredEvent[Event]]:
+        """The newest `limit` events of one of `kinds` (before position `before`, when given), newest first."""
+        sql = f"SELECT position, kind, time, payload, vector FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
+        params: list[Any] = list(kinds)
+        if before is not None:
+            sql += " AND position < ?"
+            params.append(before)
+        return self._select(sql + " ORDER BY position DESC LIMIT ?", [*params, limit])
+
+    def read_positions(self, positions: Collection[int]) -> dict[int, StoredEvent[Event]]:
+        """position -> event for those of `positions` in the log."""
+        found: dict[int, StoredEvent[Event]] = {}
+        wanted = sorted(set(positions))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            found.update((se.position, se) for se in self._select(
+                "SELECT position, kind, time, payload, vector FROM events"
+                f" WHERE position IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def _select(self, sql: str, params: Sequence[Any]) -> list[StoredEvent[Event]]:
         with self.lock:
             rows = self.conn.execute(sql, params).fetchall()

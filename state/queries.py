@@ -413,6 +413,60 @@ class Queries:
         listed: list[str] | None = json.loads(rows[0][0]) if rows else None
         return listed
 
+    # Review pages (daemon/review) ---------------------------------------------------------------
+    def top_faces_by_faceset(self, n: int) -> dict[str, list[str]]:
+        """faceset -> sha256 of its best `n` kept faces (the top-N .fsz's order: quality, then file name)."""
+        rows = self.query(
+            "SELECT faceset, sha256 FROM (SELECT faceset, sha256, ROW_NUMBER() OVER (PARTITION BY faceset"
+            " ORDER BY COALESCE(quality, -1.0) DESC, name) AS r FROM faces WHERE dropped=0) WHERE r <= ?"
+            " ORDER BY faceset, r", (n,))
+        found: dict[str, list[str]] = {}
+        for faceset, sha in rows:
+            found.setdefault(faceset, []).append(sha)
+        return found
+
+    def quarantines(self) -> dict[str, tuple[int, str]]:
+        """faceset -> (position, check) of the quarantine that holds it (pending or done)."""
+        rows = self.query("SELECT position, subject, check_name FROM decisions WHERE kind='faceset_quarantined'"
+                          " AND state IN ('pending','done') ORDER BY position")
+        return {subject.split("/")[-1]: (pos, check) for pos, subject, check in rows}
+
+    def pool_size(self) -> int:
+        """How many faces wait in the pool."""
+        return int(self.query("SELECT COUNT(*) FROM pool")[0][0])
+
+    def file_with_sha256(self, sha256: str) -> str | None:
+        """A corpus path (a face, dropped or not, or a pool crop) holding these bytes, or None."""
+        rows = self.query("SELECT path FROM faces WHERE sha256=? UNION ALL SELECT path FROM pool WHERE sha256=?"
+                          " LIMIT 1", (sha256, sha256))
+        return rows[0][0] if rows else None
+
+    def face_source(self, sha256: str) -> dict[str, Any]:
+        """The source (photo, provenance) of a face or pool crop with these bytes, or {}."""
+        rows = self.query("SELECT source FROM faces WHERE sha256=? UNION ALL SELECT source FROM pool WHERE sha256=?"
+                          " LIMIT 1", (sha256, sha256))
+        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+        return found
+
+    def decision_states(self, positions: Sequence[int]) -> dict[int, str]:
+        """position -> pending | done | failed | reverted for those of `positions` that are decisions."""
+        found: dict[int, str] = {}
+        for i in range(0, len(positions), _IN_CHUNK):
+            chunk = tuple(positions[i : i + _IN_CHUNK])
+            found.update(self.query(
+                f"SELECT position, state FROM decisions WHERE position IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    def shas_at(self, paths: Sequence[str]) -> dict[str, str]:
+        """path -> sha256 for those of `paths` where the state has a face or a pool crop."""
+        found: dict[str, str] = {}
+        for i in range(0, len(paths), _IN_CHUNK):
+            chunk = tuple(paths[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(self.query(f"SELECT path, sha256 FROM faces WHERE path IN ({marks})"
+                                    f" UNION ALL SELECT path, sha256 FROM pool WHERE path IN ({marks})", chunk + chunk))
+        return found
+
     # Inbox: photos, pool, embedding cache --------------------------------------------------------
     def photo_waiting(self, root: str, path: str, sha256: str) -> bool:
         """Whether this photo (these bytes at this path) is received and not yet handled, or deferred.

@@ -25,7 +25,9 @@ from invariants import read_events
 class DaemonProcess:
     def __init__(self, data: Path, env: dict[str, str] | None = None, umask: int | None = None) -> None:
         self.data = data
-        self.env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", "PYTHONUNBUFFERED": "1", **(env or {})}
+        # The review pages on a free port of their own: daemons of several tests (and sessions) never share 8476.
+        self.env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                    "FACESETD_REVIEW_LISTEN": f"127.0.0.1:{free_port()}", **(env or {})}
         self.umask = umask  # the daemon's umask (as systemd's UMask= or a shell's umask sets it); None: ours
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = data.parent / f"{data.name}-daemon.log"

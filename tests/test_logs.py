@@ -156,3 +156,33 @@ def test_secrets_are_redacted_by_key_by_value_and_in_text() -> None:
     assert lines[0]["api_key"] == REDACTED and lines[0]["headers"] == {"x-api-key": REDACTED, "accept": "json"}
     assert REDACTED in lines[1]["detail"] and "Authorization" in lines[1]["detail"]
     assert lines[2]["url"].endswith(f"apiKey={REDACTED}&x=1")
+
+
+def test_review_token_and_form_token_are_never_in_a_log_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The review pages' token (named by [review] token_env) and their per-process form token are secrets from
+    the moment the app and the pages' site exist: a line that carries either (an error, a traceback's locals)
+    shows them redacted."""
+    from daemon.app import App
+    from daemon.config import load_config
+    from daemon.review.actions import LockedRunner
+    from daemon.review.server import open_site
+
+    token = "rev1ew-t0ken-value-0123456789"
+    monkeypatch.setenv("REVIEW_KEY_FOR_LOG_TEST", token)
+    environ = {"FACESETD_REVIEW_TOKEN_ENV": "REVIEW_KEY_FOR_LOG_TEST", "FACESETD_REVIEW_LISTEN": "0.0.0.0:0",
+               "REVIEW_KEY_FOR_LOG_TEST": token}
+    config = load_config(None, data_dir=str(tmp_path), environ=environ)
+    buf = io.StringIO()
+    app = App(config, log_stream=buf)
+    configure_logging("info", "json", stream=buf)
+    config.state_dir.mkdir(parents=True)
+    EventLog(config.log_path).close()
+    site, listen = open_site(config, LockedRunner(lambda: None, lambda: None), environ)
+    assert not listen.loopback and site.token == token
+    logger = structlog.get_logger("t")
+    logger.error("request failed", url=f"http://h/facesets?token={token}", form={"csrf": site.csrf},
+                 detail=f"cookie facesetd_review={token}; form {site.csrf}")
+    text = buf.getvalue()
+    assert token not in text and site.csrf not in text and REDACTED in text
+    site.state.close()
+    app.close()

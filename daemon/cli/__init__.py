@@ -33,6 +33,8 @@ VERB_MODULES = [
     "move",
     "label",
     "promote",
+    "review",
+    "report",
 ]
 
 
