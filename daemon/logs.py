@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 from state.names import escape
 
@@ -30,6 +31,9 @@ SECRET_TEXT = [
     re.compile(r"(?i)(x-api-key|authorization|api[_-]?key|token|apikey)([\"']?\s*[:=]\s*[\"']?)(bearer\s+)?([^\s\"',&}]+)"),
 ]
 REDACTED = "[redacted]"
+# Tracebacks as JSON without the frames' local variables: structlog shows them by default, cut to 80 characters,
+# and a cut repr can hold part of a secret that redaction (which matches whole values) then misses.
+TRACEBACKS = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 
 _known_secrets: set[str] = set()
 
@@ -144,7 +148,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if as_json:
-        tail: list[Any] = [structlog.processors.dict_tracebacks, redact_secrets, structlog.processors.JSONRenderer()]
+        tail: list[Any] = [TRACEBACKS, redact_secrets, structlog.processors.JSONRenderer()]
     else:
         tail = [structlog.processors.format_exc_info, redact_secrets, structlog.dev.ConsoleRenderer(colors=True)]
     numeric = getattr(logging, level.upper())

@@ -186,3 +186,25 @@ def test_review_token_and_form_token_are_never_in_a_log_line(tmp_path: Path, mon
     assert token not in text and site.csrf not in text and REDACTED in text
     site.state.close()
     app.close()
+
+
+def test_a_traceback_never_carries_a_frames_locals() -> None:
+    """structlog's JSON tracebacks show each frame's locals cut to 80 characters by default; a cut repr of a
+    dict holding a secret ends mid-secret, so whole-value redaction misses the part that is printed."""
+    buf = io.StringIO()
+    configure_logging("info", "json", stream=buf)
+    secret = "s3cr3t-" + "x" * 120
+    register_secret(secret)
+    headers = {"padding": "p" * 40, "x-api": secret}  # its repr is cut inside the secret
+
+    def fail(h: dict[str, str]) -> None:
+        raise RuntimeError("upstream refused")
+
+    try:
+        fail(headers)
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    (line,) = _lines(buf)
+    assert line["exception"][0]["exc_value"] == "upstream refused"
+    assert all("locals" not in frame for frame in line["exception"][0]["frames"])
+    assert "s3cr3t" not in buf.getvalue()
