@@ -308,6 +308,8 @@ class Pipeline:
             (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
             self.settle()
             return new_pos
+        if isinstance(target, ev.FacesetReturned):
+            return self._restore_return(position, target)
         if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)):
             raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
                                " (face_routed, forced_face_distant) can be restored")
@@ -339,6 +341,21 @@ class Pipeline:
             subject = name
         reverted = ev.DecisionReverted(
             target=position, path=subject, moves=moves, check=target.check,
+            reason=f"restored by the user (undoes event {position}: {target.reason})",
+        )
+        (new_pos,) = self.log.append([reverted])
+        self.settle()
+        return new_pos
+
+    def _restore_return(self, position: int, target: ev.FacesetReturned) -> int:
+        """Undo a thin faceset's return (handlers/thin_return.py): it goes back to _thin/ and stays there."""
+        from handlers.thin_return import undo_moves
+
+        if self.state.decision_state(position) == "reverted":
+            raise UnknownEvent(f"event {position} was already restored")
+        self.mover.finish_pending()
+        reverted = ev.DecisionReverted(
+            target=position, path=target.faceset, moves=undo_moves(self.ctx, position, target), check=target.check,
             reason=f"restored by the user (undoes event {position}: {target.reason})",
         )
         (new_pos,) = self.log.append([reverted])
