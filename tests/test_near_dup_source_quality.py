@@ -79,3 +79,21 @@ def test_a_log_written_before_source_terms_replays_as_it_was(tmp_path: Path) -> 
     assert source_terms({"photo": "x.jpg", "bbox": [0, 0, 100, 100]}) == {}  # recorded before: no terms
     q = QualityScore(0.7, 0.8, 0.6, 0.5, 0.9, 0.9)
     assert quality_with_source(q, {}) == 0.7
+
+
+def test_the_top_n_bundle_ranks_by_the_source_aware_quality(tmp_path: Path, faces_dir: Path, face_engine) -> None:
+    """Both kept (near-dup set out of reach): the top-1 .fsz holds obama.jpg's crop, not obama_small.jpg's."""
+    import zipfile
+
+    p = pipeline(tmp_path, _engines(face_engine),
+                 "[thresholds]\nnear_dup_similarity = 0.999\n[projection]\ntop_n = 1\n")
+    _settle_photos(p, faces_dir, [SMALL, OBAMA])
+    assert decisions(p) == []
+    added = {e.source["received_as"].rsplit("/", 1)[1]: e.path.rsplit("/", 1)[1] for _p, e in events_of(p, ev.FaceAdded)}
+    folder = p.config.corpus_dir / "faceset_001"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fsz"]["top_files"] == [added["obama.jpg"]]
+    with zipfile.ZipFile(folder / manifest["fsz"]["top"]) as z:
+        assert len(z.namelist()) == 1
+        top = z.read(z.namelist()[0])
+    assert top == (folder / "faces" / added["obama.jpg"]).read_bytes()
