@@ -27,6 +27,7 @@ SHOWN = (
     ev.FacePruned.KIND, ev.FacesetQuarantined.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND,
     ev.FaceSlotted.KIND, ev.FaceUnslotted.KIND, ev.ThinErasListed.KIND, ev.AnalysisRequested.KIND,
     ev.MoveFailed.KIND,
+    ev.FacesetReturned.KIND,
 )
 
 

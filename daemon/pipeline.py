@@ -312,12 +312,27 @@ class Pipeline:
             (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
             self.settle()
             return new_pos
+        if isinstance(target, ev.FacesetReturned):
+            return self._restore_return(position, target)
         if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted, ev.ErasSplit)):
-            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
-                               " (face_routed, forced_face_distant) can be restored")
+            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines, routed faces"
+                               " (face_routed, forced_face_distant), era splits, thin returns, corrections,"
+                               " promotions and restores can be restored")
         if self.state.decision_state(position) == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()
+        moves, subject = self._undo_moves(position, target)
+        reverted = ev.DecisionReverted(
+            target=position, path=subject, moves=moves, check=target.check,
+            reason=f"restored by the user (undoes event {position}: {target.reason})",
+        )
+        (new_pos,) = self.log.append([reverted])
+        self.settle()
+        return new_pos
+
+    def _undo_moves(self, position: int, target: ev.FacePruned | ev.FacesetQuarantined | ev.FaceUnrouted
+                    | ev.ErasSplit) -> tuple[tuple[tuple[str, str], ...], str]:
+        """The moves that undo decision `position`, and the path its DecisionReverted names."""
         moves: tuple[tuple[str, str], ...]
         if isinstance(target, ev.ErasSplit):  # the buckets it made go to _merged/, every face leaves them
             from handlers.era_split import unsplit_moves
@@ -346,8 +361,17 @@ class Pipeline:
                 raise UnknownEvent(f"cannot restore: {name}/ exists among the active facesets")
             moves = ((faceset_dir(area, name), name),)
             subject = name
+        return moves, subject
+
+    def _restore_return(self, position: int, target: ev.FacesetReturned) -> int:
+        """Undo a thin faceset's return (handlers/thin_return.py): it goes back to _thin/ and stays there."""
+        from handlers.thin_return import undo_moves
+
+        if self.state.decision_state(position) == "reverted":
+            raise UnknownEvent(f"event {position} was already restored")
+        self.mover.finish_pending()
         reverted = ev.DecisionReverted(
-            target=position, path=subject, moves=moves, check=target.check,
+            target=position, path=target.faceset, moves=undo_moves(self.ctx, position, target), check=target.check,
             reason=f"restored by the user (undoes event {position}: {target.reason})",
         )
         (new_pos,) = self.log.append([reverted])

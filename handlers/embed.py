@@ -94,17 +94,20 @@ def _analyzed(ctx: HandlerContext, face: Face, image: Any, detected: list[Detect
               model: dict[str, Any]) -> ev.FaceAnalyzed:
     """The FaceAnalyzed of one PNG: faces at or above the multi-face threshold, the best one's embedding."""
     from gpu_agent.quality import crop_quality
+    from gpu_agent.source_quality import quality_with_source, source_terms
 
     faces = [f for f in detected if f.det_score >= ctx.config.thresholds.multi_face_det_thresh]
     if not faces:
         return ev.FaceAnalyzed(path=face.path, sha256=face.sha256, face_count=0, model=model)
     best = max(faces, key=lambda f: f.det_score)
     q = crop_quality(image, best)
+    # A crop routed from a photo ranks by its photo's face size and sharpness (the crop hides both).
+    from_source = source_terms(face.source)
     return ev.FaceAnalyzed(
         path=face.path, sha256=face.sha256, face_count=len(faces), det_score=round(best.det_score, 6),
         bbox=tuple(round(v, 2) for v in best.bbox), kps=tuple((round(x, 2), round(y, 2)) for x, y in best.kps),
-        quality=q.total,
+        quality=quality_with_source(q, from_source),
         quality_terms={k: round(getattr(q, k), 6)
                        for k in ("det_score", "short_edge", "sharpness", "frontality", "symmetry")},
-        model=model, embedding=best.embedding.astype("float32"),
+        model=model, embedding=best.embedding.astype("float32"), source_terms=from_source,
     )

@@ -1,7 +1,11 @@
 """The faceset rules, once every face of a faceset has been checked:
 - masked: at least 40% of its scored images flagged (P >= 0.7) for either attribute moves it to _masked/;
-- thin: fewer than 5 survivors AND at least one of its PNGs pruned moves it to _thin/ (small hand-sorted sets
-  with nothing pruned stay where they are).
+- thin: fewer than 5 survivors AND at least one of its own PNGs pruned as occluded moves it to _thin/. As in
+  seed 000, this is a rule of the occlusion filter: small hand-sorted sets with nothing pruned stay where they
+  are, and so does a set that lost a near-duplicate or a multi-face PNG (a seeded 3-face faceset that lost a
+  near-duplicate is not thin). "Own" PNGs are those found on disk (adopted, or put there by hand); a crop routed
+  from the inbox and pruned on arrival only turns that arrival down, so a faceset being built from the inbox is
+  never thinned for being new. (A thin faceset that grows back returns: handlers/thin_return.py.)
 A restored quarantine is an override: that rule no longer acts on that faceset.
 """
 
@@ -17,6 +21,7 @@ from state.layout import parse_face_path
 
 from .common import overridden
 from .context import HandlerContext
+from .occlusion import CHECK as OCCLUSION
 from .occlusion import scorer_available
 
 MASKED, THIN = "masked", "thin"
@@ -73,11 +78,12 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
                            f" (P >= {t.occlusion_prune}); the threshold is {t.masked_fraction:.0%}",
                            {"flagged": len(flagged), "scored": len(scored), "fraction": round(share, 6),
                             "masked_fraction": t.masked_fraction, "occlusion_prune": t.occlusion_prune})
-    pruned = ctx.state.pruned_count(faceset)
+    pruned = ctx.state.own_prunes(faceset, OCCLUSION)
     survivors = len(active)
     if pruned and survivors < t.thin_min_survivors and not overridden(ctx, faceset, THIN):
         return _quarantine(ctx, faceset, "_thin", THIN,
-                           f"{survivors} images left after {pruned} pruned (fewer than {t.thin_min_survivors})",
+                           f"{survivors} images left after {pruned} pruned as occluded"
+                           f" (fewer than {t.thin_min_survivors})",
                            {"survivors": survivors, "pruned": pruned, "thin_min_survivors": t.thin_min_survivors})
     return None
 

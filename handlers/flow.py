@@ -17,7 +17,7 @@ import inspect
 from state import events as ev
 from state.comments import field_comments
 
-from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo
+from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo, thin_return
 from .registry import Consumer, Stage, declare
 
 SCAN = ("state.scan", "daemon.corpus_watch")  # a reconcile's scan and the corpus watcher report the same facts
@@ -32,11 +32,13 @@ FLOW = declare([
           readers=(PROMOTION,)),
     Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "daemon.corrections",
                                    "daemon.correction_undo"),
-          consumers=(Consumer(embed.embed, batch=8),), applier="_faces_added"),
+          consumers=(Consumer(embed.embed, batch=8), Consumer(thin_return.return_grown, batch=8)),
+          applier="_faces_added"),
     Stage(ev.FaceChanged, producers=SCAN, consumers=(Consumer(embed.embed, batch=8),), applier="_face_changed"),
     Stage(ev.FaceTouched, producers=SCAN, applier="_touched_batch"),
     Stage(ev.FaceMissing, producers=SCAN, applier="_face_missing"),
-    Stage(ev.FaceMovedExternally, producers=SCAN, applier="_face_moved_externally"),
+    Stage(ev.FaceMovedExternally, producers=SCAN, applier="_face_moved_externally",
+          consumers=(Consumer(thin_return.return_grown, batch=8),)),
     Stage(ev.NameEscaped, producers=("state.scan",),
           record_only="the rename is already done on disk; path_hex lets a person undo it by hand"),
     # --- Decisions that move files (the Mover carries out their moves after the append)
@@ -46,11 +48,14 @@ FLOW = declare([
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
     Stage(ev.DecisionReverted, producers=("daemon.pipeline", "daemon.correction_undo"), applier="_reverted",
-          readers=(PROMOTION, UNDO), consumers=(Consumer(era.relist_thin_eras),)),
-    Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed"),
+          readers=(PROMOTION, UNDO),
+          consumers=(Consumer(era.relist_thin_eras), Consumer(thin_return.return_grown))),
+    Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed",
+          consumers=(Consumer(thin_return.analyse_returned, batch=64),)),
     Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
     Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
+    Stage(ev.FacesetReturned, producers=("handlers.thin_return",), applier="_faceset_returned", readers=(RESTORE,)),
     # --- What the checks found
     Stage(ev.FaceAnalyzed, producers=("handlers.embed",), consumers=(
         Consumer(multi_face.check_multi_face, batch=8),
@@ -59,7 +64,8 @@ FLOW = declare([
         Consumer(era.slot_into_era, batch=8),
         Consumer(faceset_rules.apply_faceset_rules, batch=8),
     ), applier="_analyzed_batch"),
-    Stage(ev.AnalysisRequested, producers=("daemon.pipeline",), consumers=(Consumer(embed.embed, batch=8),)),
+    Stage(ev.AnalysisRequested, producers=("daemon.pipeline", "handlers.thin_return"),
+          consumers=(Consumer(embed.embed, batch=8),)),
     Stage(ev.OcclusionScored, producers=("handlers.occlusion",),
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_occlusion_batch"),
     # --- Immich: the poller's own bookkeeping, read straight from the log by its store

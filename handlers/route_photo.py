@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -174,6 +174,7 @@ class _Face:
     distance: float | None = None
     far: bool = False  # forced into a faceset whose centroid lies farther than [identity] match_distance
     near: str = ""  # the nearest faceset of a face sent to the pool (a candidate for it when just past the match)
+    measured: dict[str, Any] = field(default_factory=dict)  # the face on its photo (gpu_agent.source_quality)
 
 
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
@@ -451,6 +452,7 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
 
     from gpu_agent.errors import ImageDecodeError
     from gpu_agent.quality import crop_quality
+    from gpu_agent.source_quality import measure_source
 
     engine = ctx.models.face_engine  # outside the try: a model that cannot open is not the photo's fault
     try:
@@ -459,7 +461,8 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
         detected = (arrays([image], pad=True) if arrays is not None else engine.analyze([photo.data], pad=True))[0]
         min_px = ctx.config.identity.min_face_px
         usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
-        faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total) for i, f in usable]
+        faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
+                 for i, f in usable]
     except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
         return _reject(ctx, e, photo.src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
     skipped = {"small": len(detected) - len(usable)} if len(usable) < len(detected) else {}
@@ -540,7 +543,7 @@ def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Writte
     taken = {f.to for f, *_rest in written}
     for f, rel, sha, size, mtime in written:
         source = {**base_source, "face": f.index, "bbox": [round(v, 1) for v in f.face.bbox],
-                  "det_score": round(float(f.face.det_score), 4)}
+                  "det_score": round(float(f.face.det_score), 4), **f.measured}
         dist = None if f.distance is None else round(f.distance, 4)
         if f.to == POOL_FACESET:
             out.append(ev.PoolFaceAdded(path=rel, face_id=f"{prefix}{f.index}", sha256=sha, photo_sha256=e.sha256,

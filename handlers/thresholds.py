@@ -19,7 +19,8 @@ class Thresholds:
     occlusion_prune: float = field(default=0.7, metadata={"range": (0, 1)})
     # occlusion: this fraction of a faceset's images flagged for either attribute quarantines it to _masked/.
     masked_fraction: float = field(default=0.4, metadata={"range": (0, 1)})
-    # thin: fewer survivors than this AND at least one prune moves the faceset to _thin/.
+    # thin: fewer survivors than this AND at least one of its own PNGs pruned as occluded moves the faceset to
+    # _thin/ (other prunes, and inbox crops pruned on arrival, do not count); a thin one that grows back returns.
     thin_min_survivors: int = field(default=5, metadata={"range": (0, None)})
     # near-dup: cosine similarity at or above this within a faceset is a near-duplicate.
     near_dup_similarity: float = field(default=0.95, metadata={"range": (0, 1)})

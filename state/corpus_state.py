@@ -334,6 +334,13 @@ def _decided(conn: sqlite3.Connection,
                  at=se.position)
 
 
+@applies(ev.FacesetReturned)
+def _faceset_returned(conn: sqlite3.Connection, se: StoredEvent[ev.FacesetReturned]) -> None:
+    """A thin faceset back among the active ones: its rows move with its folder, as for a quarantine."""
+    _record_decision(conn, se.position, se.event)
+    _apply_moves(conn, se.event.moves, at=se.position)
+
+
 @applies(ev.DecisionReverted)
 def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) -> None:
     e = se.event

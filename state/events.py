@@ -284,6 +284,16 @@ class FaceUnrouted(Decision):
 MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted, FaceUnrouted)
 
 
+@dataclass(frozen=True)
+class FacesetReturned(Decision):
+    """A faceset in _thin/ grew back to [thresholds] thin_min_survivors kept PNGs: it moves back among the active
+    facesets (check "thin_return"). `facesetd restore` of this event puts it back in _thin/, where it then stays."""
+
+    KIND: ClassVar[str] = "faceset_returned"
+    faceset: str = ""
+    area: str = ""  # where it was: "_thin"
+
+
 # --- What the checks found (handlers) -------------------------------------------------------------
 
 
@@ -299,10 +309,14 @@ class FaceAnalyzed(Event):
     det_score: float = 0.0  # of the best face
     bbox: tuple[float, ...] = ()
     kps: tuple[tuple[float, float], ...] = ()
-    quality: float | None = None  # composite crop quality of the best face (gpu_agent.quality)
-    quality_terms: dict[str, float] = field(default_factory=dict)
+    quality: float | None = None  # composite crop quality of the best face (gpu_agent.quality), source_terms in
+    quality_terms: dict[str, float] = field(default_factory=dict)  # the terms as measured on the PNG itself
     model: dict[str, Any] = field(default_factory=dict)  # pack, providers
     embedding: Any = None  # (512,) float32 of the best face, L2-normalised; None without a face
+    # The source photo's face size and sharpness (gpu_agent.source_quality), used in `quality` in place of the
+    # PNG's short_edge and sharpness terms: a 512 crop hides how small or soft the face was. {} when the PNG has
+    # no measured source (found on disk, or routed before these were measured).
+    source_terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -384,11 +384,22 @@ class Queries:
             " ORDER BY position DESC LIMIT 1", (sha256, first, second))
         return Removal(*rows[0]) if rows else None
 
-    def pruned_count(self, faceset: str) -> int:
-        """How many face prunes of `faceset` (in any area) are pending or done."""
+    def own_prunes(self, faceset: str, check: str) -> int:
+        """How many of `faceset`'s own PNGs a `check` prune holds in _dropped/ (pending or done): those found on
+        disk, not crops routed from the inbox (such a crop pruned on arrival leaves the faceset as it was)."""
         return int(self.query(
-            "SELECT COUNT(*) FROM decisions WHERE kind='face_pruned' AND state IN ('pending','done')"
-            " AND (subject LIKE ? OR subject LIKE ?)", (f"{faceset}/%", f"%/{faceset}/%"))[0][0])
+            "SELECT COUNT(*) FROM faces x JOIN decisions d ON d.position = x.pruned_by"
+            " WHERE x.faceset=? AND x.dropped=1 AND d.check_name=? AND d.state IN ('pending','done')"
+            " AND json_extract(x.source, '$.photo_sha256') IS NULL", (faceset, check))[0][0])
+
+    def decision_kinds(self, positions: Sequence[int]) -> dict[int, str]:
+        """position -> kind of the decisions among `positions`."""
+        found: dict[int, str] = {}
+        for i in range(0, len(positions), _IN_CHUNK):
+            chunk = tuple(positions[i : i + _IN_CHUNK])
+            found.update(self.query(
+                f"SELECT position, kind FROM decisions WHERE position IN ({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def is_overridden(self, faceset: str, check: str, sha256: str = "*") -> bool:
         """Whether the user restored a decision of `check` in `faceset` on these bytes, or on the whole faceset."""

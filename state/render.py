@@ -208,10 +208,12 @@ class Renderer:
                 " FROM facesets f LEFT JOIN faces x ON x.faceset = f.name GROUP BY f.name ORDER BY f.name"
             )
         }
+        # The last decision that moved each faceset to its area: a quarantine, or a thin faceset's return.
         reasons = {
             subject.split("/")[-1]: (pos, check)
             for pos, subject, check in self.state.query(
-                "SELECT position, subject, check_name FROM decisions WHERE kind='faceset_quarantined'"
+                "SELECT position, subject, check_name FROM decisions"
+                " WHERE kind IN ('faceset_quarantined', 'faceset_returned')"
                 " AND state IN ('pending','done') ORDER BY position"
             )
         }

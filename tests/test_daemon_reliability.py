@@ -55,7 +55,8 @@ def _alive(d: DaemonProcess) -> None:
 def test_own_prune_and_quarantine_never_come_back_as_new_faces(
     tmp_path: Path, faces_dir: Path, models_root: Path, attempt: int
 ) -> None:
-    """A seed, then the same photo again: near-dup prune, then the thin quarantine, moves the watcher reports late.
+    """A seed, then the same photo again: a near-dup prune, a move the watcher reports late (no thin quarantine
+    follows since the thin rule counts occlusion prunes only).
     Before: `face_added` for the pruned path, then FileNotFoundError (exit 2), or manifests listing missing files."""
     data = tmp_path / "data"
     seed = data / "inbox" / "faceset_003"

@@ -253,15 +253,15 @@ def test_without_clip_the_other_checks_run(tmp_path: Path, face_engine, crops) -
     assert [e.path for _p, e in decisions(p, "multi_face")] == ["faceset_001/faces/b.png"]
     assert events_of(p, ev.OcclusionScored) == [] and scorer.calls == 0
     assert "occlusion_off" in p.ctx._said_once
-    # 2 survivors after a prune: thin (the rule runs without the scorer)
-    assert p.state.faceset_area("faceset_001") == "_thin"
+    # 2 survivors after a multi-face prune: not thin (seed 000's thin rule counts occlusion prunes only)
+    assert p.state.faceset_area("faceset_001") == ""
 
 
 def test_checks_are_registered_in_order() -> None:
     import handlers  # noqa: F401
     from handlers.registry import HANDLERS
 
-    assert [r.name for r in HANDLERS[ev.FaceAdded.KIND]] == ["embed"]
+    assert [r.name for r in HANDLERS[ev.FaceAdded.KIND]] == ["embed", "return_grown"]
     assert [r.name for r in HANDLERS[ev.FaceChanged.KIND]] == ["embed"]
     assert [r.name for r in HANDLERS[ev.FaceAnalyzed.KIND]] == [
         "check_multi_face", "check_occlusion", "check_near_dup", "slot_into_era", "apply_faceset_rules"]
@@ -278,7 +278,7 @@ def test_faces_analyzed_before_clip_do_not_hold_the_rules_back(tmp_path: Path, f
     write_corpus(corpus, {"faceset_001/faces/pair.png": png(crops["two_faces"])})
     p.reconcile()
     assert [e.path for _p, e in decisions(p, "multi_face")] == ["faceset_001/faces/pair.png"]
-    assert p.state.faceset_area("faceset_001") == "_thin"  # 3 left after a prune, unscored faces or not
+    assert p.state.faceset_area("faceset_001") == ""  # 3 left after a prune that is not an occlusion: not thin
 
 
 def test_photo_year_sources(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ HELP = ("undo a prune (a face_pruned event: the PNG comes back from faces/_dropp
         " face_routed or forced_face_distant event: the face leaves its faceset for faces/_dropped/; restoring"
         " that face_unrouted event puts it back), by its event id (see `facesetd events`); the check then leaves"
         " those bytes alone")
+HELP += "; a faceset_returned event (a thin faceset that grew back) sends it back to _thin/ to stay"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
