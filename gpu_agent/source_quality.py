@@ -8,10 +8,11 @@ Two terms are therefore measured on the photo, where the router has it (handlers
 in the crop's source (`face_px`, `face_sharpness`), and used in the crop's composite in place of its own:
 
 - short_edge: the face box's short edge in the photo's pixels / 256, capped at 1 (as in gpu_agent.quality);
-- sharpness: variance of the Laplacian of the grey face box at the photo's own resolution, / 1000, capped at
-  1. A face larger than it will be in the crop (short edge over 256 px) is first shrunk to that size, as the
-  crop will hold it (the Laplacian of a face spread over more pixels is weaker, not less sharp); a smaller face
-  is never enlarged (that would measure the enlargement's blur, which short_edge already counts).
+- sharpness: gpu_agent.quality's own term (variance of the Laplacian of the grey, aligned 112x112 face, / 1000,
+  capped at 1), measured on the photo instead of on the crop: the same scale as a PNG found on disk, which is
+  measured on itself, so crops from the inbox and found PNGs rank against each other fairly. (A variance of
+  the face box at the photo's resolution was tried first: it reads 0.02 for a large, in-focus face and 1.0
+  for a 31 px one, where JPEG noise dominates; aligned to 112 the 31 px face reads 0.07 and the large ones 1.0.)
 
 The other three terms (det_score, frontality, symmetry) stay the crop's: they describe the PNG roop loads.
 """
@@ -34,6 +35,7 @@ from .quality import (
     W_SHORT_EDGE,
     W_SYMMETRY,
     QualityScore,
+    norm_crop_112,
 )
 
 
@@ -41,28 +43,18 @@ def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
 
-def native_sharpness(image_bgr: np.ndarray, bbox: tuple[float, float, float, float]) -> float:
-    """Variance of the Laplacian of the grey face box (clipped to the image), at the photo's resolution or
-    shrunk to a short edge of SHORT_EDGE_FULL_PX when larger; 0.0 for a box with no area inside the image."""
-    h, w = image_bgr.shape[:2]
-    x1, y1 = max(0, int(round(bbox[0]))), max(0, int(round(bbox[1])))
-    x2, y2 = min(w, int(round(bbox[2]))), min(h, int(round(bbox[3])))
-    if x2 - x1 < 3 or y2 - y1 < 3:
-        return 0.0
-    grey = cv2.cvtColor(np.ascontiguousarray(image_bgr[y1:y2, x1:x2]), cv2.COLOR_BGR2GRAY)
-    short = min(grey.shape)
-    if short > SHORT_EDGE_FULL_PX:
-        scale = SHORT_EDGE_FULL_PX / short
-        size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+def native_sharpness(image_bgr: np.ndarray, face: DetectedFace) -> float:
+    """Laplacian variance of the aligned 112x112 grey face cut from the photo itself (as crop_quality measures
+    it on a crop)."""
+    aligned = norm_crop_112(image_bgr, np.asarray(face.kps, dtype=np.float32))
+    return float(cv2.Laplacian(cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
 
 
 def measure_source(image_bgr: np.ndarray, face: DetectedFace) -> dict[str, Any]:
     """What a crop's source records of the face on its photo: the box's size in pixels and its sharpness."""
     x1, y1, x2, y2 = (float(v) for v in face.bbox)
     return {"face_px": [round(x2 - x1, 1), round(y2 - y1, 1)],
-            "face_sharpness": round(native_sharpness(image_bgr, face.bbox), 1)}
+            "face_sharpness": round(native_sharpness(image_bgr, face), 1)}
 
 
 def source_terms(source: Mapping[str, Any]) -> dict[str, float]:
