@@ -29,7 +29,7 @@ FLOW = declare([
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
     Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo"), applier="_faceset_created",
           readers=(PROMOTION,)),
-    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool"),
+    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "handlers.merge_identities"),
           consumers=(Consumer(embed.embed, batch=8),), applier="_faces_added"),
     Stage(ev.FaceChanged, producers=SCAN, consumers=(Consumer(embed.embed, batch=8),), applier="_face_changed"),
     Stage(ev.FaceTouched, producers=SCAN, applier="_touched_batch"),
@@ -84,6 +84,9 @@ FLOW = declare([
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",),
           record_only="a warning for a person: the forced face may be someone else"),
     Stage(ev.PoolFacesSeeded, producers=("handlers.route_photo",), applier="_faceset_promoted"),
+    Stage(ev.FacesetsMerged, producers=("handlers.merge_identities",), applier="_facesets_merged",
+          readers=(RESTORE + " (handlers.merge_restore)", "state.render: merged_into and the master manifest's merged[]",
+                   "state.corpus_state: a restore of it keeps the pair apart")),
 ])
 
 

@@ -41,6 +41,9 @@ class IdentityThresholds:
     pool_slice_s: float = field(default=0.5, metadata={"range": (0.01, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
     min_face_px: int = field(default=90, metadata={"range": (0, None)})
+    # duplicate identities: facesets whose centroids are all pairwise within this cosine distance (complete
+    # linkage) merge into the oldest; measured on ../shared/faces: same person <= 0.47, different people >= 0.85.
+    merge_distance: float = field(default=0.55, metadata={"range": (0, 2)})
 
 
 @dataclass(frozen=True)
