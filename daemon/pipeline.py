@@ -370,7 +370,10 @@ class Pipeline:
         return f"{MERGER}:{self.ctx.config.identity.merge_distance}"
 
     def merge_due(self) -> bool:
-        """Whether a faceset's centroid may have changed since the merge check last ran (at this merge_distance)."""
+        """Whether a faceset's centroid may have changed since the merge check last ran (at this merge_distance);
+        never while merging is off (merge_distance 0)."""
+        if self.ctx.config.identity.merge_distance <= 0:
+            return False
         self.state.catch_up()
         return bool(self.state.facesets_changed_after(self.log.tracked(self._merger())))
 
@@ -380,11 +383,14 @@ class Pipeline:
         facesets were merged into others. Its moves are carried out, and the moved faces checked, by the loop."""
         from handlers.merge_identities import check_merges
 
+        if not self.merge_due():
+            return 0
         merger = self._merger()
-        self.state.catch_up()
         after = self.log.tracked(merger)
         changed = self.state.facesets_changed_after(after)
-        if not changed:
+        # The moved faces are analysed again, and adopted facesets need the models for their centroids: without
+        # models the check waits (it stays due).
+        if not changed or not self.ctx.models.configured or open_models(self.ctx, "merge") is None:
             return 0
         seen = self.state.applied_position()
         events = check_merges(self.ctx, None if after == 0 else [c.name for c in changed])

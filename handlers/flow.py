@@ -43,7 +43,8 @@ FLOW = declare([
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
-    Stage(ev.DecisionReverted, producers=("daemon.pipeline",), applier="_reverted", readers=(PROMOTION,)),
+    Stage(ev.DecisionReverted, producers=("daemon.pipeline", "handlers.merge_restore"), applier="_reverted",
+          readers=(PROMOTION,)),
     Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed"),
     Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
     Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
@@ -85,8 +86,7 @@ FLOW = declare([
           record_only="a warning for a person: the forced face may be someone else"),
     Stage(ev.PoolFacesSeeded, producers=("handlers.route_photo",), applier="_faceset_promoted"),
     Stage(ev.FacesetsMerged, producers=("handlers.merge_identities",), applier="_facesets_merged",
-          readers=(RESTORE + " (handlers.merge_restore)", "state.render: merged_into and the master manifest's merged[]",
-                   "state.corpus_state: a restore of it keeps the pair apart")),
+          readers=(RESTORE, "handlers.merge_restore: undoes it, and the prunes it led to")),
 ])
 
 
