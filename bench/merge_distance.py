@@ -103,9 +103,9 @@ def main() -> None:
     print(f"same person, one photo each: max {max(single):.3f}, p50 {np.median(single):.3f}")
     print(f"different people: {len(diff)} pairs, min {diff.min():.3f}, p05 {np.quantile(diff, 0.05):.3f},"
           f" p50 {np.median(diff):.3f}")
+    print(f"same person, one photo each: {len(single)} pairs")
     print(f"gap: same max {all_same.max():.3f} .. different min {diff.min():.3f};"
-          f" default merge_distance {IdentityThresholds().merge_distance}"
-          if hasattr(IdentityThresholds(), "merge_distance") else "")
+          f" [identity] merge_distance default {IdentityThresholds().merge_distance}")
 
 
 if __name__ == "__main__":

@@ -317,8 +317,8 @@ class Pipeline:
             self.settle()
             return new_pos
         if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted)):
-            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines and routed faces"
-                               " (face_routed, forced_face_distant) can be restored")
+            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines, routed faces"
+                               " (face_routed, forced_face_distant) and merges (facesets_merged) can be restored")
         if self.state.decision_state(position) == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import cli, drop, projections, rebuilt_from_log_alone
+from helpers import cli, drop, images, projections, rebuilt_from_log_alone
 from helpers import log_events as events
+
+from handlers.merge_identities import _components, _linkage
+from state import events as ev
+from tests.handler_fixtures import GivenScorer, decisions, events_of, pipeline, png, write_corpus
 
 OBAMA_A = ("obama/obama.jpg", "obama/obama1.jpg")  # faceset_001
 BIDEN = ("biden/biden.jpg", "biden/biden2.jpg")  # faceset_002: someone else
@@ -103,3 +109,78 @@ def test_same_person_merges_into_the_older_and_restore_puts_everything_back(
     again = cli(data, "restore", str(merge["id"]), env=env, check=False)
     assert again.returncode == 1 and "already restored" in again.stderr
 
+
+
+def _engines(face_engine):
+    return lambda: (face_engine, GivenScorer())
+
+
+def test_restore_undoes_the_near_dup_prune_a_merge_led_to(tmp_path: Path, face_engine, crops) -> None:
+    """A moved face that is a near-duplicate of one in the survivor: one of the two is pruned after the merge;
+    restoring the merge restores that prune too, and every PNG and projection is as before the merge."""
+    corpus = tmp_path / "corpus"
+    files = {f"faceset_001/faces/{n}.png": png(crops[n]) for n in ("obama", "obama1")}
+    files.update({f"faceset_002/faces/{n}.png": png(crops[n]) for n in ("biden", "biden2")})
+    files.update({f"faceset_003/faces/{n}.png": png(crops[n]) for n in ("obama_copy", "obama2")})
+    files["faceset_003/faces/obama1.png"] = png(crops["obama3"])  # a name the survivor has: it becomes obama1~2
+    original = write_corpus(corpus, files)
+    no_thin = "[thresholds]\nthin_min_survivors = 0\n"  # the survivor stays active after its prune
+    p = pipeline(tmp_path, _engines(face_engine), no_thin)  # merging off: the corpus as it was adopted
+    p.reconcile()
+    assert images(corpus) == original and not decisions(p, "near_dup")
+    before = projections(corpus)
+
+    p = pipeline(tmp_path, _engines(face_engine), no_thin, merge=True)
+    p.reconcile()
+    ((pos, merge),) = decisions(p, "merge")
+    assert isinstance(merge, ev.FacesetsMerged) and (merge.faceset, merge.merged) == ("faceset_001", ("faceset_003",))
+    assert ("faceset_003/faces/obama1.png", "faceset_001/faces/obama1~2.png") in merge.moves
+    assert merge.moves[-1] == ("faceset_003", "_merged/faceset_003")
+    ((_p, near),) = decisions(p, "near_dup")  # the copy and the original of obama now share a faceset
+    assert {near.path, near.inputs["duplicate_of"]} == {"faceset_001/faces/obama.png",
+                                                        "faceset_001/faces/obama_copy.png"}
+    assert p.state.faceset_area("faceset_002") == "" and p.state.faceset_area("faceset_003") == "_merged"
+
+    p.restore(pos)
+    assert images(corpus) == original
+    reverted = [e for _p, e in events_of(p, ev.DecisionReverted)]
+    assert [e.check for e in reverted] == ["near_dup", "merge"]
+    now = projections(corpus)
+    assert {k: v for k, v in now.items() if k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"}
+    p.rebuild()
+    assert projections(corpus) == now
+    # the pair is not merged again
+    p.reconcile()
+    assert len(decisions(p, "merge")) == 1 and images(corpus) == original
+
+
+def _unit(*xs: float) -> np.ndarray:
+    v = np.zeros(512, dtype=np.float32)
+    v[: len(xs)] = xs
+    return v / np.linalg.norm(v)
+
+
+def test_complete_linkage_never_chains_and_the_incremental_search_finds_what_a_full_one_does() -> None:
+    """A chain a-b-c (each neighbour within the distance, the ends not): single linkage would join all three,
+    complete linkage keeps every group's pairs within it. Seeded from one changed faceset, the search closes the
+    components it touches and finds the groups a pass over every centroid finds."""
+    def at(deg: float) -> np.ndarray:
+        return _unit(math.cos(math.radians(deg)), math.sin(math.radians(deg)))
+
+    names = ["faceset_001", "faceset_002", "faceset_003", "faceset_004", "faceset_005"]
+    # 0, 55 and 110 degrees: neighbours at cosine distance 0.43, the ends at 1.34; 004/005: far away, close together
+    vecs = np.stack([at(0), at(55), at(110), _unit(0, 0, 1, 0.2), _unit(0, 0, 1, 0.25)])
+    t = 0.5
+    full = [g for c in _components(vecs, list(range(5)), t + 1e-3)
+            for g in _linkage([names[i] for i in c], vecs[c], t, set())]
+    assert sorted((g.survivor, g.merged) for g in full) == [("faceset_001", ("faceset_002",)),
+                                                           ("faceset_004", ("faceset_005",))]
+    assert all(g.max_pair <= t for g in full)
+    # only 003 changed: its component (001-002-003) is closed and gives the same group; 004/005 are not looked at
+    seeded = [g for c in _components(vecs, [2], t + 1e-3) for g in _linkage([names[i] for i in c], vecs[c], t, set())]
+    assert [(g.survivor, g.merged) for g in seeded] == [("faceset_001", ("faceset_002",))]
+    # a restored pair stays apart: then 002 goes with 003
+    apart = {("faceset_001", "faceset_002"), ("faceset_002", "faceset_001")}
+    kept = [g for c in _components(vecs, [2], t + 1e-3) for g in _linkage([names[i] for i in c], vecs[c], t, apart)]
+    assert [(g.survivor, g.merged) for g in kept] == [("faceset_002", ("faceset_003",))]
