@@ -184,3 +184,24 @@ def test_complete_linkage_never_chains_and_the_incremental_search_finds_what_a_f
     apart = {("faceset_001", "faceset_002"), ("faceset_002", "faceset_001")}
     kept = [g for c in _components(vecs, [2], t + 1e-3) for g in _linkage([names[i] for i in c], vecs[c], t, apart)]
     assert [(g.survivor, g.merged) for g in kept] == [("faceset_002", ("faceset_003",))]
+
+
+@pytest.mark.slow
+def test_the_daemon_merges_on_its_schedule_once_the_inbox_is_settled(
+        tmp_path: Path, faces_dir: Path, env: dict[str, str]) -> None:
+    from daemon_proc import DaemonProcess
+
+    data = tmp_path / "data"
+    ids = faces_dir / "identities"
+    drop(ids, data / "inbox", *OBAMA_A, into="faceset_001")
+    drop(ids, data / "inbox", *OBAMA_B, into="faceset_002")
+    d = DaemonProcess(data, {**env, "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0"}).start()
+    d.wait_for(lambda: "facesets_merged" in d.kinds(), "the merge on the housekeeping schedule", timeout=90)
+    d.wait_for(lambda: len(list((data / "corpus/faceset_001/faces").glob("*.png"))) == 4, "4 faces in faceset_001")
+    assert d.terminate() == 0
+    merges = [e for e in d.events() if e["kind"] == "facesets_merged"]
+    assert [(e["faceset"], e["merged"]) for e in merges] == [("faceset_001", ["faceset_002"])]
+    # every photo was routed (into its seed) before the merge: the inbox was settled
+    processed = [e["position"] for e in d.events() if e["kind"] == "photo_processed"]
+    assert len(processed) == 4 and max(processed) < merges[0]["position"]
+    assert (data / "corpus/_merged/faceset_002/manifest.json").is_file()
