@@ -34,8 +34,9 @@ def _check_places(ctx: HandlerContext, position: int, target: ev.FacesetsMerged)
     """The survivor is active and every merged faceset still in _merged/ with its place among the active free."""
     area = ctx.state.faceset_area(target.faceset)
     if area != "":
-        raise UnknownEvent(f"cannot restore event {position}: {target.faceset} is in {area}/ now (restore the"
-                           " decision that moved it first, see `facesetd events --path " + target.faceset + "`)")
+        raise UnknownEvent(f"cannot restore event {position}: {target.faceset} is in {area}/ now; restore the"
+                           " decision that moved it there first (`facesetd events --kind faceset_quarantined"
+                           " --kind facesets_merged`)")
     for name in _folders(target):
         if ctx.state.faceset_area(name) != MERGED_AREA:
             raise UnknownEvent(f"cannot restore event {position}: {name} is no longer in {MERGED_AREA}/")
@@ -80,7 +81,7 @@ def _prunes_to_undo(ctx: HandlerContext, position: int, target: ev.FacesetsMerge
         pruned = [w.pruned_by for w in where if w.dropped and w.pruned_by is not None and w.pruned_by > position]
         if not pruned:
             raise UnknownEvent(f"cannot restore event {position}: {dest} is no longer in {target.faceset}"
-                               " (see `facesetd events --path " + dest.rsplit("/", 1)[-1] + "`)")
+                               " (moved on since, by hand or by a later decision)")
         found.append(pruned[0])
     for se in ctx.state.log.read(position, None, kinds=[ev.FacePruned.KIND]):
         e = se.event
