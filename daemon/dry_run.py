@@ -28,6 +28,7 @@ SHOWN = (
     ev.FaceSlotted.KIND, ev.FaceUnslotted.KIND, ev.ThinErasListed.KIND, ev.AnalysisRequested.KIND,
     ev.MoveFailed.KIND,
     ev.FacesetReturned.KIND,
+    ev.FacesetsMerged.KIND,
 )
 
 
@@ -85,6 +86,7 @@ def _scan_and_check(pipeline: Pipeline, progress: Callable[[int], None] | None) 
     if pipeline.request_missing_analyses():
         report.handled += pipeline.settle(render=False, progress=progress)
     report.promoted = pipeline.promoted - promoted_before
+    report.merged = pipeline.merge_duplicates(progress, render=False)
     for se in pipeline.log.read(start, kinds=SHOWN):
         reason = getattr(se.event, "reason", "") or getattr(se.event, "error", "")
         report.planned.append({"kind": se.kind, "subject": se.event.subject, "reason": reason, "stage": "check"})

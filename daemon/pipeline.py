@@ -41,6 +41,9 @@ from .inbox import list_waiting, receive
 log = structlog.get_logger("facesetd.pipeline")
 
 PROMOTER = "promoter"  # the pool promotion's position in the log's tracking table
+# The merge check's position in the log's tracking table, one per merge_distance (a new distance looks at every
+# faceset once): "merger:0.55".
+MERGER = "merger"
 # Event kinds after which the pool promotion is evaluated again (once what they led to is settled).
 PROMOTION_TRIGGERS = (ev.PhotoProcessed.KIND, ev.FacesetCreated.KIND, ev.DecisionReverted.KIND)
 
@@ -56,6 +59,7 @@ class ReconcileReport:
     promoted: int = 0  # new facesets from the pool
     received: int = 0  # inbox photos taken in
     planned: list[dict[str, Any]] = field(default_factory=list)
+    merged: int = 0  # facesets merged into another (duplicate identities)
 
     @classmethod
     def of_scan(cls, result: ScanResult, *, dry_run: bool = False) -> ReconcileReport:
@@ -70,6 +74,7 @@ class ReconcileReport:
             "events": dict(sorted(self.appended.items())),
             "handled": self.handled,
             "promoted": self.promoted,
+            "merged": self.merged,
             "received": self.received,
             "adopted": self.adopted,
             "dry_run": self.dry_run,
@@ -220,6 +225,7 @@ class Pipeline:
         if report.received:
             report.appended[ev.PhotoReceived.KIND] = report.appended.get(ev.PhotoReceived.KIND, 0) + report.received
         report.promoted = self.promoted - promoted_before
+        report.merged = self.merge_duplicates(progress)
         return report
 
     def request_missing_analyses(self) -> int:
@@ -303,6 +309,9 @@ class Pipeline:
         if stored is None:
             raise UnknownEvent(f"no event {position} in the log")
         target = stored.event
+        if isinstance(target, ev.FacesetsMerged):
+            return self._restore_merge(position, target)
+
         from .correction_undo import CORRECTION_KINDS, restore_correction
 
         if isinstance(target, CORRECTION_KINDS):  # corrections, promotions, restores (daemon/correction_undo.py)
@@ -316,8 +325,8 @@ class Pipeline:
             return self._restore_return(position, target)
         if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted, ev.ErasSplit)):
             raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines, routed faces"
-                               " (face_routed, forced_face_distant), era splits, thin returns, corrections,"
-                               " promotions and restores can be restored")
+                               " (face_routed, forced_face_distant), era splits, thin returns, merges,"
+                               " corrections, promotions and restores can be restored")
         if self.state.decision_state(position) == "reverted":
             raise UnknownEvent(f"event {position} was already restored")
         self.mover.finish_pending()
@@ -377,6 +386,66 @@ class Pipeline:
         (new_pos,) = self.log.append([reverted])
         self.settle()
         return new_pos
+
+    def _restore_merge(self, position: int, target: ev.FacesetsMerged) -> int:
+        """Undo a merge (handlers/merge_restore.py): the prunes it led to, then its moves; the merge's own revert
+        is the returned position."""
+        from handlers.merge_restore import unmerge
+
+        if self.state.decision_state(position) == "reverted":
+            raise UnknownEvent(f"event {position} was already restored")
+        self.mover.finish_pending()
+        positions = self.log.append(unmerge(self.ctx, position, target))
+        self.settle()
+        return positions[-1]
+
+    # Merging duplicate identities ------------------------------------------------------------------
+    def _merger(self) -> str:
+        return f"{MERGER}:{self.ctx.config.identity.merge_distance}"
+
+    def merge_due(self) -> bool:
+        """Whether a faceset's centroid may have changed since the merge check last ran (at this merge_distance);
+        never while merging is off (merge_distance 0)."""
+        if self.ctx.config.identity.merge_distance <= 0:
+            return False
+        self.state.catch_up()
+        return bool(self.state.facesets_changed_after(self.log.tracked(self._merger())))
+
+    def merge_if_due(self) -> int:
+        """Look for duplicate identities among the facesets changed since the last check (all of them the first
+        time) and record the merges; the check's events and its position in one transaction. Returns how many
+        facesets were merged into others. Its moves are carried out, and the moved faces checked, by the loop."""
+        from handlers.merge_identities import check_merges
+
+        if not self.merge_due():
+            return 0
+        merger = self._merger()
+        after = self.log.tracked(merger)
+        changed = self.state.facesets_changed_after(after)
+        # The moved faces are analysed again, and adopted facesets need the models for their centroids: without
+        # models the check waits (it stays due).
+        if not changed or not self.ctx.models.configured or open_models(self.ctx, "merge") is None:
+            return 0
+        seen = self.state.applied_position()
+        events = check_merges(self.ctx, None if after == 0 else [c.name for c in changed])
+        with self.log.transaction() as conn:
+            if self.log.tracked(merger, conn) != after:
+                return 0  # another process checked first
+            positions = self.log.append(events, conn=conn)
+            self.log.track(merger, max([seen, *positions]), conn)
+        return sum(len(e.merged) for e in events if isinstance(e, ev.FacesetsMerged))
+
+    def merge_duplicates(self, progress: Callable[[int], None] | None = None, *, render: bool = True) -> int:
+        """Merge duplicate identities until none are left (a survivor's new centroid may meet another), settling
+        each round (moves, the moved faces' checks); returns how many facesets were merged into others."""
+        merged = 0
+        while self.merge_due():
+            n = self.merge_if_due()
+            self.settle(render=render, progress=progress)
+            if not n:
+                break
+            merged += n
+        return merged
 
 
 def handler_config(config: Config) -> HandlerConfig:

@@ -123,10 +123,13 @@ class Daemon:
         log.info("startup reconcile done", **report.as_dict(), inbox_waiting=len(self.waiting))
 
     def _periodic(self) -> None:
-        """The scheduled pass: ask again for analyses missed while no model was up."""
+        """The scheduled pass: ask again for analyses missed while no model was up; once the inbox is settled,
+        merge duplicate identities if a centroid changed since the last check."""
         if self._models_down():
             return
         self.pipeline.request_missing_analyses()
+        if not self.waiting and self.pipeline.idle():
+            self.pipeline.merge_if_due()  # the loop carries out its moves and checks the moved faces
 
     def _models_down(self) -> bool:
         return time.monotonic() < self._models_retry_at

@@ -30,8 +30,8 @@ FLOW = declare([
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
     Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo"), applier="_faceset_created",
           readers=(PROMOTION,)),
-    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "daemon.corrections",
-                                   "daemon.correction_undo"),
+    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "handlers.merge_identities",
+                                   "daemon.corrections", "daemon.correction_undo"),
           consumers=(Consumer(embed.embed, batch=8), Consumer(thin_return.return_grown, batch=8)),
           applier="_faces_added"),
     Stage(ev.FaceChanged, producers=SCAN, consumers=(Consumer(embed.embed, batch=8),), applier="_face_changed"),
@@ -47,7 +47,8 @@ FLOW = declare([
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
           readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
-    Stage(ev.DecisionReverted, producers=("daemon.pipeline", "daemon.correction_undo"), applier="_reverted",
+    Stage(ev.DecisionReverted, producers=("daemon.pipeline", "daemon.correction_undo",
+                                                 "handlers.merge_restore"), applier="_reverted",
           readers=(PROMOTION, UNDO),
           consumers=(Consumer(era.relist_thin_eras), Consumer(thin_return.return_grown))),
     Stage(ev.MoveCompleted, producers=("state.mover", "daemon.dry_run"), applier="_moves_completed",
@@ -107,6 +108,8 @@ FLOW = declare([
     Stage(ev.CandidateRejected, producers=("daemon.corrections",), applier="_candidate_rejected", readers=(UNDO,)),
     Stage(ev.DecisionReapplied, producers=("daemon.correction_undo",), applier="_reapplied"),
     Stage(ev.PoolFacesHeld, producers=("daemon.correction_undo",), applier="_held"),
+    Stage(ev.FacesetsMerged, producers=("handlers.merge_identities",), applier="_facesets_merged",
+          readers=(RESTORE, "handlers.merge_restore: undoes it, and the prunes it led to")),
 ])
 
 

@@ -44,6 +44,10 @@ class IdentityThresholds:
     min_face_px: int = field(default=90, metadata={"range": (0, None)})
     # a pool face this much past match_distance of its nearest faceset is proposed to a person for it (0: never).
     candidate_band: float = field(default=0.15, metadata={"range": (0, 2)})
+    # duplicate identities: facesets whose centroids are all pairwise within this cosine distance (complete
+    # linkage) merge into the oldest; measured on ../shared/faces: same person <= 0.47, different people >= 0.85.
+    # 0 turns merging off.
+    merge_distance: float = field(default=0.55, metadata={"range": (0, 2)})
 
 
 @dataclass(frozen=True)

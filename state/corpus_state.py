@@ -274,6 +274,7 @@ def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int
     """Move one face row from src to dest (pruned_by: the decision, for a move into _dropped/; at: the event's
     position, for the membership marks)."""
     _members_for_path(conn, at, src)
+    _dirty_for_path(conn, src)  # the faceset it leaves (a merge, its restore) lists it no more
     fp = parse_face_path(dest)
     if fp is None:  # out of the facesets (into the pool): the faceset it leaves changes
         _dirty_for_path(conn, src)
@@ -349,7 +350,9 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) ->
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
     _apply_moves(conn, e.moves, at=se.position)
     _eras_unmade(conn, e.target)
-    if row is not None:
+    if row is not None and check_is_merge(row[0]):
+        _override_merge_pairs(conn, e.target)
+    elif row is not None:
         check, sha, subject = row
         fp = parse_face_path(subject)
         faceset = fp.faceset if fp is not None else subject.split("/")[-1]
@@ -384,6 +387,31 @@ def _eras_unmade(conn: sqlite3.Connection, split: int) -> None:
         conn.execute("DELETE FROM era_anchors WHERE bucket=?", (bucket,))
         mark_dirty(conn, bucket, *holders)
     conn.execute("DELETE FROM era_buckets WHERE decision=?", (split,))
+
+
+@applies(ev.FacesetsMerged)
+def _facesets_merged(conn: sqlite3.Connection, se: StoredEvent[ev.FacesetsMerged]) -> None:
+    # The kept PNGs move into the survivor, the emptied folders to _merged/; the FaceAdded events appended right
+    # after this one give the moved faces fresh rows, so the checks run on them as on any new face.
+    e = se.event
+    _record_decision(conn, se.position, e)
+    _apply_moves(conn, e.moves, at=se.position)
+
+
+MERGE_CHECK = "merge"  # the check of a FacesetsMerged (handlers/merge_identities.py)
+
+
+def check_is_merge(check: str) -> bool:
+    return check == MERGE_CHECK
+
+
+def _override_merge_pairs(conn: sqlite3.Connection, target: int) -> None:
+    """A restored merge: each merged faceset and its survivor are kept apart from now on (the pair, both ways)."""
+    row = conn.execute("SELECT subject, moves FROM decisions WHERE position=?", (target,)).fetchone()
+    into, moves = row[0], json.loads(row[1])
+    pairs = [(src, into) for src, _dest in moves if "/" not in src]
+    conn.executemany("INSERT OR IGNORE INTO overrides(faceset, check_name, sha256) VALUES (?,?,?)",
+                     [(a, MERGE_CHECK, b) for x, y in pairs for a, b in ((x, y), (y, x))])
 
 
 @applies(ev.MoveFailed)

@@ -281,6 +281,17 @@ class FaceUnrouted(Decision):
     target: int = 0  # the FaceRouted (or ForcedFaceDistant) the user restored
 
 
+@dataclass(frozen=True)
+class FacesetsMerged(Decision):
+    """Duplicate identities merged (handlers/merge_identities.py): every pair of the group's centroids lies within
+    [identity] merge_distance (complete linkage). The kept PNGs of the others move into the survivor, the group's
+    lowest number; the emptied facesets move to _merged/. `facesetd restore <this id>` puts every PNG and folder back."""
+
+    KIND: ClassVar[str] = "facesets_merged"
+    faceset: str = ""  # the survivor: the group's oldest faceset (lowest number)
+    merged: tuple[str, ...] = ()  # the facesets merged into it, now in _merged/ (merged_into: `faceset`)
+
+
 MOVE_EVENTS = (FacePruned, FacesetQuarantined, DecisionReverted, FaceUnrouted)
 
 

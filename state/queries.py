@@ -176,6 +176,32 @@ class SplitCandidate(NamedTuple):
     analyzed: bool
 
 
+class KeptFace(NamedTuple):
+    """A kept face of a faceset as the merge moves it (source is JSON text)."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    source: str
+
+
+class MergeInEffect(NamedTuple):
+    """A faceset in _merged/ by a merge decision not restored: the decision and the faceset it joined."""
+
+    faceset: str
+    into: str
+    decision: int
+
+
+class FaceWhere(NamedTuple):
+    """Where a face with given bytes is now within a faceset, and the decision that put it in _dropped/."""
+
+    path: str
+    dropped: int
+    pruned_by: int | None
+
+
 class Queries:
     """Named reads of the state tables (mixed into CorpusState, which supplies `log`)."""
 
@@ -536,3 +562,32 @@ class Queries:
         """Store computed embeddings by sha256 (not a projection: a rebuild keeps them)."""
         with self.log.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO embedding_cache(sha256, embedding) VALUES (?,?)", rows)
+
+    # Merging duplicate identities (handlers/merge_identities.py, handlers/merge_restore.py) -------------
+    def kept_faces_of(self, faceset: str) -> list[KeptFace]:
+        """The kept (not dropped) faces of `faceset`, by path."""
+        rows = self.query("SELECT path, sha256, size, mtime_ns, source FROM faces WHERE faceset=? AND dropped=0"
+                          " ORDER BY path", (faceset,))
+        return [KeptFace(*r) for r in rows]
+
+    def merges_in_effect(self) -> dict[str, MergeInEffect]:
+        """faceset -> the merge that moved it to _merged/ (decisions pending or done, not restored)."""
+        found: dict[str, MergeInEffect] = {}
+        for position, into, moves in self.query(
+                "SELECT position, subject, moves FROM decisions WHERE kind='facesets_merged'"
+                " AND state IN ('pending','done') ORDER BY position"):
+            for src, dest in json.loads(moves):
+                if "/" not in src and dest.endswith(f"/{src}"):  # a whole faceset folder: "faceset_NNN"
+                    found[src] = MergeInEffect(src, into, position)
+        return found
+
+    def merge_overrides(self) -> set[tuple[str, str]]:
+        """(faceset, faceset) pairs whose merge the user restored: the merge check leaves them apart."""
+        return {(a, b) for a, b in self.query(
+            "SELECT faceset, sha256 FROM overrides WHERE check_name='merge' AND sha256 != '*'")}
+
+    def faces_with_sha_in(self, faceset: str, sha256: str) -> list[FaceWhere]:
+        """The faces of `faceset` (kept or dropped) with these bytes, kept ones first, by path."""
+        rows = self.query("SELECT path, dropped, pruned_by FROM faces WHERE faceset=? AND sha256=?"
+                          " ORDER BY dropped, path", (faceset, sha256))
+        return [FaceWhere(*r) for r in rows]

@@ -8,6 +8,7 @@ skipped when the bytes are unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .atomic import SyncSet, atomic_write, link_or_write
 from .corpus_state import MASTER_DIRTY, CorpusState
 from .fsz import build_fsz
 from .layout import MASTER_MANIFEST, faceset_dir, fsz_names
-from .queries import MadeEraBucket
+from .queries import MadeEraBucket, MergeInEffect
 
 log = structlog.get_logger("facesetd.render")
 
@@ -161,6 +162,9 @@ class Renderer:
         made = self._made_era(name)
         if made is not None:
             manifest["era"] = made
+        merge = self.state.merges_in_effect().get(name) if area == "_merged" else None
+        if merge is not None:
+            manifest["merged_into"] = merge.into
         return manifest, full, top
 
     def _made_era(self, name: str) -> dict[str, Any] | None:
@@ -234,6 +238,7 @@ class Renderer:
         by_area: dict[str, list[dict[str, Any]]] = {"": [], "_masked": [], "_merged": [], "_thin": []}
         for n, (area, _f, _d) in counts.items():
             by_area.setdefault(area, []).append(entry(n))
+        merged_into(by_area["_merged"], self.state.merges_in_effect(), adopted)
         thin_eras = self.state.query("SELECT value FROM meta WHERE key='thin_eras'")
         return {
             "facesets": by_area[""],
@@ -257,3 +262,16 @@ class Renderer:
             self.synced.add_folder(self.corpus.parent)
         atomic_write(self.corpus / MASTER_MANIFEST, dumps(self.master_manifest()), durable=False)
         self.synced.add(self.corpus / MASTER_MANIFEST)
+
+
+def merged_into(entries: list[dict[str, Any]], merges: Mapping[str, MergeInEffect], adopted: dict[str, Any]) -> None:
+    """Each entry of the master manifest's merged[] gains `into`: the faceset it was merged into, by the merge
+    decision (with its id and check), or as the adopted master manifest of the batch scripts said."""
+    said = {m.get("faceset") or m.get("name"): m.get("into") or m.get("merged_into")
+            for m in adopted.get("merged") or () if isinstance(m, dict)}
+    for e in entries:
+        merge = merges.get(e["name"])
+        if merge is not None:
+            e["into"], e["decision"], e["check"] = merge.into, merge.decision, "merge"
+        elif isinstance(said.get(e["name"]), str):
+            e["into"] = said[e["name"]]

@@ -97,13 +97,15 @@ def write_corpus(corpus: Path, files: dict[str, bytes]) -> dict[str, str]:
     return out
 
 
-def pipeline(data_dir: Path, engines: Callable[[], Any], config_toml: str = "") -> Pipeline:
+def pipeline(data_dir: Path, engines: Callable[[], Any], config_toml: str = "", *, merge: bool = False) -> Pipeline:
+    """A pipeline on `data_dir` with these engines. Merging duplicate identities is off unless `merge` (these
+    corpora put one person in several facesets, or several in one, on purpose: tests/test_merge_identities.py)."""
     path = None
     if config_toml:
         path = data_dir / "facesetd.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(config_toml)
-    config = load_config(path, data_dir=str(data_dir), environ={})
+    config = load_config(path, data_dir=str(data_dir), environ={} if merge else {"FACESETD_IDENTITY_MERGE_DISTANCE": "0"})
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.corpus_dir.mkdir(parents=True, exist_ok=True)
     return Pipeline(config, EventLog(config.log_path), open_engines=engines)

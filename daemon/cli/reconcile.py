@@ -118,6 +118,9 @@ def run(args: argparse.Namespace, app: Any) -> int:
           + (" (corpus adopted)" if report.adopted else ""))
     print(f"received {report.received} inbox photos; handled {report.handled} events; "
           f"{report.promoted} new facesets from the pool")
+    if report.merged:
+        print(f"merged {report.merged} facesets into others (duplicate identities; `facesetd events --kind"
+              " facesets_merged`, undone by `facesetd restore ID`)")
     for w in waits:  # left in place: its writer may not be done
         print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
               f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
