@@ -15,11 +15,11 @@ from typing import Any, TypeVar, overload
 import numpy as np
 
 from . import events as ev
-from .correction_queries import CorrectionQueries
+from .correction_queries import StateQueries
 from .correction_tables import CORRECTION_PROJECTION_TABLES, CORRECTION_TABLES
 from .eventlog import EventLog, StoredEvent
 from .layout import parse_face_path
-from .queries import EMBEDDING_SQL, DeferredPhoto, Queries
+from .queries import EMBEDDING_SQL, DeferredPhoto
 
 PROCESSOR = "corpus_state"
 
@@ -625,7 +625,7 @@ def _faceset_promoted(conn: sqlite3.Connection,
     mark_dirty(conn, e.faceset)
 
 
-class CorpusState(Queries, CorrectionQueries):
+class CorpusState(StateQueries):
     """Applies the log to the state tables; its named reads (state/queries.py) serve the other processors."""
 
     def __init__(self, log: EventLog) -> None:

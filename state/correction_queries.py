@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .queries import EMBEDDING_SQL
+from .queries import EMBEDDING_SQL, Queries
 
 
 class Candidate(NamedTuple):
@@ -108,3 +108,7 @@ class CorrectionQueries:
     def face_count_of(self, faceset: str) -> int:
         """How many faces (kept and dropped) `faceset` has."""
         return int(self.query("SELECT COUNT(*) FROM faces WHERE faceset=?", (faceset,))[0][0])
+
+
+class StateQueries(Queries, CorrectionQueries):
+    """Every named read: the corpus state (CorpusState) and its read-only view (state/readonly.py) are both."""

@@ -12,10 +12,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .correction_queries import CorrectionQueries
+from .correction_queries import StateQueries
 from .errors import LogError
 from .eventlog import DEFAULT_BUSY_TIMEOUT_S, EventLog
-from .queries import Queries
 
 
 class ReadOnlyLog(EventLog):
@@ -31,7 +30,7 @@ class ReadOnlyLog(EventLog):
         self.lock = threading.RLock()
 
 
-class ReadOnlyState(Queries, CorrectionQueries):
+class ReadOnlyState(StateQueries):
     """The corpus state's named reads over a ReadOnlyLog; thread-safe (one lock around the connection)."""
 
     def __init__(self, log_path: Path) -> None:

@@ -47,3 +47,18 @@ def crops(face_engine, faces_dir: Path):
     from tests.handler_fixtures import make_crops
 
     return make_crops(face_engine, faces_dir)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless chromium driven by Playwright (the review pages' tests); skipped where it is missing."""
+    from review_browser import CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield b
+        b.close()

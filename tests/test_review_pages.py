@@ -11,17 +11,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from daemon_proc import DaemonProcess, free_port
 from helpers import REPO, cli, drop
+from review_browser import CHROMIUM, VIEWPORT, review_env, shot, thumbs_render
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "docs" / "review"
-VIEWPORT = {"width": 1280, "height": 800}
 OBAMA = ["obama.jpg", "obama1.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg",
          "obama_partial_face2.jpg", "obama_small.jpg"]
 
@@ -29,11 +26,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
 ]
-
-
-def _env(models_root: Path, **extra: str) -> dict[str, str]:
-    return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
-            "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0", **extra}
 
 
 def _fill_inbox(faces_dir: Path, inbox: Path) -> None:
@@ -48,35 +40,11 @@ def _fill_inbox(faces_dir: Path, inbox: Path) -> None:
     drop(faces_dir, inbox, "group/obama_and_biden.jpg", "group/pp_overlap_2.jpg")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM))
-        yield b
-        b.close()
-
-
-def _thumbs_render(page: object) -> None:
-    """Every thumbnail in the viewport has loaded with a non-zero natural size (the rest load lazily)."""
-    page.wait_for_function(  # type: ignore[attr-defined]
-        """() => {
-            const shown = Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight);
-            return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0);
-        }""", timeout=20000)
-
-
-def _shot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
-
-
 def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: Path, browser: object) -> None:
     data = tmp_path / "data"
     _fill_inbox(faces_dir, data / "inbox")
     port = free_port()
-    d = DaemonProcess(data, _env(models_root, FACESETD_REVIEW_LISTEN=f"127.0.0.1:{port}")).start()
+    d = DaemonProcess(data, review_env(models_root, FACESETD_REVIEW_LISTEN=f"127.0.0.1:{port}")).start()
     base = f"http://127.0.0.1:{port}"
     try:
         d.idle(timeout=180)
@@ -92,19 +60,19 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         page = browser.new_page(viewport=VIEWPORT)  # type: ignore[attr-defined]
         # the facesets page: every faceset, thumbnails rendered, the thin one marked
         page.goto(f"{base}/facesets")
-        _thumbs_render(page)
+        thumbs_render(page)
         assert page.locator(".card").count() >= 2
         for card in page.locator(".card.area-thin, .card.area-masked, .card.area-merged").all():
             assert card.locator(".badge").inner_text() in ("thin", "masked", "merged")
-        _shot(page, "facesets")
+        shot(page, "facesets")
         # follow a faceset link
         page.click(".card[data-faceset=faceset_001]")
         page.wait_for_url(f"{base}/faceset/faceset_001")
-        _thumbs_render(page)
+        thumbs_render(page)
         drop_row = page.locator(f".drop[data-file='_dropped/{name}']")
         assert "multi_face" in drop_row.inner_text() and "2 faces" in drop_row.inner_text()
         drop_row.scroll_into_view_if_needed()
-        _shot(page, "faceset")
+        shot(page, "faceset")
         # restore with one click: the PNG is back in faces/, the page says so and lists it among the faces
         drop_row.locator("button", has_text="Restore").click()
         page.wait_for_url("**/faceset/faceset_001?*")
@@ -118,14 +86,14 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
 
         # the pool and the decisions timeline
         page.goto(f"{base}/pool")
-        _thumbs_render(page)
+        thumbs_render(page)
         assert page.locator(".singles figure, .cluster").count() >= 1
-        _shot(page, "pool")
+        shot(page, "pool")
         page.goto(f"{base}/decisions")
-        _thumbs_render(page)
+        thumbs_render(page)
         row = page.locator(f"li.decision[data-event='{target['position']}']")
         assert "restored" in row.inner_text() and row.locator("button").count() == 0
-        _shot(page, "decisions")
+        shot(page, "decisions")
 
         # the page follows the log by itself: a new photo arrives, the shown log position moves on
         shown = page.get_attribute("body", "data-head")
@@ -147,7 +115,7 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         assert d.head() == head or all(e["kind"] != "decision_reverted" for e in d.events()[head:])
 
         # `facesetd review` beside the daemon points at it
-        said = cli(data, "review", env=_env(models_root, FACESETD_REVIEW_LISTEN=f"127.0.0.1:{port}")).stdout
+        said = cli(data, "review", env=review_env(models_root, FACESETD_REVIEW_LISTEN=f"127.0.0.1:{port}")).stdout
         assert f"serves the review pages at {base}/" in said
         page.close()
     finally:
@@ -176,7 +144,7 @@ def test_review_without_daemon_token_and_static_report(tmp_path: Path, faces_dir
                                                        browser: object) -> None:
     data = tmp_path / "data"
     _fill_inbox(faces_dir, data / "inbox")
-    env = _env(models_root)
+    env = review_env(models_root)
     cli(data, "reconcile", env=env, timeout=300)
 
     # anything but loopback without a token: refused at start, one line naming the key
@@ -200,7 +168,7 @@ def test_review_without_daemon_token_and_static_report(tmp_path: Path, faces_dir
         page = browser.new_page(viewport=VIEWPORT)  # type: ignore[attr-defined]
         page.goto(f"{base}/decisions?token={token}")
         assert "token" not in page.url  # the token leaves the address bar at once
-        _thumbs_render(page)
+        thumbs_render(page)
         page.locator(f"li.decision[data-event='{pruned['id']}'] button").click()
         page.wait_for_url("**/decisions?msg=*")
         assert page.locator(f"li.decision[data-event='{pruned['id']}']").inner_text().count("restored") == 1
@@ -217,11 +185,11 @@ def test_review_without_daemon_token_and_static_report(tmp_path: Path, faces_dir
     assert "index.html" in said
     page = browser.new_page(viewport=VIEWPORT)  # type: ignore[attr-defined]
     page.goto((out_dir / "index.html").as_uri())
-    _thumbs_render(page)
+    thumbs_render(page)
     assert page.locator("button").count() == 0
     page.click(".card[data-faceset=faceset_001]")
     page.wait_for_url("**/faceset_001.html")
-    _thumbs_render(page)
+    thumbs_render(page)
     assert page.locator("button").count() == 0 and page.locator("figure.face").count() >= 5
     page.goto((out_dir / "decisions.html").as_uri())
     assert "facesetd restore" in page.inner_text("main")

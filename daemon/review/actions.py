@@ -3,8 +3,19 @@
 An action is a function (pipeline, form) -> the position of the event it recorded; `ACTIONS` maps the name the
 page posts (`POST /action/<name>`) to it. A Runner carries it out where writes are allowed: on the daemon's
 worker thread (DaemonRunner: queued, never beside the worker), or under the data folder's lock when
-`facesetd review` runs without the daemon (LockedRunner). Adding move, label or promote is one function here
-and one form in a template.
+`facesetd review` runs without the daemon (LockedRunner). `what(name, form)` says what a click asked for, in the
+words the page shows beside the event id it recorded.
+
+| action | form fields | the same as |
+|---|---|---|
+| restore | event | `facesetd restore EVENT` |
+| move | face, to | `facesetd move FACE --to faceset_NNN|pool|dropped` |
+| label | faceset, label | `facesetd label faceset_NNN LABEL` (an empty label takes it off) |
+| promote | face (one per chosen pool face) | `facesetd promote FACE...` |
+| accept | face, faceset | `facesetd move FACE --to faceset_NNN` (a candidate accepted) |
+| reject | face | `facesetd move FACE --to pool` (a candidate rejected) |
+
+A field sent more than once (the pool page's checkboxes) arrives as its values joined by newlines.
 """
 
 from __future__ import annotations
@@ -32,14 +43,80 @@ def _event_id(form: Form) -> int:
     return int(raw)
 
 
+def _field(form: Form, name: str) -> str:
+    value = form.get(name, "").strip()
+    if not value or "\n" in value:
+        raise ActionError(f"the form names no {name} (or more than one)")
+    return value
+
+
 def restore(pipeline: Any, form: Form) -> int:
-    """`facesetd restore EVENT_ID`: undo a prune or a quarantine, or take a forced face out of its faceset."""
+    """`facesetd restore EVENT_ID`: undo a decision or a correction, or take a forced face out of its faceset."""
     return int(pipeline.restore(_event_id(form)))
+
+
+def move(pipeline: Any, form: Form) -> int:
+    """`facesetd move FACE --to TO`: a face to another faceset, the pool or dropped."""
+    from daemon.corrections import move_face
+
+    return move_face(pipeline, _field(form, "face"), _field(form, "to"))
+
+
+def label(pipeline: Any, form: Form) -> int:
+    """`facesetd label FACESET LABEL`: a person's name for a faceset ("" takes it off)."""
+    from daemon.corrections import label_faceset
+
+    return label_faceset(pipeline, _field(form, "faceset"), form.get("label", ""))
+
+
+def promote(pipeline: Any, form: Form) -> int:
+    """`facesetd promote FACE...`: a new faceset of the chosen pool faces."""
+    from daemon.corrections import promote_pool_faces
+
+    faces = [f.strip() for f in form.get("face", "").split("\n") if f.strip()]
+    if not faces:
+        raise ActionError("choose at least one pool face to promote")
+    return promote_pool_faces(pipeline, faces)
+
+
+def accept(pipeline: Any, form: Form) -> int:
+    """A candidate accepted: `facesetd move FACE --to FACESET`."""
+    from daemon.corrections import move_face
+
+    return move_face(pipeline, _field(form, "face"), _field(form, "faceset"))
+
+
+def reject(pipeline: Any, form: Form) -> int:
+    """A candidate rejected: `facesetd move FACE --to pool` (it stays in the pool, never proposed there again)."""
+    from daemon.corrections import POOL, move_face
+
+    return move_face(pipeline, _field(form, "face"), POOL)
 
 
 ACTIONS: dict[str, Action] = {
     "restore": restore,
+    "move": move,
+    "label": label,
+    "promote": promote,
+    "accept": accept,
+    "reject": reject,
 }
+
+_WHAT: dict[str, Callable[[Form], str]] = {
+    "restore": lambda f: f"restore of event {f.get('event', '')}",
+    "move": lambda f: f"move of {f.get('face', '')} to {f.get('to', '')}",
+    "label": lambda f: (f"label {f.get('label', '').strip()!r} of {f.get('faceset', '')}" if f.get("label", "").strip()
+                        else f"label taken off {f.get('faceset', '')}"),
+    "promote": lambda f: f"promotion of {len([x for x in f.get('face', '').split(chr(10)) if x.strip()])} pool faces",
+    "accept": lambda f: f"candidate {f.get('face', '')} accepted into {f.get('faceset', '')}",
+    "reject": lambda f: f"candidate {f.get('face', '')} rejected",
+}
+
+
+def what(name: str, form: Form) -> str:
+    """What a click asked for, in a few words ("move of faceset_001/faces/x.png to pool")."""
+    describe = _WHAT.get(name)
+    return describe(form) if describe is not None else name
 
 
 def action(name: str) -> Action:

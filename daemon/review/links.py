@@ -20,6 +20,9 @@ class Links:
     def decisions(self, before: int | None = None) -> str:
         return "/decisions" if before is None else f"/decisions?before={before}"
 
+    def candidates(self) -> str:
+        return "/candidates"
+
     def thumb(self, sha256: str) -> str:
         return f"/thumb/{sha256}.webp"
 
@@ -49,6 +52,9 @@ class FileLinks(Links):
 
     def decisions(self, before: int | None = None) -> str:
         return "decisions.html" if before is None else f"decisions-{before}.html"
+
+    def candidates(self) -> str:
+        return "candidates.html"
 
     def thumb(self, sha256: str) -> str:
         self.thumbs.add(sha256)

@@ -33,9 +33,10 @@ def write_report(state: Any, config: Any, out: Path) -> dict[str, int]:
         if found is not None:
             page(links.faceset(card["name"]), "faceset.html", found, "facesets")
     page("pool.html", "pool.html", pages.pool(state, config.identity), "pool")
+    page("candidates.html", "candidates.html", pages.candidates(state, config.projection.top_n), "candidates")
     before: int | None = None
     while True:
-        timeline = pages.decisions(state, before)
+        timeline = pages.decisions(state, config.corpus_dir, before)
         page(links.decisions(before), "decisions.html", timeline, "decisions")
         if timeline["older"] is None:
             break

@@ -38,11 +38,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from handlers.thresholds import IdentityThresholds
+from state.correction_queries import StateQueries
 from state.errors import FacesetdError
-from state.queries import Queries
 
 from . import pages
-from .actions import Runner
+from .actions import Runner, what
 from .links import Links
 from .render import STATIC, render
 from .thumbs import SHA256, Thumbs
@@ -68,7 +68,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 class Site:
     """What the pages read and do: the state (read-only), the folders, the tunables, and who runs actions."""
 
-    state: Queries
+    state: StateQueries
     corpus: Path
     inbox: Path
     top_n: int
@@ -176,8 +176,12 @@ class Endpoints:
 
     def decisions(self, request: Request) -> Response:
         before = request.query_params.get("before", "")
-        return self.page("decisions.html", pages.decisions(self.site.state, int(before) if before.isdigit() else None),
-                    request, "decisions")
+        return self.page("decisions.html", pages.decisions(self.site.state, self.site.corpus,
+                                                           int(before) if before.isdigit() else None),
+                         request, "decisions")
+
+    def candidates(self, request: Request) -> Response:
+        return self.page("candidates.html", pages.candidates(self.site.state, self.site.top_n), request, "candidates")
 
     def thumb(self, request: Request) -> Response:
         sha = request.path_params["sha"]
@@ -226,7 +230,7 @@ class Endpoints:
             return _refused(405, "these pages are read-only")
         refused = same_origin(request)
         body = parse_qs((await request.body()).decode("utf-8", "replace"))
-        form = {k: v[0] for k, v in body.items()}
+        form = {k: "\n".join(v) for k, v in body.items()}  # a field sent twice (checkboxes): one value a line
         if refused is None and not hmac.compare_digest(form.get("csrf", "").encode(), self.site.csrf.encode()):
             refused = "the form's token is missing or stale (reload the page)"
         if refused is not None:
@@ -239,8 +243,8 @@ class Endpoints:
         except (FacesetdError, TimeoutError) as e:
             log.warning("review action failed", action=name, error=str(e))
             return RedirectResponse(_back_to(back, error=str(e)), status_code=303)
-        log.info("review action", action=name, target=form.get("event", ""), recorded=position)
-        done = f"{name} of event {form.get('event', '')} recorded as event {position}"
+        done = f"{what(name, form)} recorded as event {position}"
+        log.info("review action", action=name, asked=what(name, form), recorded=position)
         return RedirectResponse(_back_to(back, msg=done), status_code=303)
 
     def index(self, request: Request) -> Response:
@@ -252,7 +256,7 @@ def build_app(site: Site) -> Starlette:
     e = Endpoints(site)
     routes = [
         Route("/", e.index), Route("/facesets", e.facesets), Route("/faceset/{name}", e.faceset), Route("/pool", e.pool),
-        Route("/decisions", e.decisions), Route("/thumb/{sha}.webp", e.thumb), Route("/photo/{sha}", e.photo),
+        Route("/decisions", e.decisions), Route("/candidates", e.candidates), Route("/thumb/{sha}.webp", e.thumb), Route("/photo/{sha}", e.photo),
         Route("/head", e.head), Route("/stream", e.stream), Route("/action/{name}", e.act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -1,13 +1,22 @@
 // facesetd review pages: refresh the page's content when the event log grows (server-sent events, or polling
-// where EventSource is missing or the stream drops), and keep a clicked button from being sent twice.
+// where EventSource is missing or the stream drops), unless a person is choosing or typing; and keep a clicked
+// button from being sent twice.
 (function () {
   "use strict";
   var body = document.body;
   var shown = body.getAttribute("data-head");
   var busy = false;
 
+  // a person choosing or typing (a field focused, a box ticked, a move form open): wait, or the new content
+  // would take their choice away
+  function editing() {
+    var a = document.activeElement;
+    return (a && a.form) || document.querySelector("main input[type=checkbox]:checked, main details[open]");
+  }
+
   function refresh(head) {
     if (busy || String(head) === shown) return;
+    if (editing()) { setTimeout(function () { refresh(head); }, 2000); return; }
     busy = true;
     fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
@@ -48,7 +57,7 @@
   }
 
   document.addEventListener("submit", function (e) {
-    var button = e.target.querySelector("button");
+    var button = e.submitter || e.target.querySelector("button");
     if (button) { setTimeout(function () { button.disabled = true; button.textContent = "…"; }, 0); }
   });
 })();

@@ -1,0 +1,32 @@
+"""What the Chromium tests of the review pages share: Debian's chromium, the viewport of the screenshots, the
+daemon's environment, and waits for the thumbnails. The `browser` fixture itself is in tests/conftest.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "docs" / "review"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def review_env(models_root: Path, **extra: str) -> dict[str, str]:
+    return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
+            "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0", **extra}
+
+
+def thumbs_render(page: object) -> None:
+    """Every thumbnail in the viewport has loaded with a non-zero natural size (the rest load lazily)."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        """() => {
+            const shown = Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight);
+            return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0);
+        }""", timeout=20000)
+
+
+def shot(page: object, name: str) -> None:
+    """docs/review/NAME.png at 1280x800, as docs/review.md shows it."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
