@@ -111,7 +111,7 @@ def test_status_shows_the_pool_and_every_faceset(reconciled) -> None:
     s = json.loads(cli(data, "status", "--json", env=env).stdout)
     assert s["pool"]["faces"] == 2 and s["pool"]["close_to_gate"] == 1 and s["pool"]["close_sizes"] == [2]
     assert s["faceset_list"] == [{"name": "faceset_001", "area": "", "faces": 1, "dropped": 0, "top_n": 8,
-                                  "in_top_n": 1}]
+                                  "in_top_n": 1, "label": ""}]
     assert s["facesets"]["active"] == 1 and s["images"] == {"active": 1, "dropped": 0}
 
 
