@@ -51,7 +51,8 @@ def active_corpus(corpus: Path) -> tuple[dict[str, str], list[dict]]:
     facesets (its thin[] lists a quarantined faceset, its provenance the log position)."""
     files = {str(p.relative_to(corpus)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(corpus.rglob("*"))
              if p.is_file() and p.relative_to(corpus).parts[0] not in QUARANTINE and p != corpus / "manifest.json"}
-    return files, json.loads((corpus / "manifest.json").read_text())["facesets"]
+    master = corpus / "manifest.json"  # none before the first faceset
+    return files, json.loads(master.read_text())["facesets"] if master.is_file() else []
 
 
 class Log:
