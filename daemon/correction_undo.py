@@ -5,13 +5,16 @@
   face_added is recorded again (the checks run on it as on any face).
 - faceset_labelled: the label it replaced comes back.
 - candidate_rejected: the face is proposed for that faceset again.
-- faceset_promoted: its faces go back to the pool as they were recorded there; the emptied faceset stays (0 faces,
-  its number is never reused) and the pool promotion does not promote them again by itself (`facesetd promote`
-  does, when a person asks).
+- faceset_promoted: its faces go back to the pool as they were recorded there, and the emptied faceset's folder
+  moves to _thin/ in the same decision (a faceset of 0 faces is one under thin_min_survivors): the active corpus
+  is as before the promotion, roop finds no empty .fsz, routing has no centroid of it, and its number is never
+  reused. The pool promotion does not promote those faces again by itself (`facesetd promote` does, when a
+  person asks).
 - decision_reverted: the decision it reverted is in force again (decision_reapplied), for a prune, a routing taken
   out or a quarantine.
 
-Pipeline.restore calls `restore_correction` for these kinds; each returns the id of the event recorded.
+Pipeline.restore calls `restore_correction` for these kinds once daemon/restore_rules.py accepted the event (it
+says why not otherwise); each returns the id of the event recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from state.errors import UnknownEvent
 from state.layout import POOL_DIR, parse_face_path
 
 from .corrections import DROPPED, POOL, POOL_DROPPED, _begin, _record
+from .restore_rules import THIN_AREA
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -31,17 +35,13 @@ CORRECTION_KINDS = (ev.FaceMoved, ev.FacesetLabelled, ev.CandidateRejected, ev.F
 
 
 def restore_correction(pipeline: Pipeline, position: int, target: ev.Event) -> int:
-    """Undo the event at `position` (one of CORRECTION_KINDS); returns the new event's id."""
+    """Undo the event at `position` (one of CORRECTION_KINDS, accepted by restore_rules); the new event's id."""
     _begin(pipeline)
     if isinstance(target, ev.FacesetLabelled):
-        return _record(pipeline, [_unlabel(pipeline, position, target)])
+        return _record(pipeline, [ev.FacesetLabelled(faceset=target.faceset, label=target.previous,
+                                                     previous=target.label, undoes=position)])
     if isinstance(target, ev.CandidateRejected):
-        return _record(pipeline, [_propose_again(pipeline, position, target)])
-    state = pipeline.state.decision_state(position)
-    if state == "reverted":
-        raise UnknownEvent(f"event {position} was already restored")
-    if state != "done":
-        raise UnknownEvent(f"event {position}'s moves are not done ({state}); nothing to restore")
+        return _record(pipeline, [_propose_again(pipeline, target)])
     if isinstance(target, ev.FaceMoved):
         return _record(pipeline, _move_back(pipeline, position, target))
     if isinstance(target, ev.FacesetPromoted):
@@ -50,21 +50,9 @@ def restore_correction(pipeline: Pipeline, position: int, target: ev.Event) -> i
     return _record(pipeline, [_reapply(pipeline, position, target)])
 
 
-def _unlabel(pipeline: Pipeline, position: int, e: ev.FacesetLabelled) -> ev.FacesetLabelled:
-    now = pipeline.state.label_of(e.faceset)
-    if now != e.label:
-        raise UnknownEvent(f"{e.faceset} was labelled again since event {position} ({now!r}); restore that one")
-    return ev.FacesetLabelled(faceset=e.faceset, label=e.previous, previous=e.label, undoes=position)
-
-
-def _propose_again(pipeline: Pipeline, position: int, e: ev.CandidateRejected) -> ev.Event:
-    if not pipeline.state.pool_rows_of([e.face_id]):
-        raise UnknownEvent(f"event {position}: {e.face_id} is no longer in the pool")
-    if any(c.faceset == e.faceset for c in pipeline.state.candidates_of_face(e.face_id)):
-        raise UnknownEvent(f"event {position}: {e.face_id} is proposed for {e.faceset} already")
+def _propose_again(pipeline: Pipeline, e: ev.CandidateRejected) -> ev.Event:
     original = pipeline.log.get(e.candidate)
-    if original is None or not isinstance(original.event, ev.FaceCandidate):
-        raise UnknownEvent(f"event {position}: its candidate event {e.candidate} is not in the log")
+    assert original is not None and isinstance(original.event, ev.FaceCandidate)
     return original.event
 
 
@@ -82,12 +70,6 @@ def _to_of(path: str) -> str:
 def _move_back(pipeline: Pipeline, position: int, e: ev.FaceMoved) -> list[ev.Event]:
     """The move of event `position` the other way, and the events that record the face where it returns."""
     corpus = pipeline.config.corpus_dir
-    if not (corpus / e.dest).is_file():
-        raise UnknownEvent(f"event {position}: the face is no longer at {e.dest}")
-    if (corpus / e.path).exists() or pipeline.state.has_face_at(e.path):
-        raise UnknownEvent(f"cannot restore: {e.path} is taken by another file")
-    if _in_pool(e.dest) and not pipeline.state.pool_rows_of([e.face_id]):
-        raise UnknownEvent(f"event {position}: {e.face_id} has left the pool since; move it instead")
     back = ev.FaceMoved(
         path=e.dest, dest=e.path, sha256=e.sha256, to=_to_of(e.path), face_id=e.face_id,
         face_ids=(e.face_id,) if _in_pool(e.dest) else (), moves=((e.dest, e.path),), check=e.check,
@@ -108,13 +90,12 @@ def _move_back(pipeline: Pipeline, position: int, e: ev.FaceMoved) -> list[ev.Ev
 
 
 def _unpromote(pipeline: Pipeline, position: int, e: ev.FacesetPromoted) -> list[ev.Event]:
-    """Every face of the promotion back to the pool, if the faceset holds exactly those faces still."""
-    dests = sorted(d for _s, d in e.moves)
-    if pipeline.state.kept_paths_of(e.faceset) != dests or pipeline.state.face_count_of(e.faceset) != len(dests):
-        raise UnknownEvent(f"{e.faceset} changed since its promotion (event {position}); move its faces instead")
+    """Every face of the promotion back to the pool, then the emptied faceset's folder to _thin/."""
+    moves = (*((d, s) for s, d in e.moves), (e.faceset, f"{THIN_AREA}/{e.faceset}"))
     out: list[ev.Event] = [ev.DecisionReverted(
-        target=position, path=e.faceset, moves=tuple((d, s) for s, d in e.moves), check=e.check,
-        reason=f"restored by the user (undoes event {position}: {e.reason}); the faces wait in the pool again",
+        target=position, path=e.faceset, moves=moves, check=e.check,
+        reason=f"restored by the user (undoes event {position}: {e.reason}); the faces wait in the pool again,"
+               f" the emptied {e.faceset} goes to {THIN_AREA}/",
     )]
     for src, _dest in e.moves:
         found = pipeline.log.latest(src, ev.PoolFaceAdded.KIND)
@@ -129,17 +110,7 @@ def _unpromote(pipeline: Pipeline, position: int, e: ev.FacesetPromoted) -> list
 def _reapply(pipeline: Pipeline, position: int, e: ev.DecisionReverted) -> ev.DecisionReapplied:
     """The decision event `position` reverted, in force again: its moves made again."""
     original = pipeline.log.get(e.target)
-    if original is None or not isinstance(original.event, (ev.FacePruned, ev.FaceUnrouted, ev.FacesetQuarantined)):
-        kind = original.kind if original is not None else "nothing"
-        raise UnknownEvent(f"event {position} undid a {kind}; that cannot be made again by restore"
-                           + (" (promote the faces again with `facesetd promote`)" if kind == ev.FacesetPromoted.KIND
-                              else ""))
-    corpus = pipeline.config.corpus_dir
-    for src, dest in e.moves:
-        if not (corpus / dest).exists():
-            raise UnknownEvent(f"event {position}: {dest} is no longer there")
-        if (corpus / src).exists():
-            raise UnknownEvent(f"cannot restore: {src} is taken by another file")
+    assert original is not None and isinstance(original.event, ev.Decision)
     return ev.DecisionReapplied(
         target=position, original=e.target, path=e.path, moves=tuple((d, s) for s, d in e.moves),
         check=original.event.check, inputs=dict(original.event.inputs),

@@ -301,103 +301,69 @@ class Pipeline:
     # Restore ---------------------------------------------------------------------------------------
     def restore(self, position: int) -> int:
         """Undo decision `position` (a prune, a quarantine, or a face taken out of its faceset), or take a routed
-        face (FaceRouted, ForcedFaceDistant: a forced join) out of its faceset; returns the new event's position."""
-        from handlers.unroute import unroute
+        face (FaceRouted, ForcedFaceDistant: a forced join) out of its faceset; returns the new event's position.
+
+        Whether it can is daemon/restore_rules.py's to say (the review pages ask it too): its refusal is this
+        one's. The undo code below keeps only the checks that need the pipeline's work."""
+        from .restore_rules import refusal
 
         self.state.catch_up()
         stored = self.log.get(position)
         if stored is None:
             raise UnknownEvent(f"no event {position} in the log")
-        target = stored.event
-        if isinstance(target, ev.FacesetsMerged):
-            return self._restore_merge(position, target)
+        self.mover.finish_pending()
+        why = refusal(self.state, self.config.corpus_dir, stored)
+        if why is not None:
+            raise UnknownEvent(why)
+        return self._undo(position, stored.event)
+
+    def _undo(self, position: int, target: ev.Event) -> int:
+        """The undo of an event restore_rules accepted: record it, settle what it leads to."""
+        from handlers.merge_restore import unmerge
+        from handlers.thin_return import undo_moves
+        from handlers.unroute import unroute
 
         from .correction_undo import CORRECTION_KINDS, restore_correction
 
         if isinstance(target, CORRECTION_KINDS):  # corrections, promotions, restores (daemon/correction_undo.py)
             return restore_correction(self, position, target)
-        if isinstance(target, (ev.FaceRouted, ev.ForcedFaceDistant)):
-            self.mover.finish_pending()
-            (new_pos,) = self.log.append([unroute(self.ctx, position, target)])
-            self.settle()
-            return new_pos
-        if isinstance(target, ev.FacesetReturned):
-            return self._restore_return(position, target)
-        if not isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted, ev.ErasSplit)):
-            raise UnknownEvent(f"event {position} is a {target.KIND}; only prunes, quarantines, routed faces"
-                               " (face_routed, forced_face_distant), era splits, thin returns, merges,"
-                               " corrections, promotions and restores can be restored")
-        if self.state.decision_state(position) == "reverted":
-            raise UnknownEvent(f"event {position} was already restored")
-        self.mover.finish_pending()
-        moves, subject = self._undo_moves(position, target)
-        reverted = ev.DecisionReverted(
-            target=position, path=subject, moves=moves, check=target.check,
-            reason=f"restored by the user (undoes event {position}: {target.reason})",
-        )
-        (new_pos,) = self.log.append([reverted])
+        events: list[ev.Event]
+        if isinstance(target, ev.FacesetsMerged):  # the prunes it led to, then its moves (the last is its revert)
+            events = list(unmerge(self.ctx, position, target))
+        elif isinstance(target, (ev.FaceRouted, ev.ForcedFaceDistant)):
+            events = [unroute(self.ctx, position, target)]
+        elif isinstance(target, ev.FacesetReturned):  # back to _thin/, where the thin rule then leaves it
+            events = [self._reverted(position, target, undo_moves(position, target), target.faceset)]
+        else:
+            assert isinstance(target, (ev.FacePruned, ev.FacesetQuarantined, ev.FaceUnrouted, ev.ErasSplit))
+            events = [self._reverted(position, target, *self._undo_moves(position, target))]
+        positions = self.log.append(events)
         self.settle()
-        return new_pos
+        return positions[-1]
+
+    @staticmethod
+    def _reverted(position: int, target: ev.Decision, moves: tuple[tuple[str, str], ...],
+                  subject: str) -> ev.DecisionReverted:
+        return ev.DecisionReverted(target=position, path=subject, moves=moves, check=target.check,
+                                   reason=f"restored by the user (undoes event {position}: {target.reason})")
 
     def _undo_moves(self, position: int, target: ev.FacePruned | ev.FacesetQuarantined | ev.FaceUnrouted
                     | ev.ErasSplit) -> tuple[tuple[tuple[str, str], ...], str]:
         """The moves that undo decision `position`, and the path its DecisionReverted names."""
-        moves: tuple[tuple[str, str], ...]
         if isinstance(target, ev.ErasSplit):  # the buckets it made go to _merged/, every face leaves them
             from handlers.era_split import unsplit_moves
 
-            moves, subject = unsplit_moves(self.ctx, position, target), target.faceset
-        elif isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
-            found = self.state.face_pruned_by(position)
-            if found is None:
-                raise UnknownEvent(f"the face pruned by event {position} is no longer in _dropped/")
-            current = found
-            fp = parse_face_path(current)
-            assert fp is not None and fp.dropped
+            return unsplit_moves(self.ctx, position, target), target.faceset
+        if isinstance(target, (ev.FacePruned, ev.FaceUnrouted)):
+            current = self.state.face_pruned_by(position)
+            fp = parse_face_path(current or "")
+            assert current is not None and fp is not None and fp.dropped
             # Back under the name it had (its _dropped/ name may carry a ~2 suffix when that name was taken).
             original = parse_face_path(target.moves[0][0]) if target.moves else None
             dest = f"{faceset_dir(fp.area, fp.faceset)}/faces/{original.name if original else fp.name}"
-            if (self.config.corpus_dir / dest).exists():
-                raise UnknownEvent(f"cannot restore: {dest} is taken by another file")
-            moves = ((current, dest),)
-            subject = dest
-        else:
-            name = target.faceset
-            area = self.state.faceset_area(name) or ""
-            if not area:
-                raise UnknownEvent(f"{name} is already active")
-            if (self.config.corpus_dir / name).exists():
-                raise UnknownEvent(f"cannot restore: {name}/ exists among the active facesets")
-            moves = ((faceset_dir(area, name), name),)
-            subject = name
-        return moves, subject
-
-    def _restore_return(self, position: int, target: ev.FacesetReturned) -> int:
-        """Undo a thin faceset's return (handlers/thin_return.py): it goes back to _thin/ and stays there."""
-        from handlers.thin_return import undo_moves
-
-        if self.state.decision_state(position) == "reverted":
-            raise UnknownEvent(f"event {position} was already restored")
-        self.mover.finish_pending()
-        reverted = ev.DecisionReverted(
-            target=position, path=target.faceset, moves=undo_moves(self.ctx, position, target), check=target.check,
-            reason=f"restored by the user (undoes event {position}: {target.reason})",
-        )
-        (new_pos,) = self.log.append([reverted])
-        self.settle()
-        return new_pos
-
-    def _restore_merge(self, position: int, target: ev.FacesetsMerged) -> int:
-        """Undo a merge (handlers/merge_restore.py): the prunes it led to, then its moves; the merge's own revert
-        is the returned position."""
-        from handlers.merge_restore import unmerge
-
-        if self.state.decision_state(position) == "reverted":
-            raise UnknownEvent(f"event {position} was already restored")
-        self.mover.finish_pending()
-        positions = self.log.append(unmerge(self.ctx, position, target))
-        self.settle()
-        return positions[-1]
+            return ((current, dest),), dest
+        name = target.faceset
+        return ((faceset_dir(self.state.faceset_area(name) or "", name), name),), name
 
     # Merging duplicate identities ------------------------------------------------------------------
     def _merger(self) -> str:

@@ -1,15 +1,17 @@
-"""Whether `facesetd restore ID` would undo an event now: the read-only twin of Pipeline.restore's rules
-(daemon/pipeline.py, daemon/correction_undo.py, handlers/unroute.py), for the review pages' Restore buttons.
+"""Whether `facesetd restore ID` undoes an event now: the one set of restore's rules, read-only.
 
 `refusal(state, corpus, stored)` is None when restore accepts the event as things stand, else the one line it
-would answer. A page shows a button only where this is None, so a click does not meet a refusal the page could
-have known (a race with the worker still can: the restore itself then says why). Read-only: it takes the
-state's named reads and the corpus folder, never the pipeline, so the pages call it from their own connection.
+answers. Pipeline.restore asks it first and refuses with that line (daemon/pipeline.py), and the review pages
+show a Restore button only where it is None: both read the same rules, so they cannot drift apart (a test
+compares them on every event of a rich log, tests/test_restore_rules.py). Read-only: it takes the state's named
+reads and the corpus folder, never the pipeline, so the pages call it from their own connection.
+
+What is left to the undo code (daemon/correction_undo.py, handlers/era_split.py, handlers/merge_restore.py) are
+the deeper checks that need the pipeline's work (the prunes a merge led to, an era split's faces, a promotion's
+pool entries): where one of those refuses, the button was shown and the click says why.
 
 Kinds restore does not take (pool matches, seeded pool faces, a re-applied decision, candidates) have no rule:
-refused. A decision kind whose restore only asks that it was not restored already is named in UNDONE_ONCE by its
-kind, so one that lands later in Pipeline.restore (a merge: facesets_merged; a thin faceset's return:
-faceset_returned) gets its button by its name here.
+refused. A decision kind whose restore here only asks that it was not restored already is named in UNDONE_ONCE.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from state.layout import POOL_DIR, faceset_dir, parse_face_path
 Rule = Callable[[StateQueries, Path, int, Any], "str | None"]
 POOL_DROPPED = f"{POOL_DIR}/_dropped"
 # Decision kinds restore undoes while not restored already (its own checks beyond that say why at the click).
-UNDONE_ONCE = (ev.ErasSplit.KIND, "facesets_merged", "faceset_returned")
+UNDONE_ONCE = (ev.ErasSplit.KIND,)
+MERGED_AREA = "_merged"
+THIN_AREA = "_thin"  # where a faceset whose promotion was undone goes, emptied
 
 
 def refusal(state: StateQueries, corpus: Path, stored: StoredEvent[ev.Event]) -> str | None:
@@ -35,7 +39,9 @@ def refusal(state: StateQueries, corpus: Path, stored: StoredEvent[ev.Event]) ->
     if rule is None:
         if stored.kind in UNDONE_ONCE:
             return _not_reverted(state, stored.position)
-        return f"event {stored.position} is a {stored.kind}: restore does not undo those"
+        return (f"event {stored.position} is a {stored.kind}; only prunes, quarantines, routed faces (face_routed,"
+                " forced_face_distant), era splits, thin returns, merges, corrections, promotions and restores can"
+                " be restored")
     return rule(state, corpus, stored.position, stored.event)
 
 
@@ -81,8 +87,16 @@ def _quarantined(state: StateQueries, corpus: Path, position: int, e: ev.Faceset
 
 
 def _routed(state: StateQueries, corpus: Path, position: int, e: ev.FaceRouted | ev.ForcedFaceDistant) -> str | None:
-    """A routed face can be taken out while it is kept in its faceset."""
-    return None if state.active_paths_of(e.faceset, e.sha256) else f"event {position}: the face is no longer in {e.faceset}"
+    """A routed face can be taken out while it is kept in its faceset; else the decision that moved it, if any."""
+    if state.active_paths_of(e.faceset, e.sha256):
+        return None
+    last = state.last_removal(e.sha256, (ev.FaceUnrouted.KIND, ev.FacePruned.KIND))
+    if last and last.kind == ev.FaceUnrouted.KIND:
+        return f"event {position}: the face {e.path} was already taken out of {e.faceset} by event {last.position}"
+    if last:
+        return (f"event {position}: the face {e.path} was pruned ({last.check_name}) by event {last.position};"
+                " restore that event instead")
+    return f"event {position}: the face {e.path} is no longer in {e.faceset}"
 
 
 def _in_pool(path: str) -> bool:
@@ -104,7 +118,9 @@ def _moved(state: StateQueries, corpus: Path, position: int, e: ev.FaceMoved) ->
 
 def _labelled(state: StateQueries, corpus: Path, position: int, e: ev.FacesetLabelled) -> str | None:
     now = state.label_of(e.faceset)
-    return None if now == e.label else f"{e.faceset} was labelled again since event {position} ({now!r})"
+    if now == e.label:
+        return None
+    return f"{e.faceset} was labelled again since event {position} ({now!r}); restore that one"
 
 
 def _rejected(state: StateQueries, corpus: Path, position: int, e: ev.CandidateRejected) -> str | None:
@@ -125,6 +141,36 @@ def _promoted(state: StateQueries, corpus: Path, position: int, e: ev.FacesetPro
     dests = sorted(d for _s, d in e.moves)
     if state.kept_paths_of(e.faceset) != dests or state.face_count_of(e.faceset) != len(dests):
         return f"{e.faceset} changed since its promotion (event {position}); move its faces instead"
+    if (corpus / THIN_AREA / e.faceset).exists():
+        return f"cannot restore: {THIN_AREA}/{e.faceset}/ exists"
+    return None
+
+
+def _returned(state: StateQueries, corpus: Path, position: int, e: ev.FacesetReturned) -> str | None:
+    """A thin faceset's return: back to where it was, while it is active and that place is free."""
+    why = _not_reverted(state, position)
+    if why:
+        return why
+    if state.faceset_area(e.faceset) != "":
+        return f"{e.faceset} is no longer active; event {position} cannot be restored"
+    return f"cannot restore: {e.area}/{e.faceset}/ exists" if (corpus / e.area / e.faceset).exists() else None
+
+
+def _merged(state: StateQueries, corpus: Path, position: int, e: ev.FacesetsMerged) -> str | None:
+    """A merge: the survivor active, every merged faceset still in _merged/ and its place among the active free
+    (the prunes it led to are looked at by handlers/merge_restore.py)."""
+    why = _not_reverted(state, position)
+    if why:
+        return why
+    area = state.faceset_area(e.faceset)
+    if area != "":
+        return (f"cannot restore event {position}: {e.faceset} is in {area}/ now; restore the decision that moved"
+                " it there first (`facesetd events --kind faceset_quarantined --kind facesets_merged`)")
+    for name in [src for src, _dest in e.moves if "/" not in src]:
+        if state.faceset_area(name) != MERGED_AREA:
+            return f"cannot restore event {position}: {name} is no longer in {MERGED_AREA}/"
+        if (corpus / name).exists():
+            return f"cannot restore: {name}/ exists among the active facesets"
     return None
 
 
@@ -135,7 +181,9 @@ def _reverted(state: StateQueries, corpus: Path, position: int, e: ev.DecisionRe
         return why
     original = state.log.get(e.target)
     if original is None or not isinstance(original.event, (ev.FacePruned, ev.FaceUnrouted, ev.FacesetQuarantined)):
-        return f"event {position} undid a {original.kind if original else 'nothing'}; restore cannot make that again"
+        kind = original.kind if original is not None else "nothing"
+        hint = " (promote the faces again with `facesetd promote`)" if kind == ev.FacesetPromoted.KIND else ""
+        return f"event {position} undid a {kind}; that cannot be made again by restore{hint}"
     for src, dest in e.moves:
         if not (corpus / dest).exists():
             return f"event {position}: {dest} is no longer there"
@@ -155,4 +203,6 @@ RULES: dict[str, Rule] = {
     ev.CandidateRejected.KIND: _rejected,
     ev.FacesetPromoted.KIND: _promoted,
     ev.DecisionReverted.KIND: _reverted,
+    ev.FacesetReturned.KIND: _returned,
+    ev.FacesetsMerged.KIND: _merged,
 }

@@ -45,7 +45,7 @@ FLOW = declare([
     Stage(ev.FacePruned,
           producers=("handlers.embed", "handlers.multi_face", "handlers.occlusion", "handlers.near_dup"),
           consumers=(Consumer(faceset_rules.apply_faceset_rules, batch=8),), applier="_decided",
-          readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
+          readers=(RESTORE, "daemon.restore_rules: why a routed face is already out of its faceset")),
     Stage(ev.FacesetQuarantined, producers=("handlers.faceset_rules",), applier="_decided", readers=(RESTORE,)),
     Stage(ev.DecisionReverted, producers=("daemon.pipeline", "daemon.correction_undo",
                                                  "handlers.merge_restore"), applier="_reverted",
@@ -55,7 +55,7 @@ FLOW = declare([
           consumers=(Consumer(thin_return.analyse_returned, batch=64),)),
     Stage(ev.MoveFailed, producers=("state.mover",), applier="_move_failed"),
     Stage(ev.FaceUnrouted, producers=("handlers.unroute",), applier="_decided",
-          readers=(RESTORE, "handlers.unroute: why a routed face is already out of its faceset")),
+          readers=(RESTORE, "daemon.restore_rules: why a routed face is already out of its faceset")),
     Stage(ev.FacesetReturned, producers=("handlers.thin_return",), applier="_faceset_returned", readers=(RESTORE,)),
     # --- What the checks found
     Stage(ev.FaceAnalyzed, producers=("handlers.embed",), consumers=(

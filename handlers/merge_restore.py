@@ -8,7 +8,8 @@ DecisionReverted of the merge moves the folders and the PNGs back; from then on 
 facesets apart (state/corpus_state.py records the pairs). The files and the projections are as before the merge.
 
 A merge whose faces have gone on elsewhere (the survivor merged or quarantined since) is refused with the event to
-restore first. Not a handler: Pipeline.restore calls it; it returns the decisions, the caller appends them.
+restore first (daemon/restore_rules.py says so before this runs; a face moved on is found missing here). Not a
+handler: Pipeline.restore calls it; it returns the decisions, the caller appends them.
 """
 
 from __future__ import annotations
@@ -28,20 +29,6 @@ def _folders(target: ev.FacesetsMerged) -> list[str]:
 
 def _pngs(target: ev.FacesetsMerged) -> list[tuple[str, str]]:
     return [(src, dest) for src, dest in target.moves if "/" in src]
-
-
-def _check_places(ctx: HandlerContext, position: int, target: ev.FacesetsMerged) -> None:
-    """The survivor is active and every merged faceset still in _merged/ with its place among the active free."""
-    area = ctx.state.faceset_area(target.faceset)
-    if area != "":
-        raise UnknownEvent(f"cannot restore event {position}: {target.faceset} is in {area}/ now; restore the"
-                           " decision that moved it there first (`facesetd events --kind faceset_quarantined"
-                           " --kind facesets_merged`)")
-    for name in _folders(target):
-        if ctx.state.faceset_area(name) != MERGED_AREA:
-            raise UnknownEvent(f"cannot restore event {position}: {name} is no longer in {MERGED_AREA}/")
-        if (ctx.config.corpus / name).exists():
-            raise UnknownEvent(f"cannot restore: {name}/ exists among the active facesets")
 
 
 def _added_shas(ctx: HandlerContext, position: int, count: int) -> dict[str, str]:
@@ -93,7 +80,6 @@ def _prunes_to_undo(ctx: HandlerContext, position: int, target: ev.FacesetsMerge
 
 def unmerge(ctx: HandlerContext, position: int, target: ev.FacesetsMerged) -> list[ev.DecisionReverted]:
     """The decisions that undo the merge at event `position`: the prunes it led to, then the merge itself."""
-    _check_places(ctx, position, target)
     pngs = _pngs(target)
     shas = _added_shas(ctx, position, len(pngs))
     out = [_revert_prune(ctx, p, position) for p in _prunes_to_undo(ctx, position, target, shas)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from state import events as ev
-from state.errors import UnknownEvent
 from state.eventlog import StoredEvent
 from state.layout import parse_face_path
 
@@ -91,12 +90,7 @@ def analyse_returned(ctx: HandlerContext, events: Sequence[StoredEvent[ev.MoveCo
             for p, h in ctx.state.faces_without_analysis() if faceset_of(p) in names]
 
 
-def undo_moves(ctx: HandlerContext, position: int, target: ev.FacesetReturned) -> tuple[tuple[str, str], ...]:
+def undo_moves(position: int, target: ev.FacesetReturned) -> tuple[tuple[str, str], ...]:
     """The moves of `facesetd restore` of a return (Pipeline.restore records them): the faceset back where it
-    was, after which this rule leaves it there. UnknownEvent when that cannot be done."""
-    name = target.faceset
-    if ctx.state.faceset_area(name) != "":
-        raise UnknownEvent(f"{name} is no longer active; event {position} cannot be restored")
-    if (ctx.config.corpus / target.area / name).exists():
-        raise UnknownEvent(f"cannot restore: {target.area}/{name}/ exists")
-    return ((name, f"{target.area}/{name}"),)
+    was, after which this rule leaves it there (whether it can go back is daemon/restore_rules.py's to say)."""
+    return ((target.faceset, f"{target.area}/{target.faceset}"),)

@@ -12,7 +12,6 @@ Not a handler: Pipeline.restore calls it; it returns the decision, the caller ap
 from __future__ import annotations
 
 from state import events as ev
-from state.errors import UnknownEvent
 
 from .common import dropped_dest
 from .context import HandlerContext
@@ -21,13 +20,10 @@ RESTORED = "restored"  # the check recorded on a face taken out by the user
 
 
 def unroute(ctx: HandlerContext, position: int, target: ev.FaceRouted | ev.ForcedFaceDistant) -> ev.FaceUnrouted:
-    """The decision that takes the face routed at event `position` out of its faceset; UnknownEvent when the
-    face is no longer there (taken out already, pruned, or gone)."""
+    """The decision that takes the face routed at event `position` out of its faceset (daemon/restore_rules.py
+    refused already when the face is no longer there: taken out, pruned, or gone)."""
     faceset, sha = target.faceset, target.sha256
-    paths = ctx.state.active_paths_of(faceset, sha)
-    if not paths:
-        raise UnknownEvent(f"event {position}: {_why_gone(ctx, faceset, sha, target.path)}")
-    current = paths[0]
+    current = ctx.state.active_paths_of(faceset, sha)[0]
     dest = dropped_dest(ctx, current)
     distance = getattr(target, "distance", None)
     return ev.FaceUnrouted(
@@ -35,13 +31,3 @@ def unroute(ctx: HandlerContext, position: int, target: ev.FaceRouted | ev.Force
         reason=f"taken out of {faceset} by the user (undoes the routing of event {position})",
         inputs={"faceset": faceset, "distance": distance, "match_distance": ctx.config.identity.match_distance},
     )
-
-
-def _why_gone(ctx: HandlerContext, faceset: str, sha: str, path: str) -> str:
-    """Why a routed face cannot be taken out: the decision that already moved it, if any."""
-    last = ctx.state.last_removal(sha, (ev.FaceUnrouted.KIND, ev.FacePruned.KIND))
-    if last and last.kind == ev.FaceUnrouted.KIND:
-        return f"the face {path} was already taken out of {faceset} by event {last.position}"
-    if last:
-        return f"the face {path} was pruned ({last.check_name}) by event {last.position}; restore that event instead"
-    return f"the face {path} is no longer in {faceset}"

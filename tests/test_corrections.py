@@ -4,6 +4,7 @@ and the log alone rebuilds the projections after each."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -40,6 +41,18 @@ def snapshot(corpus: Path) -> tuple[dict[str, str], dict[str, str]]:
     proj = projections(corpus)
     del proj["manifest.json"]
     return images(corpus), proj
+
+
+QUARANTINE = ("_masked", "_merged", "_thin")
+
+
+def active_corpus(corpus: Path) -> tuple[dict[str, str], list[dict]]:
+    """sha256 of every file outside the quarantine areas but the master manifest, and the master manifest's active
+    facesets (its thin[] lists a quarantined faceset, its provenance the log position)."""
+    files = {str(p.relative_to(corpus)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(corpus.rglob("*"))
+             if p.is_file() and p.relative_to(corpus).parts[0] not in QUARANTINE and p != corpus / "manifest.json"}
+    master = corpus / "manifest.json"  # none before the first faceset
+    return files, json.loads(master.read_text())["facesets"] if master.is_file() else []
 
 
 class Log:
@@ -190,7 +203,7 @@ def test_promote_makes_a_faceset_below_the_gate_and_restore_sends_the_faces_back
     cli(data, "reconcile", env=env)
     pooled = sorted(p.stem for p in (corpus / "_pool").glob("*.png"))
     assert len(pooled) == 2
-    before_pngs = images(corpus)
+    before_pngs, before = images(corpus), active_corpus(corpus)
     out = cli(data, "promote", *pooled, env=env).stdout
     assert "faceset_001" in out
     position = recorded(out)
@@ -198,7 +211,14 @@ def test_promote_makes_a_faceset_below_the_gate_and_restore_sends_the_faces_back
     log.rebuilds()
     cli(data, "restore", str(position), env=env)
     assert images(corpus) == before_pngs  # every PNG back in _pool/, byte for byte
-    assert json.loads(cli(data, "status", "--json", env=env).stdout)["pool"]["faces"] == 2
+    # the emptied faceset left the active ones (to _thin/, in the same decision): no empty .fsz for roop, the
+    # active corpus as before the promotion, and status counts it thin
+    assert active_corpus(corpus) == before and not (corpus / "faceset_001").exists()
+    thin = corpus / "_thin/faceset_001"
+    assert json.loads((thin / "manifest.json").read_text())["faces"] == [] and (thin / "faceset_001.fsz").is_file()
+    status = json.loads(cli(data, "status", "--json", env=env).stdout)
+    assert status["pool"]["faces"] == 2 and status["facesets"] == {"active": 0, "masked": 0, "merged": 0, "thin": 1}
+    assert [(f["name"], f["area"], f["faces"]) for f in status["faceset_list"]] == [("faceset_001", "_thin", 0)]
     log.rebuilds()
     # the pool promotion leaves them alone now, even with a gate they pass (a person undid it)
     gate2 = {**env, "FACESETD_IDENTITY_MIN_NEW_FACESET": "2"}
@@ -206,6 +226,11 @@ def test_promote_makes_a_faceset_below_the_gate_and_restore_sends_the_faces_back
     cli(data, "reconcile", env=gate2)
     assert set(pooled) <= {p.stem for p in (corpus / "_pool").glob("*.png")}
     assert not (corpus / "faceset_002").exists()
+    # promoted again by a person: a new number (faceset_001's is never reused), routing meets no stale centroid
+    out = cli(data, "promote", *pooled, env=gate2).stdout
+    assert "faceset_002" in out and sorted(p.stem for p in (corpus / "faceset_002/faces").glob("*.png")) == pooled
+    assert (corpus / "_thin/faceset_001").is_dir() and not (corpus / "faceset_001").exists()
+    log.rebuilds()
     # a promotion that cannot be undone by restore is a clear line
     (reverted,) = of_kind(events(data, env), "decision_reverted")
     proc = cli(data, "restore", str(reverted["id"]), env=env, check=False)
