@@ -87,6 +87,15 @@ class App:
         if verb != "run":
             self.log_wait_s = max(self.log_wait_s, wait_s)
 
+    def correction_hint(self) -> str:
+        """What a correcting verb (restore, move, label, promote) advises when the daemon holds the folder: its
+        review page makes the same change through the daemon, without stopping it."""
+        if not self.config.review.enabled:
+            return STOP_IT
+        from .review.server import parse_listen
+
+        return f"{STOP_IT}, or make the change on its review page at {parse_listen(self.config.review.listen).url()}"
+
     def _lock_where(self) -> Path:
         """What a lock message calls the guarded folder: the data folder, unless the state lives elsewhere."""
         state = self.config.state_dir

@@ -69,9 +69,13 @@ def test_writing_verbs_wait_then_refuse_while_read_only_verbs_work(tmp_path: Pat
         waited = cli(data, "rebuild", "--wait", "1.5", check=False)
         assert waited.returncode == 1 and time.monotonic() - t0 >= 1.5
         assert "(waited 1.5 s)" in _one_line(waited)
-        for verb in (["rebuild"], ["restore", "1"]):
+        for verb in (["rebuild"], ["restore", "1"], ["label", "faceset_001", "Ann"], ["move", "x", "--to", "pool"],
+                     ["promote", "x"]):
             proc = cli(data, *verb, "--wait", "0", check=False)
             assert proc.returncode == 1 and f"(pid {pid}, run)" in _one_line(proc), verb
+            # a correction can be made through the daemon: its review page is named (DaemonProcess picks the port)
+            correcting = verb[0] != "rebuild"
+            assert ("or make the change on its review page at http://127.0.0.1:" in _one_line(proc)) == correcting
         # the read-only verbs take no lock
         status = json.loads(cli(data, "status", "--json").stdout)
         assert status["corpus"] == str(data / "corpus")

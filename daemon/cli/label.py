@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.corrections import label_faceset
 
-    app.lock_data_folder(NAME, args.wait)
+    app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = label_faceset(app.pipeline, args.faceset, args.label)
     print(f"labelled {args.faceset} {args.label.strip()!r} (recorded as event {position})")
     return 0

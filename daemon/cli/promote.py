@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.corrections import promote_pool_faces
 
-    app.lock_data_folder(NAME, args.wait)
+    app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = promote_pool_faces(app.pipeline, args.faces)
     stored = app.events.get(position)
     print(f"promoted {len(args.faces)} pool faces to {stored.event.faceset} (recorded as event {position})")

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    app.lock_data_folder(NAME, args.wait)
+    app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = app.pipeline.restore(args.event_id)
     print(f"restored event {args.event_id} (recorded as event {position})")
     return 0
