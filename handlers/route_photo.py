@@ -507,9 +507,10 @@ def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], pre
 
     from gpu_agent.crop import crop_face, encode_png
 
-    def png(f: _Face) -> bytes:
+    def png(f: _Face) -> tuple[np.ndarray, bytes]:
+        crop = crop_face(image, f.face)
         try:
-            return encode_png(crop_face(image, f.face))
+            return crop, encode_png(crop)
         except ValueError as err:  # pragma: no cover - encoding a uint8 array does not fail
             raise RuntimeError(f"cannot encode crop of {label}") from err
 
@@ -519,13 +520,15 @@ def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], pre
     else:
         pngs = [png(f) for f in faces]
     written: list[Written] = []
-    for f, data in zip(faces, pngs):
+    for f, (crop, data) in zip(faces, pngs):
         name = f"{prefix}{f.index}.png"
         if f.to == POOL_FACESET:
             rel = f"{POOL_DIR}/{name}"
         else:
             rel = face_path(area if f.to == forced else (ctx.state.faceset_area(f.to) or ""), f.to, name)
-        written.append((f, rel, *_write_crop(ctx.config.corpus, rel, data)))
+        done = _write_crop(ctx.config.corpus, rel, data)
+        ctx.recent_crops.put(done[0], crop)  # its pixels, for embed: the PNG need not be decoded again
+        written.append((f, rel, *done))
     return written
 
 
