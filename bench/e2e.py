@@ -90,6 +90,8 @@ class Timers:
         ("daemon.pipeline", "receive", "receive (hash, EXIF, photo_received)"),
         ("state.render", "Renderer.render_dirty", "render (.fsz, manifests)"),
         ("state.eventlog", "EventLog.append", "event log append (commit)"),
+        ("state.mover", "Mover.finish_pending", "decided moves (promotions, prunes)"),
+        ("os", "fsync", "os.fsync (files and folders, inside the steps above)"),
     )
 
     def __init__(self) -> None:
