@@ -70,20 +70,12 @@ def crop_face(
     return cv2.resize(canvas, (size, size), interpolation=interp)
 
 
-# How crops are written: libpng's UP filter (each row minus the row above) with OpenCV's defaults otherwise
-# (zlib level 1, Z_RLE). On the crops of ../shared/faces (bench/e2e.py --png) against OpenCV's default SUB
-# filter: ~4% less time to encode, ~10% less to decode (the checks and roop decode every crop) and ~6% fewer
-# bytes. Stored (level 0) would encode in ~70% of the time but double every crop and .fsz bundle; higher zlib
-# levels cost 2-6x the time for under 10% fewer bytes.
-PNG_PARAMS = (cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP)
-
-
 def encode_png(image_bgr: np.ndarray) -> bytes:
-    """PNG bytes of a crop, as the corpus stores it (PNG_PARAMS)."""
-    ok, buf = cv2.imencode(".png", image_bgr, list(PNG_PARAMS))
-    if not ok:  # pragma: no cover - encoding a uint8 array does not fail
-        raise ValueError("cv2.imencode could not encode the crop as PNG")
-    return buf.tobytes()
+    """PNG bytes of a crop, as the corpus stores it: lossless RGB, UP-filtered, deflated by ISA-L
+    (gpu_agent/png.py says why not cv2.imencode)."""
+    from .png import encode_png as write_png
+
+    return write_png(image_bgr)
 
 
 def pad_image(image_bgr: np.ndarray, fraction: float = 0.5) -> tuple[np.ndarray, int, int]:

@@ -1,8 +1,8 @@
 """What a handler gets, in three parts that change at different times:
 
 - `HandlerConfig`: folders and tunables, frozen; a reload (SIGHUP) replaces it whole (`Pipeline.apply_config`).
-- services: the corpus state, the models (`Models`, opened on first use), the logger and the centroid cache;
-  they live as long as the process.
+- services: the corpus state, the models (`Models`, opened on first use), the logger, the centroid cache and
+  the pixels of the crops just written; they live as long as the process.
 - `Batch`: what the handlers of one batch tell each other; the dispatcher starts a fresh one before each batch.
 """
 
@@ -21,6 +21,7 @@ from state.corpus_state import CorpusState
 
 from .centroids import CentroidCache
 from .limits import Limits
+from .recent_crops import RecentCrops
 from .thresholds import EraBucket, EraSettings, IdentityThresholds, Thresholds
 
 Engines = tuple[FaceEngine, OcclusionScorer]
@@ -100,6 +101,8 @@ class HandlerContext:
     log: Any = field(default_factory=lambda: structlog.get_logger("facesetd.handlers"))
     # The active facesets' centroids, kept for the life of the process and updated from the state's marks.
     centroid_cache: CentroidCache = field(default_factory=CentroidCache)
+    # The pixels of the crops the router just wrote, by their PNG's sha256: embed reads them instead of decoding.
+    recent_crops: RecentCrops = field(default_factory=RecentCrops)
     batch: Batch = field(default_factory=Batch)
     _said_once: set[str] = field(default_factory=set)
 

@@ -29,7 +29,8 @@ def embed(ctx: HandlerContext, events: Sequence[StoredEvent[Embedded]]) -> list[
     model = engine.describe()
     _warn_if_engine_differs(ctx, model)
     # pad=False: what roop sees on load. An in-process engine takes the decoded images, so each PNG is
-    # decoded once for detection and quality; the HTTP agent takes the bytes.
+    # decoded once for detection and quality (not at all when the router just wrote it: ctx.recent_crops);
+    # the HTTP agent takes the bytes.
     out, readable, decoded = _decode_all(ctx, todo)
     if not readable:
         return out
@@ -80,7 +81,10 @@ def _decode_all(ctx: HandlerContext, todo: list[tuple[Face, bytes]]
     max_pixels = ctx.config.limits.max_pixels
     for face, data in todo:
         try:
-            decoded.append(decode_image(data, max_pixels))  # the header first: a bomb is never decoded
+            # A crop the router just wrote: its pixels are kept (the file's sha256 was checked against the
+            # event's), else the header first: a bomb is never decoded.
+            pixels = ctx.recent_crops.take(face.sha256)
+            decoded.append(pixels if pixels is not None else decode_image(data, max_pixels))
             readable.append((face, data))
         except ImageTooLarge as err:  # bad input: moved aside with the reason, the rest go on
             out.append(prune(ctx, face, "too_large", f"{face.path} is too large to decode: {err}",

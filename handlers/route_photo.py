@@ -27,7 +27,7 @@ import numpy as np
 
 from state import events as ev
 from state import names
-from state.atomic import atomic_write, fsync_dir
+from state.atomic import atomic_write, fsync_dir, fsync_dirs
 from state.eventlog import StoredEvent
 from state.faults import crash_point
 from state.layout import POOL_DIR, face_path
@@ -86,13 +86,14 @@ def _holds(target: Path, sha256: str, link: str) -> bool:
         return False
 
 
-def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str = "") -> str | None:
+def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str = "",
+               folders: set[Path] | None = None) -> str | None:
     """Move `src` to inbox/dest_rel (or a free name beside it); returns the inbox-relative destination.
 
     A symbolic link moves as the link itself (its target is never touched); pass `link` (where it points,
     escaped) for a link that is not followed. Idempotent: when `src` is gone and a candidate holds the
     same bytes (or the same link), that is where an earlier run moved it. Returns None when the photo is
-    nowhere to be found.
+    nowhere to be found. Both folders are fsynced, or added to `folders` for the caller to fsync once.
     """
     for cand in _free_names(dest_rel):
         target = inbox / cand
@@ -108,8 +109,11 @@ def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str 
         except OSError:  # another file system (e.g. Immich staging): copy, then remove the original
             shutil.copy2(src, target, follow_symlinks=False)
             os.unlink(src)
-        fsync_dir(target.parent)
-        fsync_dir(src.parent)
+        touched = {target.parent, src.parent}
+        if folders is None:
+            fsync_dirs(touched)
+        else:
+            folders |= touched
         return cand
     return None  # pragma: no cover - the generator never ends
 
@@ -154,9 +158,10 @@ def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: st
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
 
-def _write_crop(corpus: Path, rel: str, png: bytes) -> tuple[str, int, int]:
-    """Write the crop atomically (no-op with the same bytes there); returns (sha256, size, mtime_ns)."""
-    atomic_write(corpus / rel, png)
+def _write_crop(corpus: Path, rel: str, png: bytes, folders: set[Path]) -> tuple[str, int, int]:
+    """Write the crop atomically (no-op with the same bytes there) and fsync it, its folder added to `folders`
+    (fsynced once for all of a photo's crops); returns (sha256, size, mtime_ns)."""
+    atomic_write(corpus / rel, png, folders=folders)
     st = (corpus / rel).stat()
     return hashlib.sha256(png).hexdigest(), len(png), st.st_mtime_ns
 
@@ -487,10 +492,13 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     lost = sum(1 for f in found.faces if not f.to)
     if lost:
         found.skipped["same_identity"] = lost
-    written = _write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label)
+    # The crops' and the photo's folders, each fsynced once (not once per file) before the events name them.
+    folders: set[Path] = set()
+    written = _write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label, folders)
 
     crash_point("inbox:crops_written")
-    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, _processed_rel(e), e.sha256) or ""
+    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, _processed_rel(e), e.sha256, folders=folders) or ""
+    fsync_dirs(folders)
     crash_point("inbox:photo_moved")
     summaries = _record_faces(ctx, e, written, dest, prefix, out)
     note = "" if summaries else ("no face found" if not found.detected else "no usable face")
@@ -506,15 +514,17 @@ Written = tuple[_Face, str, str, int, int]  # (face, crop path, sha256, size, mt
 
 
 def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], prefix: str, forced: str, area: str,
-                 label: str) -> list[Written]:
-    """Each assigned face's 512x512 crop, written where it was assigned (a faceset's faces/ or the pool)."""
+                 label: str, folders: set[Path]) -> list[Written]:
+    """Each assigned face's 512x512 crop, written where it was assigned (a faceset's faces/ or the pool), each
+    file fsynced; their folders are added to `folders` for the caller to fsync."""
     from concurrent.futures import ThreadPoolExecutor
 
     from gpu_agent.crop import crop_face, encode_png
 
-    def png(f: _Face) -> bytes:
+    def png(f: _Face) -> tuple[np.ndarray, bytes]:
+        crop = crop_face(image, f.face)
         try:
-            return encode_png(crop_face(image, f.face))
+            return crop, encode_png(crop)
         except ValueError as err:  # pragma: no cover - encoding a uint8 array does not fail
             raise RuntimeError(f"cannot encode crop of {label}") from err
 
@@ -524,13 +534,15 @@ def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], pre
     else:
         pngs = [png(f) for f in faces]
     written: list[Written] = []
-    for f, data in zip(faces, pngs):
+    for f, (crop, data) in zip(faces, pngs):
         name = f"{prefix}{f.index}.png"
         if f.to == POOL_FACESET:
             rel = f"{POOL_DIR}/{name}"
         else:
             rel = face_path(area if f.to == forced else (ctx.state.faceset_area(f.to) or ""), f.to, name)
-        written.append((f, rel, *_write_crop(ctx.config.corpus, rel, data)))
+        done = _write_crop(ctx.config.corpus, rel, data, folders)
+        ctx.recent_crops.put(done[0], crop)  # its pixels, for embed: the PNG need not be decoded again
+        written.append((f, rel, *done))
     return written
 
 

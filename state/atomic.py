@@ -52,11 +52,13 @@ def file_mode(umask: int | None = None) -> int:
     return 0o666 & ~(UMASK if umask is None else umask)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True, folders: set[Path] | None = None) -> bool:
     """Write `data` to `path` atomically. Returns False (and writes nothing) when the bytes are unchanged.
 
     durable=False skips the fsyncs: for a batch of writes made durable together by a `SyncSet` (the
-    renderer), far cheaper than two fsyncs per file and just as safe for files the log can regenerate."""
+    renderer), far cheaper than two fsyncs per file and just as safe for files the log can regenerate.
+    `folders` (with durable=True): the file is fsynced, its folder is added to the set instead; the caller
+    fsyncs each folder once (`fsync_dirs`) for all the files of a batch, before anything names them."""
     path = Path(path)
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -79,7 +81,10 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
         raise
     _put_in_place(Path(tmp), path)
     if durable:
-        fsync_dir(path.parent)
+        if folders is None:
+            fsync_dir(path.parent)
+        else:
+            folders.add(path.parent)
     return True
 
 
@@ -209,6 +214,14 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dirs(folders: set[Path]) -> None:
+    """fsync each folder once (in name order), then forget them: the renames and creations of a batch made
+    durable together."""
+    for folder in sorted(folders):
+        fsync_dir(folder)
+    folders.clear()
 
 
 def sweep_temp_files(folder: Path, recursive: bool = True) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from . import events as ev
-from .atomic import fsync_dir
+from .atomic import fsync_dirs
 from .corpus_state import CorpusState
 from .eventlog import EventLog
 from .faults import crash_point
@@ -22,8 +22,9 @@ from .faults import crash_point
 log = structlog.get_logger("facesetd.mover")
 
 
-def _move_one(corpus: Path, src: str, dest: str) -> str | None:
-    """Move corpus/src to corpus/dest. Returns None when done (now or earlier), else an error."""
+def _move_one(corpus: Path, src: str, dest: str, folders: set[Path]) -> str | None:
+    """Move corpus/src to corpus/dest. Returns None when done (now or earlier), else an error. The two folders
+    are added to `folders`, for the caller to fsync once for all the moves of a decision."""
     s, d = corpus / src, corpus / dest
     if not s.exists():
         return None if d.exists() else f"neither {src} nor {dest} exists"
@@ -37,9 +38,7 @@ def _move_one(corpus: Path, src: str, dest: str) -> str | None:
     d.parent.mkdir(parents=True, exist_ok=True)
     crash_point("move:before_rename")
     os.rename(s, d)
-    fsync_dir(d.parent)
-    if s.parent != d.parent:
-        fsync_dir(s.parent)
+    folders |= {d.parent, s.parent}
     crash_point("move:after_rename")
     return None
 
@@ -54,7 +53,11 @@ class Mover:
         """Carry out every pending decision in log order; returns how many were settled."""
         settled = 0
         for position, moves in self.state.pending_decisions():
-            errors = [err for src, dest in moves if (err := _move_one(self.corpus, src, dest))]
+            folders: set[Path] = set()
+            errors = [err for src, dest in moves if (err := _move_one(self.corpus, src, dest, folders))]
+            # Each folder a move touched, fsynced once (a promotion moves many crops between the same two)
+            # before the moves are recorded as done.
+            fsync_dirs(folders)
             if errors:
                 log.error("move failed", decision=position, error="; ".join(errors))
                 self.log.append([ev.MoveFailed(decision=position, error="; ".join(errors))])
