@@ -55,6 +55,8 @@ def session_options(settings: ModelSettings, providers: Sequence[str] = ()) -> o
     opts.intra_op_num_threads = max(0, int(settings.intra_op_threads))
     opts.inter_op_num_threads = max(0, int(settings.inter_op_threads))
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not settings.intra_op_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if "DmlExecutionProvider" in providers:
         # DirectML does not support memory patterns or parallel execution (onnxruntime's DML docs).
         opts.enable_mem_pattern = False

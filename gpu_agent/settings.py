@@ -15,6 +15,9 @@ class ModelSettings:
     providers: tuple[str, ...] = field(default=(), metadata={"restart": True})
     # onnxruntime intra-op threads; 0 = onnxruntime's default (all cores).
     intra_op_threads: int = field(default=0, metadata={"range": (0, 1024), "restart": True})
+    # let onnxruntime's intra-op threads spin-wait between calls; off leaves the cores to the work between model calls
+    # (bench/e2e.py, 2 cores: the model passes alone 3.09 -> 2.22 s, a whole reconcile 4.99 -> 4.48 s with it off).
+    intra_op_spinning: bool = field(default=False, metadata={"restart": True})
     # onnxruntime inter-op threads; 0 = onnxruntime's default.
     inter_op_threads: int = field(default=0, metadata={"range": (0, 1024), "restart": True})
     # detector input size (square); 640 is what roop uses.
@@ -25,7 +28,7 @@ class ModelSettings:
     clip_model: str = field(default="ViT-L-14", metadata={"restart": True})
     # open_clip pretrained tag for that architecture.
     clip_pretrained: str = field(default="dfn2b_s39b", metadata={"restart": True})
-    # "fp32" or "int8" (image.int8.onnx, export-clip --quantize int8): int8 is ~4x faster on VNNI CPUs, scores differ by up to ~0.02.
+    # "fp32" or "int8" (image.int8.onnx, export-clip --quantize int8): int8 is 2-4x faster on VNNI CPUs (more with fewer threads), scores differ by up to ~0.02.
     clip_precision: str = field(default="fp32", metadata={"restart": True})
     # images per model call.
     batch_size: int = field(default=8, metadata={"range": (1, 1024), "restart": True})

@@ -120,3 +120,8 @@ def test_provider_choice() -> None:
         choose_providers(ModelSettings(providers=("DmlExecutionProvider",)), ["CPUExecutionProvider"])
     opts = session_options(ModelSettings(intra_op_threads=3, inter_op_threads=1), ["DmlExecutionProvider"])
     assert (opts.intra_op_num_threads, opts.inter_op_num_threads, opts.enable_mem_pattern) == (3, 1, False)
+    # the intra-op threads do not spin-wait between calls unless asked to (bench/e2e.py: faster on 2 cores)
+    spin = "session.intra_op.allow_spinning"
+    assert opts.get_session_config_entry(spin) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default: it spins
+        session_options(ModelSettings(intra_op_spinning=True)).get_session_config_entry(spin)
