@@ -420,11 +420,16 @@ class Queries:
 
     def decision_kinds(self, positions: Sequence[int]) -> dict[int, str]:
         """position -> kind of the decisions among `positions`."""
+        return self._decision_column("kind", positions)
+
+    def _decision_column(self, column: str, positions: Sequence[int]) -> dict[int, str]:
+        """position -> `column` (kind or state) of the decisions among `positions`, read in chunks."""
+        assert column in ("kind", "state")
         found: dict[int, str] = {}
         for i in range(0, len(positions), _IN_CHUNK):
             chunk = tuple(positions[i : i + _IN_CHUNK])
             found.update(self.query(
-                f"SELECT position, kind FROM decisions WHERE position IN ({','.join('?' * len(chunk))})", chunk))
+                f"SELECT position, {column} FROM decisions WHERE position IN ({','.join('?' * len(chunk))})", chunk))
         return found
 
     def is_overridden(self, faceset: str, check: str, sha256: str = "*") -> bool:
@@ -487,12 +492,7 @@ class Queries:
 
     def decision_states(self, positions: Sequence[int]) -> dict[int, str]:
         """position -> pending | done | failed | reverted for those of `positions` that are decisions."""
-        found: dict[int, str] = {}
-        for i in range(0, len(positions), _IN_CHUNK):
-            chunk = tuple(positions[i : i + _IN_CHUNK])
-            found.update(self.query(
-                f"SELECT position, state FROM decisions WHERE position IN ({','.join('?' * len(chunk))})", chunk))
-        return found
+        return self._decision_column("state", positions)
 
     def shas_at(self, paths: Sequence[str]) -> dict[str, str]:
         """path -> sha256 for those of `paths` where the state has a face or a pool crop."""
