@@ -238,3 +238,11 @@ def test_reconcile_a_photo_with_the_real_models(venv: Venv, models_root: Path, f
     assert "received 1 inbox photos" in out, out
     assert list((data / "inbox" / "_processed").rglob(photo.name)), out
     assert list((data / "corpus").glob("faceset_001/faces/*.png")) and (data / "corpus" / "manifest.json").exists()
+    # the corrections and the review pages' templates and static files work from the wheel too
+    assert "labelled faceset_001" in _ok(venv.run("--data-dir", str(data), "label", "faceset_001", "Obama", env=env))
+    report = tmp_path / "report"
+    _ok(venv.run("--data-dir", str(data), "report", "--out", str(report), env=env, timeout=120))
+    pages = {p.name: p.read_text(encoding="utf-8") for p in report.rglob("*.html")}
+    assert any("faceset_001" in html and "Obama" in html for html in pages.values()), sorted(pages)
+    assert list(report.rglob("*.css")) and list(report.rglob("*.webp")) + list(report.rglob("*.jpg")), \
+        sorted(str(p.relative_to(report)) for p in report.rglob("*"))
