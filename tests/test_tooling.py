@@ -22,9 +22,11 @@ def _readme_test_command() -> str:
 def test_ci_runs_the_readme_test_command_with_the_lint_before_pytest() -> None:
     command = _readme_test_command()
     ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
-    # before it, only the system packages the tests need (Debian's chromium for the review pages' browser tests)
+    # before it, only the system packages the tests need (Debian's chromium for the review pages' browser tests),
+    # and the switch that makes the browser tests fail rather than skip where it is missing
     assert ci[-1] == command
-    assert all("apt-get install" in line and "chromium" in line for line in ci[:-1]) and len(ci) <= 2
+    assert len(ci) <= 3 and all(("apt-get install" in line and "chromium" in line)
+                                or line.startswith("export FACESETD_REQUIRE_CHROMIUM=1") for line in ci[:-1])
     steps = [s.strip() for s in command.split("&&")]
     lint = [".venv/bin/ruff check .", ".venv/bin/mypy --strict state handlers", ".venv/bin/mypy"]
     assert steps[-4:] == [*lint, ".venv/bin/python -m pytest"]
