@@ -207,6 +207,10 @@ class Bench:
         cfg.corpus_dir.mkdir(parents=True, exist_ok=True)
         counting = CountingEngine(self.engine)
         pipeline = Pipeline(cfg, EventLog(cfg.log_path), open_engines=lambda: (counting, self.scorer))
+        if self.args.no_ahead:  # each photo analysed in its own call, as before handlers/analysis_ahead.py
+            from handlers.analysis_ahead import AnalysisAhead
+
+            pipeline.ctx.ahead = AnalysisAhead(pixels=0)
         t0, c0 = time.perf_counter(), time.process_time()
         if profile:
             import cProfile
@@ -368,6 +372,8 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=Path(os.environ.get("FACESETD_TEST_MODELS", REPO / ".models")))
     ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions of each path (best is reported)")
     ap.add_argument("--no-process", action="store_true", help="skip (a), the reconcile subprocess")
+    ap.add_argument("--no-ahead", action="store_true",
+                    help="(b) analyses each photo in its own call (no analysis ahead of receipt), to compare")
     ap.add_argument("--profile", action="store_true", help="one more (b) under cProfile")
     ap.add_argument("--profile-out", type=Path, help="with --profile: also save the pstats file here")
     ap.add_argument("--breakdown", action="store_true", help="one more (b) with its non-model steps timed")

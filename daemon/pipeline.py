@@ -157,12 +157,16 @@ class Pipeline:
 
     def receive_next(self, waiting: list[str]) -> int | None:
         """Record the first photo of `waiting` (inbox-relative paths, in order) that is still there and new;
-        removes what it looked at from the list. Returns the event position, or None when none was recorded."""
+        removes what it looked at from the list. Returns the event position, or None when none was recorded.
+        The router is told what is left (in order): it may analyse some of them with this one."""
+        inbox = self.config.inbox_dir
         while waiting:
             rel = waiting.pop(0)
-            position = receive(self, self.config.inbox_dir / rel)
+            position = receive(self, inbox / rel)
             if position is not None:
+                self.ctx.ahead.upcoming([inbox / r for r in waiting])
                 return position
+        self.ctx.ahead.upcoming([])
         return None
 
     def pending_work(self) -> dict[str, int]:
@@ -418,7 +422,8 @@ def handler_config(config: Config) -> HandlerConfig:
     """What the handlers read of the configuration (folders are restart-only; the tunables apply on reload)."""
     return HandlerConfig(corpus=config.corpus_dir, inbox=config.inbox_dir, staging=config.staging_dir,
                          thresholds=config.thresholds, identity=config.identity, eras=config.eras,
-                         limits=config.limits, model_retry_s=config.queue.model_retry_s)
+                         limits=config.limits, model_retry_s=config.queue.model_retry_s,
+                         analysis_batch=config.models.batch_size)
 
 
 def summarize(pipeline: Pipeline) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """What a handler gets, in three parts that change at different times:
 
 - `HandlerConfig`: folders and tunables, frozen; a reload (SIGHUP) replaces it whole (`Pipeline.apply_config`).
-- services: the corpus state, the models (`Models`, opened on first use), the logger, the centroid cache and
-  the pixels of the crops just written; they live as long as the process.
+- services: the corpus state, the models (`Models`, opened on first use), the logger, the centroid cache,
+  the pixels of the crops just written and the faces found ahead; they live as long as the process.
 - `Batch`: what the handlers of one batch tell each other; the dispatcher starts a fresh one before each batch.
 """
 
@@ -19,6 +19,7 @@ import structlog
 from gpu_agent.interface import FaceEngine, OcclusionScorer
 from state.corpus_state import CorpusState
 
+from .analysis_ahead import AnalysisAhead
 from .centroids import CentroidCache
 from .limits import Limits
 from .recent_crops import RecentCrops
@@ -39,6 +40,7 @@ class HandlerConfig:
     eras: EraSettings = field(default_factory=EraSettings)  # config [eras]: which facesets are age eras of whom
     limits: Limits = field(default_factory=Limits)  # config [limits]: image size, incomplete-photo grace
     model_retry_s: float = 30.0  # seconds before trying to open the models again after they failed to open
+    analysis_batch: int = 8  # [models] batch_size: photos analysed in one engine call (handlers/analysis_ahead.py)
 
 
 class Models:
@@ -103,6 +105,8 @@ class HandlerContext:
     centroid_cache: CentroidCache = field(default_factory=CentroidCache)
     # The pixels of the crops the router just wrote, by their PNG's sha256: embed reads them instead of decoding.
     recent_crops: RecentCrops = field(default_factory=RecentCrops)
+    # The inbox photos received next (the pipeline says which) and their faces, found with the one being routed.
+    ahead: AnalysisAhead = field(default_factory=AnalysisAhead)
     batch: Batch = field(default_factory=Batch)
     _said_once: set[str] = field(default_factory=set)
 

@@ -463,7 +463,12 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     try:
         # The decoded pixels when the engine takes them (in-process): the photo is not decoded twice.
         arrays = getattr(engine, "analyze_arrays", None)
-        detected = (arrays([image], pad=True) if arrays is not None else engine.analyze([photo.data], pad=True))[0]
+        if arrays is None:  # the agent (HTTP) takes bytes
+            detected = engine.analyze([photo.data], pad=True)[0]
+        else:  # maybe found ahead, or found now with the photos waiting next (handlers/analysis_ahead.py)
+            detected = ctx.ahead.faces(engine, arrays, (hashlib.sha256(photo.data).hexdigest(), image), pad=True,
+                                       max_pixels=ctx.config.limits.max_pixels, batch=ctx.config.analysis_batch,
+                                       known=lambda sha: bool(ctx.state.processed_photo_with(sha)))
         min_px = ctx.config.identity.min_face_px
         usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
         faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
