@@ -52,12 +52,12 @@ def crops(face_engine, faces_dir: Path):
 @pytest.fixture(scope="module")
 def browser():
     """Debian's headless chromium driven by Playwright (the review pages' tests); skipped where it is missing on a
-    developer's machine, a failure in CI (.ci/run installs it and sets FACESETD_REQUIRE_CHROMIUM)."""
+    developer's machine, a failure in CI (.ci/run installs it and sets FACESETD_TEST_REQUIRE_CHROMIUM)."""
     from review_browser import CHROMIUM
 
     if not CHROMIUM.exists():
         missing = "Debian's chromium is not installed (`apt-get install chromium chromium-driver`; .ci/run does)"
-        if os.environ.get("FACESETD_REQUIRE_CHROMIUM"):
+        if os.environ.get("FACESETD_TEST_REQUIRE_CHROMIUM"):
             pytest.fail(missing)
         pytest.skip(missing)
     from playwright.sync_api import sync_playwright

@@ -26,7 +26,7 @@ def test_ci_runs_the_readme_test_command_with_the_lint_before_pytest() -> None:
     # and the switch that makes the browser tests fail rather than skip where it is missing
     assert ci[-1] == command
     assert len(ci) <= 3 and all(("apt-get install" in line and "chromium" in line)
-                                or line.startswith("export FACESETD_REQUIRE_CHROMIUM=1") for line in ci[:-1])
+                                or line.startswith("export FACESETD_TEST_REQUIRE_CHROMIUM=1") for line in ci[:-1])
     steps = [s.strip() for s in command.split("&&")]
     lint = [".venv/bin/ruff check .", ".venv/bin/mypy --strict state handlers", ".venv/bin/mypy"]
     assert steps[-4:] == [*lint, ".venv/bin/python -m pytest"]
