@@ -466,7 +466,7 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
         if arrays is None:  # the agent (HTTP) takes bytes
             detected = engine.analyze([photo.data], pad=True)[0]
         else:  # maybe found ahead, or found now with the photos waiting next (handlers/analysis_ahead.py)
-            detected = ctx.ahead.faces(engine, arrays, (hashlib.sha256(photo.data).hexdigest(), image), pad=True,
+            detected = ctx.ahead.faces(engine, arrays, (e.sha256, image), pad=True,  # photo.data's sha256 (_read_photo)
                                        max_pixels=ctx.config.limits.max_pixels, batch=ctx.config.analysis_batch,
                                        known=lambda sha: bool(ctx.state.processed_photo_with(sha)))
         min_px = ctx.config.identity.min_face_px
