@@ -387,11 +387,12 @@ class Pipeline:
         facesets were merged into others. Its moves are carried out, and the moved faces checked, by the loop."""
         from handlers.merge_identities import check_merges
 
-        if not self.merge_due():
+        if self.ctx.config.identity.merge_distance <= 0:  # merging is off
             return 0
+        self.state.catch_up()
         merger = self._merger()
         after = self.log.tracked(merger)
-        changed = self.state.facesets_changed_after(after)
+        changed = self.state.facesets_changed_after(after)  # what merge_due() asks, kept for the check
         # The moved faces are analysed again, and adopted facesets need the models for their centroids: without
         # models the check waits (it stays due).
         if not changed or not self.ctx.models.configured or open_models(self.ctx, "merge") is None:
