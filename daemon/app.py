@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
@@ -14,7 +15,7 @@ import structlog
 from state.errors import ConfigError
 
 from .config import DEFAULT_DATA_DIR, Config, load_config
-from .lock import STOP_IT, DataLock
+from .lock import STOP_IT, DataFolderBusy, DataLock
 from .logs import configure_logging, register_secret
 
 LOG_TO_STDOUT = ("run", "gpu-agent")  # verbs whose process is a service
@@ -87,14 +88,32 @@ class App:
         if verb != "run":
             self.log_wait_s = max(self.log_wait_s, wait_s)
 
-    def correction_hint(self) -> str:
-        """What a correcting verb (restore, move, label, promote) advises when the daemon holds the folder: its
-        review page makes the same change through the daemon, without stopping it."""
-        if not self.config.review.enabled:
-            return STOP_IT
-        from .review.server import parse_listen
+    def correct(self, verb: str, action: str, form: dict[str, str], wait_s: float,
+                here: Callable[[], int] | None = None) -> int:
+        """Make the change `action` (daemon/review/actions.py) asks for with `form`; the id of the event recorded.
 
-        return f"{STOP_IT}, or make the change on its review page at {parse_listen(self.config.review.listen).url()}"
+        With no daemon on the data folder it is made here, under the folder's lock (waiting up to `wait_s` for
+        another one-shot verb). While `facesetd run` holds the folder it is handed to the daemon through its
+        control socket (daemon/control.py) and made on its worker, as a click on its review page is. `here`, when
+        given, makes the change in this process instead of the action (a lighter way to the same result)."""
+        from .control import ControlError, ask
+        from .review.actions import action as named
+
+        try:
+            self.lock_data_folder(verb, wait_s, not_for_daemon=True)
+        except DataFolderBusy as busy:
+            if busy.holder.verb != "run":
+                raise
+            try:
+                answer = ask(self.config.state_dir, {"action": action, "form": form}, pid=busy.holder.pid)
+            except ControlError as unreachable:
+                try:  # it may have stopped meanwhile: then the change is made here
+                    self.lock_data_folder(verb, 0.0, not_for_daemon=True)
+                except DataFolderBusy:
+                    raise unreachable from None
+            else:
+                return int(answer["position"])
+        return here() if here is not None else named(action)(self.pipeline, form)
 
     def _lock_where(self) -> Path:
         """What a lock message calls the guarded folder: the data folder, unless the state lives elsewhere."""

@@ -139,8 +139,14 @@ def _promoted(state: StateQueries, corpus: Path, position: int, e: ev.FacesetPro
     if why:
         return why
     dests = sorted(d for _s, d in e.moves)
-    if state.kept_paths_of(e.faceset) != dests or state.face_count_of(e.faceset) != len(dests):
-        return f"{e.faceset} changed since its promotion (event {position}); move its faces instead"
+    kept = state.kept_paths_of(e.faceset)
+    if kept != dests or state.face_count_of(e.faceset) != len(dests):
+        joined, left = len(set(kept) - set(dests)), len(set(dests) - set(kept))
+        changes = [f"{n} face{'s' * (n != 1)} {what}" for n, what in ((joined, "joined it"), (left, "left it"))
+                   if n] or ["its faces were dropped or checked again"]
+        return (f"{e.faceset} changed since its promotion (event {position}): {' and '.join(changes)}; restore puts"
+                " back only a faceset as its promotion made it: restore those changes first (`facesetd events` lists"
+                " them), or send its faces to the pool one by one (`facesetd move FACE --to pool`)")
     if (corpus / THIN_AREA / e.faceset).exists():
         return f"cannot restore: {THIN_AREA}/{e.faceset}/ exists"
     return None

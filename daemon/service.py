@@ -13,6 +13,7 @@ step (one photo, or one group of checks) and exits 0; SIGHUP reloads the configu
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -56,6 +57,7 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.immich: Any = None
         self.review: Any = None  # the review pages' server (daemon/review), when [review] enabled
+        self.control: Any = None  # the control socket the shell's corrections come through (daemon/control.py)
         self.counts = {"watch_events": 0, "appended": 0, "handled": 0}
         self._last_render = 0.0
         self._last_status = 0.0
@@ -78,6 +80,7 @@ class Daemon:
     def start(self) -> None:
         """Watch, schedule, then tell systemd we are ready: the start-up reconcile is the loop's first step."""
         self.app.ensure_folders()
+        self._start_control()  # first: it sets the umask for a moment, before any other thread writes a file
         self._start_review()
         # Watch first: a photo dropped while the start-up reconcile lists the inbox is then seen either way.
         self.watcher = Watcher.from_settings(
@@ -94,6 +97,27 @@ class Daemon:
         self.notifier.ready()
         log.info("facesetd running", corpus=str(self.config.corpus_dir), inbox=str(self.config.inbox_dir),
                  watch="polling" if self.watcher.polling else "inotify", watchdog_s=self.watchdog_s)
+
+    def _start_control(self) -> None:
+        """Answer the shell's correcting verbs (`label`, `move`, `restore` ...) on <state>/facesetd.sock: each runs
+        on this loop (DaemonRunner), as a click on the review pages does."""
+        from .control import ControlServer
+        from .review.actions import DaemonRunner
+
+        runner = DaemonRunner(self._submit, lambda: self.pipeline)
+
+        def handle(request: dict[str, Any]) -> dict[str, Any]:
+            name = request.get("action")
+            if name == "where":
+                return {"review": self.review.url if self.review is not None else None, "pid": os.getpid()}
+            form = request.get("form") or {}
+            if not isinstance(name, str) or not isinstance(form, dict) \
+                    or not all(isinstance(v, str) for v in form.values()):
+                return {"error": "a request names an action (a string) and a form of strings"}
+            return {"position": runner(name, form)}
+
+        self.control = ControlServer(self.config.state_dir, handle)
+        self.control.start()
 
     def _start_review(self) -> None:
         """Serve the review pages beside the loop; their actions run on this loop (DaemonRunner). A listen
@@ -145,6 +169,8 @@ class Daemon:
     def shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping", queued=self.work.qsize())
+        if self.control is not None:  # no new request; one already queued is answered "closed" (see events)
+            self.control.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.scheduler is not None and self.scheduler.running:

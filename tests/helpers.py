@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,15 @@ def projections(corpus: Path) -> dict[str, str]:
     }
 
 
+def sockets(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the daemon's control socket (state/facesetd.sock), which a copy cannot take."""
+    return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(folder, n)).st_mode)]
+
+
 def rebuilt_from_log_alone(data: Path, copy: Path) -> dict[str, str]:
     """The projections `facesetd rebuild` writes into a copy of the data folder with every manifest and .fsz
     removed: what the log alone regenerates."""
-    shutil.copytree(data, copy)
+    shutil.copytree(data, copy, ignore=sockets)
     for f in (copy / "corpus").rglob("*"):
         if f.name == "manifest.json" or f.suffix == ".fsz":
             f.unlink()

@@ -65,17 +65,15 @@ def test_writing_verbs_wait_then_refuse_while_read_only_verbs_work(tmp_path: Pat
         assert time.monotonic() - t0 < 8.0
         assert f"facesetd run (pid {pid}) is working on this data folder" in beside.stdout
         assert json.loads(cli(data, "reconcile", "--json").stdout) == {"left_to_daemon": {"pid": pid}}
+        # the corrections and rebuild are handed to the daemon (daemon/control.py): its answer at once, no wait
         t0 = time.monotonic()
-        waited = cli(data, "rebuild", "--wait", "1.5", check=False)
-        assert waited.returncode == 1 and time.monotonic() - t0 >= 1.5
-        assert "(waited 1.5 s)" in _one_line(waited)
-        for verb in (["rebuild"], ["restore", "1"], ["label", "faceset_001", "Ann"], ["move", "x", "--to", "pool"],
-                     ["promote", "x"]):
+        assert cli(data, "rebuild", "--wait", "0").stdout.startswith("rebuilt projections from ")
+        for verb, refusal in ((["restore", "1"], "event 1"), (["label", "faceset_001", "Ann"], "no faceset faceset_001"),
+                              (["move", "x", "--to", "pool"], "no face x"), (["promote", "x"], "x")):
             proc = cli(data, *verb, "--wait", "0", check=False)
-            assert proc.returncode == 1 and f"(pid {pid}, run)" in _one_line(proc), verb
-            # a correction can be made through the daemon: its review page is named (DaemonProcess picks the port)
-            correcting = verb[0] != "rebuild"
-            assert ("or make the change on its review page at http://127.0.0.1:" in _one_line(proc)) == correcting
+            assert proc.returncode == 1 and refusal in _one_line(proc), (verb, proc.stderr)
+            assert "another facesetd" not in proc.stderr
+        assert time.monotonic() - t0 < 30.0  # five verbs, each its own interpreter
         # the read-only verbs take no lock
         status = json.loads(cli(data, "status", "--json").stdout)
         assert status["corpus"] == str(data / "corpus")

@@ -38,28 +38,46 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
 
 def _split(args: argparse.Namespace, app: Any) -> int:
-    from handlers.era_split import CannotSplit, describe, plan_split
+    from handlers.era_split import CannotSplit
 
     years = args.years if args.years is not None else app.config.eras.split_years
     if years < 1:
         raise CannotSplit(f"--years must be at least 1 (got {years})")
-    if not args.dry_run:
-        app.lock_data_folder("eras split", args.wait)
-    pipeline = app.pipeline
-    pipeline.state.catch_up()
-    if not args.dry_run:
-        pipeline.mover.finish_pending()
-    plan = plan_split(pipeline.ctx, args.faceset, years)
-    print(f"{args.faceset}: {len(plan.buckets)} era bucket(s) of {years} years")
-    for line in describe(plan):
-        print(line)
     if args.dry_run:
-        print("dry run: nothing recorded")
-        return 0
-    (position,) = pipeline.log.append([plan.event()])
-    pipeline.settle()
+        return _dry_run(args.faceset, years, app)
+    position = app.correct("eras split", "eras_split", {"faceset": args.faceset, "years": str(years)}, args.wait)
+    split = app.events.get(position).event
+    for line in describe_split(split):
+        print(line)
     print(f"recorded as event {position}; `facesetd restore {position}` undoes it")
     return 0
+
+
+def _dry_run(family: str, years: int, app: Any) -> int:
+    from handlers.era_split import describe, plan_split
+
+    pipeline = app.pipeline
+    pipeline.state.catch_up()
+    plan = plan_split(pipeline.ctx, family, years)
+    print(f"{family}: {len(plan.buckets)} era bucket(s) of {years} years")
+    for line in describe(plan):
+        print(line)
+    print("dry run: nothing recorded")
+    return 0
+
+
+def describe_split(split: Any) -> list[str]:
+    """A recorded eras_split event as lines for a person (the same whether this process or the daemon made it):
+    the family and its buckets, one a line, then how many faces stayed out."""
+    lines = [f"{split.faceset}: {len(split.buckets)} era bucket(s) of {split.years} years"]
+    for b in split.buckets:
+        names = ", ".join(a[0].rsplit("/", 1)[-1] for a in b["anchors"])
+        lines.append(f"  {b['faceset']}  {b['first_year']}-{b['last_year']}  year {b['year']}"
+                     f"  {len(b['anchors'])} anchor(s): {names}")
+    undated, unanalysed = split.inputs.get("undated", 0), split.inputs.get("unanalysed", 0)
+    if undated or unanalysed:
+        lines.append(f"  in no bucket: {undated} without a year, {unanalysed} without an embedding")
+    return lines
 
 
 def _list(args: argparse.Namespace, app: Any) -> int:

@@ -19,9 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    from daemon.corrections import label_faceset
-
-    app.lock_data_folder(NAME, args.wait, app.correction_hint())
-    position = label_faceset(app.pipeline, args.faceset, args.label)
+    position = app.correct(NAME, "label", {"faceset": args.faceset, "label": args.label}, args.wait)
     print(f"labelled {args.faceset} {args.label.strip()!r} (recorded as event {position})")
     return 0

@@ -21,9 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    from daemon.corrections import move_face
-
-    app.lock_data_folder(NAME, args.wait, app.correction_hint())
-    position = move_face(app.pipeline, args.face, args.to)
+    position = app.correct(NAME, "move", {"face": args.face, "to": args.to}, args.wait)
     print(f"moved {args.face} to {args.to} (recorded as event {position}; `facesetd restore {position}` undoes it)")
     return 0

@@ -19,10 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    from daemon.corrections import promote_pool_faces
-
-    app.lock_data_folder(NAME, args.wait, app.correction_hint())
-    position = promote_pool_faces(app.pipeline, args.faces)
+    position = app.correct(NAME, "promote", {"face": "\n".join(args.faces)}, args.wait)
     stored = app.events.get(position)
     print(f"promoted {len(args.faces)} pool faces to {stored.event.faceset} (recorded as event {position})")
     return 0

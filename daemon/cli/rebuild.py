@@ -8,7 +8,8 @@ from typing import Any
 from daemon.lock import add_wait_argument
 
 NAME = "rebuild"
-HELP = "regenerate every projection (manifests, .fsz) from the event log alone"
+HELP = ("regenerate every projection (manifests, .fsz) from the event log alone; beside the running daemon, the"
+        " daemon does it on its worker")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,8 +22,11 @@ def run(args: argparse.Namespace, app: Any) -> int:
     from state.corpus_state import CorpusState
     from state.render import Renderer
 
-    app.lock_data_folder(NAME, args.wait)
-    app.ensure_folders()
-    Renderer(CorpusState(app.events), app.config.corpus_dir, app.config.projection.top_n).rebuild()
-    print(f"rebuilt projections from {app.events.head()} events")
+    def here() -> int:
+        app.ensure_folders()
+        Renderer(CorpusState(app.events), app.config.corpus_dir, app.config.projection.top_n).rebuild()
+        return int(app.events.head())
+
+    head = app.correct(NAME, "rebuild", {}, args.wait, here=here)
+    print(f"rebuilt projections from {head} events")
     return 0

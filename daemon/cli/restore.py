@@ -26,7 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    app.lock_data_folder(NAME, args.wait, app.correction_hint())
-    position = app.pipeline.restore(args.event_id)
+    position = app.correct(NAME, "restore", {"event": str(args.event_id)}, args.wait)
     print(f"restored event {args.event_id} (recorded as event {position})")
     return 0

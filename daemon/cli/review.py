@@ -21,7 +21,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
     from daemon.lock import DataFolderBusy, DataLock
     from daemon.review.actions import LockedRunner
-    from daemon.review.server import open_site, parse_listen, server_for
+    from daemon.review.server import open_site, server_for
     from state.corpus_state import CorpusState
 
     config = app.config
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
     def lock() -> DataLock:
         held = DataLock(config.state_dir, config.data_dir)
-        held.acquire(NAME, wait_s=5.0, daemon_hint="the daemon serves the review pages itself")
+        held.acquire(NAME, wait_s=5.0, daemon_hint="the daemon serves the review pages itself", not_for_daemon=True)
         return held
 
     try:
@@ -38,10 +38,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
     except DataFolderBusy as busy:
         if busy.holder.verb != "run":
             raise
-        where = parse_listen(config.review.listen).url() if config.review.enabled else None
-        print(f"facesetd run (pid {busy.holder.pid}) is working on this data folder"
-              + (f" and serves the review pages at {where}" if where else
-                 "; its review pages are off ([review] enabled = false)"))
+        print(_daemon_serves(config, busy.holder.pid))
         return 0
     try:
         CorpusState(app.events).catch_up()  # the pages read the state as the log says
@@ -52,3 +49,17 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"review pages at {server.url} (Ctrl-C stops)", flush=True)
     server.serve()
     return 0
+
+
+def _daemon_serves(config: Any, pid: int | None) -> str:
+    """Where the running daemon serves the pages, as it answers on its control socket (the address it bound,
+    port 0 resolved), or as configured when it cannot be asked."""
+    from daemon.control import ControlError, ask
+
+    said = f"facesetd run (pid {pid}) is working on this data folder"
+    try:
+        where = ask(config.state_dir, {"action": "where"}, pid=pid, connect_wait_s=1.0, answer_wait_s=2.0)["review"]
+    except ControlError as e:
+        return f"{said}; it did not say where it serves the review pages ({e})"
+    return f"{said} and serves the review pages at {where}" if where else \
+        f"{said}; its review pages are off ([review] enabled = false, or its address could not be bound)"

@@ -14,6 +14,10 @@ words the page shows beside the event id it recorded.
 | promote | face (one per chosen pool face) | `facesetd promote FACE...` |
 | accept | face, faceset | `facesetd move FACE --to faceset_NNN` (a candidate accepted) |
 | reject | face | `facesetd move FACE --to pool` (a candidate rejected) |
+| eras_split | faceset, years | `facesetd eras split faceset_NNN --years N` (from the shell, through the daemon) |
+| rebuild | (none) | `facesetd rebuild` (from the shell, through the daemon; answers the log's head) |
+
+The shell's verbs reach the same actions while the daemon runs through its control socket (daemon/control.py).
 
 A field sent more than once (the pool page's checkboxes) arrives as its values joined by newlines.
 """
@@ -93,6 +97,29 @@ def reject(pipeline: Any, form: Form) -> int:
     return move_face(pipeline, _field(form, "face"), POOL)
 
 
+def eras_split(pipeline: Any, form: Form) -> int:
+    """`facesetd eras split FACESET --years N`: the family's dated faces split into era buckets."""
+    from handlers.era_split import plan_split
+
+    years = form.get("years", "")
+    if not years.isdigit() or int(years) < 1:
+        raise ActionError(f"years must be a whole number of at least 1 (got {years!r})")
+    pipeline.state.catch_up()
+    pipeline.mover.finish_pending()
+    plan = plan_split(pipeline.ctx, _field(form, "faceset"), int(years))
+    (position,) = pipeline.log.append([plan.event()])
+    pipeline.settle()
+    return int(position)
+
+
+def rebuild(pipeline: Any, form: Form) -> int:
+    """`facesetd rebuild`: every projection regenerated from the log alone; the log's head."""
+    pipeline.state.catch_up()
+    pipeline.mover.finish_pending()  # projections list files where they are
+    pipeline.rebuild()
+    return int(pipeline.log.head())
+
+
 ACTIONS: dict[str, Action] = {
     "restore": restore,
     "move": move,
@@ -100,6 +127,8 @@ ACTIONS: dict[str, Action] = {
     "promote": promote,
     "accept": accept,
     "reject": reject,
+    "eras_split": eras_split,
+    "rebuild": rebuild,
 }
 
 _WHAT: dict[str, Callable[[Form], str]] = {
@@ -110,6 +139,8 @@ _WHAT: dict[str, Callable[[Form], str]] = {
     "promote": lambda f: f"promotion of {len([x for x in f.get('face', '').split(chr(10)) if x.strip()])} pool faces",
     "accept": lambda f: f"candidate {f.get('face', '')} accepted into {f.get('faceset', '')}",
     "reject": lambda f: f"candidate {f.get('face', '')} rejected",
+    "eras_split": lambda f: f"era split of {f.get('faceset', '')}",
+    "rebuild": lambda f: "rebuild of every projection",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.restore_rules import refusal
+from daemon.restore_rules import RULES, refusal
 from handlers.centroids import unit
 from handlers.pool_clusters import complete_linkage
 from handlers.thresholds import IdentityThresholds
@@ -223,7 +223,11 @@ def decisions(state: StateQueries, corpus: Path, before: int | None = None) -> d
     shas = state.shas_at(paths)
     items = [_timeline_item(se, states.get(se.position), shas) for se in stored]
     for item, se in zip(items, stored):
-        item["restorable"] = refusal(state, corpus, se) is None
+        why_not = refusal(state, corpus, se)
+        item["restorable"] = why_not is None
+        # why restore refuses a decision it could undo in other circumstances (a promoted faceset that grew since):
+        # shown beside a disabled button, the same line `facesetd restore` answers
+        item["why_not"] = why_not if se.kind in RULES and item["state"] != "reverted" else None
     whole = {i["faceset"] for i in items if i["whole"] and i["faceset"]}
     tops = state.top_faces_by_faceset(THUMBS_PER_ROW) if whole else {}
     for item in items:
