@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from daemon_proc import DaemonProcess, free_port
-from helpers import drop, projections, rebuilt_from_log_alone
+from helpers import cli, drop, projections, rebuilt_from_log_alone
 from review_browser import VIEWPORT, review_env, shot, thumbs_render
 
 # Where chromium is missing the `browser` fixture (conftest.py) skips, or fails in CI.
@@ -122,6 +122,17 @@ def test_actions_on_the_review_pages(tmp_path: Path, faces_dir: Path, models_roo
         assert page.locator(f"li.decision[data-event='{labelled['position']}'] button").count() == 0
         (undo,) = [e for e in of_kind(d, "faceset_labelled") if e["undoes"] == labelled["position"]]
         assert page.locator(f"li.decision[data-event='{undo['position']}'] button").count() == 1
+
+        # a face of the promoted faceset moved out from a shell beside the daemon (its control socket): the
+        # promotion's Restore is refused now, a disabled button with restore's own line beside it
+        cli(data, "move", biden[0], "--to", "pool")
+        refused = cli(data, "restore", str(promoted["position"]), check=False)
+        assert refused.returncode == 1
+        page.goto(f"{base}/decisions")
+        row = page.locator(f"li.decision[data-event='{promoted['position']}']")
+        assert row.locator("button.refused").is_disabled()
+        assert row.locator(".why-not").inner_text() == refused.stderr.strip().removeprefix("facesetd: error: ")
+        assert "1 face left it" in row.locator(".why-not").inner_text()
         page.close()
         d.idle(timeout=60)
     finally:

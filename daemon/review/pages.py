@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.restore_rules import RULES, refusal
+from daemon.restore_rules import refusal
 from handlers.centroids import unit
 from handlers.pool_clusters import complete_linkage
 from handlers.thresholds import IdentityThresholds
@@ -28,6 +28,9 @@ AREA_NAMES = {"": "active", "_masked": "masked", "_merged": "merged", "_thin": "
 # these: the corrections that move no file, and the forced joins that may be someone else.
 TIMELINE_EXTRA = (ev.FacesetLabelled.KIND, ev.CandidateRejected.KIND, ev.ForcedFaceDistant.KIND)
 TIMELINE_PAGE = 100  # decisions per timeline page
+# Decisions whose refusal the timeline explains beside a disabled button: about a whole faceset, refused because it
+# changed since (the other refusals are a restore made already, shown as such).
+EXPLAINED = (ev.FacesetPromoted.KIND, ev.FacesetsMerged.KIND)
 POOL_CLUSTER_MAX = 4000  # pool faces clustered for the page at most (complete linkage is quadratic in memory)
 THUMBS_PER_ROW = 6  # before/after thumbnails of one decision at most
 
@@ -225,9 +228,9 @@ def decisions(state: StateQueries, corpus: Path, before: int | None = None) -> d
     for item, se in zip(items, stored):
         why_not = refusal(state, corpus, se)
         item["restorable"] = why_not is None
-        # why restore refuses a decision it could undo in other circumstances (a promoted faceset that grew since):
-        # shown beside a disabled button, the same line `facesetd restore` answers
-        item["why_not"] = why_not if se.kind in RULES and item["state"] != "reverted" else None
+        # why restore refuses a whole faceset's decision in force (a promoted faceset that grew since): shown beside
+        # a disabled button, the same line `facesetd restore` answers
+        item["why_not"] = why_not if se.kind in EXPLAINED and item["state"] != "reverted" else None
     whole = {i["faceset"] for i in items if i["whole"] and i["faceset"]}
     tops = state.top_faces_by_faceset(THUMBS_PER_ROW) if whole else {}
     for item in items:
