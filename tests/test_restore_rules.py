@@ -112,3 +112,17 @@ def test_restore_refuses_exactly_what_the_rules_refuse_on_every_event_of_a_rich_
                          ev.CandidateRejected.KIND} <= restorable
     assert {ev.FacePruned.KIND, ev.FaceMoved.KIND, ev.DecisionReverted.KIND, ev.FacesetPromoted.KIND,
             ev.CandidateRejected.KIND, ev.PhotoReceived.KIND, ev.PoolFaceAdded.KIND} <= refused
+
+
+def test_restore_help_lists_every_kind_restore_takes() -> None:
+    """`facesetd restore --help` names exactly the kinds daemon/restore_rules.py takes (the README's list too)."""
+    from daemon.cli.restore import UNDOES
+    from daemon.restore_rules import RULES, UNDONE_ONCE
+
+    listed = [k.strip() for kinds, _what in UNDOES for k in kinds.split(",")]
+    assert sorted(listed) == sorted([*RULES, *UNDONE_ONCE])
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `facesetd restore EVENT_ID`"))
+    for kind in ("face_pruned", "faceset_quarantined", "face_routed", "forced_face_distant", "face_unrouted",
+                 "eras_split", "facesets_merged", "faceset_returned", "decision_reverted"):
+        assert f"`{kind}`" in row, kind
