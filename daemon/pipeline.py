@@ -462,11 +462,12 @@ def candidate_list(pipeline: Pipeline) -> list[dict[str, Any]]:
 
 
 def faceset_list(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """Every faceset by name: its area ("" = active), its faces (kept and dropped) and how many its top-N .fsz holds."""
+    """Every faceset by name: its area ("active", "_masked", "_merged" or "_thin", as in its manifest), its faces
+    (kept and dropped) and how many its top-N .fsz holds."""
     top_n = pipeline.config.projection.top_n
     rows = pipeline.state.faceset_summaries()
     labels = pipeline.state.labels()
-    return [{"name": n, "area": a, "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
+    return [{"name": n, "area": a or "active", "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
              "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from daemon.cli.printable import counted, printable
 from daemon.lock import add_wait_argument
 
 NAME = "eras"
@@ -50,9 +51,9 @@ def _split(args: argparse.Namespace, app: Any) -> int:
     if not args.dry_run:
         pipeline.mover.finish_pending()
     plan = plan_split(pipeline.ctx, args.faceset, years)
-    print(f"{args.faceset}: {len(plan.buckets)} era bucket(s) of {years} years")
+    print(printable(f"{args.faceset}: {counted(len(plan.buckets), 'era bucket')} of {counted(years, 'year')}"))
     for line in describe(plan):
-        print(line)
+        print(printable(line))  # the anchors' file names
     if args.dry_run:
         print("dry run: nothing recorded")
         return 0
@@ -89,8 +90,9 @@ def _list(args: argparse.Namespace, app: Any) -> int:
             print(json.dumps(r, sort_keys=True))
             continue
         window = f"{r['first_year']}-{r['last_year']}" if r["first_year"] is not None else "-"
-        print(f"  {r['faceset']:<14} of {r['family']:<14} year {r['year']}  {window:<9}  {r['anchors']} anchors,"
-              f" {r['slotted']} slotted{'  thin' if r['thin'] else ''}  ({r['source']})")
+        print(printable(f"  {r['faceset']:<14} of {r['family']:<14} year {r['year']}  {window:<9}"
+                        f"  {counted(r['anchors'], 'anchor')}, {r['slotted']} slotted{'  thin' if r['thin'] else ''}"
+                        f"  ({r['source']})"))
     if not rows and not args.json:
         print("no era buckets (make some with `facesetd eras split faceset_NNN`, or configure [[eras.buckets]])")
     return 0

@@ -14,6 +14,8 @@ from typing import Any
 from state import names
 from state.errors import FacesetdError
 
+from .printable import printable
+
 # state.events is imported inside the functions that use it, not here: every verb module is imported to build
 # the parser, and `facesetd --help` (or any other verb) should not pay for defining every event class.
 
@@ -111,7 +113,8 @@ def format_event(se: Any, as_json: bool) -> str:
                            "payload": payload}, sort_keys=True, default=str)
     reason = why(se.kind, payload)
     line = f"{se.position:>8}  {when}  {se.kind:<24} {se.event.subject}"
-    return f"{line}  -- {reason}" if reason else line
+    # Names, labels and reasons as their owners wrote them: a control character in one must not reach the terminal.
+    return printable(f"{line}  -- {reason}" if reason else line)
 
 
 def _name_matches(name: str, path: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import printable
 from daemon.lock import add_wait_argument
 
 NAME = "label"
@@ -23,5 +24,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
     app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = label_faceset(app.pipeline, args.faceset, args.label)
-    print(f"labelled {args.faceset} {args.label.strip()!r} (recorded as event {position})")
+    label = args.label.strip()
+    done = f"labelled {args.faceset} {label!r}" if label else f"took the label off {args.faceset}"
+    print(printable(f"{done} (recorded as event {position}; `facesetd restore {position}` undoes it)"))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import printable
 from daemon.lock import add_wait_argument
 
 NAME = "move"
@@ -25,5 +26,6 @@ def run(args: argparse.Namespace, app: Any) -> int:
 
     app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = move_face(app.pipeline, args.face, args.to)
-    print(f"moved {args.face} to {args.to} (recorded as event {position}; `facesetd restore {position}` undoes it)")
+    print(printable(f"moved {args.face} to {args.to} (recorded as event {position};"
+                    f" `facesetd restore {position}` undoes it)"))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import counted, printable
 from daemon.lock import add_wait_argument
 
 NAME = "promote"
@@ -24,5 +25,6 @@ def run(args: argparse.Namespace, app: Any) -> int:
     app.lock_data_folder(NAME, args.wait, app.correction_hint())
     position = promote_pool_faces(app.pipeline, args.faces)
     stored = app.events.get(position)
-    print(f"promoted {len(args.faces)} pool faces to {stored.event.faceset} (recorded as event {position})")
+    print(printable(f"promoted {counted(len(args.faces), 'pool face')} to {stored.event.faceset}"
+                    f" (recorded as event {position}; `facesetd restore {position}` undoes it)"))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import counted
 from daemon.lock import add_wait_argument
 
 NAME = "rebuild"
@@ -24,5 +25,5 @@ def run(args: argparse.Namespace, app: Any) -> int:
     app.lock_data_folder(NAME, args.wait)
     app.ensure_folders()
     Renderer(CorpusState(app.events), app.config.corpus_dir, app.config.projection.top_n).rebuild()
-    print(f"rebuilt projections from {app.events.head()} events")
+    print(f"rebuilt projections from {counted(app.events.head(), 'event')}")
     return 0
