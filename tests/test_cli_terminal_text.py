@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli.event_changes import change
 from daemon.cli.printable import counted, printable
 from tests.helpers import REPO, cli
 
@@ -37,6 +38,21 @@ def test_printable_escapes_every_control_character() -> None:
 def test_counted_is_singular_for_one() -> None:
     assert counted(1, "photo") == "1 photo" and counted(0, "photo") == "0 photos" and counted(2, "face") == "2 faces"
     assert counted(1, "identity", "identities") == "1 identity" and counted(3, "identity", "identities") == "3 identities"
+
+
+def test_change_says_what_an_event_changed() -> None:
+    assert change("faceset_labelled", "faceset_001", {"label": "New", "previous": "Old"}) == "'Old' -> 'New'"
+    assert change("faceset_labelled", "faceset_001", {"label": "New", "previous": ""}) == "(no label) -> 'New'"
+    assert change("faceset_labelled", "faceset_001", {"label": "", "previous": "Old"}) == "label 'Old' taken off"
+    assert change("faceset_labelled", "faceset_001", {"label": "Old", "previous": "New", "undoes": 7}) \
+        == "'New' -> 'Old' (undoes event 7)"
+    moved = {"moves": (("_pool/a.png", "faceset_001/faces/a.png"),)}
+    assert change("face_moved", "_pool/a.png", moved) == "-> faceset_001/faces/a.png"
+    assert change("decision_reverted", "faceset_001/faces/a.png", moved) == "_pool/a.png -> faceset_001/faces/a.png"
+    assert change("photo_received", "img1.jpg", {"sha256": "0123456789abcdef"}) == "[01234567]"
+    assert change("pool_face_added", "_pool/x.png", {"photo_sha256": "fedcba9876543210"}) == "from photo [fedcba98]"
+    assert change("face_added", "f/faces/x.png", {"source": {"photo_sha256": "aa" * 32}}) == "from photo [aaaaaaaa]"
+    assert change("face_analyzed", "f/faces/x.png", {}) == ""
 
 
 def _env(models_root: Path) -> dict[str, str]:
@@ -111,12 +127,58 @@ def test_a_nasty_label_is_escaped_in_status_events_and_the_label_line(corpus) ->
     (row,) = [ln for ln in status.splitlines() if ln.strip().startswith("faceset_001")]
     assert row.split()[:2] == ["faceset_001", "active"] and row.endswith(f"Joe {NASTY_SHOWN}"), row
     events = _no_terminal_bytes(on_terminal(data, "events", "--kind", "faceset_labelled", env=env))
-    assert "faceset_001" in events and "Joe" not in events, events  # the label's line has no label yet
+    assert f"faceset_001 (no label) -> 'Joe {NASTY_SHOWN}'" in events, events
     # an error message names what the user typed: escaped too
     failed = cli(data, "move", f"{NASTY}.png", "--to", "pool", env=env, check=False)
     assert failed.returncode == 1 and "\x1b" not in failed.stderr and NASTY_SHOWN in failed.stderr, failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     cli(data, "label", "faceset_001", "", env=env)
+
+
+def test_events_show_the_old_and_new_label_and_its_undo(corpus) -> None:
+    data, env = corpus
+    first = _recorded(cli(data, "label", "faceset_001", "Old", env=env).stdout)
+    second = _recorded(cli(data, "label", "faceset_001", "New", env=env).stdout)
+    undo = _recorded(cli(data, "restore", str(second), env=env).stdout)
+    off = cli(data, "label", "faceset_001", "", env=env).stdout
+    assert "took the label off faceset_001" in off
+    lines = {int(ln.split()[0]): ln for ln in cli(data, "events", "--kind", "faceset_labelled", env=env).stdout
+             .splitlines()}
+    assert lines[first].endswith("faceset_001 (no label) -> 'Old'")
+    assert lines[second].endswith("faceset_001 'Old' -> 'New'")
+    assert lines[undo].endswith(f"faceset_001 'New' -> 'Old' (undoes event {second})")
+    assert lines[_recorded(off)].endswith("faceset_001 label 'Old' taken off")
+
+
+def test_events_show_where_a_face_moved_and_back(corpus) -> None:
+    data, env = corpus
+    pooled = [json.loads(ln) for ln in cli(data, "events", "--kind", "pool_face_added", "--json",
+                                           env=env).stdout.splitlines()]
+    face = pooled[0]["subject"]  # _pool/<id>.png
+    name = face.removeprefix("_pool/")
+    moved = _recorded(cli(data, "move", face, "--to", "dropped", env=env).stdout)
+    back = _recorded(cli(data, "restore", str(moved), env=env).stdout)
+    lines = {int(ln.split()[0]): ln for ln in cli(data, "events", "--kind", "face_moved", env=env).stdout.splitlines()}
+    assert "face_moved" in lines[moved] and f"{face} -> _pool/_dropped/{name}" in lines[moved], lines
+    assert f"_pool/_dropped/{name} -> {face} (undoes event {moved})" in lines[back], lines
+
+
+def test_events_path_tells_two_photos_of_one_name_apart(corpus) -> None:
+    data, env = corpus
+    photos = [json.loads(ln) for ln in cli(data, "events", "--kind", "photo_received", "--json",
+                                           env=env).stdout.splitlines()]
+    shas = [e["payload"]["sha256"][:8] for e in photos if e["subject"] == "img1.jpg"]
+    assert len(set(shas)) == 2
+    shown = cli(data, "events", "--path", "img1.jpg", env=env)
+    received = [ln for ln in shown.stdout.splitlines() if ln.split()[2] == "photo_received"]
+    assert [ln.split()[3:5] for ln in received] == [["img1.jpg", f"[{sha}]"] for sha in shas], shown.stdout
+    processed = [ln for ln in shown.stdout.splitlines() if ln.split()[2] == "photo_processed"]
+    assert {ln.split()[4] for ln in processed} == {f"[{sha}]" for sha in shas}, shown.stdout
+    assert any("from photo" in ln for ln in shown.stdout.splitlines()), shown.stdout  # the crops say whose
+    (note,) = shown.stderr.strip().splitlines()
+    assert "'img1.jpg' names 2 different photos" in note and all(f"[{sha}]" in note for sha in shas)
+    one = cli(data, "events", "--path", "faceset_001/biden.jpg", env=env)
+    assert one.stderr == ""  # one photo: nothing to tell apart
 
 
 def test_counts_are_singular_for_one(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
