@@ -50,6 +50,11 @@ class Renderer:
         """Rewrite the projections of every faceset marked dirty (and the master manifest)."""
         dirty = self.state.dirty()
         if not dirty:
+            # A corpus whose facesets never changed (a first photo whose face went to the pool) still gets its
+            # master manifest, as `rebuild` writes it: the live corpus and the rebuilt one are the same files.
+            if not (self.corpus / MASTER_MANIFEST).exists():
+                self._write([])
+                self._sync_or_keep()
             return []
         names = [d for d in dirty if d != MASTER_DIRTY]
         # era buckets holding PNGs slotted from a changed faceset change with it
@@ -58,13 +63,19 @@ class Renderer:
             f"SELECT DISTINCT era FROM faces WHERE era IS NOT NULL AND faceset IN ({marks})", tuple(names))]
         rendered = [d for d in dirty if d != MASTER_DIRTY]
         self._write(sorted(set(names) | set(eras)))
+        if self._sync_or_keep():
+            self.state.clear_dirty(dirty)
+        return rendered
+
+    def _sync_or_keep(self) -> bool:
+        """Make the files just written durable; False (logged) when that failed: the dirty marks then stay, and
+        the next render (after coalesce_s) writes and syncs them again."""
         try:
             self._sync()
-        except OSError as e:  # the marks stay: the next render (after coalesce_s) writes and syncs them again
+        except OSError as e:
             log.error("projections not made durable: they stay marked for the next render", error=str(e))
-            return rendered
-        self.state.clear_dirty(dirty)
-        return rendered
+            return False
+        return True
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone: the state tables replayed, every file rewritten."""
