@@ -247,9 +247,12 @@ class Renderer:
         adopted_rows = self.state.query("SELECT value FROM meta WHERE key='adopted_master'")
         adopted = json.loads(adopted_rows[0][0]) if adopted_rows else {}
         by_area: dict[str, list[dict[str, Any]]] = {"": [], "_masked": [], "_merged": [], "_thin": []}
+        emptied = self.state.emptied_facesets()
         for n, (area, _f, _d) in counts.items():
             by_area.setdefault(area, []).append(entry(n))
         merged_into(by_area["_merged"], self.state.merges_in_effect(), adopted)
+        for area in ("_masked", "_merged", "_thin"):  # an undo's empty husk, unless an adopted master says "into"
+            by_area[area] = [e for e in by_area[area] if e["name"] not in emptied or "into" in e]
         thin_eras = self.state.query("SELECT value FROM meta WHERE key='thin_eras'")
         return {
             "facesets": by_area[""],

@@ -140,7 +140,9 @@ def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them
     assert all("era" not in f for f in manifest(corpus, "faceset_001")["faces"])
     master = json.loads((corpus / "manifest.json").read_text())
     assert master["era_buckets"] == [] and master["thin_eras"] == []
-    assert [m["name"] for m in master["merged"]] == ["faceset_002", "faceset_003"]
+    # the buckets' folders stay in _merged/, empty (they never held a PNG): not listed among the merged facesets
+    assert master["merged"] == [] and (corpus / "_merged/faceset_003/manifest.json").is_file()
+    assert "faceset_002" not in cli(data, "status", env=env).stdout
     assert "no era buckets" in cli(data, "eras", "list", env=env).stdout
     # split again: new numbers (never reused), and the five faces' years
     cli(data, "eras", "split", "faceset_001", "--years", "10", env=env)
