@@ -32,6 +32,7 @@ from state.errors import UnknownEvent
 from state.eventlog import EventLog
 from state.layout import POOL_DIR, faceset_dir, parse_face_path
 from state.mover import Mover
+from state.queries import FacesetCount
 from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
 
@@ -431,7 +432,8 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
     """What `facesetd status` shows: counts, every faceset, the pool and how close its people are to the gate."""
     st = pipeline.state
     st.catch_up()
-    areas = st.faceset_counts_by_area()
+    listed = facesets_listed(pipeline)
+    areas = {area: sum(1 for r in listed if r.area == area) for area in ("", "_masked", "_merged", "_thin")}
     images = st.image_counts()
     inbox = pipeline.config.inbox_dir
     return {
@@ -449,7 +451,7 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
         "log_position": pipeline.log.head(),
         "pending": pipeline.pending_work(),
         "corpus": str(pipeline.config.corpus_dir),
-        "faceset_list": faceset_list(pipeline),
+        "faceset_list": faceset_list(pipeline, listed),
         "pool": pool_summary(pipeline),
         "candidates": candidate_list(pipeline),
     }
@@ -461,12 +463,20 @@ def candidate_list(pipeline: Pipeline) -> list[dict[str, Any]]:
              "event": c.position} for c in pipeline.state.candidates()]
 
 
-def faceset_list(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """Every faceset by name: its area ("" = active), its faces (kept and dropped) and how many its top-N .fsz holds."""
+def facesets_listed(pipeline: Pipeline) -> list[FacesetCount]:
+    """The facesets `status` lists, as the master manifest does: all but the empty husks an undo leaves out of
+    the active ones (CorpusState.emptied_facesets; their folders stay on disk)."""
+    emptied = pipeline.state.emptied_facesets()
+    return [r for r in pipeline.state.faceset_summaries() if r.name not in emptied]
+
+
+def faceset_list(pipeline: Pipeline, rows: list[FacesetCount] | None = None) -> list[dict[str, Any]]:
+    """Every faceset by name (`rows`, default facesets_listed): its area ("active", "_masked", "_merged" or
+    "_thin", as in its manifest), its faces (kept and dropped) and how many its top-N .fsz holds."""
     top_n = pipeline.config.projection.top_n
-    rows = pipeline.state.faceset_summaries()
+    rows = facesets_listed(pipeline) if rows is None else rows
     labels = pipeline.state.labels()
-    return [{"name": n, "area": a, "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
+    return [{"name": n, "area": a or "active", "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
              "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
 
 

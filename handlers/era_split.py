@@ -52,6 +52,8 @@ class SplitPlan:
     years: int
     buckets: list[dict[str, Any]] = field(default_factory=list)
     undated: list[str] = field(default_factory=list)  # kept faces with no year
+    too_few: list[str] = field(default_factory=list)  # dated faces whose window holds fewer than min_anchors
+    min_anchors: int = 1
     unanalysed: list[str] = field(default_factory=list)  # kept faces with no embedding (no face found, or pending)
 
     def event(self) -> ev.ErasSplit:
@@ -60,15 +62,16 @@ class SplitPlan:
             faceset=self.family, years=self.years, buckets=tuple(self.buckets), check=CHECK,
             reason=(f"{self.family} split into {len(self.buckets)} era bucket(s) of {self.years} years"
                     f" ({first}-{last}) from {sum(len(b['anchors']) for b in self.buckets)} dated faces"),
-            inputs={"years": self.years, "undated": len(self.undated), "unanalysed": len(self.unanalysed)},
+            inputs={"years": self.years, "undated": len(self.undated), "unanalysed": len(self.unanalysed),
+                    "too_few": len(self.too_few), "min_anchors": self.min_anchors},
         )
 
 
 def plan_split(ctx: HandlerContext, family: str, years: int) -> SplitPlan:
-    """The era buckets `family` would be split into (numbered past every faceset ever recorded); CannotSplit
-    says why there are none."""
+    """The era buckets `family` would be split into (numbered past every faceset ever recorded): one per window
+    holding at least [eras] min_split_anchors dated faces; CannotSplit says why there are none."""
     _check_family(ctx, family)
-    plan = SplitPlan(family=family, years=years)
+    plan = SplitPlan(family=family, years=years, min_anchors=ctx.config.eras.min_split_anchors)
     dated = _dated_faces(ctx, family, plan)
     if not dated:
         raise CannotSplit(f"{family} has no face with a year to split by ({len(plan.undated)} without a year:"
@@ -78,8 +81,15 @@ def plan_split(ctx: HandlerContext, family: str, years: int) -> SplitPlan:
     windows: dict[int, list[Dated]] = {}
     for d in dated:
         windows.setdefault((d.year - first) // years, []).append(d)
+    kept = sorted(k for k, members in windows.items() if len(members) >= plan.min_anchors)
+    plan.too_few = sorted(d.path for k, members in windows.items() if k not in kept for d in members)
+    if not kept:
+        total = len(dated) + len(plan.undated) + len(plan.unanalysed)
+        raise CannotSplit(f"{family}: {len(dated)} of its {total} faces have a year, and no window of {years} year{'s' if years != 1 else ''}"
+                          f" holds {plan.min_anchors} of them (an era bucket needs at least {plan.min_anchors}"
+                          " anchors: [eras] min_split_anchors); nothing split")
     number = _next_number(ctx)
-    for i, k in enumerate(sorted(windows)):
+    for i, k in enumerate(kept):
         members = sorted(windows[k], key=lambda d: d.path)
         ordered_years = sorted(d.year for d in members)
         plan.buckets.append({
@@ -133,6 +143,9 @@ def describe(plan: SplitPlan) -> list[str]:
         names = ", ".join(a[0].rsplit("/", 1)[-1] for a in b["anchors"])
         lines.append(f"  {b['faceset']}  {b['first_year']}-{b['last_year']}  year {b['year']}"
                      f"  {len(b['anchors'])} anchor(s): {names}")
+    if plan.too_few:
+        lines.append(f"  in no bucket, fewer than {plan.min_anchors} dated faces in their window (they stay in"
+                     f" {plan.family}): {', '.join(p.rsplit('/', 1)[-1] for p in plan.too_few)}")
     if plan.undated:
         lines.append(f"  in no bucket, no year: {', '.join(p.rsplit('/', 1)[-1] for p in plan.undated)}")
     if plan.unanalysed:

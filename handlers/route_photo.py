@@ -509,10 +509,27 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     note = "" if summaries else ("no face found" if not found.detected else "no usable face")
     out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
                                  skipped=found.skipped, note=note))
-    # The photo's line of the story: how many faces were found, where each one went, why any was left.
+    # The photo's line of the story: how many faces were found, where each one went and why (its cosine distance
+    # against [identity] match_distance), why any was left.
+    match = ctx.config.identity.match_distance
     ctx.log.info("photo routed", path=label, found=found.detected, faces=len(summaries),
-                 to=[s["to"] for s in summaries], skipped=found.skipped, dest=dest, **({"note": note} if note else {}))
+                 to=[s["to"] for s in summaries], distance=[s["distance"] for s in summaries], match_distance=match,
+                 why=[_why_routed(f, forced, match) for f, *_rest in written], skipped=found.skipped, dest=dest,
+                 **({"note": note} if note else {}))
     return out
+
+
+def _why_routed(f: _Face, forced: str, match_distance: float) -> str:
+    """Why a face went where it went, for the routing log line: its distance to the faceset it joined (or to the
+    nearest one, for the pool) against the match distance; a forced face says it was forced."""
+    dist = "" if f.distance is None else f"{f.distance:.4f}"
+    if f.to == forced:
+        return f"forced into {forced} by its inbox folder" + (f" (distance {dist})" if dist else "")
+    if f.to == POOL_FACESET:
+        if not f.near:
+            return "pool: no faceset to match"
+        return f"pool: nearest {f.near} at {dist} > match_distance {match_distance}"
+    return f"{f.to} at {dist} <= match_distance {match_distance}"
 
 
 Written = tuple[_Face, str, str, int, int]  # (face, crop path, sha256, size, mtime_ns)

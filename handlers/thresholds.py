@@ -66,3 +66,6 @@ class EraSettings:
     buckets: tuple[EraBucket, ...] = ()
     # `facesetd eras split`: each era bucket it makes spans this many years of photos (`--years` overrides).
     split_years: int = field(default=5, metadata={"range": (1, 200)})
+    # `facesetd eras split`: an era bucket needs at least this many anchors (dated faces of its window; one photo is
+    # no era to average); a window with fewer makes no bucket, its faces stay in the family alone.
+    min_split_anchors: int = field(default=2, metadata={"range": (1, None)})

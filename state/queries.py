@@ -391,6 +391,15 @@ class Queries:
             " FROM facesets s LEFT JOIN faces f ON f.faceset = s.name GROUP BY s.name ORDER BY s.name")
         return [FacesetCount(*r) for r in rows]
 
+    def emptied_facesets(self) -> set[str]:
+        """Facesets out of the active ones (_masked/, _merged/, _thin/) that hold no face, kept or dropped, and
+        are no merge's record: the husk an undo leaves (a promotion restored: its faces back in the pool; an era
+        split restored: its buckets never held a PNG). Their folders stay on disk; `status` and the master
+        manifest leave them out until a face comes into one again."""
+        rows = self.query("SELECT s.name FROM facesets s WHERE s.area != ''"
+                          " AND NOT EXISTS (SELECT 1 FROM faces f WHERE f.faceset = s.name)")
+        return {name for (name,) in rows} - set(self.merges_in_effect())
+
     # Decisions and overrides ---------------------------------------------------------------------
     def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
         """(position, moves) of every decision whose moves are not done yet, oldest first."""

@@ -50,6 +50,11 @@ class Renderer:
         """Rewrite the projections of every faceset marked dirty (and the master manifest)."""
         dirty = self.state.dirty()
         if not dirty:
+            # A corpus whose facesets never changed (a first photo whose face went to the pool) still gets its
+            # master manifest, as `rebuild` writes it: the live corpus and the rebuilt one are the same files.
+            if not (self.corpus / MASTER_MANIFEST).exists():
+                self._write([])
+                self._sync_or_keep()
             return []
         names = [d for d in dirty if d != MASTER_DIRTY]
         # era buckets holding PNGs slotted from a changed faceset change with it
@@ -58,13 +63,19 @@ class Renderer:
             f"SELECT DISTINCT era FROM faces WHERE era IS NOT NULL AND faceset IN ({marks})", tuple(names))]
         rendered = [d for d in dirty if d != MASTER_DIRTY]
         self._write(sorted(set(names) | set(eras)))
+        if self._sync_or_keep():
+            self.state.clear_dirty(dirty)
+        return rendered
+
+    def _sync_or_keep(self) -> bool:
+        """Make the files just written durable; False (logged) when that failed: the dirty marks then stay, and
+        the next render (after coalesce_s) writes and syncs them again."""
         try:
             self._sync()
-        except OSError as e:  # the marks stay: the next render (after coalesce_s) writes and syncs them again
+        except OSError as e:
             log.error("projections not made durable: they stay marked for the next render", error=str(e))
-            return rendered
-        self.state.clear_dirty(dirty)
-        return rendered
+            return False
+        return True
 
     def rebuild(self) -> None:
         """Regenerate every projection from the log alone: the state tables replayed, every file rewritten."""
@@ -236,9 +247,12 @@ class Renderer:
         adopted_rows = self.state.query("SELECT value FROM meta WHERE key='adopted_master'")
         adopted = json.loads(adopted_rows[0][0]) if adopted_rows else {}
         by_area: dict[str, list[dict[str, Any]]] = {"": [], "_masked": [], "_merged": [], "_thin": []}
+        emptied = self.state.emptied_facesets()
         for n, (area, _f, _d) in counts.items():
             by_area.setdefault(area, []).append(entry(n))
         merged_into(by_area["_merged"], self.state.merges_in_effect(), adopted)
+        for area in ("_masked", "_merged", "_thin"):  # an undo's empty husk, unless an adopted master says "into"
+            by_area[area] = [e for e in by_area[area] if e["name"] not in emptied or "into" in e]
         thin_eras = self.state.query("SELECT value FROM meta WHERE key='thin_eras'")
         return {
             "facesets": by_area[""],

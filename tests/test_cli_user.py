@@ -110,7 +110,7 @@ def test_status_shows_the_pool_and_every_faceset(reconciled) -> None:
     assert row.split() == ["faceset_001", "active", "1", "0", "1/8"]
     s = json.loads(cli(data, "status", "--json", env=env).stdout)
     assert s["pool"]["faces"] == 2 and s["pool"]["close_to_gate"] == 1 and s["pool"]["close_sizes"] == [2]
-    assert s["faceset_list"] == [{"name": "faceset_001", "area": "", "faces": 1, "dropped": 0, "top_n": 8,
+    assert s["faceset_list"] == [{"name": "faceset_001", "area": "active", "faces": 1, "dropped": 0, "top_n": 8,
                                   "in_top_n": 1, "label": ""}]
     assert s["facesets"]["active"] == 1 and s["images"] == {"active": 1, "dropped": 0}
 
@@ -146,7 +146,7 @@ def test_dry_run_previews_the_checks_decisions_and_changes_nothing(tmp_path: Pat
     (pruned,) = [ln for ln in out.splitlines() if "face_pruned" in ln]
     assert "faceset_001/faces/pair.png" in pruned and "2 faces" in pruned, out  # with the check's reason
     assert "would record photo_received           biden.jpg" in out
-    assert "the checks would record" in out and "1 inbox photos would be received" in out
+    assert "the checks would record" in out and "1 inbox photo would be received" in out
     planned = json.loads(cli(data, "reconcile", "--dry-run", "--json", env=env).stdout)["planned"]
     assert {"kind": "face_pruned", "subject": "faceset_001/faces/pair.png", "stage": "check"}.items() <= \
         [p for p in planned if p["kind"] == "face_pruned"][0].items()

@@ -216,9 +216,11 @@ def test_promote_makes_a_faceset_below_the_gate_and_restore_sends_the_faces_back
     assert active_corpus(corpus) == before and not (corpus / "faceset_001").exists()
     thin = corpus / "_thin/faceset_001"
     assert json.loads((thin / "manifest.json").read_text())["faces"] == [] and (thin / "faceset_001.fsz").is_file()
+    # ... an empty husk: its folder stays, but status and the master manifest no longer list it (it holds nothing)
     status = json.loads(cli(data, "status", "--json", env=env).stdout)
-    assert status["pool"]["faces"] == 2 and status["facesets"] == {"active": 0, "masked": 0, "merged": 0, "thin": 1}
-    assert [(f["name"], f["area"], f["faces"]) for f in status["faceset_list"]] == [("faceset_001", "_thin", 0)]
+    assert status["pool"]["faces"] == 2 and status["facesets"] == {"active": 0, "masked": 0, "merged": 0, "thin": 0}
+    assert status["faceset_list"] == []
+    assert json.loads((corpus / "manifest.json").read_text())["thin"] == []
     log.rebuilds()
     # the pool promotion leaves them alone now, even with a gate they pass (a person undid it)
     gate2 = {**env, "FACESETD_IDENTITY_MIN_NEW_FACESET": "2"}

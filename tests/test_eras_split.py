@@ -69,7 +69,19 @@ def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them
     assert len(manifest(corpus, "faceset_001")["faces"]) == 4
     before = {"images": images(corpus), "projections": projections(corpus), "events": len(events(data, env))}
 
-    # --dry-run prints the split and records nothing
+    # a bucket needs [eras] min_split_anchors (2) anchors: 2015's one face stays in the family alone
+    out = cli(data, "eras", "split", "faceset_001", "--dry-run", env=env).stdout
+    assert "faceset_002  2008-2012  year 2008  2 anchor(s): " in out and "faceset_003" not in out
+    assert "in no bucket, fewer than 2 dated faces in their window (they stay in faceset_001): " in out
+    # no window holds 2 dated faces: refused in one line, nothing recorded
+    refused = cli(data, "eras", "split", "faceset_001", "--years", "1", env=env, check=False)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert ("faceset_001: 3 of its 4 faces have a year, and no window of 1 year holds 2 of them (an era bucket needs"
+            " at least 2 anchors: [eras] min_split_anchors); nothing split") in refused.stderr
+    assert len(events(data, env)) == before["events"]
+
+    # one anchor per bucket allowed: --dry-run prints the split and records nothing
+    env = {**env, "FACESETD_ERAS_MIN_SPLIT_ANCHORS": "1"}
     out = cli(data, "eras", "split", "faceset_001", "--dry-run", env=env).stdout
     assert "faceset_002  2008-2012  year 2008  2 anchor(s): " in out
     assert "faceset_003  2013-2017  year 2015  1 anchor(s): " in out
@@ -100,7 +112,7 @@ def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them
     listed = [" ".join(line.split()) for line in cli(data, "eras", "list", env=env).stdout.splitlines()]
     assert listed == [
         f"faceset_002 of faceset_001 year 2008 2008-2012 2 anchors, 0 slotted thin (made by event {split['id']})",
-        f"faceset_003 of faceset_001 year 2015 2013-2017 1 anchors, 0 slotted thin (made by event {split['id']})"]
+        f"faceset_003 of faceset_001 year 2015 2013-2017 1 anchor, 0 slotted thin (made by event {split['id']})"]
     # a family is split once; a bucket is no family
     again = cli(data, "eras", "split", "faceset_001", env=env, check=False)
     assert again.returncode == 1 and f"`facesetd restore {split['id']}` unmakes them first" in again.stderr
@@ -128,7 +140,9 @@ def test_split_makes_buckets_a_new_dated_photo_slots_in_and_restore_unmakes_them
     assert all("era" not in f for f in manifest(corpus, "faceset_001")["faces"])
     master = json.loads((corpus / "manifest.json").read_text())
     assert master["era_buckets"] == [] and master["thin_eras"] == []
-    assert [m["name"] for m in master["merged"]] == ["faceset_002", "faceset_003"]
+    # the buckets' folders stay in _merged/, empty (they never held a PNG): not listed among the merged facesets
+    assert master["merged"] == [] and (corpus / "_merged/faceset_003/manifest.json").is_file()
+    assert "faceset_002" not in cli(data, "status", env=env).stdout
     assert "no era buckets" in cli(data, "eras", "list", env=env).stdout
     # split again: new numbers (never reused), and the five faces' years
     cli(data, "eras", "split", "faceset_001", "--years", "10", env=env)
@@ -157,9 +171,9 @@ def test_windows_start_at_the_oldest_year_and_a_bucket_is_the_median_of_its_anch
     p.reconcile()
     plan = plan_split(p.ctx, "faceset_001", 5)
     assert [(b["faceset"], b["first_year"], b["last_year"], b["year"], [a[0].rsplit("/", 1)[1] for a in b["anchors"]])
-            for b in plan.buckets] == [("faceset_010", 2008, 2012, 2008, ["a.png"]),
-                                       ("faceset_011", 2013, 2017, 2013, ["b.png", "c.png"]),
-                                       ("faceset_012", 2018, 2022, 2020, ["d.png"])]
+            for b in plan.buckets] == [("faceset_010", 2013, 2017, 2013, ["b.png", "c.png"])]
+    # 2008-2012 and 2018-2022 hold one dated face each: under [eras] min_split_anchors (2), they make no bucket
+    assert plan.too_few == ["faceset_001/faces/a.png", "faceset_001/faces/d.png"]
     assert plan.undated == ["faceset_001/faces/e.png"]
     assert [len(b["anchors"]) for b in plan_split(p.ctx, "faceset_001", 20).buckets] == [4]
 
@@ -170,17 +184,17 @@ def test_windows_start_at_the_oldest_year_and_a_bucket_is_the_median_of_its_anch
     family = {f.name: f.read_bytes() for f in (corpus / "faceset_001").iterdir() if f.is_file()}
     (position,) = p.log.append([plan.event()])
     p.settle()
-    assert json.loads((corpus / "faceset_001/manifest.json").read_text())["faces"][0]["era"] == "faceset_010"
-    assert [b.faceset for b in p.state.made_era_buckets()] == ["faceset_010", "faceset_011", "faceset_012"]
-    assert (corpus / "faceset_011/faces").is_dir()  # the bucket's folder, made by the renderer
+    eras = {f["file"]: f.get("era") for f in json.loads((corpus / "faceset_001/manifest.json").read_text())["faces"]}
+    assert eras == {"a.png": None, "b.png": "faceset_010", "c.png": "faceset_010", "d.png": None, "e.png": None}
+    assert [b.faceset for b in p.state.made_era_buckets()] == ["faceset_010"]
+    assert (corpus / "faceset_010/faces").is_dir()  # the bucket's folder, made by the renderer
     with pytest.raises(CannotSplit, match=f"restore {position}"):
         plan_split(p.ctx, "faceset_001", 5)
     p.restore(position)
-    assert p.state.made_era_buckets() == [] and p.state.faceset_area("faceset_011") == "_merged"
+    assert p.state.made_era_buckets() == [] and p.state.faceset_area("faceset_010") == "_merged"
     # the family's manifest and .fsz files are byte for byte what they were before the split
     assert {f.name: f.read_bytes() for f in (corpus / "faceset_001").iterdir() if f.is_file()} == family
-    assert [b["faceset"] for b in plan_split(p.ctx, "faceset_001", 5).buckets] == [
-        "faceset_013", "faceset_014", "faceset_015"]
+    assert [b["faceset"] for b in plan_split(p.ctx, "faceset_001", 5).buckets] == ["faceset_011"]
 
 
 def test_a_family_with_configured_buckets_is_not_split(tmp_path: Path) -> None:

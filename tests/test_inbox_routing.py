@@ -156,3 +156,21 @@ def test_forced_folder_keeps_one_face_per_photo_and_pool_rematches(
     assert len(crops(corpus, "faceset_002")) == 3  # obama1, the group's obama, the pooled obama.jpg
     assert pngs(corpus / "_pool") == []
     assert "pool_faces_matched" in kinds(evs)
+
+
+def test_routing_log_line_says_why_each_face_went_where(tmp_path: Path, faces_dir: Path, env: dict[str, str]) -> None:
+    """The "photo routed" line gives each face's cosine distance and the match distance it was held against."""
+    data = tmp_path / "data"
+    inbox, ids = data / "inbox", faces_dir / "identities"
+    drop(ids, inbox, "obama/obama.jpg", into="faceset_001")
+    cli(data, "reconcile", env=env)
+    drop(ids, inbox, "obama/obama1.jpg", "biden/biden.jpg")
+    run = cli(data, "reconcile", env={**env, "FACESETD_LOGGING_LEVEL": "info"})
+    lines = [json.loads(ln) for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("{")]
+    routed = {ln["path"]: ln for ln in lines if ln["event"] == "photo routed"}
+    same, other = routed["inbox/obama1.jpg"], routed["inbox/biden.jpg"]
+    match = same["match_distance"]
+    assert same["to"] == ["faceset_001"] and 0 < same["distance"][0] <= match
+    assert same["why"] == [f"faceset_001 at {same['distance'][0]:.4f} <= match_distance {match}"]
+    assert other["to"] == ["pool"] and other["distance"][0] > match
+    assert other["why"] == [f"pool: nearest faceset_001 at {other['distance'][0]:.4f} > match_distance {match}"]

@@ -235,7 +235,7 @@ def test_reconcile_a_photo_with_the_real_models(venv: Venv, models_root: Path, f
     shutil.copy(photo, data / "inbox" / "faceset_001" / photo.name)
     env = {"FACESETD_MODELS_ROOT": str(models_root), "FACESETD_MODELS_FACE_PACK": "buffalo_sc"}
     out = _ok(venv.run("--data-dir", str(data), "reconcile", env=env, timeout=300))
-    assert "received 1 inbox photos" in out, out
+    assert "received 1 inbox photo;" in out, out
     assert list((data / "inbox" / "_processed").rglob(photo.name)), out
     assert list((data / "corpus").glob("faceset_001/faces/*.png")) and (data / "corpus" / "manifest.json").exists()
     # the corrections and the review pages' templates and static files work from the wheel too

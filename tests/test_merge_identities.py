@@ -74,7 +74,7 @@ def test_same_person_merges_into_the_older_and_restore_puts_everything_back(
 
     # at the default distance (a new one: every faceset is looked at) obama's second faceset joins his first
     out = cli(data, "reconcile", env=env).stdout
-    assert "merged 1 facesets" in out
+    assert "merged 1 faceset into others" in out
     (merge,) = kinds_of(data, env, "facesets_merged")
     payload = merge["payload"]
     assert payload["faceset"] == "faceset_001" and payload["merged"] == ["faceset_003"]

@@ -246,3 +246,22 @@ def test_the_master_manifest_after_events_that_do_not_touch_it_equals_a_rebuild(
     assert 0 < master["provenance"]["log_position"] < head  # the last event that changed it, not the head
     cli(data, "rebuild")
     assert projections(data / "corpus") == live
+
+
+def test_a_pool_only_photo_leaves_the_corpus_a_rebuild_makes(tmp_path: Path, faces_dir: Path,
+                                                                models_root: Path) -> None:
+    """The first photo of an unseeded inbox sends its only face to the pool: no faceset changes, yet the corpus
+    gets its (empty) master manifest, as `rebuild` writes it; the live and the rebuilt corpus are the same bytes."""
+    import shutil
+
+    from invariants import rebuild_identical
+
+    data = tmp_path / "data"
+    (data / "inbox").mkdir(parents=True)
+    shutil.copy(faces_dir / "identities/obama/obama.jpg", data / "inbox/obama.jpg")
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+    cli(data, "reconcile", env=env)
+    assert len(list((data / "corpus/_pool").glob("*.png"))) == 1
+    master = json.loads((data / "corpus/manifest.json").read_text())
+    assert master["facesets"] == [] and master["provenance"]["log_position"] == 0
+    assert rebuild_identical(data, env) == []

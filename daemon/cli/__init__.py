@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from daemon import __version__
+from daemon.cli.printable import printable
 from state.errors import FacesetdError
 
 VERB_MODULES = [
@@ -73,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(1, f"facesetd: error: {message}\n")
+        self.exit(1, f"facesetd: error: {printable(message, keep_newlines=True)}\n")
 
     def format_help(self) -> str:
         if self.lazy_epilog is not None:
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             app.close()
     except _user_error_types() as e:
-        print(f"facesetd: error: {e}", file=sys.stderr)
+        # The message names files, labels and faces as the user (or the file system) spelt them.
+        print(f"facesetd: error: {printable(e, keep_newlines=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("facesetd: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from daemon.cli.printable import counted, printable
 from daemon.lock import add_wait_argument
 
 NAME = "eras"
@@ -48,7 +49,7 @@ def _split(args: argparse.Namespace, app: Any) -> int:
     position = app.correct("eras split", "eras_split", {"faceset": args.faceset, "years": str(years)}, args.wait)
     split = app.events.get(position).event
     for line in describe_split(split):
-        print(line)
+        print(printable(line))  # the anchors' file names
     print(f"recorded as event {position}; `facesetd restore {position}` undoes it")
     return 0
 
@@ -59,9 +60,9 @@ def _dry_run(family: str, years: int, app: Any) -> int:
     pipeline = app.pipeline
     pipeline.state.catch_up()
     plan = plan_split(pipeline.ctx, family, years)
-    print(f"{family}: {len(plan.buckets)} era bucket(s) of {years} years")
+    print(printable(f"{family}: {counted(len(plan.buckets), 'era bucket')} of {counted(years, 'year')}"))
     for line in describe(plan):
-        print(line)
+        print(printable(line))  # the anchors' file names
     print("dry run: nothing recorded")
     return 0
 
@@ -69,14 +70,17 @@ def _dry_run(family: str, years: int, app: Any) -> int:
 def describe_split(split: Any) -> list[str]:
     """A recorded eras_split event as lines for a person (the same whether this process or the daemon made it):
     the family and its buckets, one a line, then how many faces stayed out."""
-    lines = [f"{split.faceset}: {len(split.buckets)} era bucket(s) of {split.years} years"]
+    lines = [f"{split.faceset}: {counted(len(split.buckets), 'era bucket')} of {counted(split.years, 'year')}"]
     for b in split.buckets:
         names = ", ".join(a[0].rsplit("/", 1)[-1] for a in b["anchors"])
         lines.append(f"  {b['faceset']}  {b['first_year']}-{b['last_year']}  year {b['year']}"
                      f"  {len(b['anchors'])} anchor(s): {names}")
-    undated, unanalysed = split.inputs.get("undated", 0), split.inputs.get("unanalysed", 0)
-    if undated or unanalysed:
-        lines.append(f"  in no bucket: {undated} without a year, {unanalysed} without an embedding")
+    out = {what: split.inputs.get(key, 0) for key, what in (
+        ("too_few", f"in a window of fewer than {split.inputs.get('min_anchors', 1)} dated faces"),
+        ("undated", "without a year"), ("unanalysed", "without an embedding"))}
+    if any(out.values()):
+        lines.append(f"  in no bucket (they stay in {split.faceset}): "
+                     + ", ".join(f"{n} {what}" for what, n in out.items() if n))
     return lines
 
 
@@ -107,8 +111,9 @@ def _list(args: argparse.Namespace, app: Any) -> int:
             print(json.dumps(r, sort_keys=True))
             continue
         window = f"{r['first_year']}-{r['last_year']}" if r["first_year"] is not None else "-"
-        print(f"  {r['faceset']:<14} of {r['family']:<14} year {r['year']}  {window:<9}  {r['anchors']} anchors,"
-              f" {r['slotted']} slotted{'  thin' if r['thin'] else ''}  ({r['source']})")
+        print(printable(f"  {r['faceset']:<14} of {r['family']:<14} year {r['year']}  {window:<9}"
+                        f"  {counted(r['anchors'], 'anchor')}, {r['slotted']} slotted{'  thin' if r['thin'] else ''}"
+                        f"  ({r['source']})"))
     if not rows and not args.json:
         print("no era buckets (make some with `facesetd eras split faceset_NNN`, or configure [[eras.buckets]])")
     return 0

@@ -7,12 +7,16 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import sys
 import textwrap
 import time
 from typing import Any
 
 from state import names
 from state.errors import FacesetdError
+
+from .event_changes import change, short_sha
+from .printable import printable
 
 # state.events is imported inside the functions that use it, not here: every verb module is imported to build
 # the parser, and `facesetd --help` (or any other verb) should not pay for defining every event class.
@@ -110,8 +114,10 @@ def format_event(se: Any, as_json: bool) -> str:
         return json.dumps({"id": se.position, "kind": se.kind, "subject": se.event.subject, "time": when,
                            "payload": payload}, sort_keys=True, default=str)
     reason = why(se.kind, payload)
-    line = f"{se.position:>8}  {when}  {se.kind:<24} {se.event.subject}"
-    return f"{line}  -- {reason}" if reason else line
+    changed = change(se.kind, se.event.subject, payload)
+    line = f"{se.position:>8}  {when}  {se.kind:<24} {se.event.subject}" + (f" {changed}" if changed else "")
+    # Names, labels and reasons as their owners wrote them: a control character in one must not reach the terminal.
+    return printable(f"{line}  -- {reason}" if reason else line)
 
 
 def _name_matches(name: str, path: str) -> bool:
@@ -131,11 +137,18 @@ def _normalise(name: str, app: Any) -> str:
     return names.escape(name.removeprefix("./").removeprefix("inbox/"))
 
 
-def photo_positions(log: Any, name: str) -> list[int]:
-    """Positions of the events of the photos called `name` and of the face crops that came from them."""
+def photos_named(log: Any, name: str) -> list[Any]:
+    """The photo events (stored) of the photos called `name`: by their inbox path or where they were moved."""
+    return [se for se in log.read(0, None, kinds=photo_kinds())
+            if _name_matches(name, se.event.path) or _name_matches(name, getattr(se.event, "dest", ""))]
+
+
+def photo_positions(log: Any, name: str, photos: list[Any] | None = None) -> list[int]:
+    """Positions of the events of the photos called `name` (`photos`, when photos_named found them already) and
+    of the face crops that came from them."""
     photo = photo_kinds()
-    photos = [se for se in log.read(0, None, kinds=photo)
-              if _name_matches(name, se.event.path) or _name_matches(name, getattr(se.event, "dest", ""))]
+    if photos is None:
+        photos = photos_named(log, name)
     shas = {se.event.sha256 for se in photos if se.event.sha256}
     if not shas:
         return sorted(se.position for se in photos)
@@ -167,8 +180,10 @@ def run(args: argparse.Namespace, app: Any) -> int:
 def _print_photo(args: argparse.Namespace, app: Any, log: Any) -> int:
     """`events --path NAME`: the photo's events and its crops', in log order; one line on stderr if none."""
     name = _normalise(args.path, app)
+    photos = photos_named(log, name)
+    _say_how_many_photos(args.path, photos)
     printed = 0
-    for position in photo_positions(log, name):
+    for position in photo_positions(log, name, photos):
         se = log.get(position)
         if se is None or position <= args.after or (args.kind and se.kind not in args.kind):
             continue
@@ -180,3 +195,13 @@ def _print_photo(args: argparse.Namespace, app: Any, log: Any) -> int:
         raise FacesetdError(f"no event about a photo called {names.escape(args.path)!r} (photos are named by their path in the"
                             " inbox, e.g. IMG_1.jpg or faceset_001/IMG_1.jpg)")
     return 0
+
+
+def _say_how_many_photos(typed: str, photos: list[Any]) -> None:
+    """One line on stderr when the name is that of several different photos (other bytes, maybe other folders):
+    their lines are told apart by the short sha256 beside each photo's name."""
+    shas = sorted({se.event.sha256 for se in photos if se.event.sha256},
+                  key=lambda sha: min(se.position for se in photos if se.event.sha256 == sha))
+    if len(shas) > 1:
+        print(printable(f"{typed!r} names {len(shas)} different photos: {', '.join(short_sha(s) for s in shas)}"
+                        " (the sha256 beside each photo's name tells their events apart)"), file=sys.stderr)

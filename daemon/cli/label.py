@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import printable
 from daemon.lock import add_wait_argument
 
 NAME = "label"
@@ -20,5 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, app: Any) -> int:
     position = app.correct(NAME, "label", {"faceset": args.faceset, "label": args.label}, args.wait)
-    print(f"labelled {args.faceset} {args.label.strip()!r} (recorded as event {position})")
+    label = args.label.strip()
+    done = f"labelled {args.faceset} {label!r}" if label else f"took the label off {args.faceset}"
+    print(printable(f"{done} (recorded as event {position}; `facesetd restore {position}` undoes it)"))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import printable
 from daemon.lock import add_wait_argument
 
 NAME = "move"
@@ -22,5 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, app: Any) -> int:
     position = app.correct(NAME, "move", {"face": args.face, "to": args.to}, args.wait)
-    print(f"moved {args.face} to {args.to} (recorded as event {position}; `facesetd restore {position}` undoes it)")
+    print(printable(f"moved {args.face} to {args.to} (recorded as event {position};"
+                    f" `facesetd restore {position}` undoes it)"))
     return 0

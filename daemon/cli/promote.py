@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import counted, printable
 from daemon.lock import add_wait_argument
 
 NAME = "promote"
@@ -21,5 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, app: Any) -> int:
     position = app.correct(NAME, "promote", {"face": "\n".join(args.faces)}, args.wait)
     stored = app.events.get(position)
-    print(f"promoted {len(args.faces)} pool faces to {stored.event.faceset} (recorded as event {position})")
+    print(printable(f"promoted {counted(len(args.faces), 'pool face')} to {stored.event.faceset}"
+                    f" (recorded as event {position}; `facesetd restore {position}` undoes it)"))
     return 0

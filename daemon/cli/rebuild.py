@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from daemon.cli.printable import counted
 from daemon.lock import add_wait_argument
 
 NAME = "rebuild"
@@ -28,5 +29,5 @@ def run(args: argparse.Namespace, app: Any) -> int:
         return int(app.events.head())
 
     head = app.correct(NAME, "rebuild", {}, args.wait, here=here)
-    print(f"rebuilt projections from {head} events")
+    print(f"rebuilt projections from {counted(head, 'event')}")
     return 0

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from daemon.cli.printable import counted, printable
 from daemon.lock import add_wait_argument
 
 NAME = "reconcile"
@@ -114,15 +115,15 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(json.dumps(summary, sort_keys=True))
         return 0
     counts = ", ".join(f"{k}={v}" for k, v in summary["events"].items()) or "nothing new"
-    print(f"scanned {report.scanned} corpus files ({report.hashed} hashed); recorded: {counts}"
+    print(f"scanned {counted(report.scanned, 'corpus file')} ({report.hashed} hashed); recorded: {counts}"
           + (" (corpus adopted)" if report.adopted else ""))
-    print(f"received {report.received} inbox photos; handled {report.handled} events; "
-          f"{report.promoted} new facesets from the pool")
+    print(f"received {counted(report.received, 'inbox photo')}; handled {counted(report.handled, 'event')}; "
+          f"{counted(report.promoted, 'new faceset')} from the pool")
     if report.merged:
-        print(f"merged {report.merged} facesets into others (duplicate identities; `facesetd events --kind"
+        print(f"merged {counted(report.merged, 'faceset')} into others (duplicate identities; `facesetd events --kind"
               " facesets_merged`, undone by `facesetd restore ID`)")
     for w in waits:  # left in place: its writer may not be done
-        print(f"waiting: inbox/{w.path} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
+        print(f"waiting: inbox/{printable(w.path)} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
               f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
               " rejects it as unreadable")
     return 0
@@ -152,9 +153,9 @@ def dry_run(args: argparse.Namespace, app: Any) -> int:
     stages = [p["stage"] for p in report.planned]
     for item in report.planned:
         line = f"would record {item['kind']:<24} {item['subject']}"
-        print(f"{line}  -- {item['reason']}" if item["reason"] else line)
-    print(f"{stages.count('scan')} events would be recorded ({report.scanned} files scanned)")
-    print(f"the checks would record {stages.count('check')} decisions and findings; {stages.count('inbox')} inbox"
-          " photos would be received (their faces are routed only by a real reconcile or the daemon; a photo that"
+        print(printable(f"{line}  -- {item['reason']}" if item["reason"] else line))
+    print(f"{counted(stages.count('scan'), 'event')} would be recorded ({counted(report.scanned, 'file')} scanned)")
+    print(f"the checks would record {counted(stages.count('check'), 'decision or finding', 'decisions and findings')};"
+          f" {counted(stages.count('inbox'), 'inbox photo')} would be received (their faces are routed only by a real reconcile or the daemon; a photo that"
           " does not decode yet waits for its writer)")
     return 0

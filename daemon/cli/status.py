@@ -6,10 +6,12 @@ import argparse
 import json
 from typing import Any
 
+from .printable import counted, printable
+
 NAME = "status"
 HELP = ("show facesets (active/masked/merged/thin, each with its faces and label), images, the pool and the people"
         " close to becoming a faceset, the candidates waiting for a person, log position and pending work")
-AREA_NAMES = {"": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
+AREA_NAMES = {"active": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def pool_line(pool: dict[str, Any]) -> str:
     """The pool in one line: faces waiting and how many people are close to the refine gate."""
-    line = f"{pool['faces']} faces from {pool['photos']} photos waiting for more of their person"
+    line = (f"{counted(pool['faces'], 'face')} from {counted(pool['photos'], 'photo')} waiting for more of their"
+            " person")
     if pool["close_to_gate"]:
         sizes = ", ".join(str(n) for n in pool["close_sizes"])
         line += (f"; {pool['close_to_gate']} close to a new faceset (photos each: {sizes};"
@@ -36,22 +39,26 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(json.dumps(s, sort_keys=True))
         return 0
     f, i, p = s["facesets"], s["images"], s["pending"]
-    print(f"corpus        {s['corpus']}")
+    # The corpus path, the deferred photos' names and the labels are the user's text: printable() keeps their
+    # control characters off the terminal.
+    print(f"corpus        {printable(s['corpus'])}")
     print(f"facesets      {f['active']} active, {f['masked']} masked, {f['merged']} merged, {f['thin']} thin")
     print(f"images        {i['active']} active, {i['dropped']} dropped")
     print(f"pool          {pool_line(s['pool'])}")
-    inbox = s["inbox"]
-    print(f"inbox         {inbox['waiting']} photos waiting"
-          + (f", {len(inbox['deferred'])} left for their writer (do not decode yet): {', '.join(inbox['deferred'])}"
-             if inbox["deferred"] else ""))
+    inbox, deferred = s["inbox"], s["inbox"]["deferred"]
+    print(f"inbox         {counted(inbox['waiting'], 'photo')} waiting"
+          + (f", {len(deferred)} left for their writer (do not decode yet): {printable(', '.join(deferred))}"
+             if deferred else ""))
     print(f"log position  {s['log_position']}")
-    print(f"pending       {p['events_unhandled']} events, {p['moves_pending']} moves, {p['projections_dirty']} projections")
+    print(f"pending       {counted(p['events_unhandled'], 'event')}, {counted(p['moves_pending'], 'move')},"
+          f" {counted(p['projections_dirty'], 'projection')}")
     if s["faceset_list"]:
         print()
         print(f"  {'faceset':<16} {'area':<7} {'faces':>6} {'dropped':>8}  top-N")
         for fs in s["faceset_list"]:
-            print(f"  {fs['name']:<16} {AREA_NAMES.get(fs['area'], fs['area']):<7} {fs['faces']:>6} {fs['dropped']:>8}"
-                  f"  {fs['in_top_n']}/{fs['top_n']}" + (f"  {fs['label']}" if fs.get("label") else ""))
+            print(f"  {printable(fs['name']):<16} {AREA_NAMES.get(fs['area'], fs['area']):<7} {fs['faces']:>6}"
+                  f" {fs['dropped']:>8}  {fs['in_top_n']}/{fs['top_n']}"
+                  + (f"  {printable(fs['label'])}" if fs.get("label") else ""))
     print_candidates(s["candidates"])
     return 0
 
@@ -61,7 +68,8 @@ def print_candidates(candidates: list[dict[str, Any]]) -> None:
     if not candidates:
         return
     print()
-    print(f"candidates    {len(candidates)} pool faces just past the match distance, waiting for a person"
+    print(f"candidates    {counted(len(candidates), 'pool face')} just past the match distance, waiting for a person"
           " (accept: facesetd move FACE_ID --to FACESET; reject: --to pool)")
     for c in candidates:
-        print(f"  {c['face_id']:<24} for {c['faceset']:<14} distance {c['distance']:.4f}  (event {c['event']})")
+        print(f"  {printable(c['face_id']):<24} for {printable(c['faceset']):<14} distance {c['distance']:.4f}"
+              f"  (event {c['event']})")
