@@ -85,9 +85,9 @@ def test_library_logging_warnings_and_thread_errors_are_json_lines_with_secrets_
 
 
 def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
-    """The real daemon, JSON logs on stdout (stderr merged in): every line parses, even the warning watchdog
-    gives when a folder comes back into the inbox; INFO has one line per photo and per decision, no
-    per-event lines; an unreadable file's error names it."""
+    """The real daemon, JSON logs on stdout (stderr merged in): every line parses; a folder moved out of the
+    inbox and back (under a new name) is still watched, and a photo dropped into it is routed and logged; INFO
+    has one line per photo and per decision, no per-event lines; an unreadable file's error names it."""
     data = tmp_path / "data"
     seed = data / "inbox" / "faceset_001"
     seed.mkdir(parents=True)
@@ -100,13 +100,14 @@ def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir:
     d = DaemonProcess(data, env).start()
     try:
         d.idle()
-        # a user moves a folder out of the inbox and back: watchdog warns that it watches it already
+        # a user moves a folder out of the inbox and back under a new name: facesetd watches it again (whatever
+        # the watcher library says about it, if anything), so a photo dropped into it is taken in
         outside = tmp_path / "elsewhere"
         outside.mkdir()
         (data / "inbox" / "trip").rename(outside / "trip")
         time.sleep(1.0)
         (outside / "trip").rename(data / "inbox" / "trip2")
-        d.wait_for(lambda: "already exists" in d.output(), "watchdog's warning")
+        time.sleep(1.0)
         shutil.copy(faces_dir / "identities" / "biden" / "biden.jpg", data / "inbox" / "trip2" / "biden.jpg")
         d.wait_for(lambda: d.kinds().count("photo_processed") == 3, "biden routed")
         d.idle()
@@ -116,9 +117,6 @@ def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir:
     lines = d.lines()  # raises on a line that is not JSON
     assert all(isinstance(line, dict) and "event" in line and "level" in line for line in lines)
     assert not [line for line in lines if line["event"] == "event appended"], "per-event lines at INFO"
-    warned = [line for line in lines if line["event"] == "python warning"]
-    assert any(w["category"] == "RuntimeWarning" and "already exists" in w["message"] for w in warned)
-    assert all("watchdog" in w["location"] for w in warned)
     # one line per photo: faces found, where each went
     routed = {line["path"]: line for line in lines if line["event"] == "photo routed"}
     assert set(routed) == {"inbox/faceset_001/obama.jpg", "inbox/faceset_001/obama_again.jpg", "inbox/trip2/biden.jpg"}
@@ -126,6 +124,7 @@ def test_daemon_log_is_json_lines_that_tell_the_story(tmp_path: Path, faces_dir:
     assert routed["inbox/faceset_001/obama.jpg"]["to"] == ["faceset_001"]
     assert routed["inbox/trip2/biden.jpg"]["to"] == ["pool"]
     assert routed["inbox/trip2/biden.jpg"]["dest"] == "_processed/trip2/biden.jpg"
+    assert (data / "inbox" / "_processed" / "trip2" / "biden.jpg").is_file()  # moved where the line says
     # one line per decision, with its reason and the event id `facesetd restore` takes
     pruned_event = next(e for e in d.events() if e["kind"] == "face_pruned")
     (pruned,) = [line for line in lines if line["event"] == "face pruned"]
