@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -207,3 +208,61 @@ def test_a_traceback_never_carries_a_frames_locals() -> None:
     assert line["exception"][0]["exc_value"] == "upstream refused"
     assert all("locals" not in frame for frame in line["exception"][0]["frames"])
     assert "s3cr3t" not in buf.getvalue()
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_one_shot_verb_at_a_terminal_logs_warnings_only_unless_verbose() -> None:
+    from daemon.app import LOG_TO_STDOUT
+    from daemon.cli import SERVICES
+    from daemon.logs import log_level
+
+    assert set(SERVICES) == set(LOG_TO_STDOUT)  # the verbs without -v are those that log as a service
+
+    assert log_level("info", terminal=True, verbose=False) == logging.WARNING
+    assert log_level("error", terminal=True, verbose=False) == logging.ERROR  # a higher configured level stays
+    assert log_level("warning", terminal=True, verbose=True) == logging.INFO
+    assert log_level("debug", terminal=True, verbose=True) == logging.DEBUG
+    assert log_level("info", terminal=False, verbose=False) == logging.INFO  # a pipe: [logging] level
+    assert log_level("info", terminal=True, verbose=None) == logging.INFO  # a service, even at a terminal
+    for verbose, shown in ((False, ["warning"]), (True, ["info", "warning"]), (None, ["info", "warning"])):
+        tty = _Terminal()
+        configure_logging("info", "auto", stream=tty, verbose=verbose)
+        structlog.get_logger("t").info("photo routed")
+        structlog.get_logger("t").warning("photo rejected")
+        logging.getLogger("urllib3").warning("a library's warning")  # libraries: warnings at a terminal too
+        text = tty.getvalue()
+        assert ("photo routed" in text) == ("info" in shown) and "photo rejected" in text, (verbose, text)
+        assert "a library's warning" in text
+    buf = io.StringIO()
+    configure_logging("info", "auto", stream=buf, verbose=False)  # piped: unchanged JSON at INFO
+    structlog.get_logger("t").info("photo routed", path="inbox/a.jpg")
+    (line,) = _lines(buf)
+    assert line["event"] == "photo routed" and line["level"] == "info"
+
+
+def test_log_lines_at_a_terminal_go_above_the_progress_bars() -> None:
+    from tqdm import tqdm
+
+    tty = _Terminal()
+    configure_logging("info", "console", stream=tty, verbose=False)
+    bar = tqdm(total=10, desc="photos", file=tty, ncols=80, mininterval=0)
+    bar.update(3)
+    structlog.get_logger("t").warning("photo rejected", path="inbox/x.jpg")
+    logging.getLogger("watchdog").warning("a library's warning")
+    bar.update(1)
+    bar.close()
+    after = re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue())  # the console renderer's colours
+    # tqdm.write: the bar's line is cleared ("\r" + blanks + "\r"), the log line written whole, the bar drawn again
+    rows = [r.rsplit("\r", 1)[-1] for r in after.split("\n")]  # what each terminal line ends up showing
+    warned = next(r for r in rows if "photo rejected" in r)
+    assert warned.startswith("20") and "photos:" not in warned, rows  # its timestamp first: no bar before it
+    library = next(r for r in rows if "a library's warning" in r)
+    assert library.startswith("20") and "photos:" not in library, rows
+    assert after.rstrip().rsplit("\r", 1)[-1].startswith("photos:")  # the bar is the last thing shown
+
