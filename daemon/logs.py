@@ -20,6 +20,8 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -210,3 +212,48 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     warnings.showwarning = _show_warning
     threading.excepthook = _thread_excepthook
 
+
+# structlog's method names and the levels they log at.
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
+                  "error": logging.ERROR, "exception": logging.ERROR, "critical": logging.CRITICAL,
+                  "fatal": logging.CRITICAL}
+
+
+class _Hold(logging.Filter):
+    """On the root logger's handler: hands a library's warnings and errors to reported_by's `say`, writes nothing."""
+
+    def __init__(self, say: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self.say = say
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.say(redact_secrets(None, "", {"event": record.getMessage(), "logger": record.name,
+                                               "level": record.levelname.lower()}))
+        return False
+
+
+@contextmanager
+def reported_by(say: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """Within it nothing is logged: each warning or error (ours, a library's, a Python warning) is handed to `say`
+    as its event dict (with its "level", secrets redacted), for a verb whose report says them itself
+    (`facesetd doctor`), where they happen. INFO and DEBUG lines are dropped."""
+
+    def hold(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        if _METHOD_LEVELS.get(method, logging.INFO) >= logging.WARNING:
+            event_dict.setdefault("level", "error" if method == "exception" else method)
+            say(redact_secrets(None, method, dict(event_dict)))
+        raise structlog.DropEvent
+
+    processors = structlog.get_config()["processors"]
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, _OurHandler)]
+    stdlib = _Hold(say)
+    structlog.configure(processors=[hold, *processors])
+    for h in handlers:
+        h.addFilter(stdlib)
+    try:
+        yield
+    finally:
+        structlog.configure(processors=processors)
+        for h in handlers:
+            h.removeFilter(stdlib)

@@ -135,3 +135,16 @@ def test_reconcile_piped_logs_json_lines_at_the_configured_level(tmp_path: Path,
         assert "photos:" not in run.stderr and "checks:" not in run.stderr  # no bars into a pipe
         assert "received 5 inbox photos" in run.stdout and "{" not in run.stdout
 
+
+def test_doctor_prints_a_report_and_no_log_line(tmp_path: Path, models_root: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    code, shown = on_pty(data, "doctor", env=_env(models_root))
+    assert code == 0, shown
+    assert "face engine: buffalo_sc" in shown and shown.rstrip().endswith("usable"), shown
+    assert not INFO_LINE.search(shown) and "onnxruntime providers" not in shown, shown
+    piped = subprocess.run([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "doctor"],
+                           capture_output=True, text=True, env=_env(models_root), cwd=REPO, timeout=300,
+                           stdin=subprocess.DEVNULL)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr  # nothing logged, not even as JSON
+    assert "{" not in piped.stdout and piped.stdout.rstrip().endswith("usable")

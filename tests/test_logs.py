@@ -266,3 +266,26 @@ def test_log_lines_at_a_terminal_go_above_the_progress_bars() -> None:
     assert library.startswith("20") and "photos:" not in library, rows
     assert after.rstrip().rsplit("\r", 1)[-1].startswith("photos:")  # the bar is the last thing shown
 
+
+def test_reported_by_turns_warnings_into_report_lines_and_logs_nothing() -> None:
+    from daemon.cli.doctor import _report_line
+    from daemon.logs import reported_by
+
+    buf = io.StringIO()
+    configure_logging("info", "json", stream=buf)
+    register_secret("r3port-secret-value")
+    said: list[dict] = []
+    with reported_by(said.append):
+        structlog.get_logger("facesetd.gpu_agent").info("onnxruntime providers", in_use=["CPUExecutionProvider"])
+        structlog.get_logger("facesetd.gpu_agent").warning("preferred provider not in use", wanted="CUDA",
+                                                           got="CPU", detail="token r3port-secret-value")
+        logging.getLogger("onnxruntime").warning("a library's warning")
+        logging.getLogger("onnxruntime").info("a library's info")
+    assert buf.getvalue() == ""
+    assert [s["event"] for s in said] == ["preferred provider not in use", "a library's warning"]
+    assert _report_line(said[0]) == \
+        f"  warning: preferred provider not in use (wanted=CUDA, got=CPU, detail=token {REDACTED})"
+    assert _report_line(said[1]) == "  warning: a library's warning"
+    structlog.get_logger("t").info("after")  # the log is back as it was
+    logging.getLogger("urllib3").warning("once")
+    assert [line["event"] for line in _lines(buf)] == ["after", "once"]
