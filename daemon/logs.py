@@ -16,6 +16,7 @@ log into a pipe or a file keep `[logging] level`, unchanged.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -80,6 +81,10 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
 # Libraries log at this level or above (or at ours, when that is higher): their INFO and DEBUG lines are
 # about their own machinery (a job added, a connection opened), not about the corpus.
 LIBRARY_LEVEL = logging.WARNING
+# OpenCV's own log (a TIFF's unknown tag: `[ WARN:0@19.5] global grfmt_tiff.cpp:...`) is raw text on stderr, which
+# would break the log's one JSON object per line; a decode that fails reaches facesetd as a failed decode, which it
+# logs itself (`photo rejected`, with the reason). An OPENCV_LOG_LEVEL set in the environment wins.
+OPENCV_LOG_LEVEL = "SILENT"
 # A one-shot verb's log at a terminal shows this level and up (or [logging] level, when higher): the person reads
 # its progress bars and its summary; -v/--verbose shows INFO too. Off a terminal the configured level is kept.
 TERMINAL_LEVEL = logging.WARNING
@@ -211,6 +216,18 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     _route_stdlib(numeric, stream, tail, shared)
     warnings.showwarning = _show_warning
     threading.excepthook = _thread_excepthook
+    quiet_opencv()
+
+
+def quiet_opencv() -> None:
+    """OpenCV writes nothing of its own to stderr (OPENCV_LOG_LEVEL): read when cv2 is imported, so it is set in the
+    environment before that (cv2 is a heavy import: never made here); where cv2 is loaded already, set in it too."""
+    if "OPENCV_LOG_LEVEL" in os.environ and os.environ["OPENCV_LOG_LEVEL"] != OPENCV_LOG_LEVEL:
+        return  # the user's own choice
+    os.environ["OPENCV_LOG_LEVEL"] = OPENCV_LOG_LEVEL
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.utils.logging.setLogLevel(getattr(cv2.utils.logging, f"LOG_LEVEL_{OPENCV_LOG_LEVEL}"))
 
 
 # structlog's method names and the levels they log at.

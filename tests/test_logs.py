@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -13,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
 import structlog
 from daemon_proc import DaemonProcess
 from PIL import Image
@@ -289,3 +291,60 @@ def test_reported_by_turns_warnings_into_report_lines_and_logs_nothing() -> None
     structlog.get_logger("t").info("after")  # the log is back as it was
     logging.getLogger("urllib3").warning("once")
     assert [line["event"] for line in _lines(buf)] == ["after", "once"]
+
+
+def _tiff_opencv_warns_about(path: Path, faces_dir: Path) -> None:
+    """A photo as a TIFF with a private tag (65000): OpenCV's TIFF reader warns on stderr about the unknown field."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[65000] = "a private tag"
+    tags.tagtype[65000] = 2  # ASCII
+    with Image.open(faces_dir / "identities" / "obama" / "obama.jpg") as im:
+        im.save(path, tiffinfo=tags)
+
+
+def test_opencv_logs_nothing_of_its_own_once_logging_is_configured(tmp_path: Path, faces_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    import cv2
+
+    from daemon.logs import OPENCV_LOG_LEVEL
+
+    configure_logging("info", "json", stream=io.StringIO())
+    assert OPENCV_LOG_LEVEL == "SILENT" and cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
+    tiff = tmp_path / "tagged.tif"
+    _tiff_opencv_warns_about(tiff, faces_dir)
+    decode = ("import sys, numpy as np{0}; import cv2; "
+              "assert cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_COLOR) is not None")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    bare = subprocess.run([sys.executable, "-c", decode.format(""), str(tiff)], env=env, capture_output=True, text=True)
+    assert bare.returncode == 0 and "grfmt_tiff" in bare.stderr  # the file does make OpenCV warn
+    quiet = subprocess.run([sys.executable, "-c", decode.format(
+        "; from daemon.logs import configure_logging; configure_logging()"), str(tiff)],
+        env=env, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+@pytest.mark.slow
+def test_daemon_log_stays_json_lines_when_opencv_would_warn(tmp_path: Path, faces_dir: Path,
+                                                            models_root: Path) -> None:
+    """A TIFF that makes OpenCV warn (`[ WARN:0@...] global grfmt_tiff.cpp:...`) is processed by the real daemon;
+    every line of its stdout (stderr merged in) is still one JSON object."""
+    data = tmp_path / "data"
+    (data / "inbox").mkdir(parents=True)
+    _tiff_opencv_warns_about(data / "inbox" / "obama.tif", faces_dir)
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
+    d = DaemonProcess(data, env)
+    d.env.pop("OPENCV_LOG_LEVEL", None)  # as systemd starts it: the daemon sets it, not this test process
+    d.start()
+    try:
+        d.wait_for(lambda: "photo_processed" in d.kinds(), "the TIFF processed")
+        d.idle()
+    finally:
+        assert d.terminate() == 0
+    assert "WARN" not in d.output() and "grfmt_tiff" not in d.output()
+    lines = d.lines()  # raises on a line that is not JSON
+    (routed,) = [line for line in lines if line["event"] == "photo routed"]
+    assert routed["path"] == "inbox/obama.tif" and routed["found"] == 1
