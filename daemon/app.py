@@ -22,11 +22,13 @@ LOG_TO_STDOUT = ("run", "gpu-agent")  # verbs whose process is a service
 
 
 class App:
-    def __init__(self, config: Config, config_path: Path | None = None, log_stream: TextIO | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, log_stream: TextIO | None = None,
+                 verbose: bool | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.log_stream = log_stream
-        configure_logging(config.logging.level, config.logging.format, stream=log_stream)
+        self.verbose = verbose  # None: a service's log; else a one-shot verb's -v/--verbose (daemon.logs.log_level)
+        configure_logging(config.logging.level, config.logging.format, stream=log_stream, verbose=verbose)
         register_secret(config.gpu_agent.token)
         for user in config.immich.users:
             register_secret(os.environ.get(user.api_key_env))
@@ -42,8 +44,10 @@ class App:
         config_path = args.config or (Path(os.environ["FACESETD_CONFIG"]) if os.environ.get("FACESETD_CONFIG") else None)
         # The resident processes' stdout is their log (journald); the one-shot verbs keep stdout for their
         # own output (`reconcile --json | jq`, `events --json`) and log to stderr.
-        stream = sys.stdout if args.verb in LOG_TO_STDOUT else sys.stderr
-        return cls(load_config(config_path, data_dir=args.data_dir), config_path, log_stream=stream)
+        service = args.verb in LOG_TO_STDOUT
+        stream = sys.stdout if service else sys.stderr
+        verbose = None if service else bool(getattr(args, "verbose", False))
+        return cls(load_config(config_path, data_dir=args.data_dir), config_path, log_stream=stream, verbose=verbose)
 
     def reload_config(self) -> Config:
         self.config = load_config(self.config_path, data_dir=str(self.config.data_dir))
@@ -51,7 +55,8 @@ class App:
 
     def configure_logging(self) -> None:
         """Apply the current config's logging settings (after a reload)."""
-        configure_logging(self.config.logging.level, self.config.logging.format, stream=self.log_stream)
+        configure_logging(self.config.logging.level, self.config.logging.format, stream=self.log_stream,
+                          verbose=self.verbose)
 
     def check_data_folder(self, use: str) -> None:
         """Make sure the data folder fits the verb: "read" needs it to exist, "create" may make it (only the

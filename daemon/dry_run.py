@@ -46,7 +46,7 @@ class PretendMover(Mover):
 
 
 def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,
-                      progress: Callable[[int], None] | None = None) -> ReconcileReport:
+                      progress: Callable[[int, int], None] | None = None) -> ReconcileReport:
     """The report of a reconcile that changes nothing: `planned` lists the scan's events, the checks' decisions
     (with their reasons) and the inbox photos that would be received, in that order."""
     with tempfile.TemporaryDirectory(prefix="facesetd-dry-run-") as tmp:
@@ -73,7 +73,7 @@ def dry_run_reconcile(config: Config, open_engines: Callable[[], Any] | None,
     return report
 
 
-def _scan_and_check(pipeline: Pipeline, progress: Callable[[int], None] | None) -> ReconcileReport:
+def _scan_and_check(pipeline: Pipeline, progress: Callable[[int, int], None] | None) -> ReconcileReport:
     """Scan (renaming nothing), record the scan on the copy, settle it without rendering; report both."""
     pipeline.state.catch_up()
     pipeline.mover.finish_pending()

@@ -141,15 +141,15 @@ class Pipeline:
         """Every event handled and every decided move done."""
         return self.dispatcher.pending() == 0 and not self.state.pending_decisions()
 
-    def settle(self, *, render: bool = True, progress: Callable[[int], None] | None = None) -> int:
+    def settle(self, *, render: bool = True, progress: Callable[[int, int], None] | None = None) -> int:
         """Run `step()` until all processors are caught up with the log; returns how many events the handlers
-        consumed."""
+        consumed. `progress` gets (events just handled, events still unhandled in the log) after each step."""
         start = self.handled
         while True:
             before = self.handled
             done = self.step()
             if progress and self.handled > before:
-                progress(self.handled - before)
+                progress(self.handled - before, self.dispatcher.pending())
             if not done and not self.state.pending_decisions():
                 break
         if render:
@@ -205,10 +205,10 @@ class Pipeline:
             self.log.append(result.events)
         return result, report
 
-    def reconcile(self, *, progress: Callable[[int], None] | None = None,
+    def reconcile(self, *, progress: Callable[[int, int], None] | None = None,
                   photos: Callable[[int, int], None] | None = None) -> ReconcileReport:
         """Bring the log in line with the disk, then take in every waiting inbox photo, one at a time, settling
-        each before the next (as the daemon does). `progress` gets the events handled as they go; `photos`
+        each before the next (as the daemon does). `progress` gets the events handled as they go (settle); `photos`
         gets (inbox photos done, inbox photos waiting at the start), first (0, total) once they are listed.
         (A dry run works on a copy of the log: daemon/dry_run.py.)"""
         promoted_before = self.promoted
@@ -407,7 +407,7 @@ class Pipeline:
             self.log.track(merger, max([seen, *positions]), conn)
         return sum(len(e.merged) for e in events if isinstance(e, ev.FacesetsMerged))
 
-    def merge_duplicates(self, progress: Callable[[int], None] | None = None, *, render: bool = True) -> int:
+    def merge_duplicates(self, progress: Callable[[int, int], None] | None = None, *, render: bool = True) -> int:
         """Merge duplicate identities until none are left (a survivor's new centroid may meet another), settling
         each round (moves, the moved faces' checks); returns how many facesets were merged into others."""
         merged = 0

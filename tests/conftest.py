@@ -49,6 +49,14 @@ def crops(face_engine, faces_dir: Path):
     return make_crops(face_engine, faces_dir)
 
 
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the review pages' tests write their screenshots: a temporary folder, so running the suite changes no
+    tracked file; FACESETD_TEST_SCREENSHOTS names another (bench/review_screenshots.py: docs/review, on purpose)."""
+    chosen = os.environ.get("FACESETD_TEST_SCREENSHOTS")
+    return Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots")
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's headless chromium driven by Playwright (the review pages' tests); skipped where it is missing on a

@@ -1,14 +1,13 @@
 """What the Chromium tests of the review pages share: Debian's chromium, the viewport of the screenshots, the
-daemon's environment, and waits for the thumbnails. The `browser` fixture itself is in tests/conftest.py."""
+daemon's environment, and waits for the thumbnails. The `browser` and `screenshots` fixtures are in
+tests/conftest.py: the tests write their screenshots to a temporary folder, never into the repository;
+`bench/review_screenshots.py` runs them with FACESETD_TEST_SCREENSHOTS=docs/review to refresh the docs' ones."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import REPO
-
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = REPO / "docs" / "review"
 VIEWPORT = {"width": 1280, "height": 800}
 
 
@@ -26,7 +25,7 @@ def thumbs_render(page: object) -> None:
         }""", timeout=20000)
 
 
-def shot(page: object, name: str) -> None:
-    """docs/review/NAME.png at 1280x800, as docs/review.md shows it."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+def shot(page: object, folder: Path, name: str) -> None:
+    """FOLDER/NAME.png at 1280x800, as docs/review.md shows it (folder: the `screenshots` fixture)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))  # type: ignore[attr-defined]

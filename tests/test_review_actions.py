@@ -1,7 +1,7 @@
 """The review pages' actions in a real headless Chromium, on one daemon and one small corpus from ../shared/faces:
 accept a candidate, label a faceset, move a face to the pool, promote pool faces, restore a label from the
 timeline; each click records the same event as its CLI verb (daemon/corrections.py), the files move, the pages
-show it, and the log alone rebuilds the projections. Writes docs/review/candidates.png."""
+show it, and the log alone rebuilds the projections. Takes the candidates page's screenshot (docs/review.md)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _corpus(faces_dir: Path, d: DaemonProcess, inbox: Path) -> None:
     d.idle(timeout=180)
 
 
-def test_actions_on_the_review_pages(tmp_path: Path, faces_dir: Path, models_root: Path, browser: Any) -> None:
+def test_actions_on_the_review_pages(tmp_path: Path, faces_dir: Path, models_root: Path, browser: Any,
+                                     screenshots: Path) -> None:
     data = tmp_path / "data"
     inbox, corpus = data / "inbox", data / "corpus"
     drop(faces_dir / "identities" / "alex_lacamoire", inbox, "img1.jpg", into="faceset_001")
@@ -62,7 +63,7 @@ def test_actions_on_the_review_pages(tmp_path: Path, faces_dir: Path, models_roo
         thumbs_render(page)
         row = page.locator(f".candidate[data-face='{face_id}']")
         assert row.locator("img").count() == 2 and f"{cand['distance']:.3f}" in row.inner_text()
-        shot(page, "candidates")
+        shot(page, screenshots, "candidates")
         row.locator("button.accept").click()
         assert f"candidate {face_id} accepted into faceset_001 recorded as event" in _submitted(page, "/candidates")
         assert (corpus / "faceset_001" / "faces" / f"{face_id}.png").is_file()

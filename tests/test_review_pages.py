@@ -1,8 +1,9 @@
 """The review pages in a real headless Chromium (Debian's chromium, driven by Playwright), on a corpus made
 from ../shared/faces through the inbox by the real daemon: every page loads with its thumbnails, a restore
 clicked on a multi-face prune brings the PNG back into faces/ and the page shows it, a faceset link is
-followed, the page follows the log by itself, and cross-site or token-less POSTs are refused. Writes the
-screenshots docs/review.md shows (docs/review/*.png, 1280x800)."""
+followed, the page follows the log by itself, and cross-site or token-less POSTs are refused. Takes the
+screenshots docs/review.md shows (1280x800) into the `screenshots` folder: a temporary one, unless
+bench/review_screenshots.py asks for docs/review/."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def _fill_inbox(faces_dir: Path, inbox: Path) -> None:
     drop(faces_dir, inbox, "group/obama_and_biden.jpg", "group/pp_overlap_2.jpg")
 
 
-def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: Path, browser: object) -> None:
+def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: Path, browser: object,
+                                  screenshots: Path) -> None:
     data = tmp_path / "data"
     _fill_inbox(faces_dir, data / "inbox")
     port = free_port()
@@ -62,7 +64,7 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         assert page.locator(".card").count() >= 2
         for card in page.locator(".card.area-thin, .card.area-masked, .card.area-merged").all():
             assert card.locator(".badge").inner_text() in ("thin", "masked", "merged")
-        shot(page, "facesets")
+        shot(page, screenshots, "facesets")
         # follow a faceset link
         page.click(".card[data-faceset=faceset_001]")
         page.wait_for_url(f"{base}/faceset/faceset_001")
@@ -70,7 +72,7 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         drop_row = page.locator(f".drop[data-file='_dropped/{name}']")
         assert "multi_face" in drop_row.inner_text() and "2 faces" in drop_row.inner_text()
         drop_row.scroll_into_view_if_needed()
-        shot(page, "faceset")
+        shot(page, screenshots, "faceset")
         # restore with one click: the PNG is back in faces/, the page says so and lists it among the faces
         drop_row.locator("button", has_text="Restore").click()
         page.wait_for_url("**/faceset/faceset_001?*")
@@ -86,12 +88,12 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         page.goto(f"{base}/pool")
         thumbs_render(page)
         assert page.locator(".singles figure, .cluster").count() >= 1
-        shot(page, "pool")
+        shot(page, screenshots, "pool")
         page.goto(f"{base}/decisions")
         thumbs_render(page)
         row = page.locator(f"li.decision[data-event='{target['position']}']")
         assert "restored" in row.inner_text() and row.locator("button").count() == 0
-        shot(page, "decisions")
+        shot(page, screenshots, "decisions")
 
         # the page follows the log by itself: a new photo arrives, the shown log position moves on
         shown = page.get_attribute("body", "data-head")

@@ -1,4 +1,4 @@
-"""`facesetd [--config PATH] [--data-dir DIR] VERB`: one module per verb, one top-level error handler.
+"""`facesetd [--config PATH] [--data-dir DIR] [-v] VERB`: one module per verb, one top-level error handler.
 
 Each verb module defines NAME, HELP, add_arguments(parser) and run(args, app) -> int.
 """
@@ -37,6 +37,13 @@ VERB_MODULES = [
     "review",
     "report",
 ]
+
+
+# The verbs that are services: their log is their output (stdout, journald) at [logging] level, with no -v.
+# daemon.app.LOG_TO_STDOUT says the same (not imported here: the parser stays light); a test pins the two.
+SERVICES = ("run", "gpu-agent")
+VERBOSE_HELP = ("at a terminal, show the INFO log lines too (a command shows only warnings and errors there, above"
+                " its progress bars; into a pipe or a file its log is [logging] level, unchanged)")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -82,12 +89,23 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    """-v/--verbose after the verb (and after any subverb) too: `facesetd reconcile -v`, `facesetd models fetch -v`.
+    SUPPRESS: given nowhere, the global flag's default (False) stays."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbose(child)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = _Parser(prog="facesetd", description="Keep a person-sorted face corpus clean.")
     parser.add_argument("--version", action="version", version=f"facesetd {__version__}")
     parser.add_argument("--config", type=Path, help="TOML config file (default: none; <data-dir>/facesetd.toml and the built-in defaults)")
     parser.add_argument("--data-dir", help="folder for corpus/, inbox/, state/, models/ and facesetd.toml "
                         "(env FACESETD_DATA_DIR; default ~/.local/share/facesetd)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     modules: dict[str, object] = {}
     for name in VERB_MODULES:
@@ -95,6 +113,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         p.lazy_epilog = getattr(module, "EPILOG", None)
         module.add_arguments(p)
+        if module.NAME not in SERVICES:
+            _add_verbose(p)
         modules[module.NAME] = module
     return parser, modules
 

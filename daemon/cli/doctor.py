@@ -1,4 +1,7 @@
-"""`facesetd doctor`: are the models usable here? Packs, providers, one timed inference. Exit 0 when usable."""
+"""`facesetd doctor`: are the models usable here? Packs, providers, one timed inference. Exit 0 when usable.
+
+Its output is a report, never a log: what the checks would log is held back (daemon.logs.reported_by), and their
+warnings and errors become lines of the report where they happen."""
 
 from __future__ import annotations
 
@@ -36,12 +39,31 @@ def _missing_pack_hint(configured: str, installed: list[str]) -> str:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    from daemon.logs import reported_by
+
+    with reported_by(lambda line: print(_report_line(line))):
+        usable = _check(app.config)
+    print("usable" if usable else "not usable")
+    return 0 if usable else 1
+
+
+# Keys of a held log line that the report leaves out: the level says it already, the rest is the log's own.
+_NOT_REPORTED = ("event", "level", "timestamp", "logger", "exc_info")
+
+
+def _report_line(line: dict[str, Any]) -> str:
+    """A held-back log line as a line of the report: `  warning: preferred provider not in use (model=..., ...)`."""
+    fields = ", ".join(f"{k}={v}" for k, v in line.items() if k not in _NOT_REPORTED)
+    return f"  {line.get('level', 'warning')}: {line.get('event')}" + (f" ({fields})" if fields else "")
+
+
+def _check(cfg: Any) -> bool:
+    """Print the report's lines; True when the models are usable."""
     from gpu_agent import open_engines
     from gpu_agent.errors import ModelError
     from gpu_agent.fetch import installed_packs
     from gpu_agent.providers import available_providers, choose_providers
 
-    cfg = app.config
     ok = True
     print(f"models root: {cfg.models_dir}")
     packs = installed_packs(cfg.models_dir)
@@ -57,8 +79,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
         print(f"providers: {e}")
         ok = False
     if not ok:
-        print("not usable")
-        return 1
+        return False
     print(f"mode: {cfg.gpu_agent.mode}" + (f" ({cfg.gpu_agent.url})" if cfg.gpu_agent.mode == "http" else ""))
     try:
         t0 = time.perf_counter()
@@ -71,8 +92,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
         infer_ms = (time.perf_counter() - t0) * 1e3
     except ModelError as e:
         print(f"face engine: {e}")
-        print("not usable")
-        return 1
+        return False
     d = engine.describe()
     d = d["engine"] if "agent" in d else d  # the http agent nests what the remote engine reports
     print(f"face engine: {d.get('pack')} on {', '.join(d.get('providers', []))} "
@@ -87,5 +107,4 @@ def run(args: argparse.Namespace, app: Any) -> int:
     else:
         # Not fatal: the daemon runs without occlusion checks and says so once.
         print(f"occlusion scorer: unavailable ({occ.get('reason', 'no reason given')})")
-    print("usable")
-    return 0
+    return True

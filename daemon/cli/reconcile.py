@@ -32,40 +32,58 @@ FACE_KINDS = ("face_added", "pool_face_added")
 
 
 class Progress:
-    """Two tqdm bars on a terminal: inbox photos (with their total, known once listed) and the events the
-    checks handled, with the faces recorded so far beside them."""
+    """tqdm bars on a terminal, each shown once its total is known: the inbox photos (counted against those
+    waiting when they were listed) and the events the checks handled (against those handled plus those still
+    in the log; the checks append more as they go), with the faces recorded so far beside them. Log lines
+    (warnings, errors; INFO with -v) are printed above the bars (daemon.logs)."""
 
     def __init__(self, count_faces: Callable[[], int] | None, photos: bool = True) -> None:
         from tqdm import tqdm
 
+        self.tqdm = tqdm
         self.count_faces = count_faces
         # A pty that reports no size (script(1) without a terminal, some IDE consoles) makes tqdm draw nothing.
         size = shutil.get_terminal_size()  # falls back to 80x24 where the pty says 0x0
-        shape = {"ncols": min(size.columns, 120), "nrows": max(size.lines, 3), "file": sys.stderr}
-        self.photos = tqdm(desc="photos", unit="photo", total=0, position=0, **shape) if photos else None
-        self.events = tqdm(desc="checks", unit="event", position=1 if photos else 0, **shape)
+        self.shape = {"ncols": min(size.columns, 120), "nrows": max(size.lines, 3), "file": sys.stderr}
+        self.takes_photos = photos  # a dry run takes no photo in
+        self.photos: Any = None
+        self.events: Any = None
+        self.shown: list[Any] = []  # the bars in the order they appeared, top to bottom
 
-    def handled(self, n: int) -> None:
-        """Events handled (Pipeline.settle's progress callback)."""
+    def handled(self, n: int, left: int) -> None:
+        """`n` events just handled, `left` still unhandled (Pipeline.settle's progress callback)."""
+        if self.events is None:
+            self.events = self._bar(desc="checks", unit="event", total=n + left)
+        else:
+            self.events.total = self.events.n + n + left
         self._faces()
         self.events.update(n)
 
+    def _bar(self, **kwargs: Any) -> Any:
+        """A new bar below those shown already (the first bar to know its total comes first)."""
+        bar = self.tqdm(position=len(self.shown), **kwargs, **self.shape)
+        self.shown.append(bar)
+        return bar
+
     def _faces(self) -> None:
-        if self.count_faces is not None:
+        if self.count_faces is not None and self.events is not None:
             self.events.set_postfix(faces=self.count_faces(), refresh=False)
 
     def photo(self, done: int, total: int) -> None:
-        """Inbox photos done out of those waiting at the start (Pipeline.reconcile's photos callback)."""
-        if self.photos is not None:
-            self.photos.total = total
-            self.photos.n = done
-            self.photos.refresh()
+        """Inbox photos done out of those waiting at the start (Pipeline.reconcile's photos callback; first
+        (0, total) once they are listed). No bar for an empty inbox."""
+        if not self.takes_photos or not total:
+            return
+        if self.photos is None:
+            self.photos = self._bar(desc="photos", unit="photo", total=total)
+        self.photos.total = total
+        self.photos.n = done
+        self.photos.refresh()
 
     def close(self) -> None:
         self._faces()
-        if self.photos is not None:
-            self.photos.close()
-        self.events.close()
+        for bar in self.shown:
+            bar.close()  # the top one first: each is left on its line
 
 
 @contextmanager
