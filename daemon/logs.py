@@ -78,6 +78,24 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
     return {k: _redact_value(k, v) for k, v in event_dict.items()}
 
 
+def _escaped(key: str, value: Any) -> Any:
+    from daemon.cli.printable import printable
+
+    if isinstance(value, str):
+        return printable(value, keep_newlines=key == "exception")  # a traceback keeps its lines
+    if isinstance(value, dict):
+        return {k: _escaped(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escaped(key, v) for v in value)
+    return value
+
+
+def escape_controls(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor for the terminal's coloured lines: a file name's or a label's control characters
+    escaped ('\\x1b'), so a name cannot retitle or clear the terminal. (JSON lines escape them already.)"""
+    return {k: _escaped(k, v) for k, v in event_dict.items()}
+
+
 # Libraries log at this level or above (or at ours, when that is higher): their INFO and DEBUG lines are
 # about their own machinery (a job added, a connection opened), not about the corpus.
 LIBRARY_LEVEL = logging.WARNING
@@ -203,7 +221,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     if as_json:
         tail: list[Any] = [TRACEBACKS, redact_secrets, structlog.processors.JSONRenderer()]
     else:
-        tail = [structlog.processors.format_exc_info, redact_secrets, structlog.dev.ConsoleRenderer(colors=True)]
+        tail = [structlog.processors.format_exc_info, redact_secrets, escape_controls,
+                structlog.dev.ConsoleRenderer(colors=True)]
     numeric = log_level(level, terminal, verbose)
     if terminal and verbose is not None:
         stream = _AboveBars(stream)  # type: ignore[assignment]  # write, flush and isatty are all a logger uses

@@ -194,3 +194,17 @@ def test_counts_are_singular_for_one(tmp_path: Path, faces_dir: Path, models_roo
     assert "pool          1 face from 1 photo waiting" in status and "inbox         0 photos waiting" in status
     shutil.copy(faces_dir / "identities/obama/obama1.jpg", data / "inbox/obama1.jpg")
     assert "inbox         1 photo waiting" in cli(data, "status", env=env).stdout
+
+
+def test_log_lines_at_a_terminal_escape_a_nasty_name(corpus, tmp_path: Path, faces_dir: Path) -> None:
+    """`reconcile -v` at a terminal: the coloured INFO lines name the photo escaped too (daemon/logs.py)."""
+    data, env = corpus
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    shutil.copy(faces_dir / "identities/obama/obama3.jpg", copy / "inbox" / f"{NASTY}-3.jpg")
+    raw = on_terminal(copy, "reconcile", "-v", env={**env, "FACESETD_LOGGING_LEVEL": "info"})
+    # the log's own colours are ESC [ ... m; none of the name's sequences may reach the terminal
+    for sequence in (b"\x1b]0;title", b"\x07", b"\x1b[2J", b"\xc2\x9b", b"\x7f", b"\x1b[31mred"):
+        assert sequence not in raw, (sequence, raw.decode(errors="replace")[-3000:])
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", raw.decode())
+    assert any("photo routed" in ln and NASTY_SHOWN in ln for ln in shown.splitlines()), shown
