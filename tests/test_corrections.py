@@ -221,6 +221,15 @@ def test_promote_makes_a_faceset_below_the_gate_and_restore_sends_the_faces_back
     assert status["pool"]["faces"] == 2 and status["facesets"] == {"active": 0, "masked": 0, "merged": 0, "thin": 0}
     assert status["faceset_list"] == []
     assert json.loads((corpus / "manifest.json").read_text())["thin"] == []
+    from daemon.review.pages import facesets as facesets_page  # the review page's facesets agree
+    from state.readonly import ReadOnlyState
+
+    page_state = ReadOnlyState(data / "state" / "events.sqlite3")
+    try:
+        page = facesets_page(page_state, 8)
+        assert page["cards"] == [] and page["counts"]["thin"] == 0
+    finally:
+        page_state.close()
     log.rebuilds()
     # the pool promotion leaves them alone now, even with a gate they pass (a person undid it)
     gate2 = {**env, "FACESETD_IDENTITY_MIN_NEW_FACESET": "2"}

@@ -59,7 +59,10 @@ def facesets(state: StateQueries, top_n: int) -> dict[str, Any]:
     held = state.quarantines()
     reasons = {se.position: se.event for se in state.log.read_positions([p for p, _c in held.values()]).values()}
     cards = []
+    emptied = state.emptied_facesets()  # an undo's empty husk: listed by neither status nor the master manifest
     for name, area, kept, dropped in state.faceset_summaries():
+        if name in emptied:
+            continue
         card: dict[str, Any] = {"name": name, "number": faceset_number(name), "area": AREA_NAMES.get(area, area),
                                 "kept": int(kept), "dropped": int(dropped), "thumbs": tops.get(name, []),
                                 "quarantine": None, "label": labels.get(name, "")}
