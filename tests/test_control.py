@@ -118,7 +118,7 @@ def test_every_correction_goes_through_the_running_daemon(tmp_path: Path, faces_
         assert sorted(p.stem for p in (data / "corpus/_pool").glob("*.png")) == pooled
 
         proc, took = timed(data, "eras", "split", "faceset_001", "--years", "10", env=env)
-        assert took < FAST_S and proc.stdout.splitlines()[0] == "faceset_001: 1 era bucket(s) of 10 years"
+        assert took < FAST_S and proc.stdout.splitlines()[0] == "faceset_001: 1 era bucket of 10 years"
         assert "4 anchor(s): " in proc.stdout
         assert kind_at(d, recorded(proc.stdout)) == "eras_split"
 
