@@ -14,10 +14,13 @@ Rules, each a small function over the same unit vectors (rows in photo-path orde
 - PhotoPrism: DBSCAN as `pkg/clusters/dbscan.go` runs it (see `photoprism`), ClusterDist read as cosine.
 - average linkage (UPGMA) cut at AVERAGE_DISTANCE.
 - complete linkage, then the clusters' centroids merged by complete linkage, then a gate on faces.
-- facesetd today, in process: complete linkage at [identity] cluster_distance, the gate [identity] min_new_faceset
-  on faces of distinct photos (handlers/pool.py cluster_pool).
+- facesetd before issue 21, in process: complete linkage at 0.55, a gate of 6 faces of distinct photos.
+- facesetd's pool rule, in process: average linkage at the pack's cluster_distance (handlers/thresholds.py
+  PACK_IDENTITY), the gate [identity] min_new_faceset on faces of distinct photos (handlers/pool.py cluster_pool).
 - facesetd end to end: every photo copied flat into the inbox of a fresh data folder (unseeded), `facesetd
-  reconcile`, then where each face ended, read from the event log (`events --json`).
+  reconcile`, then where each face ended, read from the event log (`events --json`): "facesets" counts only the
+  facesets it made (a pool face is unclustered); "facesets + pool" also counts the clusters its pool holds (the
+  people forming that `status` names, the pairs the review page's pool shows), read from the data folder.
 
 Scoring (`score`), over the labelled faces only; a "cluster" is a group of at least 2 faces (a face left alone or
 unclustered counts as its own singleton):
@@ -49,7 +52,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handlers.thresholds import IdentityThresholds
+from daemon import calibration
+from daemon.calibration import Score, score
+from handlers.thresholds import IdentityThresholds, pack_identity
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,19 +75,19 @@ COMPLETE_DISTANCE = 0.55
 CENTROID_MERGE_DISTANCE = 0.55
 CENTROID_GATE = 3
 # facesetd today: [identity] cluster_distance and min_new_faceset (their defaults).
-FACESETD_DISTANCE = IdentityThresholds().cluster_distance
+BEFORE_DISTANCE = 0.55  # facesetd before issue 21: complete linkage at this distance ...
+BEFORE_GATE = 6  # ... and this gate
 FACESETD_GATE = IdentityThresholds().min_new_faceset
 # A person with at least this many photos counts in "people found".
-FOUND_MIN_PHOTOS = 5
-# People with this many photos count in "small people found" (one pure cluster of at least SMALL_MIN_CLUSTER).
-SMALL_PHOTOS = (3, 4)
-SMALL_MIN_CLUSTER = 3
+FOUND_MIN_PHOTOS = calibration.FOUND_MIN_PHOTOS
+# People with this many photos count in "small people found" (one pure cluster of at least 3 faces).
+SMALL_PHOTOS = calibration.SMALL_PHOTOS
 # `--sweep`: the cosine distances every distance-driven rule is run at again (gates and cores as above).
 SWEEP = (0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75)
 # The label of a photo's faces other than its largest.
 BYSTANDER = ""
 
-UNCLUSTERED = -1  # a rule's label for a face in no cluster
+UNCLUSTERED = calibration.UNCLUSTERED  # a rule's label for a face in no cluster
 
 
 @dataclass(frozen=True)
@@ -253,12 +258,22 @@ def complete_then_centroids(vecs: np.ndarray, t: float = COMPLETE_DISTANCE, merg
     return _gate([merged[x] for x in first], gate)
 
 
-def facesetd_today(vecs: np.ndarray, photos: Sequence[str], t: float = FACESETD_DISTANCE,
-                   gate: int = FACESETD_GATE) -> list[int]:
-    """facesetd's pool rule in process: complete linkage cut at t (handlers/pool_clusters.complete_linkage); a
-    cluster becomes a faceset with faces of at least `gate` distinct photos, one face per photo (the first; the
+def facesetd_before(vecs: np.ndarray, photos: Sequence[str], t: float = BEFORE_DISTANCE,
+                    gate: int = BEFORE_GATE) -> list[int]:
+    """facesetd's pool rule before issue 21: complete linkage cut at t, gated (see `_faceset_rule`)."""
+    return _faceset_rule(_linkage(vecs, "complete", t), photos, gate)
+
+
+def facesetd_rule(vecs: np.ndarray, photos: Sequence[str], t: float, gate: int = FACESETD_GATE) -> list[int]:
+    """facesetd's pool rule in process: average linkage cut at t (handlers/pool_clusters.average_linkage), gated
+    (see `_faceset_rule`)."""
+    return _faceset_rule(_linkage(vecs, "average", t), photos, gate)
+
+
+def _faceset_rule(clusters: list[int], photos: Sequence[str], gate: int) -> list[int]:
+    """A cluster becomes a faceset with faces of at least `gate` distinct photos, one face per photo (the first; the
     daemon keeps the best crop), the others of that photo staying unclustered."""
-    labels = _gate(_linkage(vecs, "complete", t), gate, lambda members: len({photos[i] for i in members}))
+    labels = _gate(clusters, gate, lambda members: len({photos[i] for i in members}))
     seen: set[tuple[int, str]] = set()
     for i, label in enumerate(labels):
         if label != UNCLUSTERED:
@@ -275,9 +290,11 @@ def _inbox_name(photo: str) -> str:
     return photo.replace("/", "__", 1)
 
 
-def facesetd_e2e(people: Path, faces: Sequence[Face], models_root: Path, pack: str = "buffalo_sc") -> tuple[list[int], float]:
-    """An unseeded `facesetd reconcile` on a fresh data folder holding every photo in its inbox; a label per face
-    (the faceset it ended in, pruned or not; UNCLUSTERED: the pool or not taken) and the reconcile's seconds."""
+def facesetd_e2e(people: Path, faces: Sequence[Face], models_root: Path,
+                 pack: str = "buffalo_sc") -> tuple[list[int], list[int], float]:
+    """An unseeded `facesetd reconcile` on a fresh data folder holding every photo in its inbox. Returns a label per
+    face twice: the faceset it ended in (pruned or not; UNCLUSTERED: the pool or not taken), and the same with the
+    pool's clusters of 2 faces or more as clusters too; and the reconcile's seconds."""
     env = {**os.environ, "FACESETD_MODELS_FACE_PACK": pack, "FACESETD_MODELS_ROOT": str(models_root),
            "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="facesetd-clustering-") as tmp:
@@ -290,10 +307,41 @@ def facesetd_e2e(people: Path, faces: Sequence[Face], models_root: Path, pack: s
         subprocess.run([*cli, "reconcile"], env=env, check=True, capture_output=True)
         seconds = time.perf_counter() - t0
         log = subprocess.run([*cli, "events", "--json"], env=env, check=True, capture_output=True, text=True).stdout
+        pooled = pool_clusters_of(data, env)
     where = placement([json.loads(line) for line in log.splitlines() if line.strip()])
     names = sorted(set(where.values()) - {""})
     index = {name: k for k, name in enumerate(names)}
-    return [index.get(where.get((_inbox_name(f.photo), f.index), ""), UNCLUSTERED) for f in faces], seconds
+    facesets = [index.get(where.get((_inbox_name(f.photo), f.index), ""), UNCLUSTERED) for f in faces]
+    in_pool = {key: len(names) + k for k, cluster in enumerate(pooled) for key in cluster}
+    both = [label if label != UNCLUSTERED else in_pool.get((_inbox_name(f.photo), f.index), UNCLUSTERED)
+            for label, f in zip(facesets, faces)]
+    return facesets, both, seconds
+
+
+def pool_clusters_of(data: Path, env: dict[str, str]) -> list[list[tuple[str, int]]]:
+    """The clusters of 2 faces or more that the data folder's pool holds (as `status` and the review page's pool
+    read them), each as (inbox file name, face index) keys."""
+    from daemon.config import load_config
+    from daemon.pipeline import Pipeline
+    from handlers.pool import pool_clusters
+    from state.eventlog import EventLog
+
+    config = load_config(None, data_dir=str(data), environ=env)
+    log = EventLog(config.log_path)
+    try:
+        pipeline = Pipeline(config, log)
+        pool = pool_clusters(pipeline.ctx, None)
+        pool.advance(None)
+        out = []
+        for cluster in pool.clusters(min_size=2):
+            keys = []
+            for row in pipeline.state.pool_rows_of(cluster):
+                src = json.loads(row.source)
+                keys.append((str(src.get("received_as", "")).rsplit("/", 1)[-1], int(src.get("face", -1))))
+            out.append(keys)
+        return out
+    finally:
+        log.close()
 
 
 def placement(events: Sequence[dict[str, Any]]) -> dict[tuple[str, int], str]:
@@ -320,55 +368,7 @@ def _faceset_of(path: str) -> str:
 # --- Scoring -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Score:
-    found: int  # people with >= FOUND_MIN_PHOTOS photos found
-    of: int  # people with >= FOUND_MIN_PHOTOS photos
-    small_found: int  # people with SMALL_PHOTOS photos found as one pure cluster of >= SMALL_MIN_CLUSTER
-    small_of: int
-    clusters: int  # clusters holding at least one labelled face
-    impure: int  # clusters holding labelled faces of more than one person
-    precision: float  # BCubed
-    recall: float
-    f1: float
-
-
-def score(persons: Sequence[str], labels: Sequence[int]) -> Score:
-    """Score one rule's labels against the faces' persons; faces whose person is BYSTANDER are left out."""
-    items = [(p, lab) for p, lab in zip(persons, labels) if p != BYSTANDER]
-    # Unclustered faces are singletons: give each its own cluster id.
-    cid = [lab if lab != UNCLUSTERED else -2 - i for i, (_p, lab) in enumerate(items)]
-    members: dict[int, list[str]] = {}
-    for (p, _lab), c in zip(items, cid):
-        members.setdefault(c, []).append(p)
-    sizes = Counter(p for p, _lab in items)
-    precision = recall = 0.0
-    for (p, _lab), c in zip(items, cid):
-        same = sum(1 for q in members[c] if q == p)
-        precision += same / len(members[c])
-        recall += same / sizes[p]
-    n = len(items)
-    precision, recall = precision / n, recall / n
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    real = {c: ps for c, ps in members.items() if c >= 0 and (len(ps) >= 2 or _group_size(labels, c) >= 2)}
-    impure = sum(1 for ps in real.values() if len(set(ps)) > 1)
-    big = [p for p, k in sizes.items() if k >= FOUND_MIN_PHOTOS]
-    small = [p for p, k in sizes.items() if k in SMALL_PHOTOS]
-    found = sum(1 for p in big if _found(p, sizes[p], real))
-    small_found = sum(1 for p in small if any(set(ps) == {p} and len(ps) >= SMALL_MIN_CLUSTER for ps in real.values()))
-    return Score(found, len(big), small_found, len(small), len(real), impure, precision, recall, f1)
-
-
-def _group_size(labels: Sequence[int], c: int) -> int:
-    """Faces (bystanders included) under label c: a labelled face with a bystander is a cluster of two."""
-    return sum(1 for lab in labels if lab == c)
-
-
-def _found(person: str, total: int, clusters: dict[int, list[str]]) -> bool:
-    """Exactly one cluster is the person's (they hold more than half of its labelled faces), and it holds more
-    than half of their faces."""
-    theirs = [ps for ps in clusters.values() if 2 * ps.count(person) > len(ps)]
-    return len(theirs) == 1 and 2 * theirs[0].count(person) > total
+# The scoring is facesetd's own (daemon/calibration.py, which `facesetd calibrate` reports with): Score, score.
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -393,8 +393,8 @@ def pair_distances(faces: Sequence[Face]) -> tuple[list[float], list[float]]:
 # --- Main ----------------------------------------------------------------------------------------------
 
 
-def rules(faces: Sequence[Face]) -> dict[str, list[int]]:
-    """Every in-process rule's labels on the same vectors."""
+def rules(faces: Sequence[Face], cluster_distance: float) -> dict[str, list[int]]:
+    """Every in-process rule's labels on the same vectors (`cluster_distance`: the pack's, for facesetd's rule)."""
     vecs = np.stack([f.vec for f in faces])
     photos = [f.photo for f in faces]
     return {
@@ -404,8 +404,10 @@ def rules(faces: Sequence[Face]) -> dict[str, list[int]]:
         f"average linkage (UPGMA) {AVERAGE_DISTANCE}": average_linkage(vecs),
         f"complete {COMPLETE_DISTANCE} + centroids merged {CENTROID_MERGE_DISTANCE}, gate {CENTROID_GATE}":
             complete_then_centroids(vecs),
-        f"facesetd today in process (complete {FACESETD_DISTANCE}, gate {FACESETD_GATE})":
-            facesetd_today(vecs, photos),
+        f"facesetd before issue 21, in process (complete {BEFORE_DISTANCE}, gate {BEFORE_GATE})":
+            facesetd_before(vecs, photos),
+        f"facesetd's pool rule, in process (average {cluster_distance}, gate {FACESETD_GATE})":
+            facesetd_rule(vecs, photos, cluster_distance),
     }
 
 
@@ -419,7 +421,8 @@ def sweep(faces: Sequence[Face]) -> dict[str, dict[float, Score]]:
         "PhotoPrism": lambda t: photoprism(vecs, distance=t),
         "average linkage": lambda t: average_linkage(vecs, t),
         "complete + centroids": lambda t: complete_then_centroids(vecs, t, t),
-        "facesetd today": lambda t: facesetd_today(vecs, photos, t),
+        "facesetd before": lambda t: facesetd_before(vecs, photos, t),
+        "facesetd's pool rule": lambda t: facesetd_rule(vecs, photos, t),
     }
     return {name: {t: score(persons, run(t)) for t in SWEEP} for name, run in runs.items()}
 
@@ -439,11 +442,13 @@ def main() -> None:
     faces = embed(args.people, models, args.pack)
     persons = [f.person for f in faces]
     labelled = Counter(p for p in persons if p != BYSTANDER)
-    results = {name: score(persons, labels) for name, labels in rules(faces).items()}
+    distance = pack_identity(args.pack).get("cluster_distance", IdentityThresholds().cluster_distance)
+    results = {name: score(persons, labels) for name, labels in rules(faces, distance).items()}
     e2e_s = None
     if not args.no_e2e:
-        labels, e2e_s = facesetd_e2e(args.people, faces, models, args.pack)
-        results[f"facesetd end to end (unseeded reconcile, {args.pack})"] = score(persons, labels)
+        facesets, both, e2e_s = facesetd_e2e(args.people, faces, models, args.pack)
+        results[f"facesetd end to end: facesets (unseeded reconcile, {args.pack})"] = score(persons, facesets)
+        results[f"facesetd end to end: facesets + the pool's clusters ({args.pack})"] = score(persons, both)
     same, diff = pair_distances(faces)
     report = {
         "pack": args.pack, "photos": len({f.photo for f in faces}), "faces": len(faces),

@@ -10,7 +10,7 @@ peak RSS, `ru_maxrss`, is that of one measurement, reading the pool from SQLite 
 - "first": a first full clustering (load, neighbour search, components, linkage) and the clusters past the gate,
 - "unchanged": the same again with nothing new in the log,
 - "+100": a pass after 100 new faces were recorded (half of them new faces of existing people),
-- "scipy": today's global path (read every pool row, one scipy complete linkage) where it fits (<= 12k faces),
+- "scipy": today's global path (read every pool row, one scipy average linkage) where it fits (<= 12k faces),
   and the ratios of the three to it, measured in the same run.
 
 The search is exact; `--recall-sample` checks it on random faces: their neighbours found by a brute force search
@@ -158,7 +158,7 @@ def recall(pc: PoolClusters, sample: int) -> dict[str, Any]:
 
 
 def baseline(db: Path) -> dict[str, Any]:
-    """Today's path: every pool row, unit vectors, one global scipy complete linkage, the clusters past the gate."""
+    """Today's path: every pool row, unit vectors, one global scipy average linkage, the clusters past the gate."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     log = EventLog(db)
@@ -167,7 +167,7 @@ def baseline(db: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = list(state.pool_rows())
     vecs = np.stack([unit(np.frombuffer(r[6], dtype="<f4")) for r in rows])
-    labels = fcluster(linkage(vecs.astype(np.float64), method="complete", metric="cosine"),
+    labels = fcluster(linkage(vecs.astype(np.float64), method="average", metric="cosine"),
                       t=ident.cluster_distance, criterion="distance")
     sizes = np.bincount(labels)
     promotable = int(np.sum(sizes >= ident.min_new_faceset))

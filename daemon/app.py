@@ -50,7 +50,10 @@ class App:
         return cls(load_config(config_path, data_dir=args.data_dir), config_path, log_stream=stream, verbose=verbose)
 
     def reload_config(self) -> Config:
-        self.config = load_config(self.config_path, data_dir=str(self.config.data_dir))
+        """The configuration read again (SIGHUP); the face pack in use stays until a restart, and so do the
+        distances it brings where none is set."""
+        self.config = load_config(self.config_path, data_dir=str(self.config.data_dir),
+                                  running_pack=self.config.models.face_pack)
         return self.config
 
     def configure_logging(self) -> None:

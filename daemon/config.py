@@ -30,7 +30,7 @@ else:  # pragma: no cover
 
 from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.limits import Limits
-from handlers.thresholds import EraSettings, IdentityThresholds, Thresholds
+from handlers.thresholds import EraSettings, IdentityThresholds, Thresholds, pack_identity
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
@@ -391,16 +391,53 @@ def load_config(
     *,
     data_dir: str | None = None,
     environ: typing.Mapping[str, str] | None = None,
+    running_pack: str | None = None,
 ) -> Config:
-    """Read the layers (defaults, <data-dir>/facesetd.toml, `path`, environment, `--data-dir`); validate all."""
+    """Read the layers (defaults, <data-dir>/facesetd.toml, `path`, environment, `--data-dir`); validate all.
+
+    `running_pack`: on a reload, the face pack the process runs with (models.face_pack applies at restart only),
+    whose own [identity] distances then fill the keys the layers leave unset."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     for _origin, tables in _layers(path, data_dir, environ)[0]:
         _merge(raw, tables)
+    _pack_defaults(raw, running_pack)
     config = _build(Config, raw, "")
     _unknown_variables(environ, config)
     _check_paths(config)
     return config
+
+
+def _face_pack(raw: dict[str, Any]) -> str:
+    pack = raw.get("models", {}).get("face_pack", ModelSettings().face_pack)
+    return pack if isinstance(pack, str) else ModelSettings().face_pack  # a wrong type is _build's to report
+
+
+def _pack_defaults(raw: dict[str, Any], pack: str | None = None) -> None:
+    """The face pack's own [identity] distances (handlers/thresholds.py PACK_IDENTITY) under every key the layers
+    left unset; `pack` (default: the one the layers name) is the pack whose distances apply."""
+    identity = raw.get("identity")
+    if identity is not None and not isinstance(identity, dict):
+        return  # _build says what is wrong with it
+    for key, value in pack_identity(pack or _face_pack(raw)).items():
+        raw.setdefault("identity", {}).setdefault(key, value)
+
+
+def identity_origins(path: Path | None = None, *, data_dir: str | None = None,
+                     environ: typing.Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each pack-dependent [identity] value in force comes from: the layer that sets it (a file's path, a
+    variable's name), else "face pack NAME" (PACK_IDENTITY), else "built-in default"."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for _origin, tables in _layers(path, data_dir, environ)[0]:
+        _merge(raw, tables)
+    pack = _face_pack(raw)
+    out = {}
+    for f in dataclasses.fields(IdentityThresholds):
+        if f.name in pack_identity(pack) or f.name in pack_identity(ModelSettings().face_pack):
+            out[f.name] = (setting_origin("identity", f.name, path, data_dir=data_dir, environ=environ)
+                           or (f"face pack {pack}" if f.name in pack_identity(pack) else "built-in default"))
+    return out
 
 
 def setting_origin(section: str, key: str, path: Path | None = None, *, data_dir: str | None = None,
@@ -486,13 +523,17 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _edit_string_key(text: str, section: str, key: str, value: str) -> str:
-    """`text` with `[section] key = "value"`: that line's value replaced (its comment kept), else the line
-    added under the section's header, else the section appended. Nothing else changes."""
+def _toml_scalar(value: str | float) -> str:
+    return _toml_string(value) if isinstance(value, str) else repr(value)
+
+
+def _edit_key(text: str, section: str, key: str, value: str | float) -> str:
+    """`text` with `[section] key = value`: that line's value replaced (its comment kept), else the line added
+    under the section's header, else the section appended. Nothing else changes."""
     lines = text.splitlines(keepends=True)
     header = re.compile(rf"^\s*\[\s*{re.escape(section)}\s*\]\s*(#.*)?$")
-    assignment = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)(\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*')(.*)$", re.S)
-    new_line = f"{key} = {_toml_string(value)}\n"
+    assignment = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)(\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*'|[^\s#]+)(.*)$", re.S)
+    new_line = f"{key} = {_toml_scalar(value)}\n"
     start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
     if start is None:
         gap = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
@@ -502,32 +543,40 @@ def _edit_string_key(text: str, section: str, key: str, value: str) -> str:
             break
         m = assignment.match(lines[i])
         if m:
-            lines[i] = m.group(1) + _toml_string(value) + m.group(3)
+            lines[i] = m.group(1) + _toml_scalar(value) + m.group(3)
             return "".join(lines)
     lines.insert(start + 1, new_line)
     return "".join(lines)
 
 
-def set_folder_setting(data_dir: Path, section: str, key: str, value: str) -> Path:
-    """Set a string key in <data_dir>/facesetd.toml, editing only that key (comments and other keys stay).
+def set_folder_settings(data_dir: Path, section: str, values: dict[str, str | float]) -> Path:
+    """Set keys of one section in <data_dir>/facesetd.toml, editing only those keys (comments and other keys stay).
 
     The edit is checked by reading the result back: anything else changed (an unusual layout, a dotted or inline
-    table) is a ConfigError asking the user to set the key by hand, and the file is left as it was."""
+    table) is a ConfigError asking the user to set the keys by hand, and the file is left as it was."""
     path = Path(data_dir) / DATA_FOLDER_FILE
     text = path.read_text(encoding="utf-8") if path.exists() else FOLDER_FILE_HEADER
     before = tomllib.loads(text)
-    new_text = _edit_string_key(text, section, key, value)
-    expected = {**before, section: {**before.get(section, {}), key: value}}
+    new_text = text
+    for key, value in values.items():
+        new_text = _edit_key(new_text, section, key, value)
+    expected = {**before, section: {**before.get(section, {}), **values}}
     try:
         ok = tomllib.loads(new_text) == expected
     except tomllib.TOMLDecodeError:
         ok = False
     if not ok:
-        raise ConfigError(f"{path}: cannot set {section}.{key} without touching other lines; "
-                          f"set {key} = {_toml_string(value)} under [{section}] yourself")
+        wanted = ", ".join(f"{k} = {_toml_scalar(v)}" for k, v in values.items())
+        raise ConfigError(f"{path}: cannot set {', '.join(f'{section}.{k}' for k in values)} without touching other"
+                          f" lines; set {wanted} under [{section}] yourself")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(new_text, encoding="utf-8")
     if path.exists():
         os.chmod(tmp, path.stat().st_mode & 0o7777)
     os.replace(tmp, path)
     return path
+
+
+def set_folder_setting(data_dir: Path, section: str, key: str, value: str | float) -> Path:
+    """Set one key in <data_dir>/facesetd.toml (set_folder_settings)."""
+    return set_folder_settings(data_dir, section, {key: value})

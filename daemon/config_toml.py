@@ -9,9 +9,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from handlers.thresholds import PACK_IDENTITY
 from state.comments import field_comments
 
 from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, ENUMS, Config, range_text
+
+# Keys whose default depends on the face pack (handlers/thresholds.py PACK_IDENTITY): config.toml shows them
+# commented out, so a copy of it used as --config never pins one pack's numbers on another.
+PACK_KEYS = {("identity", k) for table in PACK_IDENTITY.values()
+             for k in table}
 
 HEADER = """\
 # facesetd configuration: every key with its default and meaning.
@@ -39,8 +45,11 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def render(config: Config | None = None) -> str:
+def render(config: Config | None = None, origins: dict[str, dict[str, str]] | None = None) -> str:
+    """`config` (default: the built-in defaults) as commented TOML; `origins` (section -> key -> where its value
+    comes from) adds that to the key's line: `facesetd config` says where the face pack's distances come from."""
     config = config or Config()
+    origins = origins or {}
     lines = [HEADER]
     for section in dataclasses.fields(config):
         values = getattr(config, section.name)
@@ -55,7 +64,11 @@ def render(config: Config | None = None) -> str:
             if not value and f.name == "users":
                 continue
             lines.append(f"# {comments.get(f.name, '')}")
-            lines.append(f"{f.name} = {toml_value(value)}")
+            origin = origins.get(section.name, {}).get(f.name)
+            if not origins and (section.name, f.name) in PACK_KEYS:  # the defaults: set, it would beat every pack's
+                lines.append(f"# {f.name} = {toml_value(value)}  # (the default pack's; unset, each face pack's own)")
+                continue
+            lines.append(f"{f.name} = {toml_value(value)}" + (f"  # from: {origin}" if origin else ""))
         lines.append("")
         if section.name == "immich":
             lines.append(USERS_EXAMPLE)
@@ -94,6 +107,18 @@ next start, and the reload's log line names them ("config reloaded; restart to a
 """
 
 
+def _pack_note() -> list[str]:
+    """The face packs' own distances (PACK_IDENTITY), which apply where a key is not set."""
+    keys = sorted({k for table in PACK_IDENTITY.values() for k in table})
+    lines = ["The defaults above are `buffalo_l`'s. Where these keys are not set, each face pack's own measured values",
+             "apply (`handlers/thresholds.py` PACK_IDENTITY; `facesetd calibrate DIR` measures a pack on your photos and",
+             "`facesetd config` says which value applies and where it comes from):", "",
+             "| face pack | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for pack, table in sorted(PACK_IDENTITY.items()):
+        lines.append(f"| `{pack}` | " + " | ".join(toml_value(table.get(k, "-")) for k in keys) + " |")
+    return [*lines, ""]
+
+
 def _eras_note() -> list[str]:
     """What one [[eras.buckets]] table holds, with the year's range from the field metadata."""
     from handlers.thresholds import EraBucket
@@ -127,6 +152,8 @@ def render_reference() -> str:
             env = f"FACESETD_{section.name.upper()}_{f.name.upper()}"
             out.append(f"| `{section.name}.{f.name}` | `{default}` | {allowed} | `{env}` | {applies} | {meaning} |")
         out.append("")
+        if section.name == "identity":
+            out += _pack_note()
         if section.name == "eras":
             out += _eras_note()
         if section.name == "review":

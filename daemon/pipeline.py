@@ -22,7 +22,7 @@ from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
 from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
-from handlers.pool import cluster_pool, pool_clusters
+from handlers.pool import cluster_pool, forming_people, pool_clusters
 from handlers.pool_clusters import PoolClusters
 from state import events as ev
 from state import names
@@ -481,9 +481,11 @@ def faceset_list(pipeline: Pipeline, rows: list[FacesetCount] | None = None) -> 
 
 
 def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
-    """The pool: faces waiting, and the people close to the refine gate. Clusters as the promotion forms them
-    (complete linkage at [identity] cluster_distance, one face per photo); "close" are those with at least 2
-    faces of distinct photos but fewer than min_new_faceset. Read-only: nothing is promoted or matched here."""
+    """The pool: faces waiting, the people close to the refine gate, and the people forming. Clusters as the
+    promotion forms them (average linkage at [identity] cluster_distance, one face per photo); "close" are those
+    with at least 2 faces of distinct photos but fewer than min_new_faceset; "forming" those of at least 3 (each
+    with its faces and its nearest faceset: handlers/pool.py forming_people). Read-only: nothing is promoted or
+    matched here."""
     identity = pipeline.config.identity
     gate = max(1, identity.min_new_faceset)
     pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
@@ -491,5 +493,7 @@ def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
     photos = {pool.photos[s] for s in pool.slot_of.values()}
     sizes = sorted(pool.photo_counts(), reverse=True)
     close = [n for n in sizes if 2 <= n < gate]
+    forming = [{"faces": list(p.faces), "photos": p.photos, "nearest": p.nearest, "distance": p.distance}
+               for p in forming_people(pipeline.ctx, pool)]
     return {"faces": pool.size, "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
-            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance}
+            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming}

@@ -1,8 +1,11 @@
 """Turn the pool of unassigned faces into new facesets once a person has enough of them.
 
-Complete-linkage clustering at `identity.cluster_distance` (cosine): every pair inside a cluster is
-within the distance, so a cluster cannot chain two people together. A cluster holding at least
-`identity.min_new_faceset` faces from distinct photos becomes faceset_{max+1}; smaller ones wait.
+Average-linkage clustering at `identity.cluster_distance` (cosine): two groups of faces join when their faces are
+within the distance on average, so a person's photos that vary (one pair far apart) still make one cluster, and two
+people, apart on the whole, stay two (handlers/pool_clusters.py says why, bench/clustering.py measures it). A
+cluster holding at least `identity.min_new_faceset` faces from distinct photos (by default the thin rule's floor of
+5, so no new faceset is thin at birth) becomes faceset_{max+1}; smaller ones wait, and those of 3 photos or more
+are shown as people forming (`facesetd status`, the review page's pool).
 Numbers are never reused: the maximum runs over every faceset ever recorded (any area) and on disk.
 
 Not a handler: `facesetd reconcile` calls it after settling, the daemon's scheduler periodically. It only
@@ -12,6 +15,7 @@ returns events; the caller appends them, then the Mover carries out the promotio
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +24,7 @@ from state.layout import face_path, faceset_name, faceset_number
 from state.queries import PoolRow
 from state.scan import iter_facesets
 
-from .centroids import Centroids
+from .centroids import Centroids, unit
 from .context import HandlerContext
 from .pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
 from .route_photo import centroids, nearest
@@ -168,7 +172,7 @@ def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[
     """Pool faces matched to facesets, then FacesetPromoted (+ FaceAdded, FaceRouted) per cluster past the gate.
 
     `pool`: the incrementally kept clusters (daemon/pipeline.py keeps one); brought up to date here. The
-    clusters are those of scipy's complete linkage over every pool face not matched (handlers/pool_clusters.py).
+    clusters are those of scipy's average linkage over every pool face not matched (handlers/pool_clusters.py).
     """
     ctx.state.catch_up()
     pool = pool_clusters(ctx, pool)
@@ -197,14 +201,58 @@ def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[
         if len(moves) < gate:
             continue
         number += 1
-        pair = 1.0 - float(np.min(vecs[chosen] @ vecs[chosen].T))
+        sims = vecs[chosen] @ vecs[chosen].T
+        pair = 1.0 - float(np.min(sims))
+        pairs = len(chosen) * (len(chosen) - 1)  # (a gate of 1: no pair)
+        mean = 1.0 - float((sims.sum() - np.trace(sims)) / pairs) if pairs else 0.0
         out.append(ev.FacesetPromoted(
             faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
-                   f"{ctx.config.identity.cluster_distance} of each other (complete linkage)",
+                   f"{ctx.config.identity.cluster_distance} of each other on average (average linkage)",
             inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,
-                    "max_pair_distance": round(pair, 4), "pool_size": pool.size},
+                    "max_pair_distance": round(pair, 4), "mean_pair_distance": round(mean, 4),
+                    "pool_size": pool.size},
         ))
         out.extend(added)
         ctx.log.debug("faceset promoted from pool", faceset=name, faces=len(moves))
     return out
+
+
+# A pool cluster of at least this many distinct photos, still below the gate, is a person forming: `status` names
+# it and the review page's pool shows it; it becomes a faceset by itself once it reaches the gate.
+FORMING_MIN_PHOTOS = 3
+
+
+@dataclass(frozen=True)
+class FormingPerson:
+    """A pool cluster of FORMING_MIN_PHOTOS distinct photos or more, below the gate."""
+
+    faces: tuple[dict[str, str], ...]  # {"face_id", "path", "photo"} in face-id order
+    photos: int  # distinct source photos
+    nearest: str  # the nearest active faceset ("" when there is none)
+    distance: float | None  # the cosine distance of the cluster's centroid to that faceset's
+
+
+def forming_people(ctx: HandlerContext, pool: PoolClusters) -> list[FormingPerson]:
+    """The people forming in the pool (an advanced PoolClusters), most photos first. Read-only. Faces a person
+    held back (a promotion undone) are left out: they wait for `facesetd promote`, not for the gate."""
+    gate = max(1, ctx.config.identity.min_new_faceset)
+    held = ctx.state.held()
+    cents = _centroids(ctx)
+    out = []
+    for cluster in pool.clusters(min_size=FORMING_MIN_PHOTOS, exclude=held):
+        rows = ctx.state.pool_rows_of(cluster)
+        photos = len({r.photo_sha256 for r in rows})
+        if not FORMING_MIN_PHOTOS <= photos < gate:
+            continue
+        name, dist = nearest(cents, unit(pool.vectors(cluster).mean(axis=0))) if cents else ("", 2.0)
+        faces = tuple({"face_id": r.face_id, "path": r.path, "photo": _photo_name(r.source)} for r in rows)
+        out.append(FormingPerson(faces, photos, name, round(dist, 4) if name else None))
+    return sorted(out, key=lambda p: (-p.photos, p.faces[0]["face_id"]))
+
+
+def _photo_name(source: str) -> str:
+    """The source photo a pool crop was cut from, as the user knows it (its inbox name, or Immich's)."""
+    found = json.loads(source)
+    immich = found.get("immich") or {}
+    return str(found.get("received_as") or found.get("photo") or immich.get("original_file_name") or "")

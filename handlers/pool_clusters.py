@@ -1,10 +1,16 @@
-"""The pool's complete-linkage clusters, kept incrementally: the same clusters as scipy over the whole pool.
+"""The pool's average-linkage clusters, kept incrementally: the same clusters as scipy over the whole pool.
 
-Complete linkage cut at distance t only ever merges clusters whose every pair is within t, so each of its
-clusters lies inside one connected component of the graph whose edges are the pairs within t; and as the
-merges inside one component never look at faces outside it, running scipy's exact complete linkage inside
-each component alone gives the same clusters as running it over the whole pool (up to exact ties of
-distances, which the same face-id order inside a component resolves as the global run does).
+Average linkage (UPGMA) cut at distance t merges two clusters only when the mean distance of their cross pairs is
+at most t, so at least one cross pair lies within t: each of its clusters lies inside one connected component of
+the graph whose edges are the pairs within t. As the merges inside one component never look at faces outside it,
+running scipy's exact average linkage inside each component alone gives the same clusters as running it over the
+whole pool (up to exact ties of distances, which the same face-id order inside a component resolves as the global
+run does).
+
+Why average and not complete linkage (issue 21): complete linkage splits a person whose photos vary (hair, age,
+light) as soon as one pair of them is past t, and the halves never join again; average linkage joins the halves
+when they are close on the whole, and still keeps two people apart when their faces are apart on the whole
+(bench/clustering.py: every person of bench/people found, none mixed; docs/benchmarks.md).
 
 So this keeps, process-local and rebuilt lazily after a restart:
 - every pool face's unit embedding (float32, N x 512: memory linear in the pool; never an N x N matrix),
@@ -38,7 +44,7 @@ Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 # Pairs are searched with float32 inner products (BLAS: the summation order differs from scipy's
 # float64 cosine by ~1e-5 at most); the search keeps pairs this much beyond t, so no pair within t is missed.
-# Extra pairs only join components that complete linkage keeps apart anyway.
+# Extra pairs only join components whose faces average linkage keeps apart anyway.
 EDGE_SLACK = 1e-3
 # Similarity matrix elements per search tile (float32: 64 MB; ~0.1 s of sgemm on 2 cores, the slicing's grain).
 BLOCK_ELEMENTS = 1 << 24
@@ -142,13 +148,14 @@ def components_of(slots: Sequence[int], adj: dict[int, set[int]]) -> Iterator[li
         yield part
 
 
-def complete_linkage(vecs: F32, t: float) -> list[list[int]]:
-    """Today's clustering, exactly: scipy complete linkage (cosine, float64) cut at t; clusters as row lists."""
+def average_linkage(vecs: F32, t: float) -> list[list[int]]:
+    """The pool's clustering, exactly: scipy average linkage (UPGMA, cosine, float64) cut at t; clusters as row
+    lists."""
     if len(vecs) == 1:
         return [[0]]
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    labels = fcluster(linkage(vecs.astype(np.float64), method="complete", metric="cosine"), t=t,
+    labels = fcluster(linkage(vecs.astype(np.float64), method="average", metric="cosine"), t=t,
                       criterion="distance")
     out: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -397,7 +404,7 @@ class PoolClusters:
         return {f for f in new if f in self.slot_of}
 
     def clusters(self, min_size: int = 2, exclude: Iterable[str] = ()) -> list[list[str]]:
-        """The complete-linkage clusters of the pool less `exclude` with at least `min_size` faces: each a
+        """The average-linkage clusters of the pool less `exclude` with at least `min_size` faces: each a
         list of face ids in face-id order, the list ordered by first face id (as the global run gives them)."""
         key = (self.generation, min_size, frozenset(exclude))
         if self._answer is not None and self._answer[0] == key:
@@ -430,7 +437,7 @@ class PoolClusters:
 
     def _linkage(self, slots: list[int]) -> list[list[int]]:
         ordered = sorted(slots, key=lambda s: self.ids[s])  # the global run's order: by face id
-        found = complete_linkage(self.vecs[ordered], self.plan.cluster_distance)
+        found = average_linkage(self.vecs[ordered], self.plan.cluster_distance)
         return [[ordered[i] for i in c] for c in found]
 
     def _named(self, slots: list[int]) -> list[str]:

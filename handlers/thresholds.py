@@ -32,12 +32,16 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class IdentityThresholds:
-    # a new face joins a faceset when its cosine distance to the faceset centroid is at most this.
+    # a new face joins a faceset when its cosine distance to the faceset centroid is at most this (the face pack's
+    # own where none is set, as for cluster_distance, candidate_band and merge_distance: PACK_IDENTITY below).
     match_distance: float = field(default=0.45, metadata={"range": (0, 2)})
-    # unassigned faces are clustered (complete linkage) at this cosine distance.
+    # unassigned faces are clustered (average linkage: two groups join when their faces are this close on average)
+    # at this cosine distance.
     cluster_distance: float = field(default=0.55, metadata={"range": (0, 2)})
-    # a pool cluster becomes a new faceset once it holds this many faces (the refine gate).
-    min_new_faceset: int = field(default=6, metadata={"range": (1, None)})
+    # a pool cluster becomes a new faceset once it holds this many faces of distinct photos (the refine gate; the
+    # thin rule's floor, so no new faceset is thin at birth); clusters of 3 photos or more below it are people
+    # forming, shown by `status` and the review page's pool.
+    min_new_faceset: int = field(default=5, metadata={"range": (1, None)})
     # pool clustering: the daemon loop spends at most about this many seconds per turn on a long pass.
     pool_slice_s: float = field(default=0.5, metadata={"range": (0.01, None)})
     # faces whose short side is below this many pixels (in the original photo) are ignored.
@@ -45,9 +49,28 @@ class IdentityThresholds:
     # a pool face this much past match_distance of its nearest faceset is proposed to a person for it (0: never).
     candidate_band: float = field(default=0.15, metadata={"range": (0, 2)})
     # duplicate identities: facesets whose centroids are all pairwise within this cosine distance (complete
-    # linkage) merge into the oldest; measured on ../shared/faces: same person <= 0.47, different people >= 0.85.
-    # 0 turns merging off.
+    # linkage) merge into the oldest (buffalo_sc on ../shared/faces: same person's centroids <= 0.47 apart,
+    # different people's >= 0.85; bench/merge_distance.py). 0 turns merging off.
     merge_distance: float = field(default=0.55, metadata={"range": (0, 2)})
+
+
+# The identity distances of each face pack, used wherever the user set none (a value in a file or a variable always
+# wins; `facesetd config` says which applies and where it came from). Each pack's embeddings spread differently, so
+# one set of numbers cannot fit them all. A pack not named here gets the IdentityThresholds defaults above.
+PACK_IDENTITY: dict[str, dict[str, float]] = {
+    # roop's own pack: the seeds' numbers, validated by the batch scripts (DOMAIN.md section 3): the defaults above.
+    "buffalo_l": {"match_distance": 0.45, "cluster_distance": 0.55, "merge_distance": 0.55, "candidate_band": 0.15},
+    # the small pack, measured on bench/people (89 photos of 21 people; `facesetd calibrate bench/people`): same-person
+    # pairs up to 0.63, different people from 0.69 (0.74 at a false accept rate of 1e-3), a face to its own person's
+    # centroid up to 0.40 and to another's from 0.71. calibrate's rule: cluster = the 1e-3 FAR distance less 0.10,
+    # floored to 0.05; match = cluster - 0.10 and merge = cluster, as in the seeds'; the band as in the seeds'.
+    "buffalo_sc": {"match_distance": 0.50, "cluster_distance": 0.60, "merge_distance": 0.60, "candidate_band": 0.15},
+}
+
+
+def pack_identity(pack: str) -> dict[str, float]:
+    """The [identity] distances `pack` uses where the user set none (empty: the IdentityThresholds defaults)."""
+    return dict(PACK_IDENTITY.get(pack, {}))
 
 
 @dataclass(frozen=True)

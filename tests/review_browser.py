@@ -12,8 +12,10 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 
 def review_env(models_root: Path, **extra: str) -> dict[str, str]:
+    # match_distance pinned at buffalo_l's 0.45 (buffalo_sc's own is 0.50): the pages' candidate is alex-lacamoire.jpg
+    # at 0.469 of img1.jpg, just past it
     return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
-            "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0", **extra}
+            "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0", "FACESETD_IDENTITY_MATCH_DISTANCE": "0.45", **extra}
 
 
 def thumbs_render(page: object) -> None:

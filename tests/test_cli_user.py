@@ -105,7 +105,7 @@ def test_status_shows_the_pool_and_every_faceset(reconciled) -> None:
     data, env, _shown = reconciled
     text = cli(data, "status", env=env).stdout
     assert "pool          2 faces from 2 photos" in text
-    assert "1 close to a new faceset (photos each: 2; 6 needed)" in text
+    assert "1 close to a new faceset (photos each: 2; 5 needed)" in text
     (row,) = [ln for ln in text.splitlines() if ln.strip().startswith("faceset_001")]
     assert row.split() == ["faceset_001", "active", "1", "0", "1/8"]
     s = json.loads(cli(data, "status", "--json", env=env).stdout)

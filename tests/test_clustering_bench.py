@@ -88,14 +88,22 @@ def test_every_peer_rule_finds_well_separated_people(rule: str) -> None:
     assert (s.found, s.of, s.impure, s.f1) == (3, 3, 0, 1.0)
 
 
-def test_facesetd_today_gates_on_distinct_photos() -> None:
+def test_facesetd_before_gates_on_distinct_photos() -> None:
     vecs, persons = _three_people()
     photos = [f"{p}/{i}.jpg" for i, p in enumerate(persons)]
-    assert clustering.score(persons, clustering.facesetd_today(vecs, photos)).found == 3
+    assert clustering.score(persons, clustering.facesetd_before(vecs, photos)).found == 3
     # a's six faces from five photos: under the gate of 6, a stays in the pool
     photos[1] = photos[0]
-    labels = clustering.facesetd_today(vecs, photos)
+    labels = clustering.facesetd_before(vecs, photos)
     assert set(labels[:6]) == {U} and clustering.score(persons, labels).found == 2
+
+
+def test_facesetd_rule_gates_at_five_distinct_photos() -> None:
+    vecs, persons = _three_people()
+    photos = [f"{p}/{i}.jpg" for i, p in enumerate(persons)]
+    photos[1] = photos[0]  # a's six faces from five photos: the gate of 5 takes them, one face per photo
+    labels = clustering.facesetd_rule(vecs, photos, 0.55)
+    assert labels[1] == U and len(set(labels[:6]) - {U}) == 1 and clustering.score(persons, labels).found == 3
 
 
 def test_immich_defers_non_core_faces_and_leaves_pairs_alone() -> None:

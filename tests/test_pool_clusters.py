@@ -1,8 +1,8 @@
-"""The incremental pool clustering (handlers/pool_clusters.py) gives exactly what scipy's complete linkage over
-the whole pool gave: the same clusters, and through cluster_pool the same promotions and faceset numbers.
+"""The incremental pool clustering (handlers/pool_clusters.py) gives exactly what scipy's average linkage over
+the whole pool gives: the same clusters, and through cluster_pool the same promotions and faceset numbers.
 
-The reference is the code the daemon ran before (kept here verbatim in spirit: one global scipy linkage over
-every pool face not matched). Pools are real logs and state (EventLog + CorpusState in tmp_path), filled with
+The reference is the global path (one scipy average linkage over every pool face not matched, the rule of
+issue 21; before it, complete linkage, compared the same way). Pools are real logs and state (EventLog + CorpusState in tmp_path), filled with
 PoolFaceAdded events as the router records them; faces leave with FacesetPromoted as promotions record them.
 """
 
@@ -96,14 +96,14 @@ class Pool:
 
 # --- The reference: today's global path ---------------------------------------------------------------------
 def reference_clusters(state: CorpusState, t: float = T, exclude: set[str] = frozenset()) -> list[list[str]]:
-    """Every cluster of scipy complete linkage over the whole pool (less `exclude`), by first face id."""
+    """Every cluster of scipy average linkage over the whole pool (less `exclude`), by first face id."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     rows = [r for r in state.pool_rows() if r.face_id not in exclude]
     if len(rows) == 1:
         return [[rows[0].face_id]]
     vecs = np.stack([unit(np.frombuffer(r.embedding, dtype="<f4")) for r in rows]).astype(np.float64)
-    labels = fcluster(linkage(vecs, method="complete", metric="cosine"), t=t, criterion="distance")
+    labels = fcluster(linkage(vecs, method="average", metric="cosine"), t=t, criterion="distance")
     out: dict[int, list[str]] = {}
     for label, r in zip(labels, rows):
         out.setdefault(int(label), []).append(r.face_id)
@@ -127,7 +127,7 @@ def reference_cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
     if len(left) == 1:
         labels = np.array([1])
     else:
-        z = linkage(vecs[left].astype(np.float64), method="complete", metric="cosine")
+        z = linkage(vecs[left].astype(np.float64), method="average", metric="cosine")
         labels = fcluster(z, t=ctx.config.identity.cluster_distance, criterion="distance")
     clusters: dict[int, list[int]] = {}
     for i, label in zip(left, labels):
@@ -142,13 +142,17 @@ def reference_cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
         if len(moves) < gate:
             continue
         number += 1
-        pair = 1.0 - float(np.min(vecs[chosen] @ vecs[chosen].T))
+        sims = vecs[chosen] @ vecs[chosen].T
+        pair = 1.0 - float(np.min(sims))
+        pairs = len(chosen) * (len(chosen) - 1)  # (a gate of 1: no pair)
+        mean = 1.0 - float((sims.sum() - np.trace(sims)) / pairs) if pairs else 0.0
         out.append(ev.FacesetPromoted(
             faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
-                   f"{ctx.config.identity.cluster_distance} of each other (complete linkage)",
+                   f"{ctx.config.identity.cluster_distance} of each other on average (average linkage)",
             inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,
-                    "max_pair_distance": round(pair, 4), "pool_size": len(rows)},
+                    "max_pair_distance": round(pair, 4), "mean_pair_distance": round(mean, 4),
+                    "pool_size": len(rows)},
         ))
         out.extend(added)
     return out
@@ -407,3 +411,40 @@ def test_incremental_matching_over_passes_equals_matching_the_whole_pool(tmp_pat
     assert any(isinstance(e, ev.PoolFacesMatched) for e in until_quiet())
     _seed(pool, "faceset_900", data[[ids.index(f) for f in people[-1][:3]]])  # a new centroid over old faces
     until_quiet()
+
+
+def _fan(degrees: list[float], rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors at these angles in one plane of 512-d space (cosine distance 1 - cos of the angle between two),
+    each with a little noise off the plane so none is equal."""
+    plane = np.linalg.qr(rng.standard_normal((512, 2)))[0].T
+    out = [np.cos(np.radians(a)) * plane[0] + np.sin(np.radians(a)) * plane[1] + rng.standard_normal(512) * 1e-3
+           for a in degrees]
+    return np.asarray([v / np.linalg.norm(v) for v in out], dtype=np.float32)
+
+
+def test_a_persons_two_halves_join_and_become_one_faceset(tmp_path: Path) -> None:
+    """Issue 21: eight photos of one person spread over 65 degrees (the widest pair 0.58 apart, past 0.55): complete
+    linkage split them into halves under the gate, never joined again; average linkage joins them, and one faceset
+    of eight is born. A person 90 degrees away stays apart."""
+    rng = np.random.default_rng(21)
+    person = _fan([0, 5, 10, 15, 50, 55, 60, 65], rng)
+    other = _fan([155, 160, 165], rng)
+    pool = Pool(tmp_path)
+    pool.add(np.concatenate([person, other]))
+    complete = [sorted(c) for c in _complete(np.concatenate([person, other]), T)]
+    assert max(len(c) for c in complete) < 5  # what the old rule made of them: no faceset
+    ctx = pool.ctx(min_new_faceset=5)
+    events = cluster_pool(ctx, PoolClusters(pool.state, SearchPlan(cluster_distance=T)))
+    (born,) = [e for e in events if isinstance(e, ev.FacesetPromoted)]
+    assert born.face_ids == tuple(face_id(i) for i in range(8)) and born.inputs["max_pair_distance"] > T
+    assert born.inputs["mean_pair_distance"] < T
+
+
+def _complete(vecs: np.ndarray, t: float) -> list[list[int]]:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = fcluster(linkage(vecs.astype(np.float64), method="complete", metric="cosine"), t=t, criterion="distance")
+    out: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        out.setdefault(int(label), []).append(i)
+    return list(out.values())

@@ -36,6 +36,7 @@ VERB_MODULES = [
     "promote",
     "review",
     "report",
+    "calibrate",
 ]
 
 

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 NAME = "config"
-HELP = "print the effective configuration as commented TOML (--defaults: the built-in defaults)"
+HELP = ("print the effective configuration as commented TOML (--defaults: the built-in defaults); the face pack's"
+        " distances say where their value comes from (a file, a variable, or the pack's measured defaults)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, app: Any) -> int:
     # Here, not at the top: daemon.config_toml brings daemon.config (and through it gpu_agent and numpy),
     # which building the parser for `--help` and the other verbs does not need.
+    from daemon.config import identity_origins
     from daemon.config_toml import render, render_reference
 
     if args.reference:
         print(render_reference(), end="")
+    elif args.defaults:
+        print(render(), end="")
     else:
-        print(render(None if args.defaults else app.config), end="")
+        origins = identity_origins(app.config_path, data_dir=str(app.config.data_dir))
+        print(render(app.config, {"identity": origins}), end="")
     return 0

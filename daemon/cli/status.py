@@ -59,8 +59,26 @@ def run(args: argparse.Namespace, app: Any) -> int:
             print(f"  {printable(fs['name']):<16} {AREA_NAMES.get(fs['area'], fs['area']):<7} {fs['faces']:>6}"
                   f" {fs['dropped']:>8}  {fs['in_top_n']}/{fs['top_n']}"
                   + (f"  {printable(fs['label'])}" if fs.get("label") else ""))
+    print_forming(s["pool"])
     print_candidates(s["candidates"])
     return 0
+
+
+def print_forming(pool: dict[str, Any]) -> None:
+    """The people forming in the pool, each with its faces: one becomes a faceset by itself at the gate, or now by
+    `facesetd promote FACE...`."""
+    forming = pool.get("forming") or []
+    if not forming:
+        return
+    print()
+    print(f"forming       {counted(len(forming), 'person', 'people')} with 3 photos or more, below the gate of"
+          f" {pool['min_new_faceset']} (a faceset by itself at the gate; now: facesetd promote FACE_ID...)")
+    for person in forming:
+        near = (f"nearest {printable(person['nearest'])} at {person['distance']:.3f}" if person["nearest"]
+                else "no faceset yet")
+        print(f"  {counted(person['photos'], 'photo')}, {near}")
+        for face in person["faces"]:
+            print(f"    {printable(face['face_id']):<24} from {printable(face['photo'])}")
 
 
 def print_candidates(candidates: list[dict[str, Any]]) -> None:

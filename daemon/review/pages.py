@@ -15,7 +15,7 @@ import numpy as np
 
 from daemon.restore_rules import refusal
 from handlers.centroids import unit
-from handlers.pool_clusters import complete_linkage
+from handlers.pool_clusters import average_linkage
 from handlers.thresholds import IdentityThresholds
 from state import events as ev
 from state.correction_queries import StateQueries
@@ -31,7 +31,7 @@ TIMELINE_PAGE = 100  # decisions per timeline page
 # Decisions whose refusal the timeline explains beside a disabled button: about a whole faceset, refused because it
 # changed since (the other refusals are a restore made already, shown as such).
 EXPLAINED = (ev.FacesetPromoted.KIND, ev.FacesetsMerged.KIND)
-POOL_CLUSTER_MAX = 4000  # pool faces clustered for the page at most (complete linkage is quadratic in memory)
+POOL_CLUSTER_MAX = 4000  # pool faces clustered for the page at most (average linkage is quadratic in memory)
 THUMBS_PER_ROW = 6  # before/after thumbnails of one decision at most
 
 
@@ -155,7 +155,7 @@ def _inputs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def pool(state: StateQueries, identity: IdentityThresholds) -> dict[str, Any]:
-    """The pool: clusters forming (complete linkage at cluster_distance, as the promotion forms them), each with
+    """The pool: clusters forming (average linkage at cluster_distance, as the promotion forms them), each with
     its photos, and the nearest active faceset with the cosine distance of the cluster's centroid to it."""
     rows = state.pool_rows()
     shown = rows[:POOL_CLUSTER_MAX]
@@ -163,7 +163,7 @@ def pool(state: StateQueries, identity: IdentityThresholds) -> dict[str, Any]:
     clusters = []
     if shown:
         vecs = np.stack([unit(np.frombuffer(r.embedding, dtype="<f4")) for r in shown])
-        for members in complete_linkage(vecs, identity.cluster_distance):
+        for members in average_linkage(vecs, identity.cluster_distance):
             clusters.append(_cluster(shown, vecs, members, names, matrix))
     clusters.sort(key=lambda c: (-c["photos"], -len(c["faces"]), c["faces"][0]["face_id"]))
     gate = max(1, identity.min_new_faceset)
