@@ -15,6 +15,7 @@ import numpy as np
 
 from daemon.restore_rules import refusal
 from handlers.centroids import unit
+from handlers.pool import FORMING_MIN_PHOTOS
 from handlers.pool_clusters import average_linkage
 from handlers.thresholds import IdentityThresholds
 from state import events as ev
@@ -169,7 +170,8 @@ def pool(state: StateQueries, identity: IdentityThresholds) -> dict[str, Any]:
     gate = max(1, identity.min_new_faceset)
     return {"title": "Pool", "clusters": [c for c in clusters if c["photos"] >= 2],
             "singles": [c for c in clusters if c["photos"] < 2], "faces": len(rows), "shown": len(shown),
-            "gate": gate, "cluster_distance": identity.cluster_distance, "match_distance": identity.match_distance,
+            "gate": gate, "forming": FORMING_MIN_PHOTOS, "cluster_distance": identity.cluster_distance,
+            "match_distance": identity.match_distance,
             "targets": targets(state), "candidates": len(state.candidates())}
 
 
