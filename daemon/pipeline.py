@@ -32,6 +32,7 @@ from state.errors import UnknownEvent
 from state.eventlog import EventLog
 from state.layout import POOL_DIR, faceset_dir, parse_face_path
 from state.mover import Mover
+from state.processor import commit
 from state.queries import FacesetCount
 from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
@@ -283,11 +284,8 @@ class Pipeline:
             self._slices = []
         seen = self.log.head()  # the state is caught up to here (step() applies the log first)
         events = cluster_pool(self.ctx, self.pool)
-        with self.log.transaction() as conn:
-            if self.log.tracked(PROMOTER, conn) != after:
-                return 0  # another process evaluated it first
-            positions = self.log.append(events, conn=conn)
-            self.log.track(PROMOTER, max([seen, *positions]), conn)
+        if commit(self.log, PROMOTER, after, events, lambda positions: max([seen, *positions])) is None:
+            return 0  # another process evaluated it first
         self.promoted += sum(isinstance(e, ev.FacesetPromoted) for e in events)
         return len(events)
 
@@ -400,11 +398,8 @@ class Pipeline:
             return 0
         seen = self.state.applied_position()
         events = check_merges(self.ctx, None if after == 0 else [c.name for c in changed])
-        with self.log.transaction() as conn:
-            if self.log.tracked(merger, conn) != after:
-                return 0  # another process checked first
-            positions = self.log.append(events, conn=conn)
-            self.log.track(merger, max([seen, *positions]), conn)
+        if commit(self.log, merger, after, events, lambda positions: max([seen, *positions])) is None:
+            return 0  # another process checked first
         return sum(len(e.merged) for e in events if isinstance(e, ev.FacesetsMerged))
 
     def merge_duplicates(self, progress: Callable[[int, int], None] | None = None, *, render: bool = True) -> int:

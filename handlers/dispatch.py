@@ -11,6 +11,7 @@ from state.corpus_state import CorpusState
 from state.eventlog import EventLog, StoredEvent
 from state.events import Event
 from state.faults import crash_point
+from state.processor import commit
 
 from .context import HandlerContext
 from .flow import FLOW
@@ -58,11 +59,8 @@ class Dispatcher:
             for reg in self._consumers(group[0].kind):
                 out.extend(reg.fn(self.ctx, group))
             crash_point("dispatch:before_commit")  # handlers ran (files may be written), nothing recorded
-            with self.log.transaction() as conn:
-                if self.log.tracked(PROCESSOR, conn) != after:  # another process got here first
-                    continue
-                self.log.append(out, conn=conn)
-                self.log.track(PROCESSOR, group[-1].position, conn)
+            if commit(self.log, PROCESSOR, after, out, group[-1].position) is None:
+                continue  # another process got here first
             consumed += len(group)
             self.state.catch_up()
         return consumed

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpu_agent.errors import ModelError
 from state import events as ev
+from state.errors import FacesetdError
 from state.layout import face_path, faceset_name, faceset_number
 from state.queries import PoolRow
 from state.scan import iter_facesets
@@ -238,17 +240,28 @@ def forming_people(ctx: HandlerContext, pool: PoolClusters) -> list[FormingPerso
     held back (a promotion undone) are left out: they wait for `facesetd promote`, not for the gate."""
     gate = max(1, ctx.config.identity.min_new_faceset)
     held = ctx.state.held()
-    cents = _centroids(ctx)
+    cents: Centroids | None = None
     out = []
     for cluster in pool.clusters(min_size=FORMING_MIN_PHOTOS, exclude=held):
         rows = ctx.state.pool_rows_of(cluster)
         photos = len({r.photo_sha256 for r in rows})
         if not FORMING_MIN_PHOTOS <= photos < gate:
             continue
+        if cents is None:
+            cents = _known_centroids(ctx)
         name, dist = nearest(cents, unit(pool.vectors(cluster).mean(axis=0))) if cents else ("", 2.0)
         faces = tuple({"face_id": r.face_id, "path": r.path, "photo": _photo_name(r.source)} for r in rows)
         out.append(FormingPerson(faces, photos, name, round(dist, 4) if name else None))
     return sorted(out, key=lambda p: (-p.photos, p.faces[0]["face_id"]))
+
+
+def _known_centroids(ctx: HandlerContext) -> Centroids:
+    """The centroids a read can give without the models (an adopted faceset's PNGs not embedded yet, the models
+    not installed): those; `status` never fails for want of models."""
+    try:
+        return _centroids(ctx)
+    except (FacesetdError, ModelError):
+        return Centroids({})
 
 
 def _photo_name(source: str) -> str:

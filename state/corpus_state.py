@@ -7,6 +7,7 @@ events after the tracked position and records the new position in the same trans
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from .correction_queries import StateQueries
 from .correction_tables import CORRECTION_PROJECTION_TABLES, CORRECTION_TABLES
 from .eventlog import EventLog, StoredEvent
 from .layout import parse_face_path
+from .processor import commit
 from .queries import EMBEDDING_SQL, DeferredPhoto
 
 PROCESSOR = "corpus_state"
@@ -518,6 +520,21 @@ def _thin_eras(conn: sqlite3.Connection, se: StoredEvent[ev.ThinErasListed]) -> 
     mark_dirty(conn)
 
 
+def _apply_with_marks(conn: sqlite3.Connection, batch: list[StoredEvent[ev.Event]]) -> None:
+    """Apply a chunk (`_apply`) with its dirty marks collected and written once, and the master manifest's
+    position noted: the projection's work inside its tracked transaction (CorpusState.catch_up)."""
+    global _dirty_buffer
+    _dirty_buffer = set()
+    try:
+        master_at = _apply(conn, batch)
+        dirty, _dirty_buffer = _dirty_buffer, None
+        conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in sorted(dirty)])
+        if master_at:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (MASTER_POSITION, str(master_at)))
+    finally:
+        _dirty_buffer = None
+
+
 def _apply(conn: sqlite3.Connection, batch: list[StoredEvent[ev.Event]]) -> int:
     """Apply a batch run by run; returns the position of its last event that marked anything dirty (0: none).
 
@@ -652,26 +669,15 @@ class CorpusState(StateQueries):
 
     def catch_up(self, chunk: int = 5000) -> int:
         """Apply every event past the tracked position; returns how many were applied."""
-        global _dirty_buffer
         applied = 0
         while True:
-            with self.log.transaction() as conn:
-                after = self.log.tracked(PROCESSOR, conn)
-                batch = self.log.read(after, chunk)
-                if not batch:
-                    return applied
-                _dirty_buffer = set()
-                try:
-                    master_at = _apply(conn, batch)
-                    dirty, _dirty_buffer = _dirty_buffer, None
-                    conn.executemany("INSERT OR IGNORE INTO dirty(faceset) VALUES (?)", [(f,) for f in sorted(dirty)])
-                    if master_at:
-                        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                                     (MASTER_POSITION, str(master_at)))
-                finally:
-                    _dirty_buffer = None
-                self.log.track(PROCESSOR, batch[-1].position, conn)
-            applied += len(batch)
+            after = self.log.tracked(PROCESSOR)
+            batch = self.log.read(after, chunk)
+            if not batch:
+                return applied
+            if commit(self.log, PROCESSOR, after, (), batch[-1].position,
+                      apply=functools.partial(_apply_with_marks, batch=batch)) is not None:
+                applied += len(batch)
 
     def applied_position(self) -> int:
         """Position of the last event applied to the state tables (0: none)."""

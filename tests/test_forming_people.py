@@ -54,7 +54,7 @@ def test_a_person_forms_in_the_pool_then_becomes_a_faceset_at_the_gate(tmp_path:
     # the review page's pool shows the same two (the static report is the same page)
     cli(data, "report", "--out", str(tmp_path / "report"), env=env)
     pool_page = (tmp_path / "report" / "pool.html").read_text()
-    assert pool_page.count("person forming") == 2 and all(f["face_id"] in pool_page for f in by_person["obama"]["faces"])
+    assert pool_page.count('class="badge forming"') == 2 and all(f["face_id"] in pool_page for f in by_person["obama"]["faces"])
 
     # two more photos: obama reaches the gate and is promoted by itself; alex forms on, now beside a faceset
     drop(faces_dir, inbox, "obama", OBAMA[3:])
