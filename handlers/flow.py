@@ -113,6 +113,43 @@ FLOW = declare([
 ])
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Follower:
+    """One follower of the log (or of the files, for the first): where it runs, how it knows where it is, what it
+    reads and what it writes. The tracked ones commit through state/processor.py."""
+
+    name: str
+    module: str
+    position: str  # "tracking `NAME`" for a tracked follower (state/processor.py), else the cursor it keeps
+    reads: str
+    writes: str
+
+
+# The way of a photo, from the watcher to the .fsz writer: every follower, in the order a photo meets them. The
+# daemon and `reconcile` run the same followers; they differ in what drives them (daemon/service.py's loop,
+# daemon/pipeline.py's settle). tests/test_flow.py holds every tracking name the code commits under to this list.
+FOLLOWERS = (
+    Follower("watcher", "daemon.watcher, daemon.service, daemon.inbox",
+             "the files: an inbox photo is waiting until its photo_received", "files in inbox/ and corpus/",
+             "photo_received (one photo at a time, once the last one is settled); the corpus facts of state.scan"),
+    Follower("projection", "state.corpus_state", "tracking `corpus_state`", "every event, in log order",
+             "the state tables (the named reads of state/queries.py) and the renderer's dirty marks"),
+    Follower("checks", "handlers.dispatch", "tracking `handlers`", "the kinds FLOW gives consumers, in FLOW's order",
+             "route_photo's crops and findings, then every check's decisions (face_pruned, ...)"),
+    Follower("mover", "state.mover", "decisions without their move_completed (pending_decisions)",
+             "every Decision's `moves`", "the files moved, then move_completed"),
+    Follower("promoter", "daemon.pipeline, handlers.pool", "tracking `promoter`",
+             "photo_processed, faceset_created, decision_reverted since its position",
+             "pool_faces_matched, faceset_promoted (with their face_added, face_routed)"),
+    Follower("merger", "daemon.pipeline, handlers.merge_identities", "tracking `merger:<merge_distance>`",
+             "the facesets whose centroid changed since its position", "facesets_merged (with face_added)"),
+    Follower("renderer", "state.render", "the projection's dirty marks", "the facesets marked dirty",
+             "each faceset's manifest.json and .fsz files, the master manifest"),
+)
+
+
 # --- docs/events.md ------------------------------------------------------------------------------------------
 
 HEADER = """\
@@ -148,9 +185,21 @@ def _doc(cls: type) -> str:
     return " ".join(line.strip() for line in (inspect.getdoc(cls) or "").splitlines() if line.strip())
 
 
+def render_followers() -> list[str]:
+    """The followers table: the way of a photo from the watcher to the .fsz writer."""
+    lines = ["## The way of a photo: every follower", "",
+             "From the watcher to the `.fsz` writer, in the order a photo meets them (`FOLLOWERS`). A tracked follower"
+             " records its events and its new position in one transaction (`state/processor.py` `commit`).", "",
+             "| follower | module | where it is | reads | writes |", "|---|---|---|---|---|"]
+    lines += [f"| {f.name} | `{f.module}` | {_cell(f.position)} | {_cell(f.reads)} | {_cell(f.writes)} |"
+              for f in FOLLOWERS]
+    return [*lines, ""]
+
+
 def render_events() -> str:
-    """docs/events.md: every kind in the order of the flow map, its fields, writers, consumers and applier."""
-    lines = [HEADER]
+    """docs/events.md: the followers, then every kind in the order of the flow map, its fields, writers,
+    consumers and applier."""
+    lines = [HEADER, *render_followers()]
     for kind, stage in FLOW.items():
         cls = stage.kind
         lines += [f"## `{kind}` ({cls.__name__})", "", _doc(cls), ""]

@@ -234,3 +234,22 @@ def test_a_dry_run_leaves_a_received_photo_unrouted(tmp_path: Path, models_root:
 
     cli(data, "reconcile", env=env)  # the real reconcile routes it
     assert not (data / "inbox/biden.jpg").exists() and list((data / "corpus").rglob("*.png"))
+
+
+def test_every_tracked_follower_is_declared_in_the_followers_map() -> None:
+    """Issue 22: each name the code commits a follower's position under (state/processor.py commit) is a
+    follower of handlers/flow.py FOLLOWERS, and each tracked follower declared there commits somewhere."""
+    from daemon.pipeline import MERGER, PROMOTER
+    from handlers.dispatch import PROCESSOR as CHECKS
+    from handlers.flow import FOLLOWERS
+    from state.corpus_state import PROCESSOR as PROJECTION
+
+    tracked = {f.position.split("`")[1].split(":")[0] for f in FOLLOWERS if f.position.startswith("tracking `")}
+    assert tracked == {CHECKS, PROJECTION, PROMOTER, MERGER}
+    # and every commit() in the tree is one of theirs: the calls name these constants (or the merger's key)
+    repo = Path(__file__).resolve().parents[1]
+    calls = [line.strip() for path in [*repo.glob("daemon/**/*.py"), *repo.glob("handlers/**/*.py"),
+                                       *repo.glob("state/**/*.py")]
+             for line in path.read_text().splitlines() if re.search(r"\bcommit\(self\.log, |\bcommit\(log, ", line)]
+    named = {re.search(r"commit\((?:self\.)?log, (\w+)", c).group(1) for c in calls}  # type: ignore[union-attr]
+    assert named == {"PROCESSOR", "PROMOTER", "merger"}, calls
