@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING
 
 from state import events as ev
 from state.errors import UnknownEvent
-from state.layout import POOL_DIR, parse_face_path
+from state.layout import POOL_DIR, THIN_AREA, parse_face_path
 
 from .corrections import DROPPED, POOL, POOL_DROPPED, _begin, _record
-from .restore_rules import THIN_AREA
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline

@@ -20,7 +20,7 @@ from typing import Any
 
 from state import events as ev
 from state.errors import FacesetdError, UnknownEvent
-from state.layout import FACESET_RE, faceset_name
+from state.layout import FACESET_RE, MERGED_AREA, faceset_name
 
 from .common import Face
 from .context import HandlerContext
@@ -28,7 +28,6 @@ from .era import buckets, photo_year
 from .pool import _next_number
 
 CHECK = "era_split"
-MERGED = "_merged"  # where a restored split's buckets go: merged back into their family
 
 
 class CannotSplit(FacesetdError):
@@ -161,7 +160,7 @@ def unsplit_moves(ctx: HandlerContext, position: int, split: ev.ErasSplit) -> tu
         area = ctx.state.faceset_area(b)
         if area != "":
             raise UnknownEvent(f"cannot restore event {position}: its era bucket {b} is in {area}/, not active")
-        if (ctx.config.corpus / MERGED / b).exists():
-            raise UnknownEvent(f"cannot restore event {position}: {MERGED}/{b} exists")
-        moves.append((b, f"{MERGED}/{b}"))
+        if (ctx.config.corpus / MERGED_AREA / b).exists():
+            raise UnknownEvent(f"cannot restore event {position}: {MERGED_AREA}/{b} exists")
+        moves.append((b, f"{MERGED_AREA}/{b}"))
     return tuple(moves)

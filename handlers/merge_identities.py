@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from state import events as ev
-from state.layout import face_path, faceset_number
+from state.layout import MERGED_AREA, face_path, faceset_number
 from state.names import fit
 
 from .centroids import Centroids
@@ -39,7 +39,6 @@ from .pool_clusters import EDGE_SLACK, components_of
 from .route_photo import centroids
 
 CHECK = "merge"  # state/corpus_state.MERGE_CHECK: a restore of it keeps the pair apart
-MERGED_AREA = "_merged"
 SEARCH_ROWS = 1024  # centroids per row block of the neighbour search (x N float32 similarities)
 
 
