@@ -25,7 +25,7 @@ from state.layout import FACESET_RE, MERGED_AREA, faceset_name
 from .common import Face
 from .context import HandlerContext
 from .era import buckets, photo_year
-from .pool import _next_number
+from .pool import next_faceset_number
 
 CHECK = "era_split"
 
@@ -87,7 +87,7 @@ def plan_split(ctx: HandlerContext, family: str, years: int) -> SplitPlan:
         raise CannotSplit(f"{family}: {len(dated)} of its {total} faces have a year, and no window of {years} year{'s' if years != 1 else ''}"
                           f" holds {plan.min_anchors} of them (an era bucket needs at least {plan.min_anchors}"
                           " anchors: [eras] min_split_anchors); nothing split")
-    number = _next_number(ctx)
+    number = next_faceset_number(ctx)
     for i, k in enumerate(kept):
         members = sorted(windows[k], key=lambda d: d.path)
         ordered_years = sorted(d.year for d in members)

@@ -79,7 +79,7 @@ def _neighbours(matrix: npt.NDArray[np.float32], rows: list[int], reach: float) 
     return out
 
 
-def _components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float) -> list[list[int]]:
+def seeded_components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float) -> list[list[int]]:
     """The connected components (2 rows or more) of the graph of pairs within `reach` that hold a seed."""
     adj: dict[int, set[int]] = {}
     seen, frontier = set(seeds), list(seeds)
@@ -96,8 +96,8 @@ def _components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float)
     return [sorted(c) for c in components_of(sorted(seen), adj) if len(c) > 1]
 
 
-def _linkage(names: list[str], vecs: npt.NDArray[np.float32], t: float,
-             apart: set[tuple[str, str]]) -> list[MergeGroup]:
+def linkage_groups(names: list[str], vecs: npt.NDArray[np.float32], t: float,
+                   apart: set[tuple[str, str]]) -> list[MergeGroup]:
     """scipy complete linkage (cosine, float64) of one component cut at t; the groups of 2 or more."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
@@ -139,8 +139,8 @@ def merge_groups(ctx: HandlerContext, changed: Collection[str] | None) -> list[M
     t = ctx.config.identity.merge_distance
     apart = ctx.state.merge_overrides()
     groups: list[MergeGroup] = []
-    for component in _components(matrix, seeds, t + EDGE_SLACK):
-        groups += _linkage([names[i] for i in component], matrix[component], t, apart)
+    for component in seeded_components(matrix, seeds, t + EDGE_SLACK):
+        groups += linkage_groups([names[i] for i in component], matrix[component], t, apart)
     return sorted(groups, key=lambda g: faceset_number(g.survivor))
 
 
