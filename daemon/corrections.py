@@ -124,7 +124,7 @@ def _free(pipeline: Pipeline, rel: str) -> str:
 
 def _distance(pipeline: Pipeline, faceset: str, vec: np.ndarray) -> float | None:
     """Cosine distance of `vec` to `faceset`'s centroid (None when it has none)."""
-    from handlers.route_photo import centroids
+    from handlers.centroids import centroids
 
     centroid = centroids(pipeline.ctx).get(faceset)
     return None if centroid is None else round(1.0 - float(np.dot(centroid, vec)), 4)

@@ -32,11 +32,10 @@ from state import events as ev
 from state.layout import MERGED_AREA, face_path, faceset_number
 from state.names import fit
 
-from .centroids import Centroids
+from .centroids import Centroids, centroids
 from .context import HandlerContext
 from .era import buckets
 from .pool_clusters import EDGE_SLACK, components_of
-from .route_photo import centroids
 
 CHECK = "merge"  # state/corpus_state.MERGE_CHECK: a restore of it keeps the pair apart
 SEARCH_ROWS = 1024  # centroids per row block of the neighbour search (x N float32 similarities)

@@ -26,10 +26,9 @@ from state.layout import face_path, faceset_name, faceset_number
 from state.queries import PoolRow
 from state.scan import iter_facesets
 
-from .centroids import Centroids, unit
+from .centroids import Centroids, centroids, nearest, unit
 from .context import HandlerContext
 from .pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
-from .route_photo import centroids, nearest
 
 
 def next_faceset_number(ctx: HandlerContext) -> int:

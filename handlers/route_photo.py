@@ -34,7 +34,7 @@ from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
 from . import candidates
-from .centroids import Centroids, nearest_row, stack, unit
+from .centroids import centroids, nearest, unit
 from .context import HandlerContext
 
 PROCESSED = "_processed"
@@ -43,27 +43,6 @@ POOL_FACESET = "pool"
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
 # its header claims more pixels than [limits] max_pixels (never decoded).
 REJECT_REASONS = ("unreadable", "unprocessable", "too_large")
-
-
-# --- Centroids --------------------------------------------------------------------------------------
-
-
-def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> Centroids:
-    """faceset -> unit centroid (mean of unit embeddings, renormalised) of every active faceset with faces.
-
-    An embedding comes from routing (the face on its photo), else from FaceAnalyzed (the PNG), else it is
-    computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
-    before a crash, then found by a scan). Served by the process's centroid cache (handlers/centroids.py):
-    a read-only snapshot, in name order.
-    """
-    return ctx.centroid_cache.snapshot(ctx, exclude_prefix)
-
-
-def nearest(cents: dict[str, np.ndarray], vec: np.ndarray, exclude: str = "") -> tuple[str, float]:
-    """(faceset, cosine distance) of the nearest centroid other than `exclude`; ("", 2.0) without any.
-    The first of equal ones in the mapping's order; one matrix-vector product for a snapshot of `centroids`."""
-    names, matrix = cents.table() if isinstance(cents, Centroids) else stack(cents)
-    return nearest_row(names, matrix, vec, exclude)
 
 
 # --- Files ----------------------------------------------------------------------------------------
@@ -601,4 +580,4 @@ def _source_dict(e: ev.PhotoReceived, dest: str) -> dict[str, Any]:
     return {**e.provenance, "photo": dest or received_as, "received_as": received_as}
 
 
-__all__ = ["centroids", "move_aside", "nearest", "route_one", "route_photo", "unit"]
+__all__ = ["move_aside", "route_one", "route_photo"]

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handlers.centroids import unit
 from handlers.context import HandlerConfig, HandlerContext
 from handlers.pool import best_per_photo, claim_from_pool, cluster_pool, match_pool, next_faceset_number, pool_face_ids
 from handlers.pool_clusters import PoolClusters, SearchPlan
-from handlers.route_photo import unit
 from handlers.thresholds import IdentityThresholds
 from state import events as ev
 from state.corpus_state import CorpusState
