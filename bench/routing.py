@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from routing_reference import old_centroids, old_check_near_dup, old_nearest
 
-from handlers.centroids import unit
+from handlers.centroids import centroids, nearest, unit
 from handlers.context import HandlerConfig, HandlerContext
 from handlers.near_dup import check_near_dup
-from handlers.route_photo import centroids, nearest
 from state import events as ev
 from state.corpus_state import CorpusState
 from state.eventlog import EventLog

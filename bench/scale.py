@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from daemon.logs import configure_logging
+from handlers.centroids import unit
 from handlers.pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
-from handlers.route_photo import unit
 from handlers.thresholds import IdentityThresholds
 from state import events as ev
 from state.corpus_state import CorpusState

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING
 
 from state import events as ev
 from state.errors import UnknownEvent
-from state.layout import POOL_DIR, parse_face_path
+from state.layout import POOL_DIR, THIN_AREA, parse_face_path
 
-from .corrections import DROPPED, POOL, POOL_DROPPED, _begin, _record
-from .restore_rules import THIN_AREA
+from .corrections import DROPPED, POOL, POOL_DROPPED, append_and_settle, bring_up_to_date
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -36,18 +35,18 @@ CORRECTION_KINDS = (ev.FaceMoved, ev.FacesetLabelled, ev.CandidateRejected, ev.F
 
 def restore_correction(pipeline: Pipeline, position: int, target: ev.Event) -> int:
     """Undo the event at `position` (one of CORRECTION_KINDS, accepted by restore_rules); the new event's id."""
-    _begin(pipeline)
+    bring_up_to_date(pipeline)
     if isinstance(target, ev.FacesetLabelled):
-        return _record(pipeline, [ev.FacesetLabelled(faceset=target.faceset, label=target.previous,
+        return append_and_settle(pipeline, [ev.FacesetLabelled(faceset=target.faceset, label=target.previous,
                                                      previous=target.label, undoes=position)])
     if isinstance(target, ev.CandidateRejected):
-        return _record(pipeline, [_propose_again(pipeline, target)])
+        return append_and_settle(pipeline, [_propose_again(pipeline, target)])
     if isinstance(target, ev.FaceMoved):
-        return _record(pipeline, _move_back(pipeline, position, target))
+        return append_and_settle(pipeline, _move_back(pipeline, position, target))
     if isinstance(target, ev.FacesetPromoted):
-        return _record(pipeline, _unpromote(pipeline, position, target))
+        return append_and_settle(pipeline, _unpromote(pipeline, position, target))
     assert isinstance(target, ev.DecisionReverted)
-    return _record(pipeline, [_reapply(pipeline, position, target)])
+    return append_and_settle(pipeline, [_reapply(pipeline, position, target)])
 
 
 def _propose_again(pipeline: Pipeline, e: ev.CandidateRejected) -> ev.Event:

@@ -84,12 +84,13 @@ def _target(pipeline: Pipeline, to: str) -> str:
     return to
 
 
-def _begin(pipeline: Pipeline) -> None:
+def bring_up_to_date(pipeline: Pipeline) -> None:
+    """Before a correction: the state caught up with the log, every pending move done."""
     pipeline.state.catch_up()
     pipeline.mover.finish_pending()
 
 
-def _record(pipeline: Pipeline, events: list[ev.Event]) -> int:
+def append_and_settle(pipeline: Pipeline, events: list[ev.Event]) -> int:
     """Append `events`, settle what they lead to; the first one's id."""
     positions = pipeline.log.append(events)
     pipeline.settle()
@@ -102,13 +103,13 @@ def _record(pipeline: Pipeline, events: list[ev.Event]) -> int:
 def move_face(pipeline: Pipeline, face: str, to: str) -> int:
     """Move one face to faceset_NNN, the pool or dropped (see the module's docstring for FACE); returns the id of
     the event recorded (face_moved, or candidate_rejected for a candidate sent back to the pool)."""
-    _begin(pipeline)
+    bring_up_to_date(pipeline)
     target = _target(pipeline, to)
     found = locate(pipeline, face)
     if found.pool is not None:
-        return _record(pipeline, _from_pool(pipeline, found.pool, target))
+        return append_and_settle(pipeline, _from_pool(pipeline, found.pool, target))
     assert found.face is not None
-    return _record(pipeline, _from_faceset(pipeline, found.face, target))
+    return append_and_settle(pipeline, _from_faceset(pipeline, found.face, target))
 
 
 def _free(pipeline: Pipeline, rel: str) -> str:
@@ -123,7 +124,7 @@ def _free(pipeline: Pipeline, rel: str) -> str:
 
 def _distance(pipeline: Pipeline, faceset: str, vec: np.ndarray) -> float | None:
     """Cosine distance of `vec` to `faceset`'s centroid (None when it has none)."""
-    from handlers.route_photo import centroids
+    from handlers.centroids import centroids
 
     centroid = centroids(pipeline.ctx).get(faceset)
     return None if centroid is None else round(1.0 - float(np.dot(centroid, vec)), 4)
@@ -222,7 +223,7 @@ def _to_pool(pipeline: Pipeline, rec: FaceRecord, inputs: dict[str, Any]) -> lis
 def label_faceset(pipeline: Pipeline, faceset: str, label: str) -> int:
     """Give `faceset` a person's name (shown in its manifest, the master manifest, status and logs; folder and .fsz
     names stay); an empty label takes it off. Returns the faceset_labelled event's id."""
-    _begin(pipeline)
+    bring_up_to_date(pipeline)
     if pipeline.state.faceset_area(faceset) is None:
         raise CorrectionError(f"no faceset {faceset}")
     label = label.strip()
@@ -231,7 +232,7 @@ def label_faceset(pipeline: Pipeline, faceset: str, label: str) -> int:
     previous = pipeline.state.label_of(faceset)
     if label == previous:
         raise CorrectionError(f"{faceset} is labelled {label!r} already" if label else f"{faceset} has no label")
-    position = _record(pipeline, [ev.FacesetLabelled(faceset=faceset, label=label, previous=previous)])
+    position = append_and_settle(pipeline, [ev.FacesetLabelled(faceset=faceset, label=label, previous=previous)])
     pipeline.ctx.log.info("faceset labelled", faceset=faceset, label=label, previous=previous, event_id=position)
     return position
 
@@ -242,10 +243,10 @@ def label_faceset(pipeline: Pipeline, faceset: str, label: str) -> int:
 def promote_pool_faces(pipeline: Pipeline, faces: list[str]) -> int:
     """Make a new faceset of these pool faces (any number, below the refine gate too); one face per photo.
     Returns the faceset_promoted event's id."""
-    from handlers.pool import _claim, _ids, _next_number
+    from handlers.pool import claim_from_pool, next_faceset_number, pool_face_ids
     from state.layout import faceset_name
 
-    _begin(pipeline)
+    bring_up_to_date(pipeline)
     rows: list[PoolRow] = []
     for face in faces:
         found = locate(pipeline, face)
@@ -260,13 +261,13 @@ def promote_pool_faces(pipeline: Pipeline, faces: list[str]) -> int:
     if len(set(photos)) != len(photos):
         raise CorrectionError("two of these faces come from one photo (one face per photo and person)")
     rows.sort(key=lambda r: r.face_id)
-    name = faceset_name(_next_number(pipeline.ctx))
-    moves, added = _claim(pipeline.ctx, rows, list(range(len(rows))), name)
+    name = faceset_name(next_faceset_number(pipeline.ctx))
+    moves, added = claim_from_pool(pipeline.ctx, rows, list(range(len(rows))), name)
     if len(moves) != len(rows):
         raise CorrectionError("a chosen pool crop is missing on disk")
     promoted = ev.FacesetPromoted(
-        faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="user",
+        faceset=name, face_ids=pool_face_ids(moves), moves=tuple(moves), check="user",
         reason=f"promoted by a person: {len(moves)} chosen pool faces",
         inputs={"min_new_faceset": pipeline.ctx.config.identity.min_new_faceset},
     )
-    return _record(pipeline, [promoted, *added])
+    return append_and_settle(pipeline, [promoted, *added])

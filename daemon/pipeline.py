@@ -30,7 +30,7 @@ from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
 from state.errors import UnknownEvent
 from state.eventlog import EventLog
-from state.layout import POOL_DIR, faceset_dir, parse_face_path
+from state.layout import AREA_NAMES, AREAS, POOL_DIR, faceset_dir, parse_face_path
 from state.mover import Mover
 from state.processor import commit
 from state.queries import FacesetCount
@@ -428,7 +428,7 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
     st = pipeline.state
     st.catch_up()
     listed = facesets_listed(pipeline)
-    areas = {area: sum(1 for r in listed if r.area == area) for area in ("", "_masked", "_merged", "_thin")}
+    areas = {area: sum(1 for r in listed if r.area == area) for area in AREAS}
     images = st.image_counts()
     inbox = pipeline.config.inbox_dir
     return {
@@ -438,10 +438,7 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
             "waiting": len(list_waiting(inbox)) if inbox.is_dir() else 0,
             "deferred": [names.escape(d.path) for d in st.deferred_photos()],
         },
-        "facesets": {
-            "active": areas.get("", 0), "masked": areas.get("_masked", 0),
-            "merged": areas.get("_merged", 0), "thin": areas.get("_thin", 0),
-        },
+        "facesets": {AREA_NAMES[area]: count for area, count in areas.items()},
         "images": {"active": int(images[0]), "dropped": int(images[1])},
         "log_position": pipeline.log.head(),
         "pending": pipeline.pending_work(),

@@ -23,14 +23,12 @@ from typing import Any
 from state import events as ev
 from state.correction_queries import StateQueries
 from state.eventlog import StoredEvent
-from state.layout import POOL_DIR, faceset_dir, parse_face_path
+from state.layout import MERGED_AREA, POOL_DIR, THIN_AREA, faceset_dir, parse_face_path
 
 Rule = Callable[[StateQueries, Path, int, Any], "str | None"]
 POOL_DROPPED = f"{POOL_DIR}/_dropped"
 # Decision kinds restore undoes while not restored already (its own checks beyond that say why at the click).
 UNDONE_ONCE = (ev.ErasSplit.KIND,)
-MERGED_AREA = "_merged"
-THIN_AREA = "_thin"  # where a faceset whose promotion was undone goes, emptied
 
 
 def refusal(state: StateQueries, corpus: Path, stored: StoredEvent[ev.Event]) -> str | None:

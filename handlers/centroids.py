@@ -162,6 +162,24 @@ def nearest_row(names: Sequence[str], matrix: np.ndarray, vec: np.ndarray, exclu
     return best, dist
 
 
+def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> Centroids:
+    """faceset -> unit centroid (mean of unit embeddings, renormalised) of every active faceset with faces.
+
+    An embedding comes from routing (the face on its photo), else from FaceAnalyzed (the PNG), else it is
+    computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
+    before a crash, then found by a scan). Served by the process's centroid cache (CentroidCache):
+    a read-only snapshot, in name order.
+    """
+    return ctx.centroid_cache.snapshot(ctx, exclude_prefix)
+
+
+def nearest(cents: dict[str, np.ndarray], vec: np.ndarray, exclude: str = "") -> tuple[str, float]:
+    """(faceset, cosine distance) of the nearest centroid other than `exclude`; ("", 2.0) without any.
+    The first of equal ones in the mapping's order; one matrix-vector product for a snapshot of `centroids`."""
+    names, matrix = cents.table() if isinstance(cents, Centroids) else stack(cents)
+    return nearest_row(names, matrix, vec, exclude)
+
+
 def _index_of(names: Sequence[str], name: str) -> int | None:
     if isinstance(names, _SortedNames):
         return names.index_of(name)

@@ -20,15 +20,14 @@ from typing import Any
 
 from state import events as ev
 from state.errors import FacesetdError, UnknownEvent
-from state.layout import FACESET_RE, faceset_name
+from state.layout import FACESET_RE, MERGED_AREA, faceset_name
 
 from .common import Face
 from .context import HandlerContext
 from .era import buckets, photo_year
-from .pool import _next_number
+from .pool import next_faceset_number
 
 CHECK = "era_split"
-MERGED = "_merged"  # where a restored split's buckets go: merged back into their family
 
 
 class CannotSplit(FacesetdError):
@@ -88,7 +87,7 @@ def plan_split(ctx: HandlerContext, family: str, years: int) -> SplitPlan:
         raise CannotSplit(f"{family}: {len(dated)} of its {total} faces have a year, and no window of {years} year{'s' if years != 1 else ''}"
                           f" holds {plan.min_anchors} of them (an era bucket needs at least {plan.min_anchors}"
                           " anchors: [eras] min_split_anchors); nothing split")
-    number = _next_number(ctx)
+    number = next_faceset_number(ctx)
     for i, k in enumerate(kept):
         members = sorted(windows[k], key=lambda d: d.path)
         ordered_years = sorted(d.year for d in members)
@@ -161,7 +160,7 @@ def unsplit_moves(ctx: HandlerContext, position: int, split: ev.ErasSplit) -> tu
         area = ctx.state.faceset_area(b)
         if area != "":
             raise UnknownEvent(f"cannot restore event {position}: its era bucket {b} is in {area}/, not active")
-        if (ctx.config.corpus / MERGED / b).exists():
-            raise UnknownEvent(f"cannot restore event {position}: {MERGED}/{b} exists")
-        moves.append((b, f"{MERGED}/{b}"))
+        if (ctx.config.corpus / MERGED_AREA / b).exists():
+            raise UnknownEvent(f"cannot restore event {position}: {MERGED_AREA}/{b} exists")
+        moves.append((b, f"{MERGED_AREA}/{b}"))
     return tuple(moves)

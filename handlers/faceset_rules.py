@@ -17,14 +17,14 @@ from typing import Any
 
 from state import events as ev
 from state.eventlog import StoredEvent
-from state.layout import parse_face_path
+from state.layout import MASKED_AREA, THIN_AREA, parse_face_path
 
 from .common import overridden
 from .context import HandlerContext
 from .occlusion import CHECK as OCCLUSION
 from .occlusion import scorer_available
 
-MASKED, THIN = "masked", "thin"
+MASKED_CHECK, THIN_CHECK = "masked", "thin"  # the checks; their areas are MASKED_AREA, THIN_AREA
 
 
 Checked = ev.FacePruned | ev.FaceAnalyzed | ev.OcclusionScored  # what brings a faceset back to its rules
@@ -71,17 +71,17 @@ def evaluate(ctx: HandlerContext, faceset: str, occlusion_on: bool, upto: int | 
         return None
     scored = [json.loads(s) for _p, _d, s in rows if "mask" in json.loads(s)]
     flagged = [s for s in scored if max(s["mask"], s["sunglasses"]) >= t.occlusion_prune]
-    if scored and len(flagged) / len(scored) >= t.masked_fraction and not overridden(ctx, faceset, MASKED):
+    if scored and len(flagged) / len(scored) >= t.masked_fraction and not overridden(ctx, faceset, MASKED_CHECK):
         share = len(flagged) / len(scored)
-        return _quarantine(ctx, faceset, "_masked", MASKED,
+        return _quarantine(ctx, faceset, MASKED_AREA, MASKED_CHECK,
                            f"{len(flagged)} of {len(scored)} images ({share:.0%}) masked or sunglassed"
                            f" (P >= {t.occlusion_prune}); the threshold is {t.masked_fraction:.0%}",
                            {"flagged": len(flagged), "scored": len(scored), "fraction": round(share, 6),
                             "masked_fraction": t.masked_fraction, "occlusion_prune": t.occlusion_prune})
     pruned = ctx.state.own_prunes(faceset, OCCLUSION)
     survivors = len(active)
-    if pruned and survivors < t.thin_min_survivors and not overridden(ctx, faceset, THIN):
-        return _quarantine(ctx, faceset, "_thin", THIN,
+    if pruned and survivors < t.thin_min_survivors and not overridden(ctx, faceset, THIN_CHECK):
+        return _quarantine(ctx, faceset, THIN_AREA, THIN_CHECK,
                            f"{survivors} images left after {pruned} pruned as occluded"
                            f" (fewer than {t.thin_min_survivors})",
                            {"survivors": survivors, "pruned": pruned, "thin_min_survivors": t.thin_min_survivors})

@@ -29,17 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from state import events as ev
-from state.layout import face_path, faceset_number
+from state.layout import MERGED_AREA, face_path, faceset_number
 from state.names import fit
 
-from .centroids import Centroids
+from .centroids import Centroids, centroids
 from .context import HandlerContext
 from .era import buckets
 from .pool_clusters import EDGE_SLACK, components_of
-from .route_photo import centroids
 
 CHECK = "merge"  # state/corpus_state.MERGE_CHECK: a restore of it keeps the pair apart
-MERGED_AREA = "_merged"
 SEARCH_ROWS = 1024  # centroids per row block of the neighbour search (x N float32 similarities)
 
 
@@ -80,7 +78,7 @@ def _neighbours(matrix: npt.NDArray[np.float32], rows: list[int], reach: float) 
     return out
 
 
-def _components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float) -> list[list[int]]:
+def seeded_components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float) -> list[list[int]]:
     """The connected components (2 rows or more) of the graph of pairs within `reach` that hold a seed."""
     adj: dict[int, set[int]] = {}
     seen, frontier = set(seeds), list(seeds)
@@ -97,8 +95,8 @@ def _components(matrix: npt.NDArray[np.float32], seeds: list[int], reach: float)
     return [sorted(c) for c in components_of(sorted(seen), adj) if len(c) > 1]
 
 
-def _linkage(names: list[str], vecs: npt.NDArray[np.float32], t: float,
-             apart: set[tuple[str, str]]) -> list[MergeGroup]:
+def linkage_groups(names: list[str], vecs: npt.NDArray[np.float32], t: float,
+                   apart: set[tuple[str, str]]) -> list[MergeGroup]:
     """scipy complete linkage (cosine, float64) of one component cut at t; the groups of 2 or more."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
@@ -140,8 +138,8 @@ def merge_groups(ctx: HandlerContext, changed: Collection[str] | None) -> list[M
     t = ctx.config.identity.merge_distance
     apart = ctx.state.merge_overrides()
     groups: list[MergeGroup] = []
-    for component in _components(matrix, seeds, t + EDGE_SLACK):
-        groups += _linkage([names[i] for i in component], matrix[component], t, apart)
+    for component in seeded_components(matrix, seeds, t + EDGE_SLACK):
+        groups += linkage_groups([names[i] for i in component], matrix[component], t, apart)
     return sorted(groups, key=lambda g: faceset_number(g.survivor))
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from state import events as ev
 from state.errors import UnknownEvent
-from state.layout import faceset_dir, parse_face_path
+from state.layout import MERGED_AREA, faceset_dir, parse_face_path
 
 from .context import HandlerContext
-
-MERGED_AREA = "_merged"
 
 
 def _folders(target: ev.FacesetsMerged) -> list[str]:

@@ -21,7 +21,7 @@ CHECK = "near_dup"
 BYTE_CHECK = "byte_dup"
 
 
-def _byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
+def byte_duplicate(ctx: HandlerContext, face: Face) -> ev.Event | None:
     family = family_of(ctx, face.faceset)
     for path, faceset in ctx.state.byte_twins(face.sha256, face.changed):
         if path in ctx.batch.claimed or faceset == face.faceset or family_of(ctx, faceset) == family:
@@ -127,7 +127,7 @@ def check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.FaceAnal
         face = active_face(ctx, e.path, e.sha256)
         if face is None:
             continue
-        byte_dup = _byte_duplicate(ctx, face)
+        byte_dup = byte_duplicate(ctx, face)
         if byte_dup is not None:
             out.append(byte_dup)
             continue

@@ -26,13 +26,13 @@ from state.layout import face_path, faceset_name, faceset_number
 from state.queries import PoolRow
 from state.scan import iter_facesets
 
-from .centroids import Centroids, unit
+from .centroids import Centroids, centroids, nearest, unit
 from .context import HandlerContext
 from .pool_clusters import EDGE_SLACK, PoolClusters, SearchPlan
-from .route_photo import centroids, nearest
 
 
-def _next_number(ctx: HandlerContext) -> int:
+def next_faceset_number(ctx: HandlerContext) -> int:
+    """The number a new faceset takes: one above every faceset the state or the corpus folders know."""
     numbers = [faceset_number(n) for n in ctx.state.faceset_names()]
     numbers += [faceset_number(n) for _a, n in iter_facesets(ctx.config.corpus)]
     return max([0, *numbers]) + 1
@@ -41,8 +41,8 @@ def _next_number(ctx: HandlerContext) -> int:
 Row = PoolRow  # (face_id, path, sha256, photo_sha256, quality, source JSON, embedding bytes)
 
 
-def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
-           distances: dict[int, float] | None = None) -> tuple[list[tuple[str, str]], list[ev.Event]]:
+def claim_from_pool(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
+                    distances: dict[int, float] | None = None) -> tuple[list[tuple[str, str]], list[ev.Event]]:
     """The moves out of the pool into `name` and the FaceAdded/FaceRouted events for the chosen faces."""
     moves: list[tuple[str, str]] = []
     added: list[ev.Event] = []
@@ -63,11 +63,12 @@ def _claim(ctx: HandlerContext, rows: list[Row], chosen: list[int], name: str,
     return moves, added
 
 
-def _ids(moves: list[tuple[str, str]]) -> tuple[str, ...]:
+def pool_face_ids(moves: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The face ids of the pool crops `moves` takes out of the pool (their file names less `.png`)."""
     return tuple(src.rsplit("/", 1)[-1][:-4] for src, _d in moves)
 
 
-def _best_per_photo(rows: list[Row], members: list[int]) -> list[int]:
+def best_per_photo(rows: list[Row], members: list[int]) -> list[int]:
     """One face per source photo: the best crop (ties: the lower face id)."""
     best: dict[str, int] = {}
     for i in members:
@@ -96,12 +97,12 @@ def match_pool(ctx: HandlerContext, rows: list[Row], vecs: np.ndarray,
     taken: set[int] = set()
     for name, members in sorted(by_faceset.items()):
         has = ctx.state.photo_shas_in(name)
-        chosen = [i for i in _best_per_photo(rows, members) if rows[i][3] not in has]
-        moves, added = _claim(ctx, rows, chosen, name, distances)
+        chosen = [i for i in best_per_photo(rows, members) if rows[i][3] not in has]
+        moves, added = claim_from_pool(ctx, rows, chosen, name, distances)
         if not moves:
             continue
         out.append(ev.PoolFacesMatched(
-            faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
+            faceset=name, face_ids=pool_face_ids(moves), moves=tuple(moves), check="identity",
             reason=f"{len(moves)} pool faces within cosine distance {ctx.config.identity.match_distance} of {name}'s centroid",
             inputs={"match_distance": ctx.config.identity.match_distance},
         ))
@@ -191,15 +192,15 @@ def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[
     at = {r[0]: i for i, r in enumerate(rows)}
     vecs = pool.vectors([r[0] for r in rows])
 
-    number = _next_number(ctx)
+    number = next_faceset_number(ctx)
     # Deterministic order: by each cluster's first face id.
     for cluster in clusters:
         # (a face another process's catch-up took out of the pool meanwhile is no longer a candidate)
-        chosen = _best_per_photo(rows, [at[f] for f in cluster if f in at])
+        chosen = best_per_photo(rows, [at[f] for f in cluster if f in at])
         if len(chosen) < gate:
             continue
         name = faceset_name(number)
-        moves, added = _claim(ctx, rows, chosen, name)
+        moves, added = claim_from_pool(ctx, rows, chosen, name)
         if len(moves) < gate:
             continue
         number += 1
@@ -208,7 +209,7 @@ def cluster_pool(ctx: HandlerContext, pool: PoolClusters | None = None) -> list[
         pairs = len(chosen) * (len(chosen) - 1)  # (a gate of 1: no pair)
         mean = 1.0 - float((sims.sum() - np.trace(sims)) / pairs) if pairs else 0.0
         out.append(ev.FacesetPromoted(
-            faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
+            faceset=name, face_ids=pool_face_ids(moves), moves=tuple(moves), check="identity",
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
                    f"{ctx.config.identity.cluster_distance} of each other on average (average linkage)",
             inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,

@@ -37,7 +37,7 @@ from state import events as ev
 from state.corpus_state import PROCESSOR, CorpusState
 from state.queries import PoolSnapshot
 
-from .route_photo import unit
+from .centroids import unit
 
 F32 = npt.NDArray[np.float32]
 Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]

@@ -16,9 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,100 +33,14 @@ from state.layout import POOL_DIR, face_path
 from state.scan import sha256_file
 
 from . import candidates
-from .centroids import Centroids, nearest_row, stack, unit
+from .centroids import centroids, nearest, unit
 from .context import HandlerContext
+from .inbox_files import REJECT_REASONS, REJECTED, find_moved, move_aside, processed_rel, rejected_rel
 
-PROCESSED = "_processed"
-REJECTED = "_rejected"
 POOL_FACESET = "pool"
-# Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
-# its header claims more pixels than [limits] max_pixels (never decoded).
-REJECT_REASONS = ("unreadable", "unprocessable", "too_large")
-
-
-# --- Centroids --------------------------------------------------------------------------------------
-
-
-def centroids(ctx: HandlerContext, exclude_prefix: str = "") -> Centroids:
-    """faceset -> unit centroid (mean of unit embeddings, renormalised) of every active faceset with faces.
-
-    An embedding comes from routing (the face on its photo), else from FaceAnalyzed (the PNG), else it is
-    computed from the PNG and cached. `exclude_prefix` leaves out crops of the photo being routed (written
-    before a crash, then found by a scan). Served by the process's centroid cache (handlers/centroids.py):
-    a read-only snapshot, in name order.
-    """
-    return ctx.centroid_cache.snapshot(ctx, exclude_prefix)
-
-
-def nearest(cents: dict[str, np.ndarray], vec: np.ndarray, exclude: str = "") -> tuple[str, float]:
-    """(faceset, cosine distance) of the nearest centroid other than `exclude`; ("", 2.0) without any.
-    The first of equal ones in the mapping's order; one matrix-vector product for a snapshot of `centroids`."""
-    names, matrix = cents.table() if isinstance(cents, Centroids) else stack(cents)
-    return nearest_row(names, matrix, vec, exclude)
 
 
 # --- Files ----------------------------------------------------------------------------------------
-
-
-def _free_names(rel: str) -> Iterator[str]:
-    """rel, then rel with _1, _2 ... before the extension; every component within NAME_MAX bytes
-    (a stem is shortened rather than a name refused: a 255-byte name has no room for "_1")."""
-    return names.numbered(rel, "_")
-
-
-def _holds(target: Path, sha256: str, link: str) -> bool:
-    """Whether `target` is the photo moved there earlier: the same link (a link not followed is known by
-    where it points), else the same bytes."""
-    if link:
-        return target.is_symlink() and names.link_target(target) == link
-    try:
-        return sha256_file(target) == sha256
-    except OSError:  # a dangling link, a folder, unreadable: not ours
-        return False
-
-
-def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str = "",
-               folders: set[Path] | None = None) -> str | None:
-    """Move `src` to inbox/dest_rel (or a free name beside it); returns the inbox-relative destination.
-
-    A symbolic link moves as the link itself (its target is never touched); pass `link` (where it points,
-    escaped) for a link that is not followed. Idempotent: when `src` is gone and a candidate holds the
-    same bytes (or the same link), that is where an earlier run moved it. Returns None when the photo is
-    nowhere to be found. Both folders are fsynced, or added to `folders` for the caller to fsync once.
-    """
-    for cand in _free_names(dest_rel):
-        target = inbox / cand
-        if names.lexists(target):
-            if not names.lexists(src) and _holds(target, sha256, link):
-                return cand
-            continue
-        if not names.lexists(src):
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(src, target)
-        except OSError:  # another file system (e.g. Immich staging): copy, then remove the original
-            shutil.copy2(src, target, follow_symlinks=False)
-            os.unlink(src)
-        touched = {target.parent, src.parent}
-        if folders is None:
-            fsync_dirs(touched)
-        else:
-            folders |= touched
-        return cand
-    return None  # pragma: no cover - the generator never ends
-
-
-def _find_moved(inbox: Path, dest_rels: list[str], sha256: str) -> str | None:
-    """Where an earlier run (interrupted before its events were recorded) moved the photo."""
-    for base in dest_rels:
-        for cand in _free_names(base):
-            target = inbox / cand
-            if not names.lexists(target):
-                break
-            if _holds(target, sha256, ""):
-                return cand
-    return None
 
 
 def _source(root_dir: Path, e: ev.PhotoReceived) -> Path:
@@ -152,7 +65,7 @@ def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: st
     if names.lexists(src) and not src.is_symlink():
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason=reason,
                                  error=f"{label}: the symbolic link was replaced by a file before it was handled")]
-    dest = move_aside(src, ctx.config.inbox, _rejected_rel(e, reason), e.sha256, link=target) or ""
+    dest = move_aside(src, ctx.config.inbox, rejected_rel(e, reason), e.sha256, link=target) or ""
     error = f"{label}: {_LINK_ERRORS.get(reason, 'a symbolic link that is not followed')} ({target})"
     ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
@@ -190,16 +103,8 @@ def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
     return None
 
 
-def _processed_rel(e: ev.PhotoReceived) -> str:
-    return f"{PROCESSED}/{e.path}" if e.root == "inbox" else f"{PROCESSED}/{e.root}/{e.path}"
-
-
-def _rejected_rel(e: ev.PhotoReceived, reason: str) -> str:
-    return f"{REJECTED}/{reason}/{e.path}" if e.root == "inbox" else f"{REJECTED}/{reason}/{e.root}/{e.path}"
-
-
 def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, error: str) -> list[ev.Event]:
-    dest = move_aside(src, ctx.config.inbox, _rejected_rel(e, reason), e.sha256) or ""
+    dest = move_aside(src, ctx.config.inbox, rejected_rel(e, reason), e.sha256) or ""
     ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
@@ -397,8 +302,8 @@ def _read_photo(ctx: HandlerContext, e: ev.PhotoReceived, label: str) -> _Photo 
         if hashlib.sha256(raw).hexdigest() == e.sha256:
             return _Photo(src, raw, None)
     # An earlier run moved it and crashed before recording that?
-    bases = [_processed_rel(e), *(_rejected_rel(e, r) for r in REJECT_REASONS)]
-    moved = _find_moved(ctx.config.inbox, bases, e.sha256)
+    bases = [processed_rel(e), *(rejected_rel(e, r) for r in REJECT_REASONS)]
+    moved = find_moved(ctx.config.inbox, bases, e.sha256)
     if moved is None:
         # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
         ctx.log.info("photo gone before it was processed", path=label)
@@ -417,7 +322,7 @@ def _route_duplicate(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, dup: t
     """The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
     dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool."""
     seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
-    dest = move_aside(src, ctx.config.inbox, _processed_rel(e), e.sha256) or ""
+    dest = move_aside(src, ctx.config.inbox, processed_rel(e), e.sha256) or ""
     note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
     if seed_faces:
         note += f"; its face waiting in the pool joined {e.forced_faceset}"
@@ -502,7 +407,7 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     written = _write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label, folders)
 
     crash_point("inbox:crops_written")
-    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, _processed_rel(e), e.sha256, folders=folders) or ""
+    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, processed_rel(e), e.sha256, folders=folders) or ""
     fsync_dirs(folders)
     crash_point("inbox:photo_moved")
     summaries = _record_faces(ctx, e, written, dest, prefix, out)
@@ -601,4 +506,4 @@ def _source_dict(e: ev.PhotoReceived, dest: str) -> dict[str, Any]:
     return {**e.provenance, "photo": dest or received_as, "received_as": received_as}
 
 
-__all__ = ["centroids", "move_aside", "nearest", "route_one", "route_photo", "unit"]
+__all__ = ["route_one", "route_photo"]

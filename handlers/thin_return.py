@@ -17,13 +17,12 @@ from collections.abc import Sequence
 
 from state import events as ev
 from state.eventlog import StoredEvent
-from state.layout import parse_face_path
+from state.layout import THIN_AREA, parse_face_path
 
 from .common import faceset_of, overridden
 from .context import HandlerContext
 
 CHECK = "thin_return"
-THIN = "_thin"
 
 Grown = ev.FaceAdded | ev.FaceMovedExternally | ev.DecisionReverted  # what can bring a face into a faceset
 
@@ -44,18 +43,18 @@ def _arrived_in(e: Grown) -> str | None:
 
 def _returned(ctx: HandlerContext, name: str) -> ev.FacesetReturned | None:
     """The return of thin faceset `name` when it holds enough PNGs now, else None."""
-    if name in ctx.batch.claimed or ctx.state.faceset_area(name) != THIN or overridden(ctx, name, CHECK):
+    if name in ctx.batch.claimed or ctx.state.faceset_area(name) != THIN_AREA or overridden(ctx, name, CHECK):
         return None
     kept, minimum = ctx.state.kept_count(name), ctx.config.thresholds.thin_min_survivors
     if kept < minimum:
         return None
     if (ctx.config.corpus / name).exists():
-        ctx.say_once(f"{CHECK}:{name}", f"{name} grew back to {kept} images but stays in {THIN}/: {name}/ exists"
+        ctx.say_once(f"{CHECK}:{name}", f"{name} grew back to {kept} images but stays in {THIN_AREA}/: {name}/ exists"
                      " among the active facesets", faceset=name)
         return None
     ctx.batch.claimed.add(name)
     return ev.FacesetReturned(
-        faceset=name, area=THIN, moves=((f"{THIN}/{name}", name),), check=CHECK,
+        faceset=name, area=THIN_AREA, moves=((f"{THIN_AREA}/{name}", name),), check=CHECK,
         reason=f"{kept} images now (at least {minimum}): grown back, it returns to the active facesets",
         inputs={"kept": kept, "thin_min_survivors": minimum})
 

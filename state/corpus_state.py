@@ -295,8 +295,8 @@ def _move_face_row(conn: sqlite3.Connection, src: str, dest: str, pruned_by: int
     mark_members(conn, at, fp.faceset)
 
 
-def _apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], pruned_by: int | None = None, *,
-                 at: int) -> None:
+def apply_moves(conn: sqlite3.Connection, moves: tuple[tuple[str, str], ...], pruned_by: int | None = None, *,
+                at: int) -> None:
     """Move rows the way the files will move: single PNGs, or whole faceset folders (`at`: the event's position)."""
     for src, dest in moves:
         fp = parse_face_path(src)
@@ -319,7 +319,7 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
 
 
-def _record_decision(conn: sqlite3.Connection, position: int, e: ev.Decision, sha256: str | None = None) -> None:
+def record_decision(conn: sqlite3.Connection, position: int, e: ev.Decision, sha256: str | None = None) -> None:
     """A decision's row, pending until the Mover records its moves done (or failed)."""
     conn.execute(
         "INSERT INTO decisions(position, kind, subject, check_name, sha256, moves, state) VALUES (?,?,?,?,?,?,?)",
@@ -331,26 +331,26 @@ def _record_decision(conn: sqlite3.Connection, position: int, e: ev.Decision, sh
 def _decided(conn: sqlite3.Connection,
              se: StoredEvent[ev.FacePruned | ev.FacesetQuarantined | ev.FaceUnrouted]) -> None:
     e = se.event
-    _record_decision(conn, se.position, e, getattr(e, "sha256", None))
+    record_decision(conn, se.position, e, getattr(e, "sha256", None))
     # A face taken out of its faceset by the user sits in _dropped/ like a pruned one (restorable the same way).
-    _apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None,
-                 at=se.position)
+    apply_moves(conn, e.moves, se.position if isinstance(e, (ev.FacePruned, ev.FaceUnrouted)) else None,
+                at=se.position)
 
 
 @applies(ev.FacesetReturned)
 def _faceset_returned(conn: sqlite3.Connection, se: StoredEvent[ev.FacesetReturned]) -> None:
     """A thin faceset back among the active ones: its rows move with its folder, as for a quarantine."""
-    _record_decision(conn, se.position, se.event)
-    _apply_moves(conn, se.event.moves, at=se.position)
+    record_decision(conn, se.position, se.event)
+    apply_moves(conn, se.event.moves, at=se.position)
 
 
 @applies(ev.DecisionReverted)
 def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) -> None:
     e = se.event
     row = conn.execute("SELECT check_name, sha256, subject FROM decisions WHERE position=?", (e.target,)).fetchone()
-    _record_decision(conn, se.position, e)
+    record_decision(conn, se.position, e)
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
-    _apply_moves(conn, e.moves, at=se.position)
+    apply_moves(conn, e.moves, at=se.position)
     _eras_unmade(conn, e.target)
     if row is not None and check_is_merge(row[0]):
         _override_merge_pairs(conn, e.target)
@@ -367,7 +367,7 @@ def _reverted(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReverted]) ->
 @applies(ev.ErasSplit)
 def _eras_split(conn: sqlite3.Connection, se: StoredEvent[ev.ErasSplit]) -> None:
     e = se.event
-    _record_decision(conn, se.position, e)
+    record_decision(conn, se.position, e)
     for b in e.buckets:
         bucket = b["faceset"]
         _ensure_faceset(conn, bucket, "", se.position, f"era bucket of {e.faceset} ({b['first_year']}-{b['last_year']})")
@@ -396,8 +396,8 @@ def _facesets_merged(conn: sqlite3.Connection, se: StoredEvent[ev.FacesetsMerged
     # The kept PNGs move into the survivor, the emptied folders to _merged/; the FaceAdded events appended right
     # after this one give the moved faces fresh rows, so the checks run on them as on any new face.
     e = se.event
-    _record_decision(conn, se.position, e)
-    _apply_moves(conn, e.moves, at=se.position)
+    record_decision(conn, se.position, e)
+    apply_moves(conn, e.moves, at=se.position)
 
 
 MERGE_CHECK = "merge"  # the check of a FacesetsMerged (handlers/merge_identities.py)
@@ -422,7 +422,7 @@ def _move_failed(conn: sqlite3.Connection, se: StoredEvent[ev.MoveFailed]) -> No
     row = conn.execute("SELECT moves FROM decisions WHERE position=?", (e.decision,)).fetchone()
     conn.execute("UPDATE decisions SET state='failed' WHERE position=?", (e.decision,))
     if row is not None:  # the files stayed where they were: put the rows back
-        _apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))), at=se.position)
+        apply_moves(conn, tuple((d, s) for s, d in reversed(json.loads(row[0]))), at=se.position)
 
 
 @applies_in_batches(ev.FaceAdded)
@@ -636,7 +636,7 @@ def _faceset_promoted(conn: sqlite3.Connection,
     # The moves (_pool/x.png -> faceset/faces/x.png) are carried out by the Mover (a seed's by the router
     # itself, before it records them); the FaceAdded events appended right after this one create the face rows.
     e = se.event
-    _record_decision(conn, se.position, e)
+    record_decision(conn, se.position, e)
     _ensure_faceset(conn, e.faceset, "", se.position, e.reason)
     conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
     mark_dirty(conn, e.faceset)

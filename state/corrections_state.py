@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 from . import events as ev
-from .corpus_state import _apply_moves, _record_decision, applies, mark_dirty
+from .corpus_state import applies, apply_moves, mark_dirty, record_decision
 from .eventlog import StoredEvent
 from .layout import parse_face_path
 
@@ -16,7 +16,7 @@ from .layout import parse_face_path
 @applies(ev.FaceMoved)
 def _face_moved(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMoved]) -> None:
     e = se.event
-    _record_decision(conn, se.position, e, e.sha256)
+    record_decision(conn, se.position, e, e.sha256)
     if e.face_ids:  # it left the pool: no longer a pool face, nor anyone's candidate
         conn.executemany("DELETE FROM pool WHERE face_id=?", [(f,) for f in e.face_ids])
         conn.executemany("DELETE FROM candidates WHERE face_id=?", [(f,) for f in e.face_ids])
@@ -24,7 +24,7 @@ def _face_moved(conn: sqlite3.Connection, se: StoredEvent[ev.FaceMoved]) -> None
     if src is not None:  # the faceset it leaves changes too (a row move marks only where it goes)
         mark_dirty(conn, src.faceset)
     # A face moved to a faceset's _dropped/ sits there like a pruned one, under this decision.
-    _apply_moves(conn, e.moves, se.position if dest is not None and dest.dropped else None, at=se.position)
+    apply_moves(conn, e.moves, se.position if dest is not None and dest.dropped else None, at=se.position)
     if dest is not None and not dest.dropped and e.face_id:  # into a faceset: a veto for it no longer holds
         conn.execute("DELETE FROM vetoes WHERE face_id=? AND faceset=?", (e.face_id, dest.faceset))
     if e.veto:
@@ -62,13 +62,13 @@ def _candidate_rejected(conn: sqlite3.Connection, se: StoredEvent[ev.CandidateRe
 @applies(ev.DecisionReapplied)
 def _reapplied(conn: sqlite3.Connection, se: StoredEvent[ev.DecisionReapplied]) -> None:
     e = se.event
-    _record_decision(conn, se.position, e)
+    record_decision(conn, se.position, e)
     conn.execute("UPDATE decisions SET state='reverted' WHERE position=?", (e.target,))
     row = conn.execute("SELECT kind, check_name, sha256, subject FROM decisions WHERE position=?",
                        (e.original,)).fetchone()
     conn.execute("UPDATE decisions SET state='done' WHERE position=?", (e.original,))
     face_decision = row is not None and row[0] in (ev.FacePruned.KIND, ev.FaceUnrouted.KIND)
-    _apply_moves(conn, e.moves, e.original if face_decision else None, at=se.position)
+    apply_moves(conn, e.moves, e.original if face_decision else None, at=se.position)
     if row is not None:  # the override the restore pinned goes with it: the original decision holds again
         _kind, check, sha, subject = row
         fp = parse_face_path(subject)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-AREAS = ("", "_masked", "_merged", "_thin")
-QUARANTINE_AREAS = AREAS[1:]
+# The areas a faceset folder sits in: the corpus root for the active ones, and the quarantine folders. These are
+# folder names; the checks that move a faceset there have names of their own (e.g. the check "thin").
+ACTIVE_AREA = ""
+MASKED_AREA = "_masked"  # too many of its images masked or sunglassed
+MERGED_AREA = "_merged"  # merged into another faceset (or a restored era split's bucket)
+THIN_AREA = "_thin"  # too few images left, or a promotion undone
+QUARANTINE_AREAS = (MASKED_AREA, MERGED_AREA, THIN_AREA)
+AREAS = (ACTIVE_AREA, *QUARANTINE_AREAS)
+# How status, the review pages and the master manifest name each area.
+AREA_NAMES = {ACTIVE_AREA: "active", MASKED_AREA: "masked", MERGED_AREA: "merged", THIN_AREA: "thin"}
 DROPPED = "_dropped"
 FACESET_RE = re.compile(r"^faceset_(\d{3,})$")
 MASTER_MANIFEST = "manifest.json"

@@ -19,7 +19,16 @@ from . import VERSION
 from .atomic import SyncSet, atomic_write, link_or_write
 from .corpus_state import MASTER_DIRTY, CorpusState
 from .fsz import build_fsz
-from .layout import MASTER_MANIFEST, faceset_dir, fsz_names
+from .layout import (
+    ACTIVE_AREA,
+    AREA_NAMES,
+    AREAS,
+    MASTER_MANIFEST,
+    MERGED_AREA,
+    QUARANTINE_AREAS,
+    faceset_dir,
+    fsz_names,
+)
 from .queries import MadeEraBucket, MergeInEffect
 
 log = structlog.get_logger("facesetd.render")
@@ -173,7 +182,7 @@ class Renderer:
         made = self._made_era(name)
         if made is not None:
             manifest["era"] = made
-        merge = self.state.merges_in_effect().get(name) if area == "_merged" else None
+        merge = self.state.merges_in_effect().get(name) if area == MERGED_AREA else None
         if merge is not None:
             manifest["merged_into"] = merge.into
         return manifest, full, top
@@ -246,19 +255,17 @@ class Renderer:
 
         adopted_rows = self.state.query("SELECT value FROM meta WHERE key='adopted_master'")
         adopted = json.loads(adopted_rows[0][0]) if adopted_rows else {}
-        by_area: dict[str, list[dict[str, Any]]] = {"": [], "_masked": [], "_merged": [], "_thin": []}
+        by_area: dict[str, list[dict[str, Any]]] = {area: [] for area in AREAS}
         emptied = self.state.emptied_facesets()
         for n, (area, _f, _d) in counts.items():
             by_area.setdefault(area, []).append(entry(n))
-        merged_into(by_area["_merged"], self.state.merges_in_effect(), adopted)
-        for area in ("_masked", "_merged", "_thin"):  # an undo's empty husk, unless an adopted master says "into"
+        merged_into(by_area[MERGED_AREA], self.state.merges_in_effect(), adopted)
+        for area in QUARANTINE_AREAS:  # an undo's empty husk, unless an adopted master says "into"
             by_area[area] = [e for e in by_area[area] if e["name"] not in emptied or "into" in e]
         thin_eras = self.state.query("SELECT value FROM meta WHERE key='thin_eras'")
         return {
-            "facesets": by_area[""],
-            "masked": by_area["_masked"],
-            "merged": by_area["_merged"],
-            "thin": by_area["_thin"],
+            "facesets": by_area[ACTIVE_AREA],
+            **{AREA_NAMES[area]: by_area[area] for area in QUARANTINE_AREAS},
             "thin_eras": json.loads(thin_eras[0][0]) if thin_eras else adopted.get("thin_eras", []),
             "era_buckets": [_era_entry(b) for b in self.state.made_era_buckets()],
             "provenance": {

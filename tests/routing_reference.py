@@ -10,7 +10,7 @@ import numpy as np
 from handlers.centroids import cached_embeddings, unit
 from handlers.common import active_face, overridden, prune
 from handlers.context import HandlerContext
-from handlers.near_dup import CHECK, _byte_duplicate
+from handlers.near_dup import CHECK, byte_duplicate
 from state import events as ev
 from state.eventlog import StoredEvent
 
@@ -63,7 +63,7 @@ def old_check_near_dup(ctx: HandlerContext, events: Sequence[StoredEvent[ev.Face
         face = active_face(ctx, e.path, e.sha256)
         if face is None:
             continue
-        byte_dup = _byte_duplicate(ctx, face)
+        byte_dup = byte_duplicate(ctx, face)
         if byte_dup is not None:
             out.append(byte_dup)
             continue

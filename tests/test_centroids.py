@@ -14,10 +14,9 @@ from helpers import drop, prune, quarantine
 from routing_reference import old_centroids, old_check_near_dup, old_nearest
 
 from daemon.pipeline import Pipeline
-from handlers.centroids import Centroids, nearest_row, stack, unit
+from handlers.centroids import Centroids, centroids, nearest, nearest_row, stack, unit
 from handlers.context import HandlerConfig, HandlerContext
 from handlers.near_dup import check_near_dup
-from handlers.route_photo import centroids, nearest
 from state import events as ev
 from state.corpus_state import CorpusState
 from state.eventlog import EventLog

@@ -24,7 +24,7 @@ prune(p, "faceset_001/faces/0001.png")
 """
 
 
-def _run_until_crash_point(data: Path, point: str, code: str | None = None, args: tuple[str, ...] = ()) -> None:
+def run_until_crash_point(data: Path, point: str, code: str | None = None, args: tuple[str, ...] = ()) -> None:
     marker = data / "crashed"
     env = {**os.environ, "FACESETD_CRASHPOINT": point, "FACESETD_CRASHPOINT_FILE": str(marker),
            "FACESETD_LOGGING_FORMAT": "json"}
@@ -51,7 +51,7 @@ def test_kill_mid_move_then_next_start_completes_it(tmp_path: Path, point: str) 
     data = tmp_path / "data"
     batch_corpus(data / "corpus")
     cli(data, "reconcile")
-    _run_until_crash_point(data, point, PRUNE_AND_SETTLE.format(tests=str(REPO / "tests"), data=str(data)))
+    run_until_crash_point(data, point, PRUNE_AND_SETTLE.format(tests=str(REPO / "tests"), data=str(data)))
     moved = (data / "corpus/faceset_001/faces/_dropped/0001.png").exists()
     assert moved == (point == "move:after_rename")
     cli(data, "reconcile")  # the next start
@@ -73,7 +73,7 @@ def test_kill_mid_projection_write_then_next_start_completes_it(tmp_path: Path) 
     batch_corpus(data / "corpus")
     before = images(data / "corpus")
     # the first reconcile dies while writing faceset_002's .fsz (its temp file written, not renamed)
-    _run_until_crash_point(data, "write:faceset_002.fsz", args=("reconcile",))
+    run_until_crash_point(data, "write:faceset_002.fsz", args=("reconcile",))
     leftovers = list((data / "corpus/faceset_002").glob(".faceset_002.fsz.tmp-*"))
     assert leftovers, "the crash should leave the half-done temp file behind"
     assert (data / "corpus/faceset_002/faceset_002.fsz").read_bytes() == b"old zip from the batch scripts"
@@ -93,7 +93,7 @@ def test_kill_while_linking_the_top_fsz_then_next_start_completes_it(tmp_path: P
     folder = data / "corpus/faceset_002"
     # faceset_002 has 3 faces: its top-8 .fsz is a hard link of the full one; the first reconcile dies with
     # the link made under its temp name, not yet renamed
-    _run_until_crash_point(data, "write:faceset_002_top8.fsz", args=("reconcile",))
+    run_until_crash_point(data, "write:faceset_002_top8.fsz", args=("reconcile",))
     leftovers = list(folder.glob(".faceset_002_top8.fsz.tmp-*"))
     assert len(leftovers) == 1 and os.path.samefile(leftovers[0], folder / "faceset_002.fsz")
     assert not (folder / "faceset_002_top8.fsz").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import cli
-from test_crash import _run_until_crash_point
+from test_crash import run_until_crash_point
 
 
 @pytest.mark.parametrize("point", ["inbox:crops_written", "inbox:photo_moved", "write:1e495731c568_0.png"])
@@ -26,7 +26,7 @@ def test_kill_inside_the_router_then_next_run_completes(
     shutil.copy(ids / "obama/obama1.jpg", inbox / "obama1.jpg")
     shutil.copy(ids / "biden/biden.jpg", inbox / "biden.jpg")
 
-    _run_until_crash_point(data, point, args=("reconcile",))
+    run_until_crash_point(data, point, args=("reconcile",))
     cli(data, "reconcile", env=env)  # the next start
     cli(data, "reconcile", env=env)  # and one more: nothing left to do
 
@@ -63,7 +63,7 @@ def test_kill_mid_promotion_then_next_run_completes(
     for p in ("obama1.jpg", "obama2.jpg"):
         shutil.copy(faces_dir / "identities/obama" / p, data / "inbox" / p)
 
-    _run_until_crash_point(data, point, args=("reconcile",))
+    run_until_crash_point(data, point, args=("reconcile",))
     cli(data, "reconcile", env=env)
     cli(data, "reconcile", env=env)
 

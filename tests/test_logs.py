@@ -270,7 +270,7 @@ def test_log_lines_at_a_terminal_go_above_the_progress_bars() -> None:
 
 
 def test_reported_by_turns_warnings_into_report_lines_and_logs_nothing() -> None:
-    from daemon.cli.doctor import _report_line
+    from daemon.cli.doctor import report_line
     from daemon.logs import reported_by
 
     buf = io.StringIO()
@@ -285,9 +285,9 @@ def test_reported_by_turns_warnings_into_report_lines_and_logs_nothing() -> None
         logging.getLogger("onnxruntime").info("a library's info")
     assert buf.getvalue() == ""
     assert [s["event"] for s in said] == ["preferred provider not in use", "a library's warning"]
-    assert _report_line(said[0]) == \
+    assert report_line(said[0]) == \
         f"  warning: preferred provider not in use (wanted=CUDA, got=CPU, detail=token {REDACTED})"
-    assert _report_line(said[1]) == "  warning: a library's warning"
+    assert report_line(said[1]) == "  warning: a library's warning"
     structlog.get_logger("t").info("after")  # the log is back as it was
     logging.getLogger("urllib3").warning("once")
     assert [line["event"] for line in _lines(buf)] == ["after", "once"]

@@ -16,7 +16,7 @@ import pytest
 from helpers import cli, drop, images, projections, rebuilt_from_log_alone
 from helpers import log_events as events
 
-from handlers.merge_identities import _components, _linkage
+from handlers.merge_identities import linkage_groups, seeded_components
 from state import events as ev
 from tests.handler_fixtures import GivenScorer, decisions, events_of, pipeline, png, write_corpus
 
@@ -172,17 +172,17 @@ def test_complete_linkage_never_chains_and_the_incremental_search_finds_what_a_f
     # 0, 55 and 110 degrees: neighbours at cosine distance 0.43, the ends at 1.34; 004/005: far away, close together
     vecs = np.stack([at(0), at(55), at(110), _unit(0, 0, 1, 0.2), _unit(0, 0, 1, 0.25)])
     t = 0.5
-    full = [g for c in _components(vecs, list(range(5)), t + 1e-3)
-            for g in _linkage([names[i] for i in c], vecs[c], t, set())]
+    full = [g for c in seeded_components(vecs, list(range(5)), t + 1e-3)
+            for g in linkage_groups([names[i] for i in c], vecs[c], t, set())]
     assert sorted((g.survivor, g.merged) for g in full) == [("faceset_001", ("faceset_002",)),
                                                            ("faceset_004", ("faceset_005",))]
     assert all(g.max_pair <= t for g in full)
     # only 003 changed: its component (001-002-003) is closed and gives the same group; 004/005 are not looked at
-    seeded = [g for c in _components(vecs, [2], t + 1e-3) for g in _linkage([names[i] for i in c], vecs[c], t, set())]
+    seeded = [g for c in seeded_components(vecs, [2], t + 1e-3) for g in linkage_groups([names[i] for i in c], vecs[c], t, set())]
     assert [(g.survivor, g.merged) for g in seeded] == [("faceset_001", ("faceset_002",))]
     # a restored pair stays apart: then 002 goes with 003
     apart = {("faceset_001", "faceset_002"), ("faceset_002", "faceset_001")}
-    kept = [g for c in _components(vecs, [2], t + 1e-3) for g in _linkage([names[i] for i in c], vecs[c], t, apart)]
+    kept = [g for c in seeded_components(vecs, [2], t + 1e-3) for g in linkage_groups([names[i] for i in c], vecs[c], t, apart)]
     assert [(g.survivor, g.merged) for g in kept] == [("faceset_002", ("faceset_003",))]
 
 

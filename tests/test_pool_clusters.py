@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handlers.centroids import unit
 from handlers.context import HandlerConfig, HandlerContext
-from handlers.pool import _best_per_photo, _claim, _ids, _next_number, cluster_pool, match_pool
+from handlers.pool import best_per_photo, claim_from_pool, cluster_pool, match_pool, next_faceset_number, pool_face_ids
 from handlers.pool_clusters import PoolClusters, SearchPlan
-from handlers.route_photo import unit
 from handlers.thresholds import IdentityThresholds
 from state import events as ev
 from state.corpus_state import CorpusState
@@ -132,13 +132,13 @@ def reference_cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
     clusters: dict[int, list[int]] = {}
     for i, label in zip(left, labels):
         clusters.setdefault(int(label), []).append(i)
-    number = _next_number(ctx)
+    number = next_faceset_number(ctx)
     for members in sorted(clusters.values(), key=lambda m: rows[m[0]][0]):
-        chosen = _best_per_photo(rows, members)
+        chosen = best_per_photo(rows, members)
         if len(chosen) < gate:
             continue
         name = faceset_name(number)
-        moves, added = _claim(ctx, rows, chosen, name)
+        moves, added = claim_from_pool(ctx, rows, chosen, name)
         if len(moves) < gate:
             continue
         number += 1
@@ -147,7 +147,7 @@ def reference_cluster_pool(ctx: HandlerContext) -> list[ev.Event]:
         pairs = len(chosen) * (len(chosen) - 1)  # (a gate of 1: no pair)
         mean = 1.0 - float((sims.sum() - np.trace(sims)) / pairs) if pairs else 0.0
         out.append(ev.FacesetPromoted(
-            faceset=name, face_ids=_ids(moves), moves=tuple(moves), check="identity",
+            faceset=name, face_ids=pool_face_ids(moves), moves=tuple(moves), check="identity",
             reason=f"promoted from pool: {len(moves)} faces of distinct photos within cosine distance "
                    f"{ctx.config.identity.cluster_distance} of each other on average (average linkage)",
             inputs={"cluster_distance": ctx.config.identity.cluster_distance, "min_new_faceset": gate,

@@ -15,7 +15,7 @@ import pytest
 from daemon.corrections import label_faceset, move_face
 from daemon.pipeline import Pipeline
 from daemon.restore_rules import RULES, refusal
-from handlers.route_photo import centroids
+from handlers.centroids import centroids
 from state import events as ev
 from state.errors import UnknownEvent
 from tests.handler_fixtures import GivenScorer, decisions, events_of, pipeline

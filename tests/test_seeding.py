@@ -16,7 +16,7 @@ from daemon_proc import DaemonProcess
 from helpers import cli, drop, projections
 from helpers import log_events as events
 from invariants import manifest_entries_exist, photos_accounted_once, rebuild_identical, sha256_file
-from test_crash import _run_until_crash_point
+from test_crash import run_until_crash_point
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def test_kill_while_seeding_from_the_pool_then_the_next_run_completes_it(
     cli(data, "reconcile", env=env)
     (pooled,) = sorted(p.name for p in (corpus / "_pool").glob("*.png"))
     drop(ids, inbox, "obama/obama.jpg", into="faceset_001")
-    _run_until_crash_point(data, "dispatch:before_commit", args=("reconcile",))
+    run_until_crash_point(data, "dispatch:before_commit", args=("reconcile",))
     assert (corpus / "faceset_001/faces" / pooled).is_file()  # moved, not yet recorded
     cli(data, "reconcile", env=env)
     cli(data, "reconcile", env=env)

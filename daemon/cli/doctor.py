@@ -41,7 +41,7 @@ def _missing_pack_hint(configured: str, installed: list[str]) -> str:
 def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.logs import reported_by
 
-    with reported_by(lambda line: print(_report_line(line))):
+    with reported_by(lambda line: print(report_line(line))):
         usable = _check(app.config)
     print("usable" if usable else "not usable")
     return 0 if usable else 1
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
 _NOT_REPORTED = ("event", "level", "timestamp", "logger", "exc_info")
 
 
-def _report_line(line: dict[str, Any]) -> str:
+def report_line(line: dict[str, Any]) -> str:
     """A held-back log line as a line of the report: `  warning: preferred provider not in use (model=..., ...)`."""
     fields = ", ".join(f"{k}={v}" for k, v in line.items() if k not in _NOT_REPORTED)
     return f"  {line.get('level', 'warning')}: {line.get('event')}" + (f" ({fields})" if fields else "")

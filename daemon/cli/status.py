@@ -6,12 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from state.layout import AREA_NAMES
+
 from .printable import counted, printable
 
 NAME = "status"
 HELP = ("show facesets (active/masked/merged/thin, each with its faces and label), images, the pool and the people"
         " close to becoming a faceset, the candidates waiting for a person, log position and pending work")
-AREA_NAMES = {"active": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

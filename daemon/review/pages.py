@@ -21,10 +21,9 @@ from handlers.thresholds import IdentityThresholds
 from state import events as ev
 from state.correction_queries import StateQueries
 from state.eventlog import StoredEvent
-from state.layout import faceset_dir, faceset_number, parse_face_path
+from state.layout import AREA_NAMES, faceset_dir, faceset_number, parse_face_path
 from state.render import Renderer
 
-AREA_NAMES = {"": "active", "_masked": "masked", "_merged": "merged", "_thin": "thin"}
 # The timeline shows every Decision kind (whatever moves files, a kind added later included: timeline_kinds()) and
 # these: the corrections that move no file, and the forced joins that may be someone else.
 TIMELINE_EXTRA = (ev.FacesetLabelled.KIND, ev.CandidateRejected.KIND, ev.ForcedFaceDistant.KIND)
