@@ -212,12 +212,14 @@ class Renderer:
                 log.warning("face missing while writing .fsz", faceset=name, file=fname)
         full_name, top_name = fsz_names(name, self.top_n)
         full_fsz = build_fsz(blobs[f] for f in full if f in blobs)
-        written = atomic_write(folder / "manifest.json", dumps(manifest), durable=False)
-        written |= atomic_write(folder / full_name, full_fsz, durable=False)
+        # The .fsz files first, then the manifest that lists them: a write that fails between the two (a full disk)
+        # never leaves a manifest naming an .fsz that is not there.
+        written = atomic_write(folder / full_name, full_fsz, durable=False)
         if top == full:  # the same bytes: stored once, under both names (a copy where links are impossible)
             written |= link_or_write(folder / full_name, folder / top_name, full_fsz)
         else:
             written |= atomic_write(folder / top_name, build_fsz(blobs[f] for f in top if f in blobs), durable=False)
+        written |= atomic_write(folder / "manifest.json", dumps(manifest), durable=False)
         for fname in ("manifest.json", full_name, top_name):
             self.synced.add(folder / fname)
         if written:

@@ -174,3 +174,29 @@ def test_where_hard_links_fail_the_top_fsz_is_a_copy_of_the_same_bytes(tmp_path:
     monkeypatch.undo()
     open_pipeline(data).rebuild()
     assert os.path.samefile(full, top) and projections(corpus) == linked
+
+
+def test_a_full_disk_never_leaves_a_manifest_naming_a_missing_fsz(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .fsz files are written before the manifest that lists them (issue 23): when the disk fills up while a
+    faceset's .fsz is written, its manifest is not written either, so no manifest names an .fsz that is not there."""
+    import state.render as render
+
+    data = _adopted(tmp_path)
+    folder = data / "corpus" / "faceset_001"
+    for f in [folder / "manifest.json", *folder.glob("*.fsz")]:
+        f.unlink()
+    real = render.atomic_write
+
+    def full_disk(path: Path, data: bytes, **kw: Any) -> bool:
+        if path.suffix == ".fsz":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(render, "atomic_write", full_disk)
+    with pytest.raises(OSError):
+        open_pipeline(data).renderer.rebuild()
+    assert not (folder / "manifest.json").exists()
+    monkeypatch.setattr(render, "atomic_write", real)  # the disk has room again: the next render writes both
+    cli(data, "rebuild")
+    assert _manifest(folder)["fsz"]["full"] == "faceset_001.fsz" and (folder / "faceset_001.fsz").is_file()
