@@ -111,6 +111,10 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         assert no_form_token.status_code == 403
         rebound = requests.get(f"{base}/facesets", headers={"Host": "evil.example"}, timeout=10)
         assert rebound.status_code == 403  # DNS rebinding: a loopback listener answers loopback names only
+        # a page cursor past SQLite's integers, or in digits Python reads but SQL does not: the newest page
+        for odd in ("99999999999999999999999999999", "\u00b2", "-1", "x"):
+            older = requests.get(f"{base}/decisions", params={"before": odd}, timeout=10)
+            assert older.status_code == 200 and "Decisions" in older.text, (odd, older.status_code)
         time.sleep(1.0)
         assert d.head() == head or all(e["kind"] != "decision_reverted" for e in d.events()[head:])
 

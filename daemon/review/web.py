@@ -175,9 +175,8 @@ class Endpoints:
         return self.page("pool.html", pages.pool(self.site.state, self.site.identity), request, "pool")
 
     def decisions(self, request: Request) -> Response:
-        before = request.query_params.get("before", "")
         return self.page("decisions.html", pages.decisions(self.site.state, self.site.corpus,
-                                                           int(before) if before.isdigit() else None),
+                                                           _cursor(request.query_params.get("before", ""))),
                          request, "decisions")
 
     def candidates(self, request: Request) -> Response:
@@ -266,3 +265,11 @@ def build_app(site: Site) -> Starlette:
         return refused if refused is not None else await call_next(request)
 
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guarded)])
+
+
+def _cursor(text: str) -> int | None:
+    """A `before=` page cursor: a log position (ASCII digits, within SQLite's 64-bit integers), else None (the
+    newest page): an odd value never becomes a 500."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return min(int(text), 2**63 - 1)
