@@ -111,6 +111,13 @@ def test_review_pages_in_chromium(tmp_path: Path, faces_dir: Path, models_root: 
         assert no_form_token.status_code == 403
         rebound = requests.get(f"{base}/facesets", headers={"Host": "evil.example"}, timeout=10)
         assert rebound.status_code == 403  # DNS rebinding: a loopback listener answers loopback names only
+        # a form past MAX_FORM_BYTES is refused before it is read whole: by its length, or while streamed
+        headers = {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"}
+        huge = requests.post(f"{base}/action/restore", data=b"x" * (2 << 20), headers=headers, timeout=30)
+        assert huge.status_code == 413
+        streamed = requests.post(f"{base}/action/restore", data=iter([b"x" * (1 << 16)] * 17), headers=headers,
+                                 timeout=30)
+        assert streamed.status_code == 413
         # a page cursor past SQLite's integers, or in digits Python reads but SQL does not: the newest page
         for odd in ("99999999999999999999999999999", "\u00b2", "-1", "x"):
             older = requests.get(f"{base}/decisions", params={"before": odd}, timeout=10)

@@ -52,6 +52,7 @@ log = structlog.get_logger("facesetd.review")
 COOKIE = "facesetd_review"
 STREAM_POLL_S = 1.0  # how often the event stream looks at the log's head
 KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so proxies and browsers keep it open
+MAX_FORM_BYTES = 1 << 20  # the largest form a click posts (a promotion of thousands of faces stays far below)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self';"
@@ -228,7 +229,13 @@ class Endpoints:
         if self.site.runner is None:
             return _refused(405, "these pages are read-only")
         refused = same_origin(request)
-        body = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if refused is not None:  # refused before a byte of the body is read
+            log.warning("review action refused", action=request.path_params["name"], why=refused)
+            return _refused(403, refused)
+        raw = await _bounded_body(request)
+        if raw is None:
+            return _refused(413, f"a form of more than {MAX_FORM_BYTES} bytes")
+        body = parse_qs(raw.decode("utf-8", "replace"))
         form = {k: "\n".join(v) for k, v in body.items()}  # a field sent twice (checkboxes): one value a line
         if refused is None and not hmac.compare_digest(form.get("csrf", "").encode(), self.site.csrf.encode()):
             refused = "the form's token is missing or stale (reload the page)"
@@ -265,6 +272,20 @@ def build_app(site: Site) -> Starlette:
         return refused if refused is not None else await call_next(request)
 
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guarded)])
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The request's body, or None once it passes MAX_FORM_BYTES (by its Content-Length, before reading, or while
+    reading a body sent without one): a huge POST never fills the daemon's memory."""
+    length = request.headers.get("content-length", "")
+    if length and (not (length.isascii() and length.isdigit()) or int(length) > MAX_FORM_BYTES):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return bytes(body)
 
 
 def _cursor(text: str) -> int | None:
