@@ -79,12 +79,16 @@ def encode_png(image_bgr: np.ndarray) -> bytes:
 
 
 def pad_image(image_bgr: np.ndarray, fraction: float = 0.5) -> tuple[np.ndarray, int, int]:
-    """A black border of `fraction` x the long edge on every side; returns (padded, dx, dy) offsets.
+    """A black border of `fraction` x the long edge on every side, but at most the short edge; returns (padded,
+    dx, dy) offsets.
 
     A face that fills the frame (a tight aligned crop) has no context for the detector at 640: its
-    anchors expect faces smaller than the input. The border shrinks it back into range.
+    anchors expect faces smaller than the input. The border shrinks it back into range. Such a face is at most
+    as tall as the short edge, so a border of the short edge is room enough; the cap keeps a thin canvas from
+    growing without bound (a 30000x100 photo padded by half its long edge was a 60000x30100 array, 5.4 GB): the
+    padded image holds at most 9 times the photo's pixels (issue 23). Photos up to 2:1 pad as before.
     """
     h, w = image_bgr.shape[:2]
-    b = max(1, round(max(h, w) * fraction))
+    b = max(1, min(round(max(h, w) * fraction), min(h, w)))
     padded = cv2.copyMakeBorder(image_bgr, b, b, b, b, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     return padded, b, b

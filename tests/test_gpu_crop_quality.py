@@ -81,3 +81,15 @@ def test_total_is_the_weighted_sum_and_sharpness_reacts_to_blur(faces_dir: Path,
     assert 0.0 <= q.total <= 1.0 and q.det_score == pytest.approx(face.det_score)
     blurred = cv2.GaussianBlur(img, (0, 0), 6)
     assert quality.crop_quality(blurred, face).sharpness < q.sharpness
+
+
+def test_pad_image_of_a_thin_canvas_stays_within_a_multiple_of_its_pixels() -> None:
+    """Issue 23: a faceless 30000x100 photo was padded by half its long edge (a 60000x30100 array, 5.4 GB); the
+    border is now at most the short edge, so the padded image holds at most 9 times the photo's pixels."""
+    thin = np.zeros((100, 30000, 3), np.uint8)
+    padded, dx, dy = pad_image(thin, 0.5)
+    assert (dx, dy) == (100, 100) and padded.shape == (300, 30200, 3)
+    assert padded.size <= 9 * thin.size
+    square = np.zeros((640, 640, 3), np.uint8)  # up to 2:1, as before: half the long edge
+    assert pad_image(square, 0.5)[0].shape == (1280, 1280, 3)
+    assert pad_image(np.zeros((400, 800, 3), np.uint8), 0.5)[1] == 400
