@@ -101,6 +101,8 @@ class Daemon:
     def _start_control(self) -> None:
         """Answer the shell's correcting verbs (`label`, `move`, `restore` ...) on <state>/facesetd.sock: each runs
         on this loop (DaemonRunner), as a click on the review pages does."""
+        from state.errors import FacesetdError
+
         from .control import ControlServer
         from .review.actions import DaemonRunner
 
@@ -116,8 +118,14 @@ class Daemon:
                 return {"error": "a request names an action (a string) and a form of strings"}
             return {"position": runner(name, form)}
 
-        self.control = ControlServer(self.config.state_dir, handle)
-        self.control.start()
+        control = ControlServer(self.config.state_dir, handle)
+        try:
+            control.start()
+        except FacesetdError as e:  # a file system without unix sockets (some network mounts): go on without it
+            log.error("control socket not served: corrections from the shell need the daemon stopped, or the"
+                      " review pages", error=str(e))
+            return
+        self.control = control
 
     def _start_review(self) -> None:
         """Serve the review pages beside the loop; their actions run on this loop (DaemonRunner). A listen

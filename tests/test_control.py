@@ -215,3 +215,22 @@ def test_the_socket_path_may_be_longer_than_sun_path(tmp_path: Path, env: dict[s
     finally:
         assert d.terminate() == 0
 
+
+
+def test_a_daemon_that_cannot_serve_the_socket_still_runs(tmp_path: Path, env: dict[str, str]) -> None:
+    """A socket path the daemon cannot bind (here a plain file sits there; on some network mounts sockets cannot be
+    made at all) is logged once; the daemon runs, and a correction beside it says in one line what is wrong."""
+    data = tmp_path / "data"
+    (data / "state").mkdir(parents=True)
+    (data / "state" / "facesetd.sock").write_text("not a socket\n")
+    d = DaemonProcess(data, env=env).start()
+    try:
+        assert any(line.get("event", "").startswith("control socket not served") for line in d.lines())
+        proc = cli(data, "label", "faceset_001", "Ann", env=env, check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1].startswith(
+            f"facesetd: error: facesetd run (pid {d.proc.pid}) holds this data folder but does not answer on")
+        assert d.proc is not None and d.proc.poll() is None
+    finally:
+        assert d.terminate() == 0
+    assert (data / "state" / "facesetd.sock").read_text() == "not a socket\n"  # never deleted
