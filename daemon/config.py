@@ -30,7 +30,7 @@ else:  # pragma: no cover
 
 from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.limits import Limits
-from handlers.thresholds import EraSettings, IdentityThresholds, Thresholds, pack_identity
+from handlers.thresholds import PACK_KEYS, EraSettings, IdentityThresholds, Thresholds, pack_identity
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
@@ -428,23 +428,27 @@ def identity_origins(path: Path | None = None, *, data_dir: str | None = None,
     """Where each pack-dependent [identity] value in force comes from: the layer that sets it (a file's path, a
     variable's name), else "face pack NAME" (PACK_IDENTITY), else "built-in default"."""
     environ = os.environ if environ is None else environ
+    layers = _layers(path, data_dir, environ)[0]
     raw: dict[str, Any] = {}
-    for _origin, tables in _layers(path, data_dir, environ)[0]:
+    for _origin, tables in layers:
         _merge(raw, tables)
     pack = _face_pack(raw)
-    out = {}
-    for f in dataclasses.fields(IdentityThresholds):
-        if f.name in pack_identity(pack) or f.name in pack_identity(ModelSettings().face_pack):
-            out[f.name] = (setting_origin("identity", f.name, path, data_dir=data_dir, environ=environ)
-                           or (f"face pack {pack}" if f.name in pack_identity(pack) else "built-in default"))
-    return out
+    return {key: (_origin_in(layers, "identity", key, environ)
+                  or (f"face pack {pack}" if key in pack_identity(pack) else "built-in default"))
+            for key in PACK_KEYS}
 
 
 def setting_origin(section: str, key: str, path: Path | None = None, *, data_dir: str | None = None,
                    environ: typing.Mapping[str, str] | None = None) -> str | None:
     """Which layer sets `section.key`: a file's path, the variable's name, "--data-dir"; None = the default."""
     environ = os.environ if environ is None else environ
-    for origin, tables in reversed(_layers(path, data_dir, environ)[0]):
+    return _origin_in(_layers(path, data_dir, environ)[0], section, key, environ)
+
+
+def _origin_in(layers: list[tuple[str, dict[str, Any]]], section: str, key: str,
+               environ: typing.Mapping[str, str]) -> str | None:
+    """The top layer of `layers` that sets `section.key` (the variable's name for the environment); None: none."""
+    for origin, tables in reversed(layers):
         if key in tables.get(section, {}):
             if origin == "environment":
                 return next(v for v, sk in setting_variables().items() if sk == (section, key) and v in environ)

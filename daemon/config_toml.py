@@ -9,15 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from handlers.thresholds import PACK_IDENTITY
+from handlers.thresholds import PACK_IDENTITY, PACK_KEYS
 from state.comments import field_comments
 
 from .config import DATA_FOLDER_FILE, DEFAULT_DATA_DIR, ENUMS, Config, range_text
-
-# Keys whose default depends on the face pack (handlers/thresholds.py PACK_IDENTITY): config.toml shows them
-# commented out, so a copy of it used as --config never pins one pack's numbers on another.
-PACK_KEYS = {("identity", k) for table in PACK_IDENTITY.values()
-             for k in table}
 
 HEADER = """\
 # facesetd configuration: every key with its default and meaning.
@@ -65,7 +60,9 @@ def render(config: Config | None = None, origins: dict[str, dict[str, str]] | No
                 continue
             lines.append(f"# {comments.get(f.name, '')}")
             origin = origins.get(section.name, {}).get(f.name)
-            if not origins and (section.name, f.name) in PACK_KEYS:  # the defaults: set, it would beat every pack's
+            # the defaults: a pack-dependent key is shown commented out, so a copy of config.toml used as --config
+            # never pins one pack's numbers on another
+            if not origins and section.name == "identity" and f.name in PACK_KEYS:
                 lines.append(f"# {f.name} = {toml_value(value)}  # (the default pack's; unset, each face pack's own)")
                 continue
             lines.append(f"{f.name} = {toml_value(value)}" + (f"  # from: {origin}" if origin else ""))
@@ -109,13 +106,12 @@ next start, and the reload's log line names them ("config reloaded; restart to a
 
 def _pack_note() -> list[str]:
     """The face packs' own distances (PACK_IDENTITY), which apply where a key is not set."""
-    keys = sorted({k for table in PACK_IDENTITY.values() for k in table})
     lines = ["The defaults above are `buffalo_l`'s. Where these keys are not set, each face pack's own measured values",
              "apply (`handlers/thresholds.py` PACK_IDENTITY; `facesetd calibrate DIR` measures a pack on your photos and",
              "`facesetd config` says which value applies and where it comes from):", "",
-             "| face pack | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+             "| face pack | " + " | ".join(f"`{k}`" for k in PACK_KEYS) + " |", "|---|" + "---|" * len(PACK_KEYS)]
     for pack, table in sorted(PACK_IDENTITY.items()):
-        lines.append(f"| `{pack}` | " + " | ".join(toml_value(table.get(k, "-")) for k in keys) + " |")
+        lines.append(f"| `{pack}` | " + " | ".join(toml_value(table.get(k, "-")) for k in PACK_KEYS) + " |")
     return [*lines, ""]
 
 

@@ -68,6 +68,10 @@ PACK_IDENTITY: dict[str, dict[str, float]] = {
 }
 
 
+# The [identity] keys whose default depends on the face pack (config.toml leaves them commented out).
+PACK_KEYS: tuple[str, ...] = tuple(sorted({key for table in PACK_IDENTITY.values() for key in table}))
+
+
 def pack_identity(pack: str) -> dict[str, float]:
     """The [identity] distances `pack` uses where the user set none (empty: the IdentityThresholds defaults)."""
     return dict(PACK_IDENTITY.get(pack, {}))
