@@ -15,6 +15,7 @@ Not a handler: the `eras` verb plans the split, prints it, and (unless --dry-run
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,13 +136,19 @@ def _dated_faces(ctx: HandlerContext, family: str, plan: SplitPlan) -> list[Date
     return dated
 
 
-def describe(plan: SplitPlan) -> list[str]:
-    """The plan as lines for a person: one per bucket, then what was left out."""
+def bucket_lines(made: Sequence[dict[str, Any]]) -> list[str]:
+    """One line a bucket (a plan's, or a recorded ErasSplit's): its faceset, window, year and anchors."""
     lines = []
-    for b in plan.buckets:
+    for b in made:
         names = ", ".join(a[0].rsplit("/", 1)[-1] for a in b["anchors"])
         lines.append(f"  {b['faceset']}  {b['first_year']}-{b['last_year']}  year {b['year']}"
                      f"  {len(b['anchors'])} anchor(s): {names}")
+    return lines
+
+
+def describe(plan: SplitPlan) -> list[str]:
+    """The plan as lines for a person: one per bucket, then what was left out."""
+    lines = bucket_lines(plan.buckets)
     if plan.too_few:
         lines.append(f"  in no bucket, fewer than {plan.min_anchors} dated faces in their window (they stay in"
                      f" {plan.family}): {', '.join(p.rsplit('/', 1)[-1] for p in plan.too_few)}")

@@ -70,11 +70,10 @@ def _dry_run(family: str, years: int, app: Any) -> int:
 def describe_split(split: Any) -> list[str]:
     """A recorded eras_split event as lines for a person (the same whether this process or the daemon made it):
     the family and its buckets, one a line, then how many faces stayed out."""
-    lines = [f"{split.faceset}: {counted(len(split.buckets), 'era bucket')} of {counted(split.years, 'year')}"]
-    for b in split.buckets:
-        names = ", ".join(a[0].rsplit("/", 1)[-1] for a in b["anchors"])
-        lines.append(f"  {b['faceset']}  {b['first_year']}-{b['last_year']}  year {b['year']}"
-                     f"  {len(b['anchors'])} anchor(s): {names}")
+    from handlers.era_split import bucket_lines
+
+    lines = [f"{split.faceset}: {counted(len(split.buckets), 'era bucket')} of {counted(split.years, 'year')}",
+             *bucket_lines(split.buckets)]
     out = {what: split.inputs.get(key, 0) for key, what in (
         ("too_few", f"in a window of fewer than {split.inputs.get('min_anchors', 1)} dated faces"),
         ("undated", "without a year"), ("unanalysed", "without an embedding"))}
