@@ -265,9 +265,9 @@ def facesetd_before(vecs: np.ndarray, photos: Sequence[str], t: float = BEFORE_D
 
 
 def facesetd_rule(vecs: np.ndarray, photos: Sequence[str], t: float, gate: int = FACESETD_GATE) -> list[int]:
-    """facesetd's pool rule in process: average linkage cut at t (handlers/pool_clusters.average_linkage), gated
-    (see `_faceset_rule`)."""
-    return _faceset_rule(_linkage(vecs, "average", t), photos, gate)
+    """facesetd's pool rule in process, facesetd's own code (daemon/calibration.py pool_rule, which `facesetd
+    calibrate` reports with): average linkage cut at t, a faceset at `gate` distinct photos, one face per photo."""
+    return calibration.pool_rule(vecs, photos, t, gate)[0]
 
 
 def _faceset_rule(clusters: list[int], photos: Sequence[str], gate: int) -> list[int]:
