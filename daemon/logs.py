@@ -60,26 +60,17 @@ def redact_text(text: str) -> str:
     return text
 
 
-def _each_string(key: str, value: Any, fn: Callable[[str, str], Any]) -> Any:
-    """`value` with `fn(key, text)` applied to every string in it (dicts and lists walked, their keys kept)."""
-    if isinstance(value, str):
-        return fn(key, value)
-    if isinstance(value, dict):
-        return {k: _each_string(str(k), v, fn) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_each_string(key, v, fn) for v in value)
-    return value
-
-
 def _redact_value(key: str, value: Any) -> Any:
     if SECRET_KEYS.search(key) and value not in (None, "", False):
         return REDACTED
-    if isinstance(value, dict):  # walked here, not by _each_string: a nested key may name a secret too
+    if isinstance(value, str):
+        # escape(): a file name that is not UTF-8 (surrogate escapes) must not break a strict UTF-8 stream.
+        return redact_text(escape(value))
+    if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_redact_value(key, v) for v in value)
-    # escape(): a file name that is not UTF-8 (surrogate escapes) must not break a strict UTF-8 stream.
-    return _each_string(key, value, lambda _k, text: redact_text(escape(text)))
+    return value
 
 
 def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -87,16 +78,23 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
     return {k: _redact_value(k, v) for k, v in event_dict.items()}
 
 
-def _escaped(key: str, text: str) -> str:
+def _escaped(key: str, value: Any) -> Any:
+    """`value` with the control characters of every string in it escaped (dicts and lists walked)."""
     from daemon.cli.printable import printable
 
-    return printable(text, keep_newlines=key == "exception")  # a traceback keeps its lines
+    if isinstance(value, str):
+        return printable(value, keep_newlines=key == "exception")  # a traceback keeps its lines
+    if isinstance(value, dict):
+        return {k: _escaped(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escaped(key, v) for v in value)
+    return value
 
 
 def escape_controls(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor for the terminal's coloured lines: a file name's or a label's control characters
     escaped ('\\x1b'), so a name cannot retitle or clear the terminal. (JSON lines escape them already.)"""
-    return {k: _each_string(k, v, _escaped) for k, v in event_dict.items()}
+    return {k: _escaped(k, v) for k, v in event_dict.items()}
 
 
 # Libraries log at this level or above (or at ours, when that is higher): their INFO and DEBUG lines are
