@@ -371,23 +371,10 @@ def _faceset_of(path: str) -> str:
 # The scoring is facesetd's own (daemon/calibration.py, which `facesetd calibrate` reports with): Score, score.
 
 
-def spread(values: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=np.float64)
-    qs = {"min": a.min(), "p05": np.quantile(a, 0.05), "p50": np.median(a), "p95": np.quantile(a, 0.95),
-          "max": a.max()}
-    return {k: round(float(v), 3) for k, v in qs.items()} | {"pairs": len(a)}
-
-
-def pair_distances(faces: Sequence[Face]) -> tuple[list[float], list[float]]:
-    """Cosine distances of every pair of labelled faces: same person, different people."""
-    labelled = [f for f in faces if f.person != BYSTANDER]
-    d = distances(np.stack([f.vec for f in labelled]))
-    same: list[float] = []
-    diff: list[float] = []
-    for i in range(len(labelled)):
-        for j in range(i + 1, len(labelled)):
-            (same if labelled[i].person == labelled[j].person else diff).append(float(d[i, j]))
-    return same, diff
+def pair_distances(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine distances of every pair of labelled faces: same person, different people (calibrate's own)."""
+    return calibration.pair_distances([calibration.Labelled(f.photo, f.person, f.vec) for f in faces
+                                       if f.person != BYSTANDER])
 
 
 # --- Main ----------------------------------------------------------------------------------------------
@@ -456,7 +443,7 @@ def main() -> None:
         "people_5plus": sum(1 for k in labelled.values() if k >= FOUND_MIN_PHOTOS),
         "people_3_4": sum(1 for k in labelled.values() if k in SMALL_PHOTOS),
         "rules": {name: s.__dict__ for name, s in results.items()},
-        "same_person": spread(same), "different_people": spread(diff), "reconcile_s": e2e_s,
+        "same_person": calibration.spread(same), "different_people": calibration.spread(diff), "reconcile_s": e2e_s,
     }
     swept = sweep(faces) if args.sweep else {}
     if swept:
