@@ -17,6 +17,7 @@ router moves the LINK to _rejected/<reason>/ (its target is never touched, nor r
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +126,16 @@ def list_waiting(inbox: Path) -> list[str]:
             if _is_waiting(dirpath, name, rel):
                 found.append(rel)
     return sorted(found, key=receive_order)
+
+
+def still_written(inbox: Path, rel: str, settle_s: float, now: float | None = None) -> bool:
+    """True if the photo changed less than `settle_s` ago (or its clock is ahead of ours): its writer may still
+    be at work, so a listing must not take it yet (the watcher reports it once it stops changing)."""
+    try:
+        mtime = os.lstat(inbox / rel).st_mtime
+    except OSError:
+        return False  # gone, or unreadable: receiving it records why
+    return abs((time.time() if now is None else now) - mtime) < settle_s
 
 
 def receive_order(rel: str) -> tuple[bool, bytes]:

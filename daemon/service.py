@@ -31,7 +31,7 @@ from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .deferred import retry_due
-from .inbox import is_candidate, receive_order
+from .inbox import is_candidate, receive_order, still_written
 from .notify import Notifier, watchdog_interval
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
 
@@ -150,7 +150,12 @@ class Daemon:
     def _startup_reconcile(self) -> None:
         """What changed while we were down: the corpus compared with the log, the inbox listed."""
         _result, report = self.pipeline.scan_and_record()
-        self.waiting.update(self.pipeline.waiting_photos())
+        inbox = self.config.inbox_dir.resolve()
+        for rel in self.pipeline.waiting_photos():
+            if self.watcher is not None and still_written(inbox, rel, self.config.watch.settle_s):
+                self.watcher.settle(inbox / rel)  # a writer may be at work: the watcher reports it when it is done
+            else:
+                self.waiting.add(rel)
         self._started = True
         log.info("startup reconcile done", **report.as_dict(), inbox_waiting=len(self.waiting))
 

@@ -386,6 +386,16 @@ class Watcher:
                 observer.join(timeout)
         self._settler.stop(timeout)
 
+    def settle(self, path: Path) -> None:
+        """Report `path` ready once it has stopped changing for `settle_s`, as if it had just been written.
+
+        For a file found by a listing rather than by an event (the daemon's start-up inbox listing) whose
+        writer may still be at work: it was last changed a moment ago, so taking it now could take half a file.
+        """
+        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        if root is not None and not is_ignored(path, root):
+            self._settler.touch(path, root)
+
     def pending(self) -> int:
         """Files seen but not yet complete (for `facesetd status` and STATUS=)."""
         return self._settler.pending()

@@ -61,14 +61,26 @@ def test_seed_then_join_then_pool_until_the_gate(tmp_path: Path, faces_dir: Path
     assert kinds.count("photo_received") == 7 and kinds.count("photo_processed") == 7
 
 
-def test_a_photo_written_slowly_is_taken_once_complete(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
+@pytest.mark.parametrize("begun", [False, True], ids=["after-start", "while-starting"])
+def test_a_photo_written_slowly_is_taken_once_complete(tmp_path: Path, faces_dir: Path, models_root: Path,
+                                                       begun: bool) -> None:
+    """Written chunk by chunk through one open file; with `begun`, the first chunk is there before the daemon
+    starts, so its start-up listing finds the file half-written and must leave it to the watcher."""
     data = tmp_path / "data"
-    d = DaemonProcess(data, _env(models_root)).start()
     payload = (faces_dir / IDS / "biden" / "biden.jpg").read_bytes()
+    chunk = len(payload) // 5 + 1
     target = data / "inbox" / "slow.jpg"
+    target.parent.mkdir(parents=True)
+    daemon = DaemonProcess(data, _env(models_root))
+    d = None if begun else daemon.start()
     with open(target, "wb") as f:
-        for i in range(0, len(payload), len(payload) // 5 + 1):
-            f.write(payload[i : i + len(payload) // 5 + 1])
+        if begun:
+            f.write(payload[:chunk])
+            f.flush()
+            d = daemon.start()
+        assert d is not None
+        for i in range(chunk if begun else 0, len(payload), chunk):
+            f.write(payload[i : i + chunk])
             f.flush()
             time.sleep(0.3)
     d.wait_for(lambda: "photo_processed" in d.kinds(), "the photo processed")
