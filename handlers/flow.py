@@ -28,9 +28,9 @@ PROMOTION = "daemon.pipeline: evaluates the pool promotion again (handlers.pool.
 FLOW = declare([
     # --- The corpus as found on disk
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
-    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo"), applier="_faceset_created",
+    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed"), applier="_faceset_created",
           readers=(PROMOTION,)),
-    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool", "handlers.merge_identities",
+    Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed", "handlers.pool", "handlers.merge_identities",
                                    "daemon.corrections", "daemon.correction_undo"),
           consumers=(Consumer(embed.embed, batch=8), Consumer(thin_return.return_grown, batch=8)),
           applier="_faces_added"),
@@ -82,7 +82,7 @@ FLOW = declare([
     Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
     Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred"), applier="_photo_done"),
     Stage(ev.PhotoDeferred, producers=("handlers.route_photo",), applier="_photo_deferred"),
-    Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool", "daemon.corrections"), applier="_face_routed",
+    Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool_seed", "handlers.pool", "daemon.corrections"), applier="_face_routed",
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),
     Stage(ev.PoolFaceAdded, producers=("handlers.route_photo", "daemon.corrections"), applier="_pool_face_added"),
     Stage(ev.FacesetPromoted, producers=("handlers.pool", "daemon.corrections"), applier="_faceset_promoted",
@@ -91,10 +91,10 @@ FLOW = declare([
     Stage(ev.FaceSlotted, producers=("handlers.era",), applier="_slotted"),
     Stage(ev.FaceUnslotted, producers=("handlers.era",), applier="_unslotted"),
     Stage(ev.ThinErasListed, producers=("handlers.era",), applier="_thin_eras"),
-    Stage(ev.ForcedFaceDistant, producers=("handlers.route_photo",),
+    Stage(ev.ForcedFaceDistant, producers=("handlers.face_assign",),
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",),
           record_only="a warning for a person: the forced face may be someone else"),
-    Stage(ev.PoolFacesSeeded, producers=("handlers.route_photo",), applier="_faceset_promoted"),
+    Stage(ev.PoolFacesSeeded, producers=("handlers.pool_seed",), applier="_faceset_promoted"),
     # --- Era buckets made (`facesetd eras split`)
     Stage(ev.ErasSplit, producers=("handlers.era_split",), consumers=(Consumer(era.relist_thin_eras),),
           applier="_eras_split", readers=(RESTORE,)),

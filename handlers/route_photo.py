@@ -9,36 +9,36 @@ Crash safety: the handler's files are written before its events are appended (by
 transaction as its position). Every step is idempotent, so a rerun after a crash gives the same events: crop
 names derive from the photo's hash (same bytes: no rewrite), and a photo already moved is found again in
 _processed/ or _rejected/ by its hash.
+
+The photo's way, stage by stage (route_one): read it back, decode it, find its faces; where each face goes is
+handlers/face_assign.py, the crops on disk handlers/crops.py, a processed photo dropped again into a seeding
+folder handlers/pool_seed.py, the photo's own move aside handlers/inbox_files.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from state import events as ev
 from state import names
-from state.atomic import atomic_write, fsync_dir, fsync_dirs
+from state.atomic import fsync_dirs
 from state.eventlog import StoredEvent
 from state.faults import crash_point
-from state.layout import POOL_DIR, face_path
-from state.scan import sha256_file
 
 from . import candidates
-from .centroids import centroids, nearest, unit
+from .centroids import centroids, unit
 from .context import HandlerContext
+from .crops import Written, write_crops
+from .face_assign import POOL_FACESET, RoutedFace, assign, distant, why_routed
 from .inbox_files import REJECT_REASONS, REJECTED, find_moved, move_aside, processed_rel, rejected_rel
-
-POOL_FACESET = "pool"
-
+from .pool_seed import seed_from_pool
 
 # --- Files ----------------------------------------------------------------------------------------
 
@@ -71,30 +71,6 @@ def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: st
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
 
 
-def _write_crop(corpus: Path, rel: str, png: bytes, folders: set[Path]) -> tuple[str, int, int]:
-    """Write the crop atomically (no-op with the same bytes there) and fsync it, its folder added to `folders`
-    (fsynced once for all of a photo's crops); returns (sha256, size, mtime_ns)."""
-    atomic_write(corpus / rel, png, folders=folders)
-    st = (corpus / rel).stat()
-    return hashlib.sha256(png).hexdigest(), len(png), st.st_mtime_ns
-
-
-# --- Routing --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Face:
-    index: int
-    face: Any  # DetectedFace
-    vec: np.ndarray
-    quality: float
-    to: str = ""
-    distance: float | None = None
-    far: bool = False  # forced into a faceset whose centroid lies farther than [identity] match_distance
-    near: str = ""  # the nearest faceset of a face sent to the pool (a candidate for it when just past the match)
-    measured: dict[str, Any] = field(default_factory=dict)  # the face on its photo (gpu_agent.source_quality)
-
-
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
     if root == "inbox":
         return ctx.config.inbox
@@ -107,50 +83,6 @@ def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, er
     dest = move_aside(src, ctx.config.inbox, rejected_rel(e, reason), e.sha256) or ""
     ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
     return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
-
-
-def _pick_forced(faces: list[_Face], centroid: np.ndarray | None, match_distance: float) -> _Face:
-    """The face a photo forced into a faceset gives it: the one most like the person already there, else (seeding)
-    the largest. Marked `far` when even that one lies past the match distance: perhaps someone else."""
-    if centroid is None:
-        return max(faces, key=lambda f: (f.face.short_side, -f.index))
-    pick = min(faces, key=lambda f: (1.0 - float(np.dot(centroid, f.vec)), f.index))
-    pick.distance = 1.0 - float(np.dot(centroid, pick.vec))
-    pick.far = pick.distance > match_distance
-    return pick
-
-
-def _distant(ctx: HandlerContext, e: ev.PhotoReceived, f: _Face, crop: str, sha256: str) -> ev.ForcedFaceDistant:
-    """The warning for a forced face far from its faceset: it joins (the user asked), but is said, and undoable."""
-    photo = f"{e.root}/{e.path}"
-    distance = round(float(f.distance or 0.0), 4)
-    ctx.log.warning("forced face far from its faceset", faceset=f.to, photo=photo, crop=crop, distance=distance,
-                    match_distance=ctx.config.identity.match_distance,
-                    undo="facesetd restore ID (ID: its forced_face_distant event, see facesetd events)")
-    return ev.ForcedFaceDistant(path=crop, sha256=sha256, faceset=f.to, distance=distance,
-                                match_distance=ctx.config.identity.match_distance, photo=photo)
-
-
-def _assign(ctx: HandlerContext, faces: list[_Face], forced: str, cents: dict[str, np.ndarray]) -> None:
-    """Decide where each face goes; one face per identity (the best), the forced identity first."""
-    rest = list(faces)
-    if forced:
-        pick = _pick_forced(rest, cents.get(forced), ctx.config.identity.match_distance)
-        pick.to = forced
-        rest.remove(pick)
-    for f in rest:
-        name, dist = nearest(cents, f.vec, exclude=forced)
-        if name and dist <= ctx.config.identity.match_distance:
-            f.to, f.distance = name, dist
-        else:
-            f.to, f.distance, f.near = POOL_FACESET, (dist if name else None), name
-    # One face per identity: keep the best crop, the others are not taken from this photo.
-    for name in sorted({f.to for f in rest} - {POOL_FACESET}):
-        group = [f for f in rest if f.to == name]
-        best = max(group, key=lambda f: (f.quality, -f.index))
-        for f in group:
-            if f is not best:
-                f.to = ""
 
 
 def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float | None:
@@ -166,82 +98,6 @@ def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float |
     except OSError:
         return None
     return age if age < ctx.config.limits.incomplete_grace_s else None
-
-
-# --- Seeding with a photo already processed --------------------------------------------------------
-
-
-class _PooledBox(NamedTuple):
-    """What _pick_forced needs of a face waiting in the pool: the short side of its box on the photo."""
-
-    short_side: float
-
-
-def _move_crop(corpus: Path, src: str, dest: str, sha256: str) -> bool:
-    """Move a pool crop into a faceset before the move is recorded (as crops are written before their events),
-    so the face is there when its checks run; the Mover then finds the move done. Idempotent: a crop already
-    at `dest` with these bytes was moved by an interrupted run. False when it cannot be moved."""
-    s, d = corpus / src, corpus / dest
-    if d.exists():
-        return not s.exists() and sha256_file(d) == sha256
-    if not s.is_file():
-        return False
-    d.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(s, d)
-    fsync_dir(d.parent)
-    fsync_dir(s.parent)
-    return True
-
-
-def _seed_from_pool(ctx: HandlerContext, e: ev.PhotoReceived) -> tuple[list[ev.Event], list[dict[str, Any]]]:
-    """A processed photo forced into inbox/faceset_NNN/: its face waiting in the pool joins that faceset.
-
-    The face is picked as for a new photo (most like the faceset, or the largest when seeding); one face per
-    photo and identity, so nothing moves when the faceset holds a face of this photo already. Returns the events
-    (FacesetCreated?, PoolFacesSeeded, FaceAdded, FaceRouted, ForcedFaceDistant?) and the photo's face summary.
-    """
-    forced, label = e.forced_faceset, f"{e.root}/{e.path}"
-    rows = ctx.state.pool_faces_of_photo(e.sha256)
-    its_facesets = sorted(set(ctx.state.facesets_with_photo(e.sha256)))
-    if forced in its_facesets:  # one face per photo and identity
-        ctx.log.info("photo already processed: a face of it is in " + forced, path=label, faceset=forced)
-        return [], []
-    if not rows:
-        ctx.log.warning("photo already processed: nothing of it waits in the pool to seed " + forced,
-                        path=label, faceset=forced, its_faces_in=its_facesets)
-        return [], []
-    faces = []
-    for i, (_id, _path, _sha, quality, source, blob) in enumerate(rows):
-        x1, y1, x2, y2 = json.loads(source).get("bbox") or (0.0, 0.0, 0.0, 0.0)
-        faces.append(_Face(i, _PooledBox(min(x2 - x1, y2 - y1)), unit(np.frombuffer(blob, dtype="<f4")), quality))
-    pick = _pick_forced(faces, centroids(ctx).get(forced), ctx.config.identity.match_distance)
-    pick.to = forced
-    face_id, pool_path, sha, quality, source, _blob = rows[pick.index]
-    out: list[ev.Event] = []
-    area = ctx.state.faceset_area(forced)
-    if area is None:
-        out.append(ev.FacesetCreated(faceset=forced, reason=f"seeded through inbox/{forced}/"))
-    dest = face_path(area or "", forced, pool_path.rsplit("/", 1)[-1])
-    if not _move_crop(ctx.config.corpus, pool_path, dest, sha):
-        ctx.log.warning("pool crop cannot move into the faceset; left in the pool", path=label, crop=pool_path,
-                        dest=dest)
-        return [], []
-    st = (ctx.config.corpus / dest).stat()
-    dist = None if pick.distance is None else round(pick.distance, 4)
-    out.append(ev.PoolFacesSeeded(
-        faceset=forced, face_ids=(face_id,), photo_sha256=e.sha256, moves=((pool_path, dest),), check="seed",
-        reason=f"{label} was processed before; dropped into inbox/{forced}/, its face waiting in the pool joins "
-               f"{forced}", inputs={"distance": dist, "match_distance": ctx.config.identity.match_distance},
-    ))
-    out.append(ev.FaceAdded(path=dest, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                            source=json.loads(source)))
-    out.append(ev.FaceRouted(path=dest, sha256=sha, faceset=forced, distance=dist, quality=quality,
-                             embedding=pick.vec))
-    if pick.far:
-        out.append(_distant(ctx, e, pick, dest, sha))
-    ctx.log.info("photo seeded from the pool", path=label, faceset=forced, crop=dest, distance=dist)
-    return out, [{"to": forced, "crop": dest, "distance": dist, "quality": round(quality, 4),
-                  "face": json.loads(source).get("face")}]
 
 
 def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent[ev.PhotoReceived]]) -> list[ev.Event]:
@@ -281,7 +137,7 @@ class _Photo:
 @dataclass
 class _Analysed:
     detected: int  # faces the detector found
-    faces: list[_Face]  # those large enough to use
+    faces: list[RoutedFace]  # those large enough to use
     skipped: dict[str, int]  # why the others were left ("small", later "same_identity")
 
 
@@ -321,7 +177,7 @@ def _route_duplicate(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, dup: t
                      label: str) -> list[ev.Event]:
     """The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
     dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool."""
-    seeded, seed_faces = _seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
+    seeded, seed_faces = seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
     dest = move_aside(src, ctx.config.inbox, processed_rel(e), e.sha256) or ""
     note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
     if seed_faces:
@@ -376,7 +232,7 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
                                        known=lambda sha: bool(ctx.state.processed_photo_with(sha)))
         min_px = ctx.config.identity.min_face_px
         usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
-        faces = [_Face(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
+        faces = [RoutedFace(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
                  for i, f in usable]
     except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
         return _reject(ctx, e, photo.src, "unprocessable", f"{label}: {type(err).__name__}: {err}")
@@ -398,13 +254,13 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
         else:
             area = known
     if found.faces:
-        _assign(ctx, found.faces, forced, centroids(ctx, exclude_prefix=prefix))
+        assign(ctx, found.faces, forced, centroids(ctx, exclude_prefix=prefix))
     lost = sum(1 for f in found.faces if not f.to)
     if lost:
         found.skipped["same_identity"] = lost
     # The crops' and the photo's folders, each fsynced once (not once per file) before the events name them.
     folders: set[Path] = set()
-    written = _write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label, folders)
+    written = write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label, folders)
 
     crash_point("inbox:crops_written")
     dest = photo.moved or move_aside(photo.src, ctx.config.inbox, processed_rel(e), e.sha256, folders=folders) or ""
@@ -419,58 +275,9 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     match = ctx.config.identity.match_distance
     ctx.log.info("photo routed", path=label, found=found.detected, faces=len(summaries),
                  to=[s["to"] for s in summaries], distance=[s["distance"] for s in summaries], match_distance=match,
-                 why=[_why_routed(f, forced, match) for f, *_rest in written], skipped=found.skipped, dest=dest,
+                 why=[why_routed(f, forced, match) for f, *_rest in written], skipped=found.skipped, dest=dest,
                  **({"note": note} if note else {}))
     return out
-
-
-def _why_routed(f: _Face, forced: str, match_distance: float) -> str:
-    """Why a face went where it went, for the routing log line: its distance to the faceset it joined (or to the
-    nearest one, for the pool) against the match distance; a forced face says it was forced."""
-    dist = "" if f.distance is None else f"{f.distance:.4f}"
-    if f.to == forced:
-        return f"forced into {forced} by its inbox folder" + (f" (distance {dist})" if dist else "")
-    if f.to == POOL_FACESET:
-        if not f.near:
-            return "pool: no faceset to match"
-        return f"pool: nearest {f.near} at {dist} > match_distance {match_distance}"
-    return f"{f.to} at {dist} <= match_distance {match_distance}"
-
-
-Written = tuple[_Face, str, str, int, int]  # (face, crop path, sha256, size, mtime_ns)
-
-
-def _write_crops(ctx: HandlerContext, image: np.ndarray, faces: list[_Face], prefix: str, forced: str, area: str,
-                 label: str, folders: set[Path]) -> list[Written]:
-    """Each assigned face's 512x512 crop, written where it was assigned (a faceset's faces/ or the pool), each
-    file fsynced; their folders are added to `folders` for the caller to fsync."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gpu_agent.crop import crop_face, encode_png
-
-    def png(f: _Face) -> tuple[np.ndarray, bytes]:
-        crop = crop_face(image, f.face)
-        try:
-            return crop, encode_png(crop)
-        except ValueError as err:  # pragma: no cover - encoding a uint8 array does not fail
-            raise RuntimeError(f"cannot encode crop of {label}") from err
-
-    if len(faces) > 1:  # cut and encode on two threads (OpenCV lets go of the GIL): the same bytes, in order
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="crop-png") as pool:
-            pngs = list(pool.map(png, faces))
-    else:
-        pngs = [png(f) for f in faces]
-    written: list[Written] = []
-    for f, (crop, data) in zip(faces, pngs):
-        name = f"{prefix}{f.index}.png"
-        if f.to == POOL_FACESET:
-            rel = f"{POOL_DIR}/{name}"
-        else:
-            rel = face_path(area if f.to == forced else (ctx.state.faceset_area(f.to) or ""), f.to, name)
-        done = _write_crop(ctx.config.corpus, rel, data, folders)
-        ctx.recent_crops.put(done[0], crop)  # its pixels, for embed: the PNG need not be decoded again
-        written.append((f, rel, *done))
-    return written
 
 
 def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Written], dest: str, prefix: str,
@@ -493,7 +300,7 @@ def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Writte
             out.append(ev.FaceRouted(path=rel, sha256=sha, faceset=f.to, distance=dist, quality=f.quality,
                                      embedding=f.vec))
             if f.far:
-                out.append(_distant(ctx, e, f, rel, sha))
+                out.append(distant(ctx, e, f, rel, sha))
         summaries.append({"to": f.to, "crop": rel, "distance": dist, "quality": round(f.quality, 4),
                           "face": f.index})
     return summaries
