@@ -39,7 +39,7 @@ DEFAULT_DATA_DIR = "~/.local/share/facesetd"
 DATA_FOLDER_FILE = "facesetd.toml"
 # FACESETD_ variables that are not settings: the config file, the data folder, and test and fault hooks.
 NON_SETTING_VARS = frozenset({"FACESETD_CONFIG", "FACESETD_DATA_DIR", "FACESETD_SHARED"})
-NON_SETTING_PREFIXES = ("FACESETD_CRASHPOINT", "FACESETD_TEST_", "FACESETD_SOAK_")
+NON_SETTING_PREFIXES = ("FACESETD_CRASHPOINT", "FACESETD_FAILPOINT", "FACESETD_TEST_", "FACESETD_SOAK_")
 
 RESTART = {"restart": True}  # metadata of a key a running daemon applies only after a restart
 

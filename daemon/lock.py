@@ -118,8 +118,11 @@ class DataLock:
                     raise DataFolderBusy(self._busy_message(holder, verb, waited, daemon_hint), holder) from None
                 time.sleep(min(POLL_S, left))
         # Ours now: say who we are (truncate first, a dead holder's line may still be there).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {verb}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {verb}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds without its line (a waiting verb then names no holder)
+            pass
         self.fd = fd
 
     def holder(self, fd: int | None = None) -> Holder:

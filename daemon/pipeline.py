@@ -1,8 +1,8 @@
 """The corpus pipeline: log -> corpus state -> moves -> handlers -> pool promotion -> file projections.
 
-`step()` is one turn of the processing loop (the daemon calls it, `settle()` repeats it until nothing is left);
-`reconcile()` first compares the disk with the log. The daemon and the one-shot `facesetd reconcile` share this,
-so both give the same corpus.
+Every follower of the log is run by the one runner (daemon/runner.py): the daemon drives it a turn at a time,
+`settle()` and `reconcile()` until nothing is left; `reconcile()` first compares the disk with the log. The daemon
+and the one-shot `facesetd reconcile` differ only in that driver, so both give the same corpus.
 
 Photos are taken from the inbox one at a time, and each is settled (routed, its faces checked, their moves done,
 the pool promotion evaluated) before the next is received. So where a photo's faces go depends only on the photos
@@ -39,6 +39,7 @@ from state.scan import ScanResult, scan_corpus
 
 from .config import Config
 from .inbox import list_waiting, receive
+from .runner import Runner
 
 log = structlog.get_logger("facesetd.pipeline")
 
@@ -113,19 +114,13 @@ class Pipeline:
         self.renderer = Renderer(self.state, config.corpus_dir, config.projection.top_n)
 
     # Processing ------------------------------------------------------------------------------------
-    def step(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
-        """One turn of the processing loop: apply the log to the state, finish recorded moves, handle up to
-        `max_events` events (checking `stop` between groups), and when all that is done evaluate the pool
-        promotion if a photo was processed since it last ran. Returns how much was done (0 = idle); the
-        events the handlers consumed are added to `self.handled`."""
-        self.state.catch_up()
-        done = self.mover.finish_pending()
-        handled = self.dispatcher.run_pending(max_events=max_events, stop=stop)
-        self.handled += handled
-        done += handled
-        if not done and not self.state.pending_decisions():
-            done += self.promote_if_due(self.ctx.config.identity.pool_slice_s)
-        return done
+    def runner(self, *, render: bool = True) -> Runner:
+        """A runner of every follower (daemon/runner.py) for a one-shot: it renders once settled (or never)."""
+        return Runner(self, render_every_s=None if render else float("inf"))
+
+    def tracking_name(self, follower: str) -> str:
+        """The log's tracking name of a tracked follower that evaluates rather than consumes (promoter, merger)."""
+        return {"promoter": PROMOTER, "merger": self._merger()}[follower]
 
     def takes_photo(self) -> bool:
         """Whether the next inbox photo may be received now: the events of the photos before it are handled and
@@ -143,19 +138,9 @@ class Pipeline:
         return self.dispatcher.pending() == 0 and not self.state.pending_decisions()
 
     def settle(self, *, render: bool = True, progress: Callable[[int, int], None] | None = None) -> int:
-        """Run `step()` until all processors are caught up with the log; returns how many events the handlers
-        consumed. `progress` gets (events just handled, events still unhandled in the log) after each step."""
-        start = self.handled
-        while True:
-            before = self.handled
-            done = self.step()
-            if progress and self.handled > before:
-                progress(self.handled - before, self.dispatcher.pending())
-            if not done and not self.state.pending_decisions():
-                break
-        if render:
-            self.renderer.render_dirty()
-        return self.handled - start
+        """Run every follower until all are caught up with the log (daemon/runner.py); returns how many events the
+        checks consumed. `progress` gets (events just handled, events still unhandled in the log) as they go."""
+        return self.runner(render=render).run_until_idle(progress=progress)
 
     def receive_next(self, waiting: list[str]) -> int | None:
         """Record the first photo of `waiting` (inbox-relative paths, in order) that is still there and new;
@@ -214,24 +199,24 @@ class Pipeline:
         (A dry run works on a copy of the log: daemon/dry_run.py.)"""
         promoted_before = self.promoted
         _result, report = self.scan_and_record()
-        report.handled = self.settle(progress=progress)
+        runner = self.runner()
+        report.handled = runner.run_until_idle(progress=progress)
         if self.request_missing_analyses():
-            report.handled += self.settle(progress=progress)
-        waiting = self.waiting_photos()
-        total = len(waiting)
+            report.handled += runner.run_until_idle(progress=progress)
+        runner.waiting = set(self.waiting_photos())
+        total = len(runner.waiting)
         if photos:
             photos(0, total)
-        while self.receive_next(waiting) is not None:
-            report.received += 1
-            report.handled += self.settle(progress=progress)
-            if photos:
-                photos(total - len(waiting), total)
+            runner.on_received = lambda: photos(total - len(runner.waiting), total)
+        runner.merge = True  # once the inbox is settled, as the daemon does
+        report.handled += runner.run_until_idle(progress=progress)
         if photos and total:
             photos(total, total)  # the last ones looked at may have been known already (nothing received)
+        report.received = runner.received
         if report.received:
             report.appended[ev.PhotoReceived.KIND] = report.appended.get(ev.PhotoReceived.KIND, 0) + report.received
         report.promoted = self.promoted - promoted_before
-        report.merged = self.merge_duplicates(progress)
+        report.merged = runner.merged
         return report
 
     def request_missing_analyses(self) -> int:
@@ -405,14 +390,10 @@ class Pipeline:
     def merge_duplicates(self, progress: Callable[[int, int], None] | None = None, *, render: bool = True) -> int:
         """Merge duplicate identities until none are left (a survivor's new centroid may meet another), settling
         each round (moves, the moved faces' checks); returns how many facesets were merged into others."""
-        merged = 0
-        while self.merge_due():
-            n = self.merge_if_due()
-            self.settle(render=render, progress=progress)
-            if not n:
-                break
-            merged += n
-        return merged
+        runner = self.runner(render=render)
+        runner.merge = True
+        runner.run_until_idle(progress=progress)
+        return runner.merged
 
 
 def handler_config(config: Config) -> HandlerConfig:
@@ -446,7 +427,16 @@ def summarize(pipeline: Pipeline) -> dict[str, Any]:
         "faceset_list": faceset_list(pipeline, listed),
         "pool": pool_summary(pipeline),
         "candidates": candidate_list(pipeline),
+        "dead_letters": dead_letter_list(pipeline),
     }
+
+
+def dead_letter_list(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Inputs the error boundary set aside and not retried yet (daemon/dead_letters.py), oldest first."""
+    from .dead_letters import open_dead_letters
+
+    return [{"id": d.position, "follower": d.event.follower, "step": d.event.step, "path": d.event.path,
+             "dest": d.event.dest, "error": d.event.error, "line": d.line()} for d in open_dead_letters(pipeline.log)]
 
 
 def candidate_list(pipeline: Pipeline) -> list[dict[str, Any]]:

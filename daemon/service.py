@@ -26,13 +26,13 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from gpu_agent.errors import ModelsUnavailable
 from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .deferred import retry_due
-from .inbox import is_candidate, receive_order, still_written
+from .inbox import is_candidate, still_written
 from .notify import Notifier, watchdog_interval
+from .runner import Runner
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
 
 log = structlog.get_logger("facesetd.daemon")
@@ -59,16 +59,22 @@ class Daemon:
         self.review: Any = None  # the review pages' server (daemon/review), when [review] enabled
         self.control: Any = None  # the control socket the shell's corrections come through (daemon/control.py)
         self.counts = {"watch_events": 0, "appended": 0, "handled": 0}
-        self._last_render = 0.0
+        # Every follower of the log, behind the one error boundary; renders every [projection] coalesce_s.
+        self.runner = Runner(self.pipeline, render_every_s=self.config.projection.coalesce_s, hold_on_models=True)
+        self.runner.merge = True
         self._last_status = 0.0
         self._last_ping = 0.0
         self._last_deferred = 0.0
-        self._models_retry_at = 0.0  # while the models cannot be opened: when to try again
+        self._last_done = 0  # what the runner's last turn did (0: wait for watch events before the next)
         self._started = False  # the start-up reconcile ran
         self._caught_up_at: int | None = None  # the log head when "caught up" was last said (None: busy since)
         self.busy = BusyBackoff()  # while another process holds the log's write lock: log once, back off
         self._unrecorded: list[WatchEvent] = []  # drained, but the log was busy: recorded on the next turn
-        self.waiting: set[str] = set()  # inbox photos seen and not yet received (inbox-relative)
+
+    @property
+    def waiting(self) -> set[str]:
+        """Inbox photos seen and not yet received (inbox-relative): the runner's watcher step takes them."""
+        return self.runner.waiting
 
     # Signals -------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -112,6 +118,8 @@ class Daemon:
             name = request.get("action")
             if name == "where":
                 return {"review": self.review.url if self.review is not None else None, "pid": os.getpid()}
+            if name == "health":  # answered here, not on the loop: a paused or busy loop must not hold it up
+                return {"paused": self.runner.pauses(), "pid": os.getpid()}
             form = request.get("form") or {}
             if not isinstance(name, str) or not isinstance(form, dict) \
                     or not all(isinstance(v, str) for v in form.values()):
@@ -155,21 +163,15 @@ class Daemon:
             if self.watcher is not None and still_written(inbox, rel, self.config.watch.settle_s):
                 self.watcher.settle(inbox / rel)  # a writer may be at work: the watcher reports it when it is done
             else:
-                self.waiting.add(rel)
+                self.runner.waiting.add(rel)
         self._started = True
         log.info("startup reconcile done", **report.as_dict(), inbox_waiting=len(self.waiting))
 
     def _periodic(self) -> None:
-        """The scheduled pass: ask again for analyses missed while no model was up; once the inbox is settled,
-        merge duplicate identities if a centroid changed since the last check."""
-        if self._models_down():
-            return
-        self.pipeline.request_missing_analyses()
-        if not self.waiting and self.pipeline.idle():
-            self.pipeline.merge_if_due()  # the loop carries out its moves and checks the moved faces
-
-    def _models_down(self) -> bool:
-        return time.monotonic() < self._models_retry_at
+        """The scheduled pass: ask again for analyses missed while no model was up (the merge of duplicate
+        identities is the runner's merger, once the inbox is settled)."""
+        if not self.runner.models_down():
+            self.pipeline.request_missing_analyses()
 
     def _start_immich(self) -> None:
         if not (self.config.immich.url and self.config.immich.users):
@@ -199,6 +201,8 @@ class Daemon:
             self.pipeline.renderer.render_dirty()
         except LogBusy as e:  # the marks stay in the log's state: the next start renders them
             log.warning("projections not rendered at stop: the event log is busy", error=str(e))
+        except Exception as e:  # noqa: BLE001 - a full or read-only disk at stop: the next start renders them
+            log.warning("projections not rendered at stop", error=str(e))
         log.info("facesetd stopped", **self.counts)
 
     # Feeding the loop -------------------------------------------------------------------------------
@@ -243,36 +247,19 @@ class Daemon:
         """Record what the watchers saw, do one step of work (or receive the next inbox photo when all else is
         settled), render if due."""
         if not self._started:
-            self._startup_reconcile()
+            if not self.runner.guard("watcher", self._startup_reconcile):
+                self.stop_requested.wait(TICK_S)  # paused (a full or read-only disk): tried again, no busy loop
             return
-        idle = self.pipeline.dispatcher.pending() == 0 and not self.waiting or self._models_down()
-        self._drain(timeout=TICK_S if idle else 0.0)
-        if self._models_down():  # record and move what needs no model; the rest waits
-            self.pipeline.state.catch_up()
-            self.pipeline.mover.finish_pending()
-        else:
-            try:
-                self.pipeline.step(max_events=BATCH_EVENTS, stop=self.stop_requested.is_set)
-                if self.waiting and self.pipeline.takes_photo():
-                    self._receive_next()
-            except ModelsUnavailable as e:  # the event stays unhandled; nothing is lost, it is tried again later
-                self._models_unavailable(e)
-            else:
-                if self._models_retry_at:
-                    self._models_retry_at = 0.0
-                    log.info("models available again; handling the waiting events")
-                    self.pipeline.request_missing_analyses()
+        self._drain(timeout=TICK_S if not self._last_done or self.runner.models_down() else 0.0)
+        received = self.runner.received
+        self._last_done = self.runner.turn(max_events=BATCH_EVENTS, stop=self.stop_requested.is_set)
+        self.counts["appended"] += self.runner.received - received
         self.counts["handled"] = self.pipeline.handled
         now = time.monotonic()
         if now - self._last_deferred >= DEFERRED_EVERY_S:
             self._last_deferred = now
-            self.counts["appended"] += retry_due(self.pipeline)
-        # Coalescing: a faceset's projections are rewritten at most once per coalesce_s, however many
-        # of its images arrive in that time; the first change after a quiet spell is written at once.
-        # Never between a decision and its moves: the projections would list files not yet where they say.
-        if (now - self._last_render >= self.config.projection.coalesce_s
-                and not self.pipeline.state.pending_decisions() and self.pipeline.renderer.render_dirty()):
-            self._last_render = now
+            self.runner.guard("watcher", lambda: self.counts.__setitem__(
+                "appended", self.counts["appended"] + retry_due(self.pipeline)))
         self._say_when_caught_up()
 
     def _say_when_caught_up(self) -> None:
@@ -280,7 +267,7 @@ class Daemon:
         again when the log moved on meanwhile without the loop seeing work (an Immich poll's events, say)."""
         caught_up = (
             not self.waiting and self.work.empty() and (self.watcher is None or self.watcher.pending() == 0)
-            and not self._models_down() and self.pipeline.idle() and not self.pipeline.state.dirty()
+            and not self.runner.models_down() and not self.runner.paused and self.pipeline.idle() and not self.pipeline.state.dirty()
         )
         if not caught_up:
             self._caught_up_at = None
@@ -289,20 +276,6 @@ class Daemon:
         if head != self._caught_up_at:
             log.info("caught up", log_position=head, handled=self.pipeline.handled)
             self._caught_up_at = head
-
-    def _receive_next(self) -> None:
-        """Record the next waiting inbox photo (seeds first, then by name)."""
-        order = sorted(self.waiting, key=receive_order)
-        position = self.pipeline.receive_next(order)
-        self.waiting = set(order)
-        if position is not None:
-            self.counts["appended"] += 1
-
-    def _models_unavailable(self, error: Exception) -> None:
-        if not self._models_retry_at:
-            log.error("models unavailable: new photos and faces are recorded and wait", error=str(error),
-                      retry_s=self.config.queue.model_retry_s)
-        self._models_retry_at = time.monotonic() + self.config.queue.model_retry_s
 
     def _drain(self, timeout: float) -> None:
         batch, self._unrecorded = self._unrecorded, []
@@ -324,7 +297,8 @@ class Daemon:
                 break
         if batch:
             self.counts["watch_events"] += len(batch)
-            self._record(batch)
+            if not self.runner.guard("watcher", lambda: self._record(batch)):
+                self._unrecorded = self._unrecorded or batch  # a fault: all of it again on a later turn
 
     def _record(self, batch: list[WatchEvent]) -> None:
         corpus, inbox = self.config.corpus_dir.resolve(), self.config.inbox_dir.resolve()
@@ -335,7 +309,7 @@ class Daemon:
                 path = w.dest if isinstance(w, FileMoved) else w.path
                 rel = path.relative_to(inbox).as_posix()
                 if is_candidate(rel):
-                    self.waiting.add(rel)
+                    self.runner.waiting.add(rel)
         in_corpus = [w for w in batch if _under(w, corpus)]
         if not in_corpus:
             return
@@ -368,6 +342,7 @@ class Daemon:
             self.config = self.app.config = config
             self.app.configure_logging()
             self.pipeline.apply_config(config)
+            self.runner.render_every_s = config.projection.coalesce_s
             with self.work.mutex:  # Queue.put reads maxsize under this lock; wake watchers if it grew
                 self.work.maxsize = config.queue.max_pending
                 self.work.not_full.notify_all()
@@ -390,9 +365,11 @@ class Daemon:
             pending = self.pipeline.pending_work()
             # queue: files seen and not yet recorded; unhandled: recorded work not yet done (events, moves)
             unhandled = pending["events_unhandled"] + pending["moves_pending"]
+            paused = ", ".join(f"{p['follower']} ({p['error']})" for p in self.runner.pauses())
             self.notifier.status(
                 f"queue {self.work.qsize() + len(self.waiting)}, unhandled {unhandled}, "
                 f"handled {self.counts['handled']}, appended {self.counts['appended']}"
+                + (f"; paused: {paused}" if paused else "")
             )
             self._last_status = now
 

@@ -80,7 +80,8 @@ FLOW = declare([
     Stage(ev.PhotoReceived, producers=("daemon.inbox",), consumers=(Consumer(route_photo.route_photo),),
           applier="_photo_received"),
     Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
-    Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred"), applier="_photo_done"),
+    Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred", "handlers.dead_letter"),
+          applier="_photo_done"),
     Stage(ev.PhotoDeferred, producers=("handlers.route_photo",), applier="_photo_deferred"),
     Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool_seed", "handlers.pool", "daemon.corrections"), applier="_face_routed",
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),
@@ -110,6 +111,13 @@ FLOW = declare([
     Stage(ev.PoolFacesHeld, producers=("daemon.correction_undo",), applier="_held"),
     Stage(ev.FacesetsMerged, producers=("handlers.merge_identities",), applier="_facesets_merged",
           readers=(RESTORE, "handlers.merge_restore: undoes it, and the prunes it led to")),
+    # --- The error boundary (daemon/runner.py): an input set aside after an unexpected error, and tried again
+    Stage(ev.DeadLettered, producers=("handlers.dead_letter", "daemon.dead_letters"),
+          readers=("daemon.dead_letters: the open ones, for `facesetd status` and `facesetd retry`",),
+          record_only="the input was set aside (a photo moved to _rejected/failed/); the follower went on"),
+    Stage(ev.DeadLetterRetried, producers=("daemon.dead_letters",),
+          readers=("handlers.dispatch: the dead-lettered event's consumers run on it again",),
+          record_only="a photo moved back into the inbox is received anew; a failed evaluation runs again"),
 ])
 
 
@@ -127,11 +135,12 @@ class Follower:
     writes: str
 
 
-# The way of a photo, from the watcher to the .fsz writer: every follower, in the order a photo meets them. The
-# daemon and `reconcile` run the same followers; they differ in what drives them (daemon/service.py's loop,
-# daemon/pipeline.py's settle). tests/test_flow.py holds every tracking name the code commits under to this list.
+# The way of a photo, from the watcher to the .fsz writer: every follower, in the order a photo meets them. One
+# runner (daemon/runner.py, behind one error boundary) runs them all; the daemon and `reconcile` differ only in what
+# drives it (daemon/service.py's loop, daemon/pipeline.py's settle). tests/test_flow.py holds every tracking name
+# the code commits under, and the runner's steps, to this list.
 FOLLOWERS = (
-    Follower("watcher", "daemon.watcher, daemon.service, daemon.inbox",
+    Follower("watcher", "daemon.watcher, daemon.service, daemon.inbox, daemon.runner",
              "the files: an inbox photo is waiting until its photo_received", "files in inbox/ and corpus/",
              "photo_received (one photo at a time, once the last one is settled); the corpus facts of state.scan"),
     Follower("projection", "state.corpus_state", "tracking `corpus_state`", "every event, in log order",

@@ -17,8 +17,9 @@ from state.scan import sha256_file
 PROCESSED = "_processed"
 REJECTED = "_rejected"
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
-# its header claims more pixels than [limits] max_pixels (never decoded).
-REJECT_REASONS = ("unreadable", "unprocessable", "too_large")
+# its header claims more pixels than [limits] max_pixels (never decoded); handling it failed with an unexpected
+# error (a dead letter, handlers/dead_letter.py: `facesetd retry` moves it back).
+REJECT_REASONS = ("unreadable", "unprocessable", "too_large", "failed")
 
 
 def _free_names(rel: str) -> Iterator[str]:

@@ -30,7 +30,7 @@ from state import events as ev
 from state import names
 from state.atomic import fsync_dirs
 from state.eventlog import StoredEvent
-from state.faults import crash_point
+from state.faults import crash_point, fail_point
 
 from . import candidates
 from .centroids import centroids, unit
@@ -112,6 +112,7 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     take a duplicate's shortcut, decode it, find its faces, then write their crops and say where each went.
     Each stage either hands the next what it needs or ends the photo with its events (a list)."""
     label = f"{e.root}/{e.path}"
+    fail_point("route", label)
     found = _read_photo(ctx, e, label)
     if isinstance(found, list):
         return found

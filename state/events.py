@@ -681,3 +681,34 @@ class PoolFacesHeld(Event):
     faceset: str = ""  # the faceset of the promotion undone
     promotion: int = 0  # the FacesetPromoted undone
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLettered(Event):
+    """An input a follower failed on with an unexpected error: recorded, set aside, and the follower went on.
+
+    For a photo the file is moved aside to inbox/_rejected/failed/ (`dest`); for any other event its follower's
+    position moved past it. `facesetd retry ID` tries it again (DeadLetterRetried). Written by the one error
+    boundary (daemon/runner.py, handlers/dispatch.py).
+    """
+
+    KIND: ClassVar[str] = "dead_lettered"
+    follower: str = ""  # the follower that failed: checks, watcher, promoter, merger (handlers/flow.py FOLLOWERS)
+    step: str = ""  # what it was doing: the consumer (handlers.route_photo.route_photo), "receive", ...
+    event_position: int = 0  # the event it failed on, or the follower's position for an evaluation (0: an inbox file)
+    event_kind: str = ""  # that event's kind
+    path: str = ""  # the input's name: the photo (inbox-relative), the face, the faceset
+    dest: str = ""  # where the file was moved aside to (inbox-relative), when it is a file
+    error: str = ""  # the error's type and message
+
+
+@dataclass(frozen=True)
+class DeadLetterRetried(Event):
+    """`facesetd retry ID`: a dead-lettered input tried again. An event's consumers run on it once more (the
+    dispatcher); a photo moved aside is moved back to where it arrived (`moves`, inbox-relative) and received anew."""
+
+    KIND: ClassVar[str] = "dead_letter_retried"
+    target: int = 0  # the dead_lettered event's position
+    path: str = ""
+    moves: tuple[tuple[str, str], ...] = ()  # (from, to), inbox-relative: the photo back into the inbox
+

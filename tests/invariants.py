@@ -196,6 +196,8 @@ def _log_problems(events: list[dict[str, Any]], inbox: Path, may_wait: set[str],
     problems = []
     open_: Counter[tuple[str, str, str]] = Counter()
     dests: set[str] = set()
+    # `facesetd retry` moved these back into the inbox (a dead letter's photo): received anew from there
+    moved_away = moved_away | {m[0] for e in events if e["kind"] == "dead_letter_retried" for m in e.get("moves", ())}
     for e in events:
         if e["kind"] == "photo_received":
             open_[(e.get("root", "inbox"), e.get("path", ""), e.get("sha256", ""))] += 1

@@ -62,7 +62,8 @@ def test_every_event_kind_is_handled_applied_or_recorded_only() -> None:
 def test_record_only_kinds_are_the_bookkeeping_ones() -> None:
     recorded_only = {kind for kind, s in FLOW.items() if not s.consumers and not s.applier}
     assert recorded_only == {ev.NameEscaped.KIND, ev.ImmichWatermarkAdvanced.KIND, ev.ImmichAssetDeferred.KIND,
-                             ev.ImmichAssetImported.KIND, ev.ForcedFaceDistant.KIND}
+                             ev.ImmichAssetImported.KIND, ev.ForcedFaceDistant.KIND, ev.DeadLettered.KIND,
+                             ev.DeadLetterRetried.KIND}
 
 
 def test_producers_are_exactly_the_modules_that_construct_the_event() -> None:
@@ -250,6 +251,19 @@ def test_every_tracked_follower_is_declared_in_the_followers_map() -> None:
     repo = Path(__file__).resolve().parents[1]
     calls = [line.strip() for path in [*repo.glob("daemon/**/*.py"), *repo.glob("handlers/**/*.py"),
                                        *repo.glob("state/**/*.py")]
-             for line in path.read_text().splitlines() if re.search(r"\bcommit\(self\.log, |\bcommit\(log, ", line)]
-    named = {re.search(r"commit\((?:self\.)?log, (\w+)", c).group(1) for c in calls}  # type: ignore[union-attr]
-    assert named == {"PROCESSOR", "PROMOTER", "merger"}, calls
+             for line in path.read_text().splitlines()
+             if re.search(r"\bcommit\((?:self\.|pipeline\.)?log, ", line)]
+    named = {re.search(r"commit\((?:self\.|pipeline\.)?log, (\w+)", c).group(1) for c in calls}  # type: ignore[union-attr]
+    # `tracking`: the dead letters' (daemon/dead_letters.py), Pipeline.tracking_name of the promoter or the merger
+    assert named == {"PROCESSOR", "PROMOTER", "merger", "tracking"}, calls
+
+
+def test_the_runner_runs_exactly_the_declared_followers() -> None:
+    """Issue 22: the one runner (daemon/runner.py) has a step for every follower of FOLLOWERS, and no other."""
+    from daemon.runner import STEPS
+    from handlers.flow import FOLLOWERS
+
+    assert sorted(STEPS) == sorted(f.name for f in FOLLOWERS)
+    source = (Path(__file__).resolve().parents[1] / "daemon/runner.py").read_text()
+    stepped = set(re.findall(r'self\._step\("(\w+)"', source))
+    assert stepped == set(STEPS)

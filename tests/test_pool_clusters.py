@@ -349,11 +349,12 @@ def test_the_daemon_step_runs_a_long_pass_in_slices_then_promotes(tmp_path: Path
     assert sum(isinstance(e, ev.FacesetPromoted) for e in want) >= 5
 
     pipeline = Pipeline(config, log)
+    runner = pipeline.runner()  # the one runner (daemon/runner.py), a turn at a time as the daemon drives it
     while pipeline.dispatcher.pending():  # the handlers' turn first (nothing for them to do here)
-        pipeline.step()
+        runner.turn()
     slices = 0
     while pipeline.log.tracked(PROMOTER) == 0:
-        done = pipeline.step()
+        done = runner.turn()
         assert done == 1 or pipeline.log.tracked(PROMOTER) > 0  # 1: a slice ran, the loop must come back
         slices += 1
     assert slices > 5

@@ -25,6 +25,7 @@ VERB_MODULES = [
     "status",
     "events",
     "restore",
+    "retry",
     "config",
     "models",
     "doctor",

@@ -30,12 +30,28 @@ def pool_line(pool: dict[str, Any]) -> str:
     return line
 
 
+def daemon_pauses(app: Any) -> list[dict[str, Any]] | None:
+    """The work the running daemon holds back for a fault (daemon/runner.py), asked over its control socket;
+    None when no daemon answers (nothing is paused then: a one-shot verb stops on a fault instead)."""
+    from daemon.control import ControlError, ask, socket_path
+    from state.errors import FacesetdError
+
+    if not socket_path(app.config.state_dir).exists():
+        return None
+    try:
+        paused = ask(app.config.state_dir, {"action": "health"}, connect_wait_s=0.0, answer_wait_s=2.0)["paused"]
+    except (ControlError, FacesetdError, KeyError):
+        return None
+    return list(paused)
+
+
 def run(args: argparse.Namespace, app: Any) -> int:
     # Here, not at the top: every verb module is imported to build the parser, and the pipeline brings the
     # handlers, numpy and the corpus state, which `--help` and the other verbs do not need.
     from daemon.pipeline import summarize
 
     s = summarize(app.pipeline)
+    s["paused"] = daemon_pauses(app)
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -53,6 +69,14 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"log position  {s['log_position']}")
     print(f"pending       {counted(p['events_unhandled'], 'event')}, {counted(p['moves_pending'], 'move')},"
           f" {counted(p['projections_dirty'], 'projection')}")
+    for pause in s["paused"] or []:  # held back by the running daemon until the fault clears (tried again by itself)
+        print(f"paused        {pause['follower']}: {printable(pause['error'])} (tried again in {pause['retry_in_s']:g} s,"
+              f" {counted(pause['attempts'], 'attempt')})")
+    if s["dead_letters"]:
+        print(f"dead letters  {len(s['dead_letters'])} set aside after an unexpected error (`facesetd retry ID`"
+              " tries one again):")
+        for d in s["dead_letters"]:
+            print(f"  {printable(d['line'])}")
     if s["faceset_list"]:
         print()
         print(f"  {'faceset':<16} {'area':<7} {'faces':>6} {'dropped':>8}  top-N")

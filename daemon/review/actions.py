@@ -59,6 +59,15 @@ def restore(pipeline: Any, form: Form) -> int:
     return int(pipeline.restore(_event_id(form)))
 
 
+def retry(pipeline: Any, form: Form) -> int:
+    """`facesetd retry ID`: try a dead letter again (daemon/dead_letters.py)."""
+    from daemon.dead_letters import retry as retry_dead_letter
+
+    position = retry_dead_letter(pipeline, _event_id(form))
+    pipeline.settle()
+    return int(position)
+
+
 def move(pipeline: Any, form: Form) -> int:
     """`facesetd move FACE --to TO`: a face to another faceset, the pool or dropped."""
     from daemon.corrections import move_face
@@ -129,6 +138,7 @@ ACTIONS: dict[str, Action] = {
     "reject": reject,
     "eras_split": eras_split,
     "rebuild": rebuild,
+    "retry": retry,
 }
 
 _WHAT: dict[str, Callable[[Form], str]] = {
@@ -141,6 +151,7 @@ _WHAT: dict[str, Callable[[Form], str]] = {
     "reject": lambda f: f"candidate {f.get('face', '')} rejected",
     "eras_split": lambda f: f"era split of {f.get('faceset', '')}",
     "rebuild": lambda f: "rebuild of every projection",
+    "retry": lambda f: f"retry of dead letter {f.get('event', '')}",
 }
 
 
