@@ -16,8 +16,8 @@ from state.processor import commit
 from .context import HandlerContext
 from .flow import FLOW
 from .registry import Consumer, Flow, consumers
+from .tracked import PROCESSOR, unhandled
 
-PROCESSOR = "handlers"
 log = structlog.get_logger("facesetd.handlers")
 
 
@@ -33,7 +33,7 @@ class Dispatcher:
         return consumers(self.flow, kind)
 
     def pending(self) -> int:
-        return self.log.head() - self.log.tracked(PROCESSOR)
+        return unhandled(self.log)
 
     def run_pending(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Handle events past the tracked position, a group at a time, until none are left, `max_events` were
