@@ -15,9 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus_factory import batch_corpus
 from helpers import REPO, cli
+
+from daemon.config import load_config
+from state import events as ev
+from state.eventlog import EventLog
 
 # What the reading verbs never import, in one place (a module or any of its submodules).
 # The model stack and the science under it: the face engine and the CLIP scorer, their runtimes, the clustering.
@@ -96,8 +101,23 @@ def test_the_import_record_would_show_a_late_import(data: Path, tmp_path: Path) 
     assert "PIL.Image" in heavy(names, NEVER)
 
 
-@pytest.mark.parametrize("args", [("events",), ("events", "--json"), ("config",)])
+@pytest.mark.parametrize("args", [("events",), ("events", "--json"), ("config",), ("status",), ("rebuild",)])
 def test_verbs_without_vectors_import_no_numpy(data: Path, args: tuple[str, ...]) -> None:
-    """`config` shows settings, and `events` decodes a vector (importing numpy) only when the log holds one: this
-    small corpus, reconciled without models, has none. (status and rebuild need numpy: the state's arrays.)"""
+    """`config` shows settings, and `events` and `rebuild` (which replays the log) decode a vector (importing
+    numpy) only when the log holds one: this small corpus, reconciled without models, has none. status reads
+    the state's tables."""
     assert heavy(imported(_facesetd(data, *args)), ("numpy",)) == []
+
+
+def test_status_decodes_no_vector_the_state_has_applied(tmp_path: Path) -> None:
+    """The routing embeddings a log holds are decoded (numpy) by the one run that applies them to the state; a
+    status after that, as every status beside a daemon that keeps the state current, reads tables alone."""
+    batch_corpus(tmp_path / "corpus")
+    cli(tmp_path, "reconcile")
+    config = load_config(None, data_dir=str(tmp_path), environ={})
+    log = EventLog(config.log_path)
+    log.append([ev.FaceRouted(path=f"faceset_002/faces/{i:04d}.png", sha256=f"{i:064x}", faceset="faceset_002",
+                              embedding=np.full(512, 1 / 512 ** 0.5, dtype=np.float32)) for i in range(3)])
+    log.close()
+    assert "numpy" in imported(_facesetd(tmp_path, "status"))  # the run that applies them
+    assert heavy(imported(_facesetd(tmp_path, "status")), ("numpy",)) == []
