@@ -22,24 +22,23 @@ from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
 from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
-from handlers.pool import cluster_pool, forming_people, pool_clusters
+from handlers.pool import cluster_pool, pool_clusters
 from handlers.pool_clusters import PoolClusters
 from state import events as ev
-from state import names
 from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
 from state.errors import UnknownEvent
 from state.eventlog import EventLog
-from state.layout import AREA_NAMES, AREAS, POOL_DIR, faceset_dir, parse_face_path
+from state.layout import POOL_DIR, faceset_dir, parse_face_path
 from state.mover import Mover
 from state.processor import commit
-from state.queries import FacesetCount
 from state.render import Renderer
 from state.scan import ScanResult, scan_corpus
 
 from .config import Config
 from .inbox import list_waiting, receive
 from .runner import Runner
+from .summary import pending_work
 
 log = structlog.get_logger("facesetd.pipeline")
 
@@ -157,11 +156,7 @@ class Pipeline:
         return None
 
     def pending_work(self) -> dict[str, int]:
-        return {
-            "events_unhandled": self.dispatcher.pending(),
-            "moves_pending": len(self.state.pending_decisions()),
-            "projections_dirty": len(self.state.dirty()),
-        }
+        return pending_work(self.state)
 
     # Reconcile -------------------------------------------------------------------------------------
     def scan(self) -> ScanResult:
@@ -402,80 +397,3 @@ def handler_config(config: Config) -> HandlerConfig:
                          thresholds=config.thresholds, identity=config.identity, eras=config.eras,
                          limits=config.limits, model_retry_s=config.queue.model_retry_s,
                          analysis_batch=config.models.batch_size)
-
-
-def summarize(pipeline: Pipeline) -> dict[str, Any]:
-    """What `facesetd status` shows: counts, every faceset, the pool and how close its people are to the gate."""
-    st = pipeline.state
-    st.catch_up()
-    listed = facesets_listed(pipeline)
-    areas = {area: sum(1 for r in listed if r.area == area) for area in AREAS}
-    images = st.image_counts()
-    inbox = pipeline.config.inbox_dir
-    return {
-        "inbox": {
-            # photos in the inbox not yet received (the daemon takes them one at a time), and those deferred
-            # because they do not decode yet (their writer may not be done)
-            "waiting": len(list_waiting(inbox)) if inbox.is_dir() else 0,
-            "deferred": [names.escape(d.path) for d in st.deferred_photos()],
-        },
-        "facesets": {AREA_NAMES[area]: count for area, count in areas.items()},
-        "images": {"active": int(images[0]), "dropped": int(images[1])},
-        "log_position": pipeline.log.head(),
-        "pending": pipeline.pending_work(),
-        "corpus": str(pipeline.config.corpus_dir),
-        "faceset_list": faceset_list(pipeline, listed),
-        "pool": pool_summary(pipeline),
-        "candidates": candidate_list(pipeline),
-        "dead_letters": dead_letter_list(pipeline),
-    }
-
-
-def dead_letter_list(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """Inputs the error boundary set aside and not retried yet (daemon/dead_letters.py), oldest first."""
-    from .dead_letters import open_dead_letters
-
-    return [{"id": d.position, "follower": d.event.follower, "step": d.event.step, "path": d.event.path,
-             "dest": d.event.dest, "error": d.event.error, "line": d.line()} for d in open_dead_letters(pipeline.log)]
-
-
-def candidate_list(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """The pool faces proposed for a faceset, waiting for a person (handlers/candidates.py)."""
-    return [{"face_id": c.face_id, "path": c.path, "faceset": c.faceset, "distance": round(c.distance, 4),
-             "event": c.position} for c in pipeline.state.candidates()]
-
-
-def facesets_listed(pipeline: Pipeline) -> list[FacesetCount]:
-    """The facesets `status` lists, as the master manifest does: all but the empty husks an undo leaves out of
-    the active ones (CorpusState.emptied_facesets; their folders stay on disk)."""
-    emptied = pipeline.state.emptied_facesets()
-    return [r for r in pipeline.state.faceset_summaries() if r.name not in emptied]
-
-
-def faceset_list(pipeline: Pipeline, rows: list[FacesetCount] | None = None) -> list[dict[str, Any]]:
-    """Every faceset by name (`rows`, default facesets_listed): its area ("active", "_masked", "_merged" or
-    "_thin", as in its manifest), its faces (kept and dropped) and how many its top-N .fsz holds."""
-    top_n = pipeline.config.projection.top_n
-    rows = facesets_listed(pipeline) if rows is None else rows
-    labels = pipeline.state.labels()
-    return [{"name": n, "area": a or "active", "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
-             "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
-
-
-def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
-    """The pool: faces waiting, the people close to the refine gate, and the people forming. Clusters as the
-    promotion forms them (average linkage at [identity] cluster_distance, one face per photo); "close" are those
-    with at least 2 faces of distinct photos but fewer than min_new_faceset; "forming" those of at least 3 (each
-    with its faces and its nearest faceset: handlers/pool.py forming_people). Read-only: nothing is promoted or
-    matched here."""
-    identity = pipeline.config.identity
-    gate = max(1, identity.min_new_faceset)
-    pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
-    pool.advance(None)
-    photos = {pool.photos[s] for s in pool.slot_of.values()}
-    sizes = sorted(pool.photo_counts(), reverse=True)
-    close = [n for n in sizes if 2 <= n < gate]
-    forming = [{"faces": list(p.faces), "photos": p.photos, "nearest": p.nearest, "distance": p.distance}
-               for p in forming_people(pipeline.ctx, pool)]
-    return {"faces": pool.size, "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
-            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming}

@@ -25,8 +25,8 @@ from .context import HandlerContext
 from .dead_letter import dead_letter
 from .flow import FLOW
 from .registry import Consumer, Flow, consumers
+from .tracked import PROCESSOR, unhandled
 
-PROCESSOR = "handlers"
 log = structlog.get_logger("facesetd.handlers")
 
 
@@ -43,7 +43,7 @@ class Dispatcher:
         return consumers(self.flow, kind)
 
     def pending(self) -> int:
-        return self.log.head() - self.log.tracked(PROCESSOR)
+        return unhandled(self.log)
 
     def run_pending(self, max_events: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Handle events past the tracked position, a group at a time, until none are left, `max_events` were

@@ -13,8 +13,6 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-import numpy as np
-
 from . import events as ev
 from .correction_queries import StateQueries
 from .correction_tables import CORRECTION_PROJECTION_TABLES, CORRECTION_TABLES
@@ -22,6 +20,9 @@ from .eventlog import EventLog, StoredEvent
 from .layout import parse_face_path
 from .processor import commit
 from .queries import EMBEDDING_SQL, DeferredPhoto
+
+# numpy is imported by the appliers that store a vector, not here: `facesetd status` and `rebuild` read these
+# tables, and a log they find applied decodes no vector (as state/events.py, which imports it to decode one).
 
 PROCESSOR = "corpus_state"
 
@@ -610,6 +611,8 @@ def _photo_done(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoProcessed | ev
 def _face_routed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceRouted]) -> None:
     e = se.event
     if e.embedding is not None:
+        import numpy as np
+
         conn.execute(
             "INSERT OR REPLACE INTO routed(sha256, embedding) VALUES (?,?)",
             (e.sha256, np.asarray(e.embedding, dtype="<f4").tobytes()),
@@ -621,6 +624,8 @@ def _face_routed(conn: sqlite3.Connection, se: StoredEvent[ev.FaceRouted]) -> No
 
 @applies(ev.PoolFaceAdded)
 def _pool_face_added(conn: sqlite3.Connection, se: StoredEvent[ev.PoolFaceAdded]) -> None:
+    import numpy as np
+
     e = se.event
     conn.execute(
         "INSERT OR REPLACE INTO pool(face_id, path, sha256, photo_sha256, quality, source, embedding, added)"

@@ -1,30 +1,44 @@
-"""Start-up of the reading verbs (issue 13): `--help`, `status`, `events`, `rebuild` and `config` import only what
-they need, never the model stack. (How long they take beside `python -c pass` is bench/startup.py's: a wall-time
-bound in the suite would fail on a busy machine for reasons that are not the code's.)
+"""Start-up of the reading verbs (issues 13 and 22): `--help`, `status`, `events`, `rebuild` and `config` import only
+what they need, never scipy or the model stack, and none of them the checks. (How long they take beside
+`python -c pass` is bench/startup.py's: a wall-time bound in the suite would fail on a busy machine for reasons that
+are not the code's.)
 
-Each check runs the real CLI in a child process; what it imported is read from `python -X importtime`.
+Each check runs the real CLI in a child process on a real data folder; what it imported is read from
+`python -X importtime`, which names every module the process imported, also those imported late, inside a function.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus_factory import batch_corpus
 from helpers import REPO, cli
 
-# Imported by no reading verb: the model stack, image decoding, the Immich client, the daemon's own machinery.
-NEVER = ("scipy", "cv2", "PIL", "pillow_heif", "skimage", "insightface", "onnxruntime", "torch", "open_clip",
-         "requests", "urllib3", "certifi", "tqdm", "watchdog", "apscheduler")
+from daemon.config import load_config
+from state import events as ev
+from state.eventlog import EventLog
+
+# What the reading verbs never import, in one place (a module or any of its submodules).
+# The model stack and the science under it: the face engine and the CLIP scorer, their runtimes, the clustering.
+MODEL_STACK = ("scipy", "sklearn", "skimage", "cv2", "onnx", "onnxruntime", "insightface", "torch", "open_clip",
+               "faiss")
+# Nor image decoding, the Immich client or the daemon's own machinery.
+NEVER = (*MODEL_STACK, "PIL", "pillow_heif", "requests", "urllib3", "certifi", "tqdm", "watchdog", "apscheduler")
 # `--help` builds the parser only: no config, no event classes, no logging, no numpy.
 HELP_NEVER = (*NEVER, "numpy", "structlog", "orjson", "daemon.app", "daemon.config", "daemon.pipeline",
               "state.events", "gpu_agent", "handlers")
-# The verbs that run no check import no handler beyond the config's dataclasses (handlers.limits, .thresholds).
-NO_CHECKS = ("daemon.pipeline", "handlers.dispatch", "handlers.flow", "handlers.pool", "handlers.route_photo")
-
+# They run no check, so they import none, nor the pipeline that runs them or the model interface the checks call:
+# of handlers/, only the config's dataclasses (handlers.limits, .thresholds) and the checks' tracked position.
+NO_CHECKS = ("daemon.pipeline", "gpu_agent.interface", "handlers.common", "handlers.context", "handlers.dispatch",
+             "handlers.flow", "handlers.pool", "handlers.pool_clusters", "handlers.route_photo")
+# Installed with facesetd (pyproject.toml dependencies): their absence from a verb's imports means something.
+INSTALLED = ("scipy", "cv2", "onnxruntime", "insightface", "PIL")
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +86,38 @@ def test_help_imports_nothing_heavy(data: Path, args: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("events",), ("rebuild",), ("config",)])
 def test_reading_verbs_import_no_model_stack(data: Path, args: tuple[str, ...]) -> None:
+    """status reads its counts, its pending work and an empty pool from the corpus state (daemon/summary.py):
+    only a pool holding faces is clustered, and only then are the clustering and the checks' context imported."""
     names = imported(_facesetd(data, *args))
     assert heavy(names, NEVER) == []
-    if args[0] != "status":  # status counts the pending work and the pool, which are the handlers'
-        assert heavy(names, NO_CHECKS) == []
+    assert heavy(names, NO_CHECKS) == []
 
 
-@pytest.mark.parametrize("args", [("events",), ("events", "--json"), ("config",)])
+def test_the_import_record_would_show_a_late_import(data: Path, tmp_path: Path) -> None:
+    """The checks above can fail: what they look for is installed here, and a verb that does decode images
+    (`report`, its thumbnails) shows PIL in the record, though it is imported inside the verb's run."""
+    assert [m for m in INSTALLED if importlib.util.find_spec(m) is None] == []
+    names = imported(_facesetd(data, "report", "--out", str(tmp_path / "report")))
+    assert "PIL.Image" in heavy(names, NEVER)
+
+
+@pytest.mark.parametrize("args", [("events",), ("events", "--json"), ("config",), ("status",), ("rebuild",)])
 def test_verbs_without_vectors_import_no_numpy(data: Path, args: tuple[str, ...]) -> None:
-    """`config` shows settings, and `events` decodes a vector (importing numpy) only when the log holds one: this
-    small corpus, reconciled without models, has none. (status and rebuild need numpy: the state's arrays.)"""
+    """`config` shows settings, and `events` and `rebuild` (which replays the log) decode a vector (importing
+    numpy) only when the log holds one: this small corpus, reconciled without models, has none. status reads
+    the state's tables."""
     assert heavy(imported(_facesetd(data, *args)), ("numpy",)) == []
+
+
+def test_status_decodes_no_vector_the_state_has_applied(tmp_path: Path) -> None:
+    """The routing embeddings a log holds are decoded (numpy) by the one run that applies them to the state; a
+    status after that, as every status beside a daemon that keeps the state current, reads tables alone."""
+    batch_corpus(tmp_path / "corpus")
+    cli(tmp_path, "reconcile")
+    config = load_config(None, data_dir=str(tmp_path), environ={})
+    log = EventLog(config.log_path)
+    log.append([ev.FaceRouted(path=f"faceset_002/faces/{i:04d}.png", sha256=f"{i:064x}", faceset="faceset_002",
+                              embedding=np.full(512, 1 / 512 ** 0.5, dtype=np.float32)) for i in range(3)])
+    log.close()
+    assert "numpy" in imported(_facesetd(tmp_path, "status"))  # the run that applies them
+    assert heavy(imported(_facesetd(tmp_path, "status")), ("numpy",)) == []

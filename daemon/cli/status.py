@@ -46,11 +46,12 @@ def daemon_pauses(app: Any) -> list[dict[str, Any]] | None:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
-    # Here, not at the top: every verb module is imported to build the parser, and the pipeline brings the
-    # handlers, numpy and the corpus state, which `--help` and the other verbs do not need.
-    from daemon.pipeline import summarize
+    # Here, not at the top: every verb module is imported to build the parser, and the summary brings numpy and
+    # the corpus state, which `--help` and the other verbs do not need. Not app.pipeline: that would import every
+    # check and the model interface, which a status never runs (daemon/summary.py).
+    from daemon.summary import summarize
 
-    s = summarize(app.pipeline)
+    s = summarize(app)
     s["paused"] = daemon_pauses(app)
     if args.json:
         print(json.dumps(s, sort_keys=True))

@@ -1,0 +1,118 @@
+"""What `facesetd status` shows, read from the event log's corpus state alone: counts, every faceset, the pool, the
+candidates and the pending work.
+
+Apart from daemon/pipeline.py, which runs the checks: a status reads, so it imports no check, no model interface
+and no clustering. Only a pool that holds faces is clustered (pool_summary), and that brings the pipeline's checks
+context with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from handlers.tracked import unhandled
+from state import names
+from state.corpus_state import CorpusState
+from state.layout import AREA_NAMES, AREAS
+from state.queries import FacesetCount
+
+from .inbox import list_waiting
+
+if TYPE_CHECKING:
+    from state.eventlog import EventLog
+
+    from .app import App
+
+
+def summarize(app: App) -> dict[str, Any]:
+    """What `facesetd status` shows: counts, every faceset, the pool and how close its people are to the gate."""
+    app.ensure_folders()  # as opening the pipeline did: a status leaves the data folder as a reconcile lays it out
+    st = CorpusState(app.events)
+    st.catch_up()
+    listed = facesets_listed(st)
+    areas = {area: sum(1 for r in listed if r.area == area) for area in AREAS}
+    images = st.image_counts()
+    inbox = app.config.inbox_dir
+    return {
+        "inbox": {
+            # photos in the inbox not yet received (the daemon takes them one at a time), and those deferred
+            # because they do not decode yet (their writer may not be done)
+            "waiting": len(list_waiting(inbox)) if inbox.is_dir() else 0,
+            "deferred": [names.escape(d.path) for d in st.deferred_photos()],
+        },
+        "facesets": {AREA_NAMES[area]: count for area, count in areas.items()},
+        "images": {"active": int(images[0]), "dropped": int(images[1])},
+        "log_position": st.log.head(),
+        "pending": pending_work(st),
+        "corpus": str(app.config.corpus_dir),
+        "faceset_list": faceset_list(st, app.config.projection.top_n, listed),
+        "pool": pool_summary(app, st),
+        "candidates": candidate_list(st),
+        "dead_letters": dead_letter_list(st.log),
+    }
+
+
+def dead_letter_list(log_: EventLog) -> list[dict[str, Any]]:
+    """Inputs the error boundary set aside and not retried yet (daemon/dead_letters.py), oldest first."""
+    from .dead_letters import open_dead_letters
+
+    return [{"id": d.position, "follower": d.event.follower, "step": d.event.step, "path": d.event.path,
+             "dest": d.event.dest, "error": d.event.error, "line": d.line()} for d in open_dead_letters(log_)]
+
+
+def pending_work(state: CorpusState) -> dict[str, int]:
+    """Recorded work not done yet: events the checks have not handled, decided moves not made, projections to
+    write again."""
+    return {
+        "events_unhandled": unhandled(state.log),
+        "moves_pending": len(state.pending_decisions()),
+        "projections_dirty": len(state.dirty()),
+    }
+
+
+def candidate_list(state: CorpusState) -> list[dict[str, Any]]:
+    """The pool faces proposed for a faceset, waiting for a person (handlers/candidates.py)."""
+    return [{"face_id": c.face_id, "path": c.path, "faceset": c.faceset, "distance": round(c.distance, 4),
+             "event": c.position} for c in state.candidates()]
+
+
+def facesets_listed(state: CorpusState) -> list[FacesetCount]:
+    """The facesets `status` lists, as the master manifest does: all but the empty husks an undo leaves out of
+    the active ones (CorpusState.emptied_facesets; their folders stay on disk)."""
+    emptied = state.emptied_facesets()
+    return [r for r in state.faceset_summaries() if r.name not in emptied]
+
+
+def faceset_list(state: CorpusState, top_n: int, rows: list[FacesetCount] | None = None) -> list[dict[str, Any]]:
+    """Every faceset by name (`rows`, default facesets_listed): its area ("active", "_masked", "_merged" or
+    "_thin", as in its manifest), its faces (kept and dropped) and how many of them its top-N .fsz holds."""
+    rows = facesets_listed(state) if rows is None else rows
+    labels = state.labels()
+    return [{"name": n, "area": a or "active", "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
+             "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
+
+
+def pool_summary(app: App, state: CorpusState) -> dict[str, Any]:
+    """The pool: faces waiting, the people close to the refine gate, and the people forming. Clusters as the
+    promotion forms them (average linkage at [identity] cluster_distance, one face per photo); "close" are those
+    with at least 2 faces of distinct photos but fewer than min_new_faceset; "forming" those of at least 3 (each
+    with its faces and its nearest faceset: handlers/pool.py forming_people). Read-only: nothing is promoted or
+    matched here. An empty pool is not clustered: no clustering code is imported for it."""
+    identity = app.config.identity
+    gate = max(1, identity.min_new_faceset)
+    faces = photos = 0
+    close: list[int] = []
+    forming: list[dict[str, Any]] = []
+    if state.pool_size():
+        # The clustering, and the checks' context it reads (the centroids), come with the pipeline.
+        from handlers.pool import forming_people, pool_clusters
+
+        pipeline = app.pipeline
+        pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
+        pool.advance(None)
+        faces, photos = pool.size, len({pool.photos[s] for s in pool.slot_of.values()})
+        close = [n for n in sorted(pool.photo_counts(), reverse=True) if 2 <= n < gate]
+        forming = [{"faces": list(p.faces), "photos": p.photos, "nearest": p.nearest, "distance": p.distance}
+                   for p in forming_people(pipeline.ctx, pool)]
+    return {"faces": faces, "photos": photos, "close_to_gate": len(close), "close_sizes": close,
+            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming}
