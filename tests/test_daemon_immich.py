@@ -221,4 +221,6 @@ def test_an_oversized_original_is_refused_and_not_downloaded_again(
     assert [aid for op, aid in fake.requests if op == "getFaces"].count(huge.id) == 1
     assert format_ts(huge.updated_at) in watermarks(d)
     assert huge.id not in {e["asset_id"] for e in of_kind(d, "immich_asset_imported")}
-    assert not list((tmp_path / "data" / "inbox").rglob("*_rejected*/**/*.jpg"))
+    data = tmp_path / "data"
+    kept = [p for root in (data / "inbox", data / "state" / "immich_staging") for p in root.rglob("*") if p.is_file()]
+    assert len(kept) == 2 and all(p.stat().st_size < limit for p in kept)  # the two photos; nothing of huge's kept
