@@ -44,11 +44,13 @@ class MemoryImportStore:
         with self._lock:
             return {d.asset_id: d.checksum for d in self.delivered if d.server == server and d.checksum}
 
-    def refuse(self, refusal: Refusal) -> None:
+    def refuse(self, refusal: Refusal) -> bool:
         key = (refusal.server, refusal.asset_id, refusal.reason, refusal.checksum, refusal.error)
         with self._lock:
-            if all((r.server, r.asset_id, r.reason, r.checksum, r.error) != key for r in self.refused):
-                self.refused.append(refusal)
+            if any((r.server, r.asset_id, r.reason, r.checksum, r.error) == key for r in self.refused):
+                return False
+            self.refused.append(refusal)
+            return True
 
     def refusals(self, server: str, reason: str) -> dict[str, str]:
         with self._lock:

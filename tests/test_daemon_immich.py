@@ -161,6 +161,7 @@ def test_malformed_answers_are_refused_with_their_reason_and_the_rest_imported(
     ])  # once each, though polled again and again
     imported = {e["asset_id"] for e in of_kind(d, "immich_asset_imported")}
     assert imported == {order[0].id, order[3].id}
+    assert len(logged(d, "immich_asset_refused")) == 2  # a warning when recorded, not at every poll
     assert not logged(d, "immich_polling_paused")
 
 

@@ -120,7 +120,8 @@ class ImportStoreContract(ABC):
     def test_refusals_are_the_last_checksum_per_asset_and_reason_of_that_server(self) -> None:
         store = self.make_store()
         assert store.refusals(SERVER, "too_large") == {}
-        store.refuse(Refusal(SERVER, "alice", ASSET_1, "too_large", "the original is 9 bytes", "Zmlyc3Q=", 9))
+        first = Refusal(SERVER, "alice", ASSET_1, "too_large", "the original is 9 bytes", "Zmlyc3Q=", 9)
+        assert store.refuse(first) is True and self.reopen(store).refuse(first) is False  # recorded before
         store.refuse(Refusal(SERVER, "bob", ASSET_1, "too_large", "the original is 12 bytes", "ZWRpdGVk", 12))
         store.refuse(Refusal(SERVER, "alice", ASSET_2, "malformed", "a face box of 'x'", "Ym9i"))
         store.refuse(Refusal(SERVER, "alice", "", "malformed", "an asset is list, not an object"))

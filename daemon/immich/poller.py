@@ -198,11 +198,11 @@ class _Pass:
             return SKIPPED
 
     def refuse(self, asset_id: str, checksum: str, reason: str, error: str, size: int = 0) -> None:
-        """Record why this asset is not imported (the store records the same refusal once)."""
-        log.warning("immich_asset_refused", server=self.server, user=self.user, asset_id=asset_id, reason=reason,
-                    error=error)
-        self.store.refuse(Refusal(server=self.server, user=self.user, asset_id=asset_id, reason=reason,
-                                  error=error, checksum=checksum, size=size))
+        """Record why this asset is not imported, and log it the first time (the store records a refusal once)."""
+        new = self.store.refuse(Refusal(server=self.server, user=self.user, asset_id=asset_id, reason=reason,
+                                        error=error, checksum=checksum, size=size))
+        (log.warning if new else log.debug)("immich_asset_refused", server=self.server, user=self.user,
+                                            asset_id=asset_id, reason=reason, error=error)
 
     def _without_asking(self, asset: Asset) -> str | None:
         """The outcome of an asset settled without a request (None: ask Immich about it); ImmichTooLarge when its

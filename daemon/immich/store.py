@@ -89,8 +89,9 @@ class ImportStore(Protocol):
         """asset id -> the Immich checksum it had at its last import, for the assets of `server` (any user)."""
         ...
 
-    def refuse(self, refusal: Refusal) -> None:
-        """Record why an asset is not imported; the same refusal (server, asset, reason, checksum, error) once."""
+    def refuse(self, refusal: Refusal) -> bool:
+        """Record why an asset is not imported; the same refusal (server, asset, reason, checksum, error) once.
+        True when it was recorded now, False when it had been before."""
         ...
 
     def refusals(self, server: str, reason: str) -> dict[str, str]:
@@ -187,11 +188,13 @@ class EventLogImportStore:
                 out[e.asset_id] = e.checksum
         return out
 
-    def refuse(self, refusal: Refusal) -> None:
+    def refuse(self, refusal: Refusal) -> bool:
         fields = {"server": refusal.server, "asset_id": refusal.asset_id, "reason": refusal.reason,
                   "checksum": refusal.checksum, "error": refusal.error}
-        if not self.log.read_matching(ev.ImmichAssetRefused.KIND, **fields):
-            self._append([ev.ImmichAssetRefused(user=refusal.user, size=refusal.size, **fields)])
+        if self.log.read_matching(ev.ImmichAssetRefused.KIND, **fields):
+            return False
+        self._append([ev.ImmichAssetRefused(user=refusal.user, size=refusal.size, **fields)])
+        return True
 
     def refusals(self, server: str, reason: str) -> dict[str, str]:
         out: dict[str, str] = {}
