@@ -104,11 +104,11 @@ class ImmichSettings:
     page_size: int = field(default=250, metadata={"range": (1, 1000), **RESTART})
     # parallel face/original requests per poll.
     workers: int = field(default=8, metadata={"range": (1, 64), **RESTART})
-    # seconds before one HTTP request times out.
+    # seconds one HTTP request may take in all: its connect and every read, a streamed original's included.
     timeout_s: float = field(default=30.0, metadata={"range": (0.1, None), **RESTART})
-    # retries with backoff on 5xx and connection errors (none on 4xx).
+    # retries with backoff on 5xx, timeouts and connection errors (none on 4xx).
     retries: int = field(default=3, metadata={"range": (0, 100), **RESTART})
-    # consecutive failed polls before polling pauses until the server answers again.
+    # failed polls in a row (no answer, 5xx, a bad listing) before polling pauses; tried again after one interval, then doubling up to an hour.
     breaker_failures: int = field(default=3, metadata={"range": (1, None), **RESTART})
     # where originals are staged before the inbox pipeline; "" = <data_dir>/state/immich_staging.
     staging: str = field(default="", metadata=RESTART)

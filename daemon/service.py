@@ -179,7 +179,8 @@ class Daemon:
         from .immich.scheduler import ImmichScheduler
 
         self.immich = ImmichScheduler(self.config.immich, self.app.import_store(), self.config.staging_dir,
-                                      scheduler=self.scheduler, min_face_px=self.config.identity.min_face_px)
+                                      scheduler=self.scheduler, min_face_px=self.config.identity.min_face_px,
+                                      max_file_bytes=self.config.limits.max_file_bytes)
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -188,6 +189,8 @@ class Daemon:
             self.control.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.immich is not None:  # first: a poll waiting on a slow Immich is cut off, so the wait below is short
+            self.immich.cancel()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.immich is not None:
@@ -352,6 +355,7 @@ class Daemon:
             if self.immich is not None:
                 for job in self.immich.jobs.values():
                     job.min_face_px = config.identity.min_face_px
+                    job.max_file_bytes = config.limits.max_file_bytes
             message = "config reloaded" + (f"; restart to apply: {', '.join(waiting)}" if waiting else "")
             log.info(message, applied=applied, restart_to_apply=waiting)
         self.notifier.ready()

@@ -76,6 +76,8 @@ FLOW = declare([
           record_only="daemon.immich.store reads them back: assets to look at again on a later poll"),
     Stage(ev.ImmichAssetImported, producers=("daemon.immich.store",),
           record_only="daemon.immich.store reads them back: a sha256 or an unchanged checksum is not imported twice"),
+    Stage(ev.ImmichAssetRefused, producers=("daemon.immich.store",),
+          record_only="daemon.immich.store reads them back: a refused original is not downloaded again"),
     # --- The inbox
     Stage(ev.PhotoReceived, producers=("daemon.inbox",), consumers=(Consumer(route_photo.route_photo),),
           applier="_photo_received"),

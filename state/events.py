@@ -406,6 +406,26 @@ class ImmichAssetImported(Event):
         return f"sha256:{self.sha256}"
 
 
+@dataclass(frozen=True)
+class ImmichAssetRefused(Event):
+    """An Immich asset that is not imported, and why: the server's answer about it is malformed, or its original
+    is over [limits] max_file_bytes. It counts as handled (the watermark moves past it); a too_large one is not
+    downloaded again while Immich reports the same checksum. Recorded once per asset, reason, checksum and error."""
+
+    KIND: ClassVar[str] = "immich_asset_refused"
+    server: str = ""
+    user: str = ""
+    asset_id: str = ""  # "" when the listed item had no well-formed id
+    reason: str = ""  # malformed | too_large
+    error: str = ""  # what was wrong: the field and its value, or the size and where it was read
+    checksum: str = ""  # the asset's `checksum` when it was refused ("" when the server gave none)
+    size: int = 0  # too_large: bytes, as declared or as far as the download got before it was abandoned
+
+    @property
+    def subject(self) -> str:
+        return f"immich:{self.server}:{self.user}"
+
+
 # --- The inbox --------------------------------------------------------------------------------------
 # Photo paths are relative to their root: "inbox" (config paths.inbox) or "staging" (Immich originals).
 # Pool crops live in <corpus>/_pool/ (outside every faceset folder, so the corpus scan ignores them);

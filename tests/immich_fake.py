@@ -4,7 +4,10 @@ A real threaded HTTP server (werkzeug) on an ephemeral port. Every request it re
 2xx response it serves is checked with openapi-core against Immich's own spec
 (../shared/immich/immich-openapi-specs.json); failures are recorded in `validation_errors` and
 the tests assert there are none. Error responses (401/403/400/500) are not in Immich's spec at
-all (API_NOTES §8), so they follow the server source's shape, `{"message": ...}`, unvalidated.
+all (API_NOTES §8), so they follow the server source's shape, `{"message": ...}`, unvalidated. Injected faults
+(Injection) change how a validated answer is served: late, one byte at a time, cut, without a length; a
+"malformed" one serves on purpose what no spec allows (the answer is validated first, then mutated, and
+`malformed_served` lists each), as a buggy or hostile server would.
 
 The library is built from real photos; each asset carries face boxes in ORIGINAL pixels, which the
 fake converts to the pixels of a preview (long side `preview_long`) as Immich reports them.
@@ -18,9 +21,9 @@ import json
 import logging
 import math
 import threading
-import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -83,6 +86,8 @@ class FakeAsset:
     taken_at: datetime = field(default_factory=lambda: datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc))
     deleted: bool = False
     size_unknown: bool = False  # width/height null in the API
+    # GET /assets/{id} (and a search with withExif) carries exifInfo.fileSizeInByte: these bytes (None: the real size)
+    file_size: int | None = None
     trailer: bytes = b""  # appended to the served file (after the JPEG's end): unique bytes per asset
 
     def __post_init__(self) -> None:
@@ -92,10 +97,14 @@ class FakeAsset:
 @dataclass
 class Injection:
     op: str  # operationId, e.g. "getFaces", "downloadAsset", "searchAssets", "*"
-    kind: str  # "500", "timeout", "401", "403", "drop" (close mid-body), "delete" (delete asset after serving)
+    # "500", "timeout" (answer after delay_s), "401", "403", "drop" (close mid-body), "delete" (delete asset after
+    # serving), "trickle" (the body one byte every delay_s), "chunked" (the body streamed with no Content-Length),
+    # "malformed" (the answer, validated, then passed through `mutate` as JSON: what no spec allows)
+    kind: str
     times: int = 1
     asset_id: str | None = None
     delay_s: float = 2.0
+    mutate: Callable[[Any], Any] | None = None
 
 
 class FakeImmich:
@@ -117,6 +126,8 @@ class FakeImmich:
         self.requests: list[tuple[str, str]] = []  # (operation, detail) in arrival order
         self.counts: dict[str, int] = defaultdict(int)
         self.injections: list[Injection] = []
+        self.malformed_served: list[str] = []  # operationIds answered with a deliberately malformed body
+        self._stopping = threading.Event()  # set at stop: a delayed or trickling answer ends at once
         # called with the page number after each search page is built (to change the library mid-walk)
         self.on_search: Any = None
         self._lock = threading.Lock()
@@ -132,6 +143,7 @@ class FakeImmich:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -146,9 +158,10 @@ class FakeImmich:
         self.assets[asset.id] = asset
         return asset
 
-    def inject(self, op: str, kind: str, times: int = 1, asset_id: str | None = None, delay_s: float = 2.0) -> None:
+    def inject(self, op: str, kind: str, times: int = 1, asset_id: str | None = None, delay_s: float = 2.0,
+               mutate: Callable[[Any], Any] | None = None) -> None:
         with self._lock:
-            self.injections.append(Injection(op, kind, times, asset_id, delay_s))
+            self.injections.append(Injection(op, kind, times, asset_id, delay_s, mutate))
 
     def _take_injection(self, op: str, asset_id: str | None) -> Injection | None:
         with self._lock:
@@ -168,9 +181,10 @@ class FakeImmich:
         return max(1, round(a.width * s)), max(1, round(a.height * s))
 
     # JSON shapes ----------------------------------------------------------------------------------
-    def asset_json(self, a: FakeAsset) -> dict[str, Any]:
+    def asset_json(self, a: FakeAsset, with_exif: bool = False) -> dict[str, Any]:
         data = self._file_bytes(a.file) + a.trailer
-        return {
+        exif = {"exifInfo": {"fileSizeInByte": len(data) if a.file_size is None else a.file_size}} if with_exif else {}
+        return exif | {
             "checksum": __import__("base64").b64encode(hashlib.sha1(data).digest()).decode(),
             "createdAt": ts(a.created_at),
             "duration": None,
@@ -242,7 +256,7 @@ class FakeImmich:
         if refused is not None:
             return refused
         if inj and inj.kind == "timeout":
-            time.sleep(inj.delay_s)
+            self._stopping.wait(inj.delay_s)
         if perm and "all" not in self.permissions and perm not in self.permissions:
             return self._error(403, f"Missing required permission: {perm}")
         response = getattr(self, "_op_" + op)(request, asset_id)
@@ -253,11 +267,34 @@ class FakeImmich:
                 f"response {request.method} {path}",
                 list(self.api.iter_response_errors(oreq, WerkzeugOpenAPIResponse(response))),
             )
-        if inj and inj.kind == "drop":
+        return self._served(inj, op, response) if inj else response
+
+    def _served(self, inj: Injection, op: str, response: Response) -> Response:
+        """The validated answer as an injected fault serves it: cut, slow, without a length, or malformed."""
+        if inj.kind == "drop":
             data = response.get_data()
             response = Response(self._dropping(data), status=200, mimetype=response.mimetype,
                                 headers={"Content-Length": str(len(data))}, direct_passthrough=True)
+        if inj.kind == "trickle":
+            data = response.get_data()
+            response = Response(self._trickling(data, inj.delay_s), status=response.status_code,
+                                mimetype=response.mimetype, headers={"Content-Length": str(len(data))},
+                                direct_passthrough=True)
+        if inj.kind == "chunked":
+            data = response.get_data()
+            response = Response((data[i:i + 65536] for i in range(0, len(data), 65536)), status=response.status_code,
+                                mimetype=response.mimetype, direct_passthrough=True)
+        if inj.kind == "malformed" and inj.mutate is not None:
+            with self._lock:
+                self.malformed_served.append(op)
+            response = self._json(inj.mutate(json.loads(response.get_data())), response.status_code)
         return response
+
+    def _trickling(self, data: bytes, every_s: float) -> Any:
+        for i in range(len(data)):
+            yield data[i:i + 1]
+            if self._stopping.wait(every_s):
+                return
 
     def _check_key(self, request: Request) -> Response | None:
         key = request.headers.get("x-api-key")
@@ -342,7 +379,7 @@ class FakeImmich:
                 and (taken_after is None or ms(a.taken_at) >= parse(taken_after))]
         rows.sort(key=lambda a: (a.taken_at, a.id), reverse=body.get("order") == "desc")
         chunk = rows[(page - 1) * size: (page - 1) * size + size + 1]
-        items = [self.asset_json(a) for a in chunk[:size]]
+        items = [self.asset_json(a, with_exif=bool(body.get("withExif"))) for a in chunk[:size]]
         if self.on_search is not None:
             self.on_search(page)
         return self._json({
@@ -361,7 +398,7 @@ class FakeImmich:
         a = self._live(asset_id)
         if a is None:
             return self._error(400, "Not found or no asset.read access")
-        return self._json(self.asset_json(a))
+        return self._json(self.asset_json(a, with_exif=True))  # as the server does: exifInfo with the asset
 
     def _op_downloadAsset(self, request: Request, asset_id: Any) -> Response:
         a = self._live(asset_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from daemon.immich.store import StagedAsset
+from daemon.immich.store import Refusal, StagedAsset
 
 
 class MemoryImportStore:
@@ -19,6 +19,7 @@ class MemoryImportStore:
         self.watermarks: dict[tuple[str, str], str] = {}
         self._sha: set[str] = set()
         self._deferred: dict[tuple[str, str], set[str]] = {}
+        self.refused: list[Refusal] = []
         self._lock = threading.Lock()
 
     def watermark(self, server: str, user: str) -> str | None:
@@ -42,6 +43,19 @@ class MemoryImportStore:
         """asset id -> the checksum it had when last delivered, for the assets of `server`."""
         with self._lock:
             return {d.asset_id: d.checksum for d in self.delivered if d.server == server and d.checksum}
+
+    def refuse(self, refusal: Refusal) -> bool:
+        key = (refusal.server, refusal.asset_id, refusal.reason, refusal.checksum, refusal.error)
+        with self._lock:
+            if any((r.server, r.asset_id, r.reason, r.checksum, r.error) == key for r in self.refused):
+                return False
+            self.refused.append(refusal)
+            return True
+
+    def refusals(self, server: str, reason: str) -> dict[str, str]:
+        with self._lock:
+            return {r.asset_id: r.checksum for r in self.refused if r.server == server and r.reason == reason
+                    and r.asset_id}
 
     def deferred(self, server: str, user: str) -> set[str]:
         with self._lock:

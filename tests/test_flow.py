@@ -62,8 +62,8 @@ def test_every_event_kind_is_handled_applied_or_recorded_only() -> None:
 def test_record_only_kinds_are_the_bookkeeping_ones() -> None:
     recorded_only = {kind for kind, s in FLOW.items() if not s.consumers and not s.applier}
     assert recorded_only == {ev.NameEscaped.KIND, ev.ImmichWatermarkAdvanced.KIND, ev.ImmichAssetDeferred.KIND,
-                             ev.ImmichAssetImported.KIND, ev.ForcedFaceDistant.KIND, ev.DeadLettered.KIND,
-                             ev.DeadLetterRetried.KIND}
+                             ev.ImmichAssetImported.KIND, ev.ImmichAssetRefused.KIND, ev.ForcedFaceDistant.KIND,
+                             ev.DeadLettered.KIND, ev.DeadLetterRetried.KIND}
 
 
 def test_producers_are_exactly_the_modules_that_construct_the_event() -> None:

@@ -6,14 +6,24 @@ import hashlib
 import io
 import json
 import logging
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import structlog
 
-from daemon.immich.client import ImmichAuthError, ImmichClient, ImmichPermissionError, ImmichUnavailable
+from daemon.immich.client import (
+    ImmichAuthError,
+    ImmichCancelled,
+    ImmichClient,
+    ImmichMalformed,
+    ImmichPermissionError,
+    ImmichUnavailable,
+)
 from daemon.immich.poller import DEFER_GIVE_UP, format_ts, poll_user, scale_faces
+from daemon.immich.shapes import Face
 from daemon.logs import configure_logging
 from handlers.thresholds import IdentityThresholds
 from tests.immich_fake import FakeAsset, FakeImmich, big_face, library, photo_size
@@ -208,8 +218,7 @@ def test_90px_rule_is_in_original_pixels(faces_dir: Path, tmp_path: Path) -> Non
     assert delivered_ids(store) == [kept.id] and r.counts["small_faces"] == 1
     assert store.delivered[0].faces == ((100.0, 100.0, 200.0, 196.0),)
     assert dropped.id not in delivered_ids(store)
-    assert scale_faces([{"boundingBoxX1": 0, "boundingBoxY1": 0, "boundingBoxX2": 45, "boundingBoxY2": 45,
-                         "imageWidth": 640, "imageHeight": 360}], 1280, 720, 90) == ((0, 0, 90, 90),)
+    assert scale_faces([Face(0, 0, 45, 45, 640, 360)], 1280, 720, 90) == ((0, 0, 90, 90),)
 
 
 def test_unknown_size_is_measured_from_the_original(fake: FakeImmich, tmp_path: Path) -> None:
@@ -301,3 +310,111 @@ def test_the_asset_at_the_watermark_is_not_downloaded_again(fake: FakeImmich, tm
     assert handed.count(last.id) == 2 and len(handed) == 16
     assert poll(fake, open_store(), staging).counts == {"unchanged": 1}
     assert fake.counts["downloadAsset"] == downloads + 1
+
+
+# Malformed answers, originals over the size limit, a pass cut off by a stop ----------------------------------
+
+def _by_update(fake: FakeImmich) -> list[FakeAsset]:
+    return sorted((a for a in fake.assets.values() if a.id in big(fake)), key=lambda a: a.updated_at)
+
+
+def test_a_malformed_face_or_asset_is_refused_and_the_rest_imported(fake: FakeImmich, tmp_path: Path) -> None:
+    """One face box of "x", a faces answer that is an object, a listed item that is a list: each refused with
+    its reason (once, however often it is listed again), the other assets imported, the watermark at the end."""
+    order = _by_update(fake)
+    odd_box, odd_body, odd_item = order[2], order[5], order[8]
+    fake.inject("getFaces", "malformed", times=100, asset_id=odd_box.id,
+                mutate=lambda faces: [{**faces[0], "boundingBoxX1": "x"}])
+    fake.inject("getFaces", "malformed", times=100, asset_id=odd_body.id, mutate=lambda faces: {"items": faces})
+
+    def item_as_list(body: dict) -> dict:
+        items = body["assets"]["items"]
+        body["assets"]["items"] = [[i] if i["id"] == odd_item.id else i for i in items]
+        return body
+
+    fake.inject("searchAssets", "malformed", times=1000, mutate=item_as_list)
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path)
+    assert r.counts["malformed"] == 3 and r.delivered == 11
+    assert sorted(delivered_ids(store)) == sorted(big(fake) - {odd_box.id, odd_body.id, odd_item.id})
+    assert store.watermark(fake.url, "alice") == max_updated(fake)  # they hold nothing back
+    refused = {(x.asset_id, x.reason, x.error) for x in store.refused}
+    assert refused == {
+        (odd_box.id, "malformed", f"faces of asset {odd_box.id}, face 1: boundingBoxX1 is 'x', not a number"),
+        (odd_body.id, "malformed", f"faces of asset {odd_body.id}: the answer is dict, not a list"),
+        ("", "malformed", "an asset is list, not an object"),
+    }
+    fake.counts.clear()
+    for a in (odd_box, odd_body, odd_item):  # listed again (updated in Immich): still odd, still one refusal each
+        a.updated_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    again = poll(fake, store, tmp_path)
+    assert again.counts["malformed"] == 3 and len(store.refused) == 3 and fake.counts["downloadAsset"] == 0
+
+
+def test_a_listing_page_that_is_not_one_fails_the_pass_and_moves_nothing(fake: FakeImmich, tmp_path: Path) -> None:
+    fake.inject("searchAssets", "malformed", mutate=lambda body: [body])
+    store = MemoryImportStore()
+    with pytest.raises(ImmichMalformed, match="not an object with an `assets` object"):
+        poll(fake, store, tmp_path)
+    assert store.watermark(fake.url, "alice") is None and store.delivered == [] and store.refused == []
+
+
+def test_an_original_over_the_limit_is_refused_once_and_never_downloaded_again(fake: FakeImmich, tmp_path: Path) -> None:
+    """By its Content-Length, and (a deferred asset looked at again) by the fileSize its asset answer gives:
+    refused with the size, the rest imported; later passes ask nothing more about it while its checksum holds."""
+    huge, late = _last(fake), _by_update(fake)[4]  # the last: listed again at the watermark every pass
+    huge.faces = [big_face(huge.width, huge.height)]
+    huge.trailer = bytes(600_000)
+    saved, late.faces = late.faces, []  # no faces yet: deferred, then looked at again by GET /assets/{id}
+    late.trailer = bytes(700_000)
+    limit = 500_000
+    store = MemoryImportStore()
+    r = poll(fake, store, tmp_path, max_file_bytes=limit)
+    assert r.counts["too_large"] == 1 and r.counts["deferred"] == 1
+    assert sorted(delivered_ids(store)) == sorted(big(fake) - {huge.id, late.id})
+    (refusal,) = store.refused
+    size = len(huge.file.read_bytes()) + 600_000
+    assert (refusal.asset_id, refusal.reason, refusal.size) == (huge.id, "too_large", size)
+    assert refusal.error == f"the original is {size} bytes by its Content-Length, over the limit of {limit}"
+    assert store.watermark(fake.url, "alice") == max_updated(fake)
+    late.faces = saved
+    before = dict(fake.counts)
+    r2 = poll(fake, store, tmp_path, max_file_bytes=limit)
+    assert r2.counts == {"refused_before": 1, "too_large": 1}  # huge at the watermark; late by its fileSize
+    assert fake.counts["getAssetInfo"] == before.get("getAssetInfo", 0) + 1
+    assert fake.counts["getFaces"] == before["getFaces"] and fake.counts["downloadAsset"] == before["downloadAsset"]
+    assert [x.error for x in store.refused][1] == f"the original is {len(late.file.read_bytes()) + 700_000} bytes " \
+        f"by its exifInfo.fileSizeInByte, over the limit of {limit}"
+    assert store.deferred(fake.url, "alice") == set()
+    downloads = fake.counts["downloadAsset"]
+    assert poll(fake, store, tmp_path, max_file_bytes=limit).counts == {"refused_before": 1}
+    assert fake.counts["downloadAsset"] == downloads and len(store.refused) == 2
+    huge.trailer = bytes(10)  # replaced in Immich by a smaller original: a new checksum, taken
+    assert poll(fake, store, tmp_path, max_file_bytes=limit).delivered == 1 and huge.id in delivered_ids(store)
+
+
+def test_a_cancelled_pass_moves_the_watermark_over_what_it_recorded_only(fake: FakeImmich, tmp_path: Path) -> None:
+    order = _by_update(fake)
+    stuck = order[6]
+    fake.inject("downloadAsset", "trickle", asset_id=stuck.id, delay_s=20)  # one byte every 20 s
+    store = MemoryImportStore()
+    c = client(fake, timeout_s=60)
+    threading.Thread(target=lambda: (_wait_for(lambda: fake.counts["downloadAsset"] >= 7), c.cancel.set()),
+                     daemon=True).start()
+    with pytest.raises(ImmichCancelled) as e:
+        poll(fake, store, tmp_path, client=c, workers=1)
+    assert e.value.result.counts.get("cancelled") == 1 and e.value.result.counts.get("not_tried", 0) > 0
+    mark = store.watermark(fake.url, "alice")
+    assert mark == format_ts(order[5].updated_at) and stuck.id not in delivered_ids(store)
+    assert not list((tmp_path / ".partial").iterdir())  # the cut-off download was not kept
+    fake.injections.clear()
+    poll(fake, store, tmp_path)
+    assert sorted(delivered_ids(store)) == sorted(big(fake))  # each exactly once
+    assert store.watermark(fake.url, "alice") == max_updated(fake)
+
+
+def _wait_for(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

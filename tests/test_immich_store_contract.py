@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.immich.store import EventLogImportStore, ImportStore, StagedAsset
+from daemon.immich.store import EventLogImportStore, ImportStore, Refusal, StagedAsset
 from state import events as ev
 from state.corpus_state import CorpusState
 from state.eventlog import EventLog
@@ -117,6 +117,20 @@ class ImportStoreContract(ABC):
         store.undefer(SERVER, "bob", ASSET_1)  # another user's undefer leaves alice's deferral
         assert store.deferred(SERVER, "alice") == {ASSET_1}
 
+    def test_refusals_are_the_last_checksum_per_asset_and_reason_of_that_server(self) -> None:
+        store = self.make_store()
+        assert store.refusals(SERVER, "too_large") == {}
+        first = Refusal(SERVER, "alice", ASSET_1, "too_large", "the original is 9 bytes", "Zmlyc3Q=", 9)
+        assert store.refuse(first) is True and self.reopen(store).refuse(first) is False  # recorded before
+        store.refuse(Refusal(SERVER, "bob", ASSET_1, "too_large", "the original is 12 bytes", "ZWRpdGVk", 12))
+        store.refuse(Refusal(SERVER, "alice", ASSET_2, "malformed", "a face box of 'x'", "Ym9i"))
+        store.refuse(Refusal(SERVER, "alice", "", "malformed", "an asset is list, not an object"))
+        store.refuse(Refusal(OTHER_SERVER, "alice", ASSET_2, "too_large", "the original is 9 bytes", "b3RoZXI="))
+        store = self.reopen(store)
+        assert store.refusals(SERVER, "too_large") == {ASSET_1: "ZWRpdGVk"}  # any user's; an id-less one: none
+        assert store.refusals(SERVER, "malformed") == {ASSET_2: "Ym9i"}
+        assert store.refusals(OTHER_SERVER, "too_large") == {ASSET_2: "b3RoZXI="}
+
     def test_poller_threads_write_at_once(self) -> None:
         """The poller's workers deliver and defer from several threads; nothing is lost."""
         store = self.make_store()
@@ -185,6 +199,19 @@ class TestEventLogImportStore(ImportStoreContract):
         store.defer(SERVER, "alice", ASSET_1)
         store.undefer(SERVER, "alice", ASSET_2)
         assert [s.kind for s in store.log.read()] == [ev.ImmichWatermarkAdvanced.KIND, ev.ImmichAssetDeferred.KIND]
+
+    def test_the_same_refusal_is_recorded_once(self) -> None:
+        """An asset at the watermark is listed again every pass: its refusal is one event, not one per pass."""
+        store = self.make_store()
+        assert isinstance(store, EventLogImportStore)
+        face = Refusal(SERVER, "alice", ASSET_1, "malformed", "faces of asset 1, face 1: boundingBoxX1 is 'x'", "c3Vt")
+        for _ in range(3):
+            store.refuse(face)
+        store.refuse(Refusal(SERVER, "bob", ASSET_1, "malformed", face.error, "c3Vt"))  # the same, seen by bob
+        store.refuse(Refusal(SERVER, "alice", ASSET_1, "malformed", face.error, "bmV3"))  # new bytes, still odd
+        refused = [s.event for s in self.reopen(store).log.read()]  # type: ignore[attr-defined]
+        assert [(e.user, e.checksum) for e in refused if isinstance(e, ev.ImmichAssetRefused)] == [
+            ("alice", "c3Vt"), ("alice", "bmV3")]
 
     def test_bytes_already_in_the_corpus_are_known(self) -> None:
         """A PNG exported from the corpus into Immich is not imported back."""

@@ -87,7 +87,8 @@ def _poll_once(args: argparse.Namespace, app: Any) -> int:
         try:
             r = poll_user(client, store, app.config.staging_dir, user.name,
                           page_size=settings.page_size, workers=settings.workers,
-                          min_face_px=app.config.identity.min_face_px)
+                          min_face_px=app.config.identity.min_face_px,
+                          max_file_bytes=app.config.limits.max_file_bytes)
         finally:
             client.close()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing new"

@@ -14,6 +14,15 @@ Faces. Immich reports boxes in the pixels of the preview it ran detection on
 original pixels before the size rule (short side >= min_face_px). Detection is asynchronous and
 does not bump updatedAt, so an asset with no faces yet is deferred and re-checked on later passes
 until it has been in Immich for DEFER_GIVE_UP.
+
+Refusals. An answer that is not what the spec says (shapes.py: a face box of "x", a list for an asset) and an
+original over [limits] max_file_bytes (by the asset's exifInfo.fileSizeInByte, its Content-Length, or what
+arrived while it streamed) refuse that one asset: an ImmichAssetRefused in the log says why, it counts as
+handled, so the watermark moves past it, and a too-large original is not asked for again while Immich reports
+the same checksum. A listing page that is not a search answer fails the pass (the breaker counts it).
+
+Stopping. When the client's Cancel is set, the requests in flight are cut off, the assets not yet tried are
+left, and poll_user raises ImmichCancelled after moving the watermark over the handled prefix only.
 """
 
 from __future__ import annotations
@@ -28,9 +37,21 @@ from typing import Any
 
 import structlog
 
-from .client import UUID_RE, ImmichClient, ImmichNotFound, ImmichRequestError, ImmichUnavailable
+from handlers.limits import Limits
+
+from .client import (
+    UUID_RE,
+    ImmichCancelled,
+    ImmichClient,
+    ImmichMalformed,
+    ImmichNotFound,
+    ImmichRequestError,
+    ImmichTooLarge,
+    ImmichUnavailable,
+)
+from .shapes import Asset, Face, asset_id_of, parse_ts, read_asset
 from .staging import Staging
-from .store import ImportStore, StagedAsset
+from .store import ImportStore, Refusal, StagedAsset
 
 log = structlog.get_logger("facesetd.immich")
 
@@ -38,13 +59,17 @@ log = structlog.get_logger("facesetd.immich")
 # (by its createdAt, the upload time); by then face detection has run or never will.
 DEFER_GIVE_UP = timedelta(days=7)
 
-# Outcomes of one asset. All but FAILED and NOT_TRIED count as fully handled. UNCHANGED: imported
+# Outcomes of one asset. All but FAILED, CANCELLED and NOT_TRIED count as fully handled. UNCHANGED: imported
 # before with the checksum Immich still reports (the asset at the watermark, listed again each pass).
+# MALFORMED and TOO_LARGE are refused with an ImmichAssetRefused in the log; REFUSED_BEFORE: an original refused
+# as too large before, with the checksum Immich still reports, is not asked for again.
 DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED = (
     "delivered", "duplicate", "no_faces", "deferred", "small_faces", "deleted", "skipped", "unchanged",
 )
-FAILED, NOT_TRIED = "failed", "not_tried"
-HANDLED = {DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED}
+MALFORMED, TOO_LARGE, REFUSED_BEFORE = "malformed", "too_large", "refused_before"
+FAILED, CANCELLED, NOT_TRIED = "failed", "cancelled", "not_tried"
+HANDLED = {DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED,
+           MALFORMED, TOO_LARGE, REFUSED_BEFORE}
 
 # known_sha256 + deliver must be atomic across threads and users, or two copies of one photo in a
 # pass would both be delivered.
@@ -69,32 +94,22 @@ class PollResult:
         return self.counts.get(DELIVERED, 0)
 
 
-def parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def format_ts(value: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a Z: the shape Immich's date-time pattern requires."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def taken_at(asset: dict[str, Any]) -> str | None:
-    """localDateTime (the wall-clock capture time, right for calendar eras), else fileCreatedAt."""
-    return asset.get("localDateTime") or asset.get("fileCreatedAt")
-
-
 def scale_faces(
-    faces: Iterable[dict[str, Any]], width: int, height: int, min_px: float
+    faces: Iterable[Face], width: int, height: int, min_px: float
 ) -> tuple[tuple[float, float, float, float], ...]:
     """Boxes scaled from preview pixels to the original's `width` x `height`, keeping short side >= min_px."""
     kept = []
     for f in faces:
-        iw, ih = f.get("imageWidth") or 0, f.get("imageHeight") or 0
-        if iw <= 0 or ih <= 0:
+        if f.image_width <= 0 or f.image_height <= 0:
             continue
-        sx, sy = width / iw, height / ih
-        x1, x2 = sorted((f["boundingBoxX1"] * sx, f["boundingBoxX2"] * sx))
-        y1, y2 = sorted((f["boundingBoxY1"] * sy, f["boundingBoxY2"] * sy))
+        sx, sy = width / f.image_width, height / f.image_height
+        x1, x2 = sorted((f.x1 * sx, f.x2 * sx))
+        y1, y2 = sorted((f.y1 * sy, f.y2 * sy))
         if min(x2 - x1, y2 - y1) >= min_px:
             kept.append((round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)))
     return tuple(kept)
@@ -117,6 +132,15 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+@dataclass(frozen=True)
+class OddItem:
+    """A listed item that is not an asset as the spec describes one: refused as malformed, never handled."""
+
+    asset_id: str  # "" when the item has no well-formed id
+    checksum: str
+    error: str
+
+
 class _Pass:
     def __init__(
         self,
@@ -125,65 +149,100 @@ class _Pass:
         staging: Staging,
         user: str,
         min_face_px: float,
+        max_file_bytes: int,
         now: datetime,
     ) -> None:
         self.client, self.store, self.staging, self.user = client, store, staging, user
         self.server = client.url
         self.min_face_px = min_face_px
+        self.max_file_bytes = max_file_bytes
         self.now = now
-        self.stop = threading.Event()  # set on the first outage: the rest of the pass is not tried
+        self.stop = threading.Event()  # set on the first outage or at a stop: the rest of the pass is not tried
         self.failure: str | None = None
+        self.cancelled = False
         self.deferred: set[str] = store.deferred(client.url, user)
         # asset id -> checksum at its last import: read once, as each asset is handled once per pass
         self.imported: dict[str, str] = store.imported_checksums(client.url)
+        # asset id -> checksum when its original was refused as too large: not downloaded again while it holds
+        self.too_large: dict[str, str] = store.refusals(client.url, TOO_LARGE)
 
-    def handle(self, asset: dict[str, Any], from_deferred: bool = False) -> str:
+    def handle(self, asset: Asset, from_deferred: bool = False) -> str:
         if self.stop.is_set():
             return NOT_TRIED
         try:
             return self._handle(asset, from_deferred)
         except ImmichNotFound:
-            log.info("immich_asset_gone", server=self.server, user=self.user, asset_id=asset.get("id"))
-            self.store.undefer(self.server, self.user, asset["id"])
+            log.info("immich_asset_gone", server=self.server, user=self.user, asset_id=asset.id)
+            self.store.undefer(self.server, self.user, asset.id)
             return DELETED
+        except ImmichCancelled:
+            self.cancelled = True
+            self.stop.set()
+            return CANCELLED
         except ImmichUnavailable as e:
             self.failure = str(e)
             self.stop.set()
             return FAILED
+        except ImmichMalformed as e:
+            self.refuse(asset.id, asset.checksum, MALFORMED, str(e))
+            self.store.undefer(self.server, self.user, asset.id)
+            return MALFORMED
+        except ImmichTooLarge as e:
+            self.refuse(asset.id, asset.checksum, TOO_LARGE, f"the original is {e}", e.size)
+            self.store.undefer(self.server, self.user, asset.id)
+            return TOO_LARGE
         except ImmichRequestError as e:
             # A 4xx other than auth: retrying will not help, and blocking the watermark forever on
             # one odd asset would stall the user; log it and move on.
-            log.warning("immich_asset_skipped", server=self.server, user=self.user, asset_id=asset.get("id"), error=str(e))
+            log.warning("immich_asset_skipped", server=self.server, user=self.user, asset_id=asset.id, error=str(e))
             return SKIPPED
 
-    def _handle(self, asset: dict[str, Any], from_deferred: bool) -> str:
-        aid = asset.get("id", "")
-        if not UUID_RE.match(str(aid)) or asset.get("type") != "IMAGE" or asset.get("isTrashed"):
+    def refuse(self, asset_id: str, checksum: str, reason: str, error: str, size: int = 0) -> None:
+        """Record why this asset is not imported, and log it the first time (the store records a refusal once)."""
+        new = self.store.refuse(Refusal(server=self.server, user=self.user, asset_id=asset_id, reason=reason,
+                                        error=error, checksum=checksum, size=size))
+        (log.warning if new else log.debug)("immich_asset_refused", server=self.server, user=self.user,
+                                            asset_id=asset_id, reason=reason, error=error)
+
+    def _without_asking(self, asset: Asset) -> str | None:
+        """The outcome of an asset settled without a request (None: ask Immich about it); ImmichTooLarge when its
+        declared size is over the limit."""
+        if asset.type != "IMAGE" or asset.is_trashed:
             return SKIPPED
-        if asset.get("isEdited"):
+        if asset.is_edited:
             # Boxes of edited assets are in edited-image space, not preview space (API_NOTES §3).
-            log.info("immich_edited_skipped", server=self.server, user=self.user, asset_id=aid)
+            log.info("immich_edited_skipped", server=self.server, user=self.user, asset_id=asset.id)
             return SKIPPED
-        checksum = str(asset.get("checksum") or "")
-        if checksum and self.imported.get(aid) == checksum:
+        if asset.checksum and self.imported.get(asset.id) == asset.checksum:
             return UNCHANGED  # the same bytes were imported: neither its faces nor its original are fetched
+        if asset.id in self.too_large and self.too_large[asset.id] == asset.checksum:
+            return REFUSED_BEFORE  # the same bytes were refused as too large: not asked for again
+        if asset.file_size is not None and asset.file_size > self.max_file_bytes:
+            raise ImmichTooLarge(f"{asset.file_size} bytes by its exifInfo.fileSizeInByte, over the limit of "
+                                 f"{self.max_file_bytes}", asset.file_size)
+        return None
+
+    def _handle(self, asset: Asset, from_deferred: bool) -> str:
+        settled = self._without_asking(asset)
+        if settled is not None:
+            return settled
+        aid, checksum = asset.id, asset.checksum
         faces = self.client.faces(aid)
         if not faces:
-            created = asset.get("createdAt")
-            if created and self.now - parse_ts(created) < DEFER_GIVE_UP:
+            if asset.created_at is not None and self.now - asset.created_at < DEFER_GIVE_UP:
                 self.store.defer(self.server, self.user, aid)
                 return DEFERRED
             self.store.undefer(self.server, self.user, aid)
             return NO_FACES
         if from_deferred or aid in self.deferred:
             self.store.undefer(self.server, self.user, aid)
-        width, height = asset.get("width"), asset.get("height")
+        width, height = asset.width, asset.height
         kept = scale_faces(faces, width, height, self.min_face_px) if width and height else None
         if kept == ():
             return SMALL_FACES
         partial = self.staging.new_partial()
         try:
-            dl = self.client.download_original(aid, partial)
+            dl = self.client.download_original(aid, partial, self.max_file_bytes)
             if kept is None:  # Immich had no size for it: measure the original itself
                 size = _image_size(partial)
                 kept = scale_faces(faces, *size, self.min_face_px) if size else ()
@@ -192,7 +251,7 @@ class _Pass:
             with _deliver_lock:
                 if self.store.known_sha256(dl.sha256):
                     return DUPLICATE
-                path = self.staging.place(partial, dl.sha256, self.user, str(asset.get("originalFileName", "")))
+                path = self.staging.place(partial, dl.sha256, self.user, asset.original_file_name)
                 self.store.deliver(
                     StagedAsset(
                         path=path,
@@ -200,27 +259,30 @@ class _Pass:
                         server=self.server,
                         user=self.user,
                         asset_id=aid,
-                        original_file_name=str(asset.get("originalFileName", "")),
-                        taken_at=taken_at(asset),
+                        original_file_name=asset.original_file_name,
+                        taken_at=asset.taken_at,
                         faces=kept,
                         checksum=checksum,
                     )
                 )
             return DELIVERED
         finally:
-            partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)  # our own partial download (placed ones were moved away)
 
 
-def list_window(client: ImmichClient, after: str | None, before: str, page_size: int) -> list[dict[str, Any]]:
-    """Every IMAGE asset with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order.
+def list_window(client: ImmichClient, after: str | None, before: str, page_size: int) -> tuple[list[Asset], list[OddItem]]:
+    """Every IMAGE asset with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order, and
+    the listed items that are not assets as the spec describes one (each to be refused as malformed).
 
     Immich sorts by fileCreatedAt and pages by offset, so an asset that leaves the window during the
     walk (deleted, or updated again) would shift the next page and hide one asset. The walk is
     therefore keyset-style: each page asks for `takenAfter = the last fileCreatedAt seen` (inclusive)
     from page 1, so the boundary asset comes back (a harmless repeat, de-duplicated here) and no
-    removal can shift anything. Only when a whole page shares one fileCreatedAt does it step by page.
+    removal can shift anything. Only when a whole page shares one fileCreatedAt (or has no well-formed
+    item) does it step by page. A page that is not a search answer at all raises ImmichMalformed.
     """
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, Asset] = {}
+    odd: dict[str, OddItem] = {}
     cursor: str | None = None
     page = 1
     while True:
@@ -230,17 +292,25 @@ def list_window(client: ImmichClient, after: str | None, before: str, page_size:
         if cursor:
             body["takenAfter"] = cursor
         result = client.search_metadata(body)
-        items = result.get("items", [])
-        for item in items:
-            seen[item["id"]] = item  # a repeat across a page boundary replaces itself
-        if not result.get("nextPage") or not items:
+        last: Asset | None = None
+        for item in result.items:
+            try:
+                asset = read_asset(item)
+            except ImmichMalformed as e:
+                item_id, checksum = asset_id_of(item), item.get("checksum") if isinstance(item, dict) else None
+                odd[item_id or str(e)] = OddItem(item_id, checksum if isinstance(checksum, str) else "", str(e))
+                continue
+            seen[asset.id] = last = asset
+        if not result.next_page or not result.items:
             break
-        last = format_ts(parse_ts(items[-1]["fileCreatedAt"]))
-        if last != cursor:
-            cursor, page = last, 1
-        else:  # a full page of one timestamp: step past it by offset
+        mark = format_ts(parse_ts(last.file_created_at)) if last is not None else cursor
+        if mark != cursor:
+            cursor, page = mark, 1
+        else:  # a full page of one timestamp (or of odd items): step past it by offset
             page += 1
-    return sorted(seen.values(), key=lambda a: (parse_ts(a["updatedAt"]), a["id"]))
+    for aid in seen:
+        odd.pop(aid, None)  # well-formed when it was listed again
+    return sorted(seen.values(), key=lambda a: (a.updated, a.id)), list(odd.values())
 
 
 def poll_user(
@@ -252,21 +322,27 @@ def poll_user(
     page_size: int = 250,
     workers: int = 8,
     min_face_px: float,
+    max_file_bytes: int = Limits().max_file_bytes,
     now: datetime | None = None,
 ) -> PollResult:
     """One pass for one user; faces whose short side is under `min_face_px` ([identity] min_face_px) in original
-    pixels are left out. Raises ImmichAuthError/ImmichPermissionError at once, and
-    ImmichUnavailable after moving the watermark no further than the handled prefix."""
+    pixels are left out, originals over `max_file_bytes` ([limits] max_file_bytes) are refused. Raises
+    ImmichAuthError/ImmichPermissionError at once, ImmichMalformed when a listing page is not one, and
+    ImmichUnavailable or ImmichCancelled (the client's Cancel was set) after moving the watermark no further
+    than the handled prefix."""
     now = now or datetime.now(timezone.utc)
     server = client.url
     result = PollResult(server, user, watermark_before=store.watermark(server, user))
-    p = _Pass(client, store, Staging(staging_dir), user, min_face_px, now)
-    assets = list_window(client, result.watermark_before, format_ts(now), page_size)  # raises: nothing moves
-    result.listed = len(assets)
+    p = _Pass(client, store, Staging(staging_dir), user, min_face_px, max_file_bytes, now)
+    assets, odd = list_window(client, result.watermark_before, format_ts(now), page_size)  # raises: nothing moves
+    result.listed = len(assets) + len(odd)
+    for item in odd:  # not in the watermark's order (no updatedAt to trust): refused, and they hold nothing back
+        p.refuse(item.asset_id, item.checksum, MALFORMED, item.error)
+        result.add(MALFORMED)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="immich") as pool:
         outcomes = list(pool.map(p.handle, assets))
         # Deferred assets not in this window: fetch each afresh (it may be gone) and look again.
-        listed_ids = {a["id"] for a in assets}
+        listed_ids = {a.id for a in assets} | {item.asset_id for item in odd}
         retry = [aid for aid in sorted(p.deferred - listed_ids) if UUID_RE.match(aid)]
         for outcome in pool.map(lambda aid: _recheck(p, aid), retry):
             result.add(outcome)
@@ -277,7 +353,7 @@ def poll_user(
     for asset, outcome in zip(assets, outcomes):
         if outcome not in HANDLED:
             break
-        new_mark = asset["updatedAt"]
+        new_mark = asset.updated_at
     if new_mark and (result.watermark_before is None or parse_ts(new_mark) > parse_ts(result.watermark_before)):
         store.advance_watermark(server, user, new_mark)
     result.watermark_after = store.watermark(server, user)
@@ -289,6 +365,10 @@ def poll_user(
         **result.counts,
         watermark=result.watermark_after,
     )
+    if p.cancelled:
+        cancelled = ImmichCancelled(f"Immich at {server}: the poll of {user} was cut off: facesetd is stopping")
+        cancelled.result = result  # type: ignore[attr-defined]
+        raise cancelled
     if p.failure:
         result.failure = p.failure
         err = ImmichUnavailable(p.failure)
@@ -305,8 +385,16 @@ def _recheck(p: _Pass, asset_id: str) -> str:
     except ImmichNotFound:
         p.store.undefer(p.server, p.user, asset_id)
         return DELETED
+    except ImmichCancelled:
+        p.cancelled = True
+        p.stop.set()
+        return CANCELLED
     except ImmichUnavailable as e:
         p.failure = str(e)
         p.stop.set()
         return FAILED
+    except ImmichMalformed as e:
+        p.refuse(asset_id, "", MALFORMED, str(e))
+        p.store.undefer(p.server, p.user, asset_id)
+        return MALFORMED
     return p.handle(asset, from_deferred=True)

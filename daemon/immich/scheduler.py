@@ -1,8 +1,9 @@
 """One APScheduler 3.x interval job per configured Immich user (max_instances=1, coalesce).
 
 Each job runs poller.poll_user behind the server's OutageBreaker. Auth and permission errors are
-logged once per user until a pass succeeds again; outages count towards the breaker; the
-watermark never moves past a failure (poll_user sees to that).
+logged once per user until a pass succeeds again; outages and API errors (5xx, a listing that is not
+one, another 4xx) count towards the breaker; the watermark never moves past a failure (poll_user sees
+to that). cancel() cuts off every request in flight at once, so a stop never waits for a slow server.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import ImmichSettings, ImmichUser
 from daemon.logs import register_secret
+from handlers.limits import Limits
 from state.errors import ConfigError
 
 from .breaker import OutageBreaker
-from .client import ImmichAuthError, ImmichClient, ImmichError, ImmichPermissionError, ImmichUnavailable
+from .client import ImmichAuthError, ImmichCancelled, ImmichClient, ImmichError, ImmichPermissionError
+from .deadline import Cancel
 from .poller import PollResult, poll_user
 from .store import ImportStore
 
@@ -59,14 +62,16 @@ class UserJob:
     """One user's scheduled pass, callable by APScheduler or directly (tests, `poll --once`)."""
 
     def __init__(self, settings: ImmichSettings, user: ImmichUser, client: ImmichClient, store: ImportStore,
-                 staging_dir: Path, breaker: OutageBreaker, min_face_px: float) -> None:
+                 staging_dir: Path, breaker: OutageBreaker, min_face_px: float,
+                 max_file_bytes: int = Limits().max_file_bytes) -> None:
         self.settings, self.user, self.client, self.store = settings, user, client, store
         self.staging_dir, self.breaker = staging_dir, breaker
         self.min_face_px = min_face_px  # [identity] min_face_px; a SIGHUP may change it
+        self.max_file_bytes = max_file_bytes  # [limits] max_file_bytes; a SIGHUP may change it
         self.last_error: str | None = None
 
     def __call__(self) -> PollResult | None:
-        if not self.breaker.allow(self.client.ping):
+        if self.client.cancel.is_set() or not self.breaker.allow(self.client.ping):
             return None
         try:
             result = poll_user(
@@ -77,20 +82,22 @@ class UserJob:
                 page_size=self.settings.page_size,
                 workers=self.settings.workers,
                 min_face_px=self.min_face_px,
+                max_file_bytes=self.max_file_bytes,
                 now=datetime.now(timezone.utc),
             )
+        except ImmichCancelled:  # facesetd is stopping: not the server's fault
+            log.info("immich_poll_cancelled", server=self.client.url, user=self.user.name)
+            return None
         except (ImmichAuthError, ImmichPermissionError) as e:
             if str(e) != self.last_error:
                 log.error("immich_key_refused", server=self.client.url, user=self.user.name, error=str(e))
             self.last_error = str(e)
             return None
-        except ImmichUnavailable as e:
+        except ImmichError as e:  # unavailable, 5xx, a malformed listing, another 4xx: the breaker counts them
+            was_open = self.breaker.open
             self.breaker.record_failure(str(e))
-            if not self.breaker.open:
+            if not was_open and not self.breaker.open:  # the breaker logs its own opening, and is quiet while open
                 log.warning("immich_poll_failed", server=self.client.url, user=self.user.name, error=str(e))
-            return None
-        except ImmichError as e:  # another 4xx on the listing: not an outage; try again next interval
-            log.error("immich_poll_failed", server=self.client.url, user=self.user.name, error=str(e))
             return None
         self.last_error = None
         self.breaker.record_success()
@@ -102,16 +109,18 @@ class ImmichScheduler:
 
     def __init__(self, settings: ImmichSettings, store: ImportStore, staging_dir: Path,
                  environ: Mapping[str, str] | None = None, scheduler: BackgroundScheduler | None = None, *,
-                 min_face_px: float) -> None:
+                 min_face_px: float, max_file_bytes: int = Limits().max_file_bytes) -> None:
         self.settings = settings
         self.scheduler = scheduler or BackgroundScheduler(timezone=timezone.utc)
-        self.breaker = OutageBreaker(settings.url, settings.breaker_failures)
+        # an open breaker first waits one polling interval, then twice as long after each failed trial
+        self.breaker = OutageBreaker(settings.url, settings.breaker_failures, base_s=settings.interval_minutes * 60)
+        self.cancel_all = Cancel()  # shared by every user's client: set at a stop
         self.jobs: dict[str, UserJob] = {}
         for user in settings.users:
             if user.name in self.jobs:
                 raise ConfigError(f"immich.users: the name {user.name!r} is used twice")
-            client = client_for(settings, user, environ)
-            job = UserJob(settings, user, client, store, staging_dir, self.breaker, min_face_px)
+            client = client_for(settings, user, environ, cancel=self.cancel_all)
+            job = UserJob(settings, user, client, store, staging_dir, self.breaker, min_face_px, max_file_bytes)
             self.jobs[user.name] = job
             self.scheduler.add_job(
                 job,
@@ -128,7 +137,13 @@ class ImmichScheduler:
     def start(self) -> None:
         self.scheduler.start()
 
+    def cancel(self) -> None:
+        """Cut off every request in flight and start none: a running pass ends within moments (ImmichCancelled),
+        its watermark over what it recorded only. Call before waiting for the scheduler's jobs."""
+        self.cancel_all.set()
+
     def shutdown(self, wait: bool = True) -> None:
+        self.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
         for job in self.jobs.values():

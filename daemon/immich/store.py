@@ -1,7 +1,8 @@
 """The Immich poller's store: what the poller needs from the rest of the daemon, and the event log behind it.
 
-ImportStore is the protocol the poller writes through (a watermark, sha256 dedup, delivery, deferrals);
-EventLogImportStore is the daemon's one implementation: watermarks, deferrals and imports are events. It
+ImportStore is the protocol the poller writes through (a watermark, sha256 dedup, delivery, deferrals,
+refusals); EventLogImportStore is the daemon's one implementation: watermarks, deferrals, imports and refusals
+are events. It
 reads the log through named EventLog / CorpusState reads (never SQL), straight from the log rather than
 from a projection the main loop updates, so a value it has just written is visible at once to every
 poller thread. tests/immich_memory_store.py holds an in-memory ImportStore for the poller's own tests;
@@ -51,6 +52,19 @@ class StagedAsset:
     checksum: str = ""  # the asset's `checksum` as Immich reported it when listed (base64 SHA-1 of its bytes)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why one asset is not imported (recorded as an ImmichAssetRefused)."""
+
+    server: str
+    user: str
+    asset_id: str  # "" when the listed item had no well-formed id
+    reason: str  # malformed | too_large
+    error: str  # what was wrong, in words
+    checksum: str = ""  # the asset's Immich checksum when it was refused
+    size: int = 0  # too_large: the bytes declared, or received before the download was abandoned
+
+
 @runtime_checkable
 class ImportStore(Protocol):
     """What one poll pass reads and records; every method may be called from several poller threads."""
@@ -73,6 +87,15 @@ class ImportStore(Protocol):
 
     def imported_checksums(self, server: str) -> dict[str, str]:
         """asset id -> the Immich checksum it had at its last import, for the assets of `server` (any user)."""
+        ...
+
+    def refuse(self, refusal: Refusal) -> bool:
+        """Record why an asset is not imported; the same refusal (server, asset, reason, checksum, error) once.
+        True when it was recorded now, False when it had been before."""
+        ...
+
+    def refusals(self, server: str, reason: str) -> dict[str, str]:
+        """asset id -> the checksum it had when last refused for `reason`, for the assets of `server` (any user)."""
         ...
 
     def deferred(self, server: str, user: str) -> set[str]:
@@ -162,6 +185,22 @@ class EventLogImportStore:
         for stored in self.log.read_matching(ev.ImmichAssetImported.KIND, server=server):
             e = stored.event
             if isinstance(e, ev.ImmichAssetImported) and e.asset_id and e.checksum:
+                out[e.asset_id] = e.checksum
+        return out
+
+    def refuse(self, refusal: Refusal) -> bool:
+        fields = {"server": refusal.server, "asset_id": refusal.asset_id, "reason": refusal.reason,
+                  "checksum": refusal.checksum, "error": refusal.error}
+        if self.log.read_matching(ev.ImmichAssetRefused.KIND, **fields):
+            return False
+        self._append([ev.ImmichAssetRefused(user=refusal.user, size=refusal.size, **fields)])
+        return True
+
+    def refusals(self, server: str, reason: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for stored in self.log.read_matching(ev.ImmichAssetRefused.KIND, server=server, reason=reason):
+            e = stored.event
+            if isinstance(e, ev.ImmichAssetRefused) and e.asset_id:
                 out[e.asset_id] = e.checksum
         return out
 
