@@ -4,8 +4,9 @@ The router defers a photo that does not decode while its file was written less t
 incomplete_grace_s ago (PhotoDeferred): a writer that paused, or one that reopens the file for each chunk,
 is not done. When the writer goes on, the watcher reports the new bytes and their PhotoReceived supersedes
 the deferral. When nothing more comes, `retry_due` receives the photo again once the grace has passed, and
-the router then rejects it as unreadable (or routes it, if it decodes after all). The daemon calls it every
-few seconds; `facesetd reconcile` once.
+the router then rejects it as unreadable (or routes it, if it decodes after all). A photo deferred because a folder
+it would be moved into was blocked (a plain file named inbox/_processed) is received again, as it was, once that
+folder is a folder again. The daemon calls it every few seconds; `facesetd reconcile` once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from handlers.inbox_files import blocked_folder
 from state import events as ev
 
 from .inbox import photo_event
@@ -33,6 +35,7 @@ class Waiting:
     path: str
     written_ago_s: float  # seconds since its file was last written
     retry_in_s: float  # seconds until it is retried, if it stays unchanged
+    blocked: str = ""  # for a photo held back by a blocked folder: which one (then retried once it is a folder)
 
 
 def retry_due(pipeline: Pipeline, now: float | None = None) -> int:
@@ -49,7 +52,17 @@ def retry_due(pipeline: Pipeline, now: float | None = None) -> int:
     grace = pipeline.ctx.config.limits.incomplete_grace_s
     inbox = pipeline.config.inbox_dir
     out: list[ev.Event] = []
+    blocked: str | None = None  # looked at once per call, when a photo waits for it
     for photo in deferred:
+        if photo.reason == "blocked":
+            # Waiting for a folder it would be moved into to be a folder again: then received again, as it was.
+            if blocked is None:
+                blocked = blocked_folder(inbox, pipeline.config.corpus_dir)
+            received = None if blocked else pipeline.log.get(photo.position)
+            if received is not None:
+                out.append(received.event)
+                log.info("a blocked folder is a folder again: retrying a photo", path=photo.path)
+            continue
         if photo.root != "inbox":
             continue  # only the inbox defers: staged Immich originals are complete when handed over
         src = inbox / photo.path
@@ -77,12 +90,17 @@ def retry_due(pipeline: Pipeline, now: float | None = None) -> int:
 
 
 def waiting(pipeline: Pipeline, now: float | None = None) -> list[Waiting]:
-    """The deferred photos still within their grace (for `facesetd reconcile` and status lines)."""
+    """The deferred photos still within their grace, and those held back by a blocked folder (for `facesetd
+    reconcile` and status lines)."""
     pipeline.state.catch_up()
     now = time.time() if now is None else now
     grace = pipeline.ctx.config.limits.incomplete_grace_s
     out = []
+    blocked = blocked_folder(pipeline.config.inbox_dir, pipeline.config.corpus_dir)
     for photo in pipeline.state.deferred_photos():
+        if photo.reason == "blocked":
+            out.append(Waiting(photo.path, 0.0, 0.0, blocked or "(no longer: retried at the next look)"))
+            continue
         try:
             age = max(0.0, now - (pipeline.config.inbox_dir / photo.path).stat().st_mtime)
         except OSError:

@@ -180,5 +180,7 @@ def receive(pipeline: Pipeline, path: Path) -> int | None:
         return None
     if pipeline.state.photo_waiting("inbox", event.path, event.sha256):
         return None  # received and not yet handled, or deferred (daemon.deferred retries it)
+    if pipeline.state.photo_left_in_place("inbox", event.path, event.sha256) and not os.access(full.parent, os.W_OK):
+        return None  # handled, and its folder still keeps it there (status lists it): never a second copy
     (position,) = pipeline.log.append([event])
     return position

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from handlers.inbox_files import blocked_folder
 from handlers.tracked import unhandled
 from state import names
 from state.corpus_state import CorpusState
@@ -33,12 +34,20 @@ def summarize(app: App) -> dict[str, Any]:
     areas = {area: sum(1 for r in listed if r.area == area) for area in AREAS}
     images = st.image_counts()
     inbox = app.config.inbox_dir
+    deferred = st.deferred_photos()
+    left = [p for p in st.left_photos() if p.root == "inbox"]
+    kept = {p.path for p in left}
     return {
         "inbox": {
             # photos in the inbox not yet received (the daemon takes them one at a time), and those deferred
             # because they do not decode yet (their writer may not be done)
-            "waiting": len(list_waiting(inbox)) if inbox.is_dir() else 0,
-            "deferred": [names.escape(d.path) for d in st.deferred_photos()],
+            "waiting": sum(1 for rel in list_waiting(inbox) if names.escape(rel) not in kept) if inbox.is_dir() else 0,
+            "deferred": [names.escape(d.path) for d in deferred if d.reason != "blocked"],
+            # photos held back while a folder they would be moved into is not a folder, and which folder
+            "blocked": [names.escape(d.path) for d in deferred if d.reason == "blocked"],
+            "blocked_by": blocked_folder(inbox, app.config.corpus_dir),
+            # photos handled but still where they were received: their folder does not let facesetd move them
+            "left": [{"path": names.escape(p.path), "why": p.left} for p in left],
         },
         "facesets": {AREA_NAMES[area]: count for area, count in areas.items()},
         "images": {"active": int(images[0]), "dropped": int(images[1])},

@@ -12,6 +12,11 @@ from .interface import DetectedFace
 # Corpus format (DOMAIN.md section 1): 512x512 PNGs, the face box padded by half its size on every side.
 CROP_SIZE = 512
 CROP_PADDING = 0.5
+# The black canvas a crop is cut from, when its square reaches past the photo, holds at most this many times the
+# photo's pixels (a face filling a square photo needs 4; a tight aligned crop a little more). A box larger still (no
+# real face gives one: a detector's guess on a 30000x100 strip, say) has only the part of its square inside the
+# photo scaled into the crop, so no crop allocates more than this multiple of [limits] max_pixels (issue 23).
+CANVAS_MAX_FACTOR = 16
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -62,12 +67,29 @@ def crop_face(
         # The square lies inside the image: resize the view itself (the same pixels, so the same crop),
         # without allocating and filling a black canvas first.
         return cv2.resize(image_bgr[y0 : y0 + s, x0 : x0 + s], (size, size), interpolation=interp)
+    if s * s > CANVAS_MAX_FACTOR * max(1, h * w):
+        return _crop_visible(image_bgr, x0, y0, s, size, interp)
     canvas = np.zeros((s, s, 3), dtype=np.uint8)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(w, x0 + s), min(h, y0 + s)
     if sx1 > sx0 and sy1 > sy0:
         canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image_bgr[sy0:sy1, sx0:sx1]
     return cv2.resize(canvas, (size, size), interpolation=interp)
+
+
+def _crop_visible(image_bgr: np.ndarray, x0: int, y0: int, s: int, size: int, interp: int) -> np.ndarray:
+    """crop_face for a square far larger than the photo: the part inside the photo scaled to where it falls in the
+    size x size crop, the rest black, without the s x s canvas (the same picture, within a pixel at its edges)."""
+    h, w = image_bgr.shape[:2]
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
+    k = size / s
+    dx0, dy0 = round((sx0 - x0) * k), round((sy0 - y0) * k)
+    dx1, dy1 = min(size, round((sx1 - x0) * k)), min(size, round((sy1 - y0) * k))
+    if sx1 > sx0 and sy1 > sy0 and dx1 > dx0 and dy1 > dy0:
+        part = cv2.resize(image_bgr[sy0:sy1, sx0:sx1], (dx1 - dx0, dy1 - dy0), interpolation=interp)
+        out[dy0:dy1, dx0:dx1] = part.reshape(dy1 - dy0, dx1 - dx0, -1)[:, :, :3]
+    return out
 
 
 def encode_png(image_bgr: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ from state.eventlog import StoredEvent
 from state.failures import describe
 
 from .context import HandlerContext
-from .inbox_files import move_aside, rejected_rel
+from .inbox_files import LeftInPlace, move_aside, rejected_rel
 
 FOLLOWER = "checks"  # handlers/flow.py FOLLOWERS: the dispatcher's follower
 
@@ -46,6 +46,6 @@ def _move_photo_aside(ctx: HandlerContext, e: ev.PhotoReceived) -> str:
     src = ctx.config.inbox / names.os_name(e.path, e.path_hex)
     try:
         return move_aside(src, ctx.config.inbox, rejected_rel(e, "failed"), e.sha256) or ""
-    except OSError as err:  # left where it is: the dead letter still says what happened
+    except (OSError, LeftInPlace) as err:  # left where it is: the dead letter still says what happened
         ctx.log.warning("dead letter: the photo cannot be moved aside", path=e.path, error=describe(err))
         return ""

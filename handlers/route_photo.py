@@ -31,13 +31,23 @@ from state import names
 from state.atomic import fsync_dirs
 from state.eventlog import StoredEvent
 from state.faults import crash_point, fail_point
+from state.layout import faceset_name_problem
 
 from . import candidates
 from .centroids import centroids, unit
 from .context import HandlerContext
 from .crops import Written, write_crops
 from .face_assign import POOL_FACESET, RoutedFace, assign, distant, why_routed
-from .inbox_files import REJECT_REASONS, REJECTED, find_moved, move_aside, processed_rel, rejected_rel
+from .inbox_files import (
+    REJECT_REASONS,
+    REJECTED,
+    LeftInPlace,
+    blocked_folder,
+    find_moved,
+    move_aside,
+    processed_rel,
+    rejected_rel,
+)
 from .pool_seed import seed_from_pool
 
 # --- Files ----------------------------------------------------------------------------------------
@@ -65,10 +75,25 @@ def _reject_link(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: st
     if names.lexists(src) and not src.is_symlink():
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason=reason,
                                  error=f"{label}: the symbolic link was replaced by a file before it was handled")]
-    dest = move_aside(src, ctx.config.inbox, rejected_rel(e, reason), e.sha256, link=target) or ""
+    dest, left = _aside(ctx, e, src, rejected_rel(e, reason), label, link=target)
     error = f"{label}: {_LINK_ERRORS.get(reason, 'a symbolic link that is not followed')} ({target})"
     ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
-    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
+    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error,
+                             left=left)]
+
+
+def _aside(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, dest_rel: str, label: str, *, link: str = "",
+           folders: set[Path] | None = None) -> tuple[str, str]:
+    """Move the photo aside (inbox_files.move_aside): (where it went, "") or, when its own folder keeps it,
+    ("", why it stays where it was received); the inbox does not receive it again while that lasts."""
+    try:
+        return move_aside(src, ctx.config.inbox, dest_rel, e.sha256, link=link, folders=folders) or "", ""
+    except LeftInPlace as err:
+        left = f"{label} stays where it is: {err}"
+        ctx.log.warning("photo left in place", path=label, error=left,
+                        note="not received again while its folder keeps it; move it out by hand, or let facesetd"
+                             " write to its folder")
+        return "", left
 
 
 def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
@@ -80,9 +105,11 @@ def _root_dir(ctx: HandlerContext, root: str) -> Path | None:
 
 
 def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, error: str) -> list[ev.Event]:
-    dest = move_aside(src, ctx.config.inbox, rejected_rel(e, reason), e.sha256) or ""
-    ctx.log.warning("photo rejected", path=f"{e.root}/{e.path}", reason=reason, error=error, dest=dest)
-    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error)]
+    label = f"{e.root}/{e.path}"
+    dest, left = _aside(ctx, e, src, rejected_rel(e, reason), label)
+    ctx.log.warning("photo rejected", path=label, reason=reason, error=error, dest=dest)
+    return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=dest, reason=reason, error=error,
+                             left=left)]
 
 
 def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, src: Path) -> float | None:
@@ -113,6 +140,9 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     Each stage either hands the next what it needs or ends the photo with its events (a list)."""
     label = f"{e.root}/{e.path}"
     fail_point("route", label)
+    held = _held_back(ctx, e, label)
+    if held is not None:
+        return held
     found = _read_photo(ctx, e, label)
     if isinstance(found, list):
         return found
@@ -126,6 +156,29 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     if isinstance(analysed, list):
         return analysed
     return _file_faces(ctx, e, found, image, analysed, label)
+
+
+def _held_back(ctx: HandlerContext, e: ev.PhotoReceived, label: str) -> list[ev.Event] | None:
+    """Before the photo is read: it waits while a folder it may be moved into is blocked (a plain file named
+    _processed, say), and a photo in a folder named like a seeding folder that cannot be one (faceset_ and 240
+    digits) is rejected with that reason. None when neither applies."""
+    blocked = blocked_folder(ctx.config.inbox, ctx.config.corpus)
+    if blocked:
+        ctx.log.error("photo waits: a folder facesetd needs is blocked", path=label, error=blocked)
+        return [ev.PhotoDeferred(path=e.path, root=e.root, sha256=e.sha256, reason="blocked", error=blocked)]
+    folder = e.path.split("/", 1)[0] if e.root == "inbox" and "/" in e.path else ""
+    problem = faceset_name_problem(folder)
+    if problem:
+        root_dir = ctx.config.inbox
+        return _reject(ctx, e, _source(root_dir, e), "bad_seed_folder",
+                       f"{label}: inbox/{_short(folder)} is not a seeding folder: {problem} (rename the folder"
+                       " faceset_NNN to seed a person)")
+    return None
+
+
+def _short(name: str, keep: int = 24) -> str:
+    """A long name shown by its start (the log line stays readable; the event's path has it whole)."""
+    return name if len(name) <= keep + 16 else f"{name[:keep]}...({len(name)} characters)"
 
 
 @dataclass(frozen=True)
@@ -179,14 +232,14 @@ def _route_duplicate(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, dup: t
     """The same bytes already routed (dropped twice): nothing new to take from them, except that a photo
     dropped again into inbox/faceset_NNN/ seeds it with its face still waiting in the pool."""
     seeded, seed_faces = seed_from_pool(ctx, e) if e.forced_faceset else ([], [])
-    dest = move_aside(src, ctx.config.inbox, processed_rel(e), e.sha256) or ""
+    dest, left = _aside(ctx, e, src, processed_rel(e), label)
     note = f"same bytes as {dup[0]}/{dup[1]}, already processed"
     if seed_faces:
         note += f"; its face waiting in the pool joined {e.forced_faceset}"
     ctx.log.info("photo routed", path=label, faces=len(seed_faces), to=[f["to"] for f in seed_faces],
                  dest=dest, note=note)
     return [*seeded, ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest,
-                                       faces=tuple(seed_faces), note=note)]
+                                       faces=tuple(seed_faces), note=note, left=left)]
 
 
 def _decode(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, label: str) -> np.ndarray | list[ev.Event]:
@@ -264,13 +317,14 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: _Photo, image: 
     written = write_crops(ctx, image, [f for f in found.faces if f.to], prefix, forced, area, label, folders)
 
     crash_point("inbox:crops_written")
-    dest = photo.moved or move_aside(photo.src, ctx.config.inbox, processed_rel(e), e.sha256, folders=folders) or ""
+    dest, left = (photo.moved, "") if photo.moved else _aside(ctx, e, photo.src, processed_rel(e), label,
+                                                              folders=folders)
     fsync_dirs(folders)
     crash_point("inbox:photo_moved")
     summaries = _record_faces(ctx, e, written, dest, prefix, out)
     note = "" if summaries else ("no face found" if not found.detected else "no usable face")
     out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
-                                 skipped=found.skipped, note=note))
+                                 skipped=found.skipped, note=note, left=left))
     # The photo's line of the story: how many faces were found, where each one went and why (its cosine distance
     # against [identity] match_distance), why any was left.
     match = ctx.config.identity.match_distance

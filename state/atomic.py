@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .faults import crash_point
+from .names import TEMP_RANDOM, temp_prefix
 
 _umask_lock = threading.Lock()
 
@@ -66,7 +67,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True, folders: set[
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    # A long target name (a faceset's .fsz) is cut in its temp name: '.<name>.tmp-XXXXXXXX' within NAME_MAX.
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):  # not on Windows, whose files have no such bits
@@ -101,7 +103,8 @@ def link_or_write(source: Path, path: Path, data: bytes) -> bool:
     except FileNotFoundError:
         pass
     while True:
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"  # the temp pattern the sweeper knows
+        # the temp pattern the sweeper knows, within NAME_MAX
+        tmp = path.parent / f"{temp_prefix(path.name)}{uuid.uuid4().hex[:TEMP_RANDOM]}"
         try:
             os.link(source, tmp)
             break

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Bump when a projection table's layout changes: existing state is dropped and rebuilt from the log.
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 
 PROJECTION_TABLES: tuple[str, ...] = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
@@ -88,7 +88,9 @@ CREATE TABLE IF NOT EXISTS photos (
     path     TEXT NOT NULL,
     sha256   TEXT NOT NULL,
     state    TEXT NOT NULL,        -- received | processed | rejected | deferred | superseded
-    dest     TEXT
+    dest     TEXT,
+    reason   TEXT,                 -- why deferred (PhotoDeferred.reason)
+    left_in_place TEXT NOT NULL DEFAULT ''  -- why it is still where it was received (PhotoProcessed.left)
 );
 CREATE INDEX IF NOT EXISTS photos_path ON photos(root, path, state);
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256, state);
@@ -591,8 +593,9 @@ def _photo_received(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoReceived])
 def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoDeferred]) -> None:
     e = se.event
     conn.execute(
-        "UPDATE photos SET state='deferred', dest=NULL WHERE root=? AND path=? AND sha256=? AND state='received'",
-        (e.root, e.path, e.sha256),
+        "UPDATE photos SET state='deferred', dest=NULL, reason=? WHERE root=? AND path=? AND sha256=?"
+        " AND state='received'",
+        (e.reason, e.root, e.path, e.sha256),
     )
 
 
@@ -602,8 +605,9 @@ def _photo_done(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoProcessed | ev
     done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
     # 'deferred' too: a deferred photo whose file is gone is closed as vanished (daemon.deferred.retry_due).
     conn.execute(
-        "UPDATE photos SET state=?, dest=? WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')",
-        (done, e.dest, e.root, e.path, e.sha256),
+        "UPDATE photos SET state=?, dest=?, left_in_place=? WHERE root=? AND path=? AND sha256=?"
+        " AND state IN ('received', 'deferred')",
+        (done, e.dest, e.left, e.root, e.path, e.sha256),
     )
 
 

@@ -461,6 +461,9 @@ class PhotoProcessed(Event):
     faces: tuple[dict[str, Any], ...] = ()  # {"to": faceset | "pool", "crop": path, "distance": d, "quality": q}
     skipped: dict[str, int] = field(default_factory=dict)  # faces not cropped, by reason (small, same_identity)
     note: str = ""  # e.g. "no usable face", "already processed as ..."
+    # Why the photo is still where it was received (dest ""): its folder does not let facesetd move it. The inbox
+    # does not receive these bytes at that path again while the folder keeps them (`facesetd status` lists it).
+    left: str = ""
 
 
 @dataclass(frozen=True)
@@ -472,8 +475,9 @@ class PhotoRejected(Event):
     root: str = "inbox"
     sha256: str = ""
     dest: str = ""  # inbox-relative, under _rejected/<reason>/
-    reason: str = ""  # unreadable | bad_folder
+    reason: str = ""  # handlers/inbox_files.py REJECT_REASONS, a link's reason, vanished, unknown_root
     error: str = ""
+    left: str = ""  # as PhotoProcessed.left: the file stays where it was received, and why
 
 
 @dataclass(frozen=True)
@@ -489,8 +493,10 @@ class PhotoDeferred(Event):
     path: str = ""
     root: str = "inbox"
     sha256: str = ""
-    reason: str = ""  # incomplete
-    error: str = ""  # the decoder's message
+    # incomplete: it does not decode yet; blocked: a folder it would be moved into is not a folder (it is received
+    # again once that folder is one: daemon/deferred.py)
+    reason: str = ""
+    error: str = ""  # the decoder's message, or which folder is blocked
     age_s: float = 0.0  # seconds since the file was last written, when deferred
 
 

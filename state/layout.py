@@ -21,7 +21,12 @@ AREAS = (ACTIVE_AREA, *QUARANTINE_AREAS)
 # How status, the review pages and the master manifest name each area.
 AREA_NAMES = {ACTIVE_AREA: "active", MASKED_AREA: "masked", MERGED_AREA: "merged", THIN_AREA: "thin"}
 DROPPED = "_dropped"
-FACESET_RE = re.compile(r"^faceset_(\d{3,})$")
+# A faceset's number has 3 to FACESET_DIGITS_MAX digits: faceset_001 ... faceset_999999. The bound keeps every name
+# made from it (faceset_NNN_top8.fsz, its temp names, inbox/_rejected/... paths) far within NAME_MAX; a folder
+# named faceset_ with more digits is not a faceset (in the corpus) nor a seeding folder (in the inbox).
+FACESET_DIGITS_MAX = 6
+FACESET_RE = re.compile(rf"^faceset_(\d{{3,{FACESET_DIGITS_MAX}}})$", re.ASCII)  # ASCII: '١٢٣' is not 123
+_FACESET_LIKE = re.compile(r"^faceset_\d+$", re.ASCII)
 MASTER_MANIFEST = "manifest.json"
 POOL_DIR = "_pool"  # crops of faces not yet assigned to anyone; outside every faceset folder
 
@@ -70,6 +75,17 @@ def parse_face_path(path: str) -> FacePath | None:
 def faceset_number(name: str) -> int:
     m = FACESET_RE.match(name)
     return int(m.group(1)) if m else -1
+
+
+def faceset_name_problem(name: str) -> str:
+    """Why a folder named like a faceset (faceset_ and digits) cannot be one; "" for a faceset's name, or for a
+    name that does not look like one (an ordinary folder)."""
+    if FACESET_RE.match(name) or not _FACESET_LIKE.match(name):
+        return ""
+    digits = len(name) - len("faceset_")
+    if digits < 3:
+        return ""  # faceset_7: an ordinary folder, as it always was
+    return f"a faceset number has at most {FACESET_DIGITS_MAX} digits, this one has {digits}"
 
 
 def faceset_name(number: int) -> str:

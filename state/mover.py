@@ -35,12 +35,25 @@ def _move_one(corpus: Path, src: str, dest: str, folders: set[Path]) -> str | No
             s.rename(s.with_name(f".{s.name}.moved-dup"))
             return None
         return f"{dest} already exists; refusing to overwrite"
-    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a plain file where a folder of the layout goes (_masked, say)
+        return f"{dest} cannot be made: a file that is not a folder is in its way ({_in_the_way(corpus, dest)})"
     crash_point("move:before_rename")
     os.rename(s, d)
     folders |= {d.parent, s.parent}
     crash_point("move:after_rename")
     return None
+
+
+def _in_the_way(corpus: Path, dest: str) -> str:
+    """The first folder of `dest` (corpus-relative) that is something else."""
+    parts = dest.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        p = corpus.joinpath(*parts[:i])
+        if (p.exists() or p.is_symlink()) and not p.is_dir():
+            return "/".join(parts[:i])
+    return "/".join(parts)
 
 
 class Mover:

@@ -13,11 +13,13 @@ that fit NAME_MAX (255 bytes per path component, as the kernel counts: bytes, no
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 NAME_MAX = 255  # bytes in one path component (Linux, and every file system we run on)
+PATH_MAX = 4096  # bytes in a whole path the kernel takes, its closing NUL included (Linux)
 
 # Name endings of files still being written: partial downloads (browsers, curl, rsync), editors'
 # backups, temp files. Compared lower-case. Our own atomic writes ('.<name>.tmp-<random>') are hidden.
@@ -114,12 +116,31 @@ def numbered(rel: str, sep: str = "_") -> Iterator[str]:
         k += 1
 
 
+def fits_path_max(path: Path | str) -> bool:
+    """Whether the kernel takes `path` whole: under PATH_MAX bytes with its closing NUL."""
+    return len(os.fsencode(path)) < PATH_MAX
+
+
+TEMP_RANDOM = 8  # random characters after a temp name's '.tmp-' (mkstemp's, and state.atomic's own)
+
+
+def temp_prefix(name: str) -> str:
+    """The start of a temp file's name beside `name`: '.<name>.tmp-', the name cut so that the whole temp name
+    (with the 8 random characters mkstemp or we add) stays within NAME_MAX bytes whatever `name` is."""
+    return f".{_cut(name, NAME_MAX - len('..tmp-') - TEMP_RANDOM)}.tmp-"
+
+
 def lexists(path: Path) -> bool:
-    """Whether anything (a dangling link included) is at `path`; never raises for a long name."""
+    """Whether anything (a dangling link included) is at `path`; never raises for a long name (nothing can be
+    at a name or path past NAME_MAX or PATH_MAX)."""
     try:
         os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return False
+        raise
     return True
 
 

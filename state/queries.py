@@ -30,6 +30,16 @@ class DeferredPhoto(NamedTuple):
     root: str
     path: str
     sha256: str
+    reason: str  # PhotoDeferred.reason: incomplete, blocked
+
+
+class LeftPhoto(NamedTuple):
+    """A photo handled but still where it was received: its folder did not let facesetd move it."""
+
+    root: str
+    path: str
+    sha256: str
+    left: str  # why (PhotoProcessed.left / PhotoRejected.left)
 
 
 class FaceStat(NamedTuple):
@@ -529,9 +539,23 @@ class Queries:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def deferred_photos(self) -> list[DeferredPhoto]:
-        """Photos left in place because they did not decode yet, oldest receipt first."""
-        rows = self.query("SELECT position, root, path, sha256 FROM photos WHERE state='deferred' ORDER BY position")
+        """Photos left in place because they did not decode yet (or wait for a blocked folder), oldest first."""
+        rows = self.query("SELECT position, root, path, sha256, COALESCE(reason, '') FROM photos"
+                          " WHERE state='deferred' ORDER BY position")
         return [DeferredPhoto(*r) for r in rows]
+
+    def photo_left_in_place(self, root: str, path: str, sha256: str) -> bool:
+        """Whether these bytes at this path were handled and left where they are (their folder kept them)."""
+        return bool(self.query(
+            "SELECT 1 FROM photos WHERE root=? AND path=? AND sha256=? AND state IN ('processed', 'rejected')"
+            " AND left_in_place != '' LIMIT 1", (root, path, sha256)))
+
+    def left_photos(self) -> list[LeftPhoto]:
+        """Every photo handled but left where it was received (the latest handling of each path), by path."""
+        rows = self.query(
+            "SELECT root, path, sha256, left_in_place FROM photos p WHERE left_in_place != '' AND position ="
+            " (SELECT MAX(position) FROM photos q WHERE q.root = p.root AND q.path = p.path) ORDER BY root, path")
+        return [LeftPhoto(*r) for r in rows]
 
     def pool_rows(self) -> list[PoolRow]:
         """Every face waiting in the pool, by face id."""

@@ -242,8 +242,9 @@ def photos_accounted_once(
     data = Path(data)
     inbox = data / "inbox"
     events = read_events(data)
-    # A photo deferred because it does not decode yet waits in the inbox for its writer, by design.
-    wait = set(may_wait) | deferred_paths(events)
+    # A photo deferred because it does not decode yet waits in the inbox for its writer, by design; one whose folder
+    # does not let facesetd move it is handled where it is.
+    wait = set(may_wait) | deferred_paths(events) | left_paths(events)
     counts = Counter(dropped)
     problems: list[str] = []
     files = _inbox_files(inbox)
@@ -276,6 +277,16 @@ def deferred_paths(events: list[dict[str, Any]]) -> set[str]:
         if e["kind"].startswith("photo_") and e.get("root", "inbox") == "inbox":
             last[e.get("path", "")] = e["kind"]
     return {path for path, kind in last.items() if kind == "photo_deferred"}
+
+
+def left_paths(events: list[dict[str, Any]]) -> set[str]:
+    """Inbox paths whose latest final event says the photo was left where it was received (`left`: its folder
+    does not let facesetd move it)."""
+    last: dict[str, str] = {}
+    for e in events:
+        if e["kind"] in FINAL_PHOTO_KINDS and e.get("root", "inbox") == "inbox":
+            last[e.get("path", "")] = e.get("left", "")
+    return {path for path, left in last.items() if left}
 
 
 # --- The log -------------------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ def why(kind: str, payload: dict[str, Any]) -> str:
         parts.append("skipped " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())))
     if payload.get("error"):
         parts.append(str(payload["error"]))
+    if payload.get("left"):  # the photo is still where it was received, and why
+        parts.append(str(payload["left"]))
     return "; ".join(parts)
 
 

@@ -67,6 +67,10 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"inbox         {counted(inbox['waiting'], 'photo')} waiting"
           + (f", {len(deferred)} left for their writer (do not decode yet): {printable(', '.join(deferred))}"
              if deferred else ""))
+    if inbox["blocked"]:
+        print(f"              {counted(len(inbox['blocked']), 'photo')} held back: {printable(inbox['blocked_by'])}")
+    for kept in inbox["left"]:  # handled, but their folder keeps them: facesetd does not take them again
+        print(f"              left where it is: {printable(kept['why'])}")
     print(f"log position  {s['log_position']}")
     print(f"pending       {counted(p['events_unhandled'], 'event')}, {counted(p['moves_pending'], 'move')},"
           f" {counted(p['projections_dirty'], 'projection')}")
