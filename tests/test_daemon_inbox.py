@@ -71,7 +71,8 @@ def test_a_photo_written_slowly_is_taken_once_complete(tmp_path: Path, faces_dir
     chunk = len(payload) // 5 + 1
     target = data / "inbox" / "slow.jpg"
     target.parent.mkdir(parents=True)
-    daemon = DaemonProcess(data, _env(models_root))
+    # settle_s well past the writer's 0.3 s gaps, so a loaded machine's stall of a second or two is not an end
+    daemon = DaemonProcess(data, _env(models_root, FACESETD_WATCH_SETTLE_S="5"))
     d = None if begun else daemon.start()
     with open(target, "wb") as f:
         if begun:
