@@ -34,8 +34,10 @@ def run(args: argparse.Namespace, app: Any) -> int:
     # Here, not at the top: every verb module is imported to build the parser, and the pipeline brings the
     # handlers, numpy and the corpus state, which `--help` and the other verbs do not need.
     from daemon.pipeline import summarize
+    from state.logcheck import last_check
 
     s = summarize(app.pipeline)
+    s["log_check"] = last_check(app.config.log_path)
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
           + (f", {len(deferred)} left for their writer (do not decode yet): {printable(', '.join(deferred))}"
              if deferred else ""))
     print(f"log position  {s['log_position']}")
+    print(f"log check     {log_check_line(s['log_check'], app.config.queue.log_check_interval_s)}")
     print(f"pending       {counted(p['events_unhandled'], 'event')}, {counted(p['moves_pending'], 'move')},"
           f" {counted(p['projections_dirty'], 'projection')}")
     if s["faceset_list"]:
@@ -63,6 +66,18 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print_forming(s["pool"])
     print_candidates(s["candidates"])
     return 0
+
+
+def log_check_line(outcome: dict[str, Any] | None, every_s: float) -> str:
+    """The last integrity check of the event log (state/logcheck.py): when, and what it found. A log found damaged
+    stops `status` before this (the check's one line, exit 65) until the file is repaired or replaced."""
+    every = f"every {every_s / 3600:g} h" if every_s >= 3600 else f"every {every_s:g} s"
+    if outcome is None:
+        return f"not yet (the daemon checks at its start and {every}; `facesetd doctor` checks now)"
+    when = outcome.get("checked_at", "?")
+    if outcome.get("damage"):
+        return f"found it damaged at {when}; the file changed since: `facesetd doctor` checks it again"
+    return f"sound at {when} ({counted(int(outcome.get('head') or 0), 'event')} read back; the daemon checks {every})"
 
 
 def print_forming(pool: dict[str, Any]) -> None:
