@@ -84,6 +84,8 @@ class QueueSettings:
     model_retry_s: float = field(default=30.0, metadata={"range": (0.1, None)})
     # seconds a write waits for another process's lock on the event log before the daemon backs off and retries.
     log_busy_timeout_s: float = field(default=10.0, metadata={"range": (0, 3600), **RESTART})
+    # seconds between two integrity checks of the event log (SQLite's quick_check, every event read back), besides the one at each start; a damaged log stops the daemon (exit 65).
+    log_check_interval_s: float = field(default=86400.0, metadata={"range": (1, None), **RESTART})
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ The error boundary (state/failures.py says which fault is which):
   one inbox photo (here: recorded, moved to _rejected/failed/), one evaluation of the promotion or of the merge
   (recorded, its position passed); elsewhere (projection, mover, renderer) it pauses the follower like a
   transient fault, with its traceback logged once.
-- the log's own faults (SQLite) and a busy log (LogBusy) are raised: the caller stops, or backs off.
+- the log's own faults (SQLite, LogDamaged) and a busy log (LogBusy) are raised: the caller stops, or backs off.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from state.eventlog import LogBusy
+from state.errors import LogError
 from state.failures import describe, is_log_fault, is_transient
 
 from .inbox import receive_order
@@ -206,7 +206,7 @@ class Runner:
     def _failed(self, follower: str, error: Exception, pause: Pause | None, now: float) -> None:
         from gpu_agent.errors import ModelsUnavailable
 
-        if isinstance(error, LogBusy) or is_log_fault(error):
+        if isinstance(error, LogError) or is_log_fault(error):  # busy, or damaged (state/logcheck.py)
             raise error
         if isinstance(error, ModelsUnavailable):
             if not self.hold_on_models:
@@ -261,7 +261,7 @@ def _not_the_inputs(error: BaseException) -> bool:
     """Faults the boundary hands on rather than pinning on one input (see state/failures.py)."""
     from gpu_agent.errors import ModelsUnavailable
 
-    return isinstance(error, (LogBusy, ModelsUnavailable)) or is_transient(error) or is_log_fault(error)
+    return isinstance(error, (LogError, ModelsUnavailable)) or is_transient(error) or is_log_fault(error)
 
 
 # The runner's followers are the declared ones: tests/test_flow.py holds these names to FOLLOWERS.

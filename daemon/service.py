@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +27,13 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from state.errors import EXIT_LOG_DAMAGED, LogDamaged
 from state.eventlog import BusyBackoff, LogBusy
 
 from .corpus_watch import corpus_events
 from .deferred import retry_due
 from .inbox import is_candidate, still_written
+from .log_checks import LogChecks
 from .notify import Notifier, watchdog_interval
 from .runner import Runner
 from .watcher import FileDeleted, FileMoved, FileReady, Watcher, WatchEvent
@@ -70,6 +73,8 @@ class Daemon:
         self._caught_up_at: int | None = None  # the log head when "caught up" was last said (None: busy since)
         self.busy = BusyBackoff()  # while another process holds the log's write lock: log once, back off
         self._unrecorded: list[WatchEvent] = []  # drained, but the log was busy: recorded on the next turn
+        self.log_checks = LogChecks(self.config.log_path, self.stop_requested.is_set)  # daemon/log_checks.py
+        self.damaged: LogDamaged | None = None  # the event log was found damaged: stop, write nothing
 
     @property
     def waiting(self) -> set[str]:
@@ -86,6 +91,7 @@ class Daemon:
     def start(self) -> None:
         """Watch, schedule, then tell systemd we are ready: the start-up reconcile is the loop's first step."""
         self.app.ensure_folders()
+        self.log_checks.start()  # before anything can write: a log with damaged pages stops the start here
         self._start_control()  # first: it sets the umask for a moment, before any other thread writes a file
         self._start_review()
         # Watch first: a photo dropped while the start-up reconcile lists the inbox is then seen either way.
@@ -97,6 +103,10 @@ class Daemon:
         self.scheduler.add_job(
             lambda: self._submit(self._periodic), "interval", seconds=self.config.queue.cluster_interval_s,
             id="housekeeping", max_instances=1, coalesce=True, replace_existing=True,
+        )
+        self.scheduler.add_job(
+            lambda: self._submit(self.log_checks.begin), "interval", seconds=self.config.queue.log_check_interval_s,
+            id="log_check", max_instances=1, coalesce=True, replace_existing=True,
         )
         self._start_immich()
         self.scheduler.start()
@@ -197,6 +207,9 @@ class Daemon:
             self.immich.shutdown(wait=False)
         if self.review is not None:
             self.review.stop()
+        if self.damaged is not None:  # nothing more is written into a damaged log
+            log.info("facesetd stopped", **self.counts)
+            return
         # What is still queued was only observed, not recorded: the next start's reconcile finds it.
         try:
             self.pipeline.state.catch_up()
@@ -229,7 +242,7 @@ class Daemon:
                 self.step()
         finally:
             self.shutdown()
-        return 0
+        return EXIT_LOG_DAMAGED if self.damaged is not None else 0
 
     def step(self) -> None:
         """One turn (see _turn); while another process holds the log's write lock, back off and keep pinging."""
@@ -240,6 +253,8 @@ class Daemon:
                 self._turn()
             except LogBusy as e:  # nothing was written; every step is safe to try again
                 self.busy.failed(e)
+            except (LogDamaged, sqlite3.DatabaseError) as e:  # a damaged log, found by a check or a read
+                self._stop_damaged(e)
             else:
                 self.busy.succeeded()
         if self.reload_requested.is_set():
@@ -249,6 +264,8 @@ class Daemon:
     def _turn(self) -> None:
         """Record what the watchers saw, do one step of work (or receive the next inbox photo when all else is
         settled), render if due."""
+        if self.log_checks.step():  # a slice of a log check; the start-up one must pass before any work
+            return
         if not self._started:
             if not self.runner.guard("watcher", self._startup_reconcile):
                 self.stop_requested.wait(TICK_S)  # paused (a full or read-only disk): tried again, no busy loop
@@ -279,6 +296,18 @@ class Daemon:
         if head != self._caught_up_at:
             log.info("caught up", log_position=head, handled=self.pipeline.handled)
             self._caught_up_at = head
+
+    def _stop_damaged(self, error: Exception) -> None:
+        """Say the damage once (a log line, and STATUS= for `systemctl status`), then stop, writing nothing more;
+        any other SQLite error goes on up."""
+        damaged = self.log_checks.damage_in(error)
+        if damaged is None:
+            raise error
+        log.error(str(damaged))
+        self.notifier.status(str(damaged))
+        self._last_status = time.monotonic()  # the line stays the status until the daemon is gone
+        self.damaged = damaged
+        self.stop_requested.set()
 
     def _drain(self, timeout: float) -> None:
         batch, self._unrecorded = self._unrecorded, []

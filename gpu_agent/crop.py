@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageDecodeError
-from .image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size, open_header
+from .image_header import DEFAULT_MAX_PIXELS, check_pixels, open_header
 from .interface import DetectedFace
 
 # Corpus format (DOMAIN.md section 1): 512x512 PNGs, the face box padded by half its size on every side.
@@ -19,23 +19,35 @@ CROP_PADDING = 0.5
 CANVAS_MAX_FACTOR = 16
 
 
+# The formats OpenCV decodes and turns upright by their EXIF orientation itself, as roop's cv2.imread does. Any
+# other goes through Pillow and is turned upright here: OpenCV decodes AVIF too, but ignores its rotation (the
+# irot/imir boxes, which Pillow reports as the EXIF orientation), so an AVIF from a phone held upright came out
+# sideways.
+OPENCV_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP"})  # MPO: a JPEG with more images after it
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes -> BGR uint8 array, as roop's cv2.imread would give.
+    """Encoded image bytes -> BGR uint8 array, upright, as roop's cv2.imread would give.
 
     The header is read first (Pillow) and an image over `max_pixels` raises ImageTooLarge before any
     pixel is decoded; bytes no header parser knows raise ImageDecodeError (OpenCV would decode them with
-    no size check). JPEG/PNG/WebP/BMP/TIFF then go through OpenCV; anything else (HEIC with pillow_heif,
-    GIF, ...) through Pillow. Photos are taken as they are: the corpus's sources are already EXIF-oriented.
+    no size check). JPEG (MPO too)/PNG/WebP/BMP/TIFF then go through OpenCV, which applies their EXIF orientation;
+    anything else (HEIC with pillow_heif, AVIF, GIF, ...) through Pillow, with its orientation applied here.
     """
-    width, height = image_size(data)
-    check_pixels(width, height, max_pixels)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is not None:
-        return img
+    from PIL import ImageOps
+
+    with open_header(data) as im:
+        width, height = im.size
+        kind = im.format
+    check_pixels(int(width), int(height), max_pixels)
+    if kind in OPENCV_FORMATS:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+        if img is not None:
+            return img
     try:
         with open_header(data) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except ImageDecodeError:
         raise
     except Exception as e:

@@ -15,7 +15,8 @@ import structlog
 
 from state import events as ev
 from state.corpus_state import CorpusState
-from state.eventlog import EventLog, LogBusy, StoredEvent
+from state.errors import LogError
+from state.eventlog import EventLog, StoredEvent
 from state.events import Event
 from state.failures import is_log_fault, is_transient
 from state.faults import crash_point
@@ -89,7 +90,7 @@ class Dispatcher:
             for reg in self._consumers(target[0].kind) if target else ():
                 step = f"{reg.module}.{reg.name}"
                 out.extend(reg.fn(self.ctx, target))
-        except (LogBusy, ModelsUnavailable):
+        except (LogError, ModelsUnavailable):  # busy or damaged log, no model: not this input's fault
             raise
         except Exception as error:  # the error boundary: one input's fault must not stop the rest
             if is_transient(error) or is_log_fault(error):

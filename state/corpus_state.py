@@ -669,8 +669,9 @@ class CorpusState(StateQueries):
             for statement in (TABLES + INBOX_TABLES + ERA_TABLES + CORRECTION_TABLES).strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('projection_version', ?)",
-                         (str(PROJECTION_VERSION),))
+            if version is None or version[0] != str(PROJECTION_VERSION):  # else opening writes nothing
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('projection_version', ?)",
+                             (str(PROJECTION_VERSION),))
 
     @property
     def conn(self) -> sqlite3.Connection:

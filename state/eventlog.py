@@ -23,6 +23,7 @@ import structlog
 
 from .errors import LogError
 from .events import Decision, DecisionReverted, Event, decode_event, encode_event
+from .logcheck import damage_behind, is_damage, refusal
 
 SCHEMA_VERSION = 1
 
@@ -123,6 +124,11 @@ def connect(path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlit
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
+    """Bring the schema to SCHEMA_VERSION. A log already there is only read: opening it writes nothing, so a verb
+    that finds the log damaged (state/logcheck.py) leaves its bytes as they were."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
     _begin(conn, path, busy_timeout_s)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -165,17 +171,24 @@ class EventLog:
     """Append and read events. Thread-safe; several processes may append to the same file.
 
     A write that cannot get the write lock within `busy_timeout_s` raises LogBusy (nothing written);
-    a resident caller backs off and tries again (BusyBackoff), a one-shot verb stops with its message."""
+    a resident caller backs off and tries again (BusyBackoff), a one-shot verb stops with its message.
+    A log a check found damaged is not opened, and a read that meets damage raises LogDamaged naming it
+    (state/logcheck.py): one line, never a traceback."""
 
     def __init__(self, path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        refused = refusal(self.path)  # a check found this file damaged: neither read nor write it again
+        if refused is not None:
+            raise refused
         try:
             self.conn = connect(self.path, busy_timeout_s)
             _migrate(self.conn, self.path, busy_timeout_s)
         except sqlite3.DatabaseError as e:
             if is_busy(e):  # e.g. switching a fresh file to WAL while another process writes
                 raise LogBusy(self.path, busy_timeout_s) from e
+            if is_damage(e):  # not an SQLite file any more, say: one line naming what is wrong
+                raise (damage_behind(self.path, e) or LogError(f"cannot open event log {self.path}: {e}")) from e
             raise LogError(f"cannot open event log {self.path}: {e}") from e
         self.lock = threading.RLock()
 
@@ -237,9 +250,7 @@ class EventLog:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self.lock:
-            rows = self.conn.execute(sql, params).fetchall()
-        return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
+        return self._select(sql, params)
 
     def iter_all(self, after: int = 0, chunk: int = 5000) -> Iterator[StoredEvent[Event]]:
         while True:
@@ -351,9 +362,19 @@ class EventLog:
         return found
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[StoredEvent[Event]]:
-        with self.lock:
-            rows = self.conn.execute(sql, params).fetchall()
-        return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
+        """The events a SELECT of (position, kind, time, payload, vector) finds, decoded. Where a row cannot be read
+        or decoded, the whole log is checked and LogDamaged names the damage (state/logcheck.py)."""
+        try:
+            with self.lock:
+                rows = self.conn.execute(sql, params).fetchall()
+            return [StoredEvent(p, t, decode_event(k, payload, vec)) for p, k, t, payload, vec in rows]
+        except (sqlite3.DatabaseError, ValueError, TypeError, AttributeError) as e:
+            if isinstance(e, sqlite3.DatabaseError) and not is_damage(e):
+                raise
+            found = damage_behind(self.path, e)
+            if found is None:  # the log is sound: not damage, a bug
+                raise
+            raise found from e
 
     def get(self, position: int) -> StoredEvent[Event] | None:
         found = self.read(position - 1, 1)

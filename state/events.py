@@ -90,9 +90,13 @@ def decode_event(kind: str, payload: str | bytes, vector: bytes | None) -> Event
     cls = REGISTRY.get(kind)
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r} (written by a newer facesetd?)")
+    return _build(cls, orjson.loads(payload), vector)
+
+
+def _build(cls: type[Event], values: dict[str, Any], vector: bytes | None) -> Event:
+    """The event of class `cls` with these payload values (taken over) and vector bytes."""
     if cls not in _defaults:
         _prepare(cls)
-    values = orjson.loads(payload)
     for k, v in values.items():
         if type(v) not in _SCALARS:
             values[k] = _frozen(v)
@@ -111,6 +115,50 @@ def decode_event(kind: str, payload: str | bytes, vector: bytes | None) -> Event
             fields[name] = factory()
     fields.update(values)
     return event
+
+
+def stored_problem(kind: str, payload: str | bytes, vector: bytes | None) -> str | None:
+    """What is wrong with a stored event, or None when it is what encode_event writes: a known kind; a JSON
+    object (strict UTF-8) holding fields of that kind only, every field without a default among them (fewer
+    fields: an event written before a field was added, which takes its default); a vector only where the kind
+    has one, of whole float32 values: all that decode_event relies on. The log's integrity check
+    (state/logcheck.py) asks this of every event; decode_event itself trusts its payload."""
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        return f"unknown event kind {kind!r} (damaged, or written by a newer facesetd)"
+    try:
+        values = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        return f"{kind} payload is not JSON ({e})"
+    if type(values) is not dict:
+        return f"{kind} payload is not a JSON object"
+    names, required = _payload_fields(cls)
+    unknown, missing = values.keys() - names, required - values.keys()
+    if unknown or missing:
+        return f"{kind} payload" + (f" has fields {kind} does not ({', '.join(sorted(unknown))})" if unknown else "") \
+            + (" and" if unknown and missing else "") \
+            + (f" lacks its fields {', '.join(sorted(missing))}" if missing else "")
+    if vector is not None:
+        if cls.VECTOR_FIELD is None:
+            return f"{kind} has a vector ({len(vector)} bytes) and its kind has none"
+        if len(vector) % 4:
+            return f"{kind} vector of {len(vector)} bytes is not whole float32 values"
+    return None
+
+
+_payload_names: dict[type, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _payload_fields(cls: type[Event]) -> tuple[frozenset[str], frozenset[str]]:
+    """(the payload's field names, those of them without a default) of an event class."""
+    if cls not in _payload_names:
+        fields = [f for f in dataclasses.fields(cls) if f.name != cls.VECTOR_FIELD]
+        _payload_names[cls] = (
+            frozenset(f.name for f in fields),
+            frozenset(f.name for f in fields
+                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING),
+        )
+    return _payload_names[cls]
 
 
 # --- The corpus as found on disk ----------------------------------------------------------------

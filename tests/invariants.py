@@ -319,6 +319,21 @@ def log_gapless(data: Path) -> list[str]:
     return problems
 
 
+def log_check_clean(data: Path) -> list[str]:
+    """facesetd's own integrity check of the event log (state/logcheck.py: SQLite's quick_check, every event read
+    back) finds nothing in any *.sqlite3 under `data` (its state/events.sqlite3, or a log a test made elsewhere).
+    Unlike the checks above this one runs facesetd's code, on purpose: what it holds is that the check never cries
+    damage over a log facesetd wrote (a false alarm would stop the daemon)."""
+    from state.logcheck import check_log
+
+    problems = []
+    for path in sorted(Path(data).rglob("*.sqlite3")):
+        damage = check_log(path).damage
+        if damage is not None:
+            problems.append(damage.line())
+    return problems
+
+
 # --- Rebuild ----------------------------------------------------------------------------------------------
 
 

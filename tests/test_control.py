@@ -153,7 +153,7 @@ except PermissionError:
 try:
     s.sendall(b'{"action": "rebuild", "form": {}}\\n')
     print("answered" if s.recv(4096) else "closed without an answer")
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):  # closed before or while the request went out
     print("closed without an answer")
 """
 

@@ -48,6 +48,7 @@ def test_sigterm_exits_0_and_a_restart_resumes_without_duplicates(tmp_path: Path
     batch_corpus(data / "corpus")
     env = _model_env(models_root)
     d = DaemonProcess(data, env).start()
+    d.wait_for(lambda: "corpus_adopted" in d.kinds(), "the corpus adopted")  # the loop's first work, after READY
     assert d.kinds().count("corpus_adopted") == 1
     write_png(data / "corpus/faceset_002/faces/late.png", 4242)
     d.wait_for(lambda: any(e["kind"] == "face_added" and e["subject"].endswith("late.png") for e in d.events()),

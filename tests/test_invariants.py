@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from corpus_factory import batch_corpus
 from helpers import cli
-from invariants import log_gapless, manifest_entries_exist, photos_accounted_once, rebuild_identical
+from invariants import log_check_clean, log_gapless, manifest_entries_exist, photos_accounted_once, rebuild_identical
 
 from state import events as ev
 from state.eventlog import EventLog
@@ -45,6 +45,7 @@ def test_a_sound_folder_passes_every_check(data: Path) -> None:
     assert manifest_entries_exist(data) == []
     assert photos_accounted_once(data, []) == []
     assert log_gapless(data) == []
+    assert log_check_clean(data) == []
     assert rebuild_identical(data) == []
 
 
@@ -118,6 +119,7 @@ def test_a_manifest_changed_since_the_last_render_differs_from_rebuild(data: Pat
     assert rebuild_identical(data) == []  # rebuild wrote them back: a second one changes nothing
 
 
+@pytest.mark.damaged_log
 def test_a_gap_and_an_unreadable_payload_in_the_log_are_reported(data: Path) -> None:
     conn = sqlite3.connect(data / "state" / "events.sqlite3")
     head = conn.execute("SELECT MAX(position) FROM events").fetchone()[0]
@@ -130,3 +132,17 @@ def test_a_gap_and_an_unreadable_payload_in_the_log_are_reported(data: Path) -> 
     assert f"log position {head + 2} follows {head}: a gap of 1" in problems, problems
     assert any(p.startswith(f"event {head + 2} photo_received: facesetd cannot read its payload back")
                for p in problems), problems
+
+
+@pytest.mark.damaged_log
+def test_bytes_flipped_inside_the_log_file_are_reported(data: Path) -> None:
+    path = data / "state" / "events.sqlite3"
+    conn = sqlite3.connect(path)
+    position, payload = conn.execute("SELECT position, payload FROM events ORDER BY position DESC LIMIT 1").fetchone()
+    conn.close()  # the last connection: the WAL is folded into the file and removed
+    raw = bytearray(path.read_bytes())
+    at = raw.index(payload.encode())
+    raw[at] ^= 0xFF  # the payload's opening brace is no longer JSON
+    path.write_bytes(bytes(raw))
+    problems = log_check_clean(data)
+    assert len(problems) == 1 and f"is damaged at log position {position}: event {position}:" in problems[0], problems

@@ -39,7 +39,13 @@ from typing import Any
 import pytest
 from daemon_proc import DaemonProcess, NotifyListener
 from helpers import REPO
-from invariants import log_gapless, manifest_entries_exist, photos_accounted_once, rebuild_identical
+from invariants import (
+    log_check_clean,
+    log_gapless,
+    manifest_entries_exist,
+    photos_accounted_once,
+    rebuild_identical,
+)
 
 SOAK_S = float(os.environ.get("FACESETD_SOAK_SECONDS", "120"))
 _SEED_ENV = os.environ.get("FACESETD_SOAK_SEED", "1130")
@@ -420,7 +426,7 @@ class Soak:
         self.wait_idle(label)
         for check in (manifest_entries_exist(self.data),
                       photos_accounted_once(self.data, self.drops, links=self.links, moved_away=self.moved_away),
-                      log_gapless(self.data)):
+                      log_gapless(self.data), log_check_clean(self.data)):
             for p in check:
                 self.problem(label, p)
         self.stop(label)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from state.errors import EXIT_LOG_DAMAGED
+
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "facesetd.service"
 EXEC = "/opt/facesetd/.venv/bin/facesetd"
 
@@ -37,6 +39,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
         "NotifyAccess": "main",
         "WatchdogSec": "60",  # the daemon pings every WATCHDOG_USEC/2
         "Restart": "on-failure",
+        "RestartPreventExitStatus": str(EXIT_LOG_DAMAGED),  # a damaged event log: stop once, no restart loop
         "TimeoutStopSec": "30",  # SIGTERM -> checkpoint -> exit 0 must fit in this
         "Environment": "PYTHONUNBUFFERED=1",
         "ExecStart": f"{EXEC} --data-dir /var/lib/facesetd run",

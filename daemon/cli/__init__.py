@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
@@ -134,12 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             app.check_data_folder(data_folder_use(args))
             return int(modules[args.verb].run(args, app) or 0)  # type: ignore[attr-defined]
+        except sqlite3.DatabaseError as e:  # a damaged page met by any query: a check of the log names it
+            from state.logcheck import damage_behind, is_damage
+
+            damaged = damage_behind(app.config.log_path, e) if is_damage(e) else None
+            if damaged is None:
+                raise
+            raise damaged from e
         finally:
             app.close()
     except _user_error_types() as e:
         # The message names files, labels and faces as the user (or the file system) spelt them.
         print(f"facesetd: error: {printable(e, keep_newlines=True)}", file=sys.stderr)
-        return 1
+        return int(getattr(e, "exit_code", 1))  # 1; a damaged event log: 65 (state/errors.py)
     except KeyboardInterrupt:
         print("facesetd: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""`facesetd doctor`: are the models usable here? Packs, providers, one timed inference. Exit 0 when usable.
+"""`facesetd doctor`: are the models usable here? Packs, providers, one timed inference; and is the event log sound?
+Exit 0 when usable, 1 when the models are not, 65 when the event log is damaged.
 
 Its output is a report, never a log: what the checks would log is held back (daemon.logs.reported_by), and their
 warnings and errors become lines of the report where they happen."""
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 NAME = "doctor"
-HELP = "check the models: packs found, execution providers, one timed inference (exit 0 when usable)"
+HELP = ("check the models (packs found, execution providers, one timed inference) and the event log (every event"
+        " read back); exit 0 when usable, 65 when the log is damaged")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +43,29 @@ def _missing_pack_hint(configured: str, installed: list[str]) -> str:
 
 def run(args: argparse.Namespace, app: Any) -> int:
     from daemon.logs import reported_by
+    from state.errors import EXIT_LOG_DAMAGED
 
     with reported_by(lambda line: print(report_line(line))):
         usable = _check(app.config)
-    print("usable" if usable else "not usable")
-    return 0 if usable else 1
+    sound = _check_log(app.config.log_path)
+    print("usable" if usable and sound else "not usable")
+    return EXIT_LOG_DAMAGED if not sound else 0 if usable else 1
+
+
+def _check_log(path: Path) -> bool:
+    """Print the event log's integrity check (state/logcheck.py), run now and recorded; False when it is damaged."""
+    from state.logcheck import check_log, record
+
+    if not path.exists():
+        print("event log: none yet")
+        return True
+    check = check_log(path)
+    record(check)
+    if check.damage is not None:
+        print(check.damage.line())  # "event log ... is damaged ..."
+        return False
+    print(f"event log: sound ({check.head} events read back, SQLite's structure check passed; {check.took_s:.1f} s)")
+    return True
 
 
 # Keys of a held log line that the report leaves out: the level says it already, the rest is the log's own.

@@ -24,6 +24,9 @@ def run(args: argparse.Namespace, app: Any) -> int:
     from state.render import Renderer
 
     def here() -> int:
+        from state.logcheck import verify
+
+        verify(app.config.log_path)  # a damaged log stops here, one line, before the state tables are replayed
         app.ensure_folders()
         Renderer(CorpusState(app.events), app.config.corpus_dir, app.config.projection.top_n).rebuild()
         return int(app.events.head())

@@ -109,7 +109,10 @@ def _face_counter(app: Any) -> Callable[[], int]:
 
 
 def run(args: argparse.Namespace, app: Any) -> int:
+    from state.logcheck import verify
+
     if args.dry_run:
+        verify(app.config.log_path, change_nothing=True)  # a dry run changes nothing, not even the check's record
         return dry_run(args, app)
     from daemon.deferred import retry_due, waiting
     from daemon.lock import DataFolderBusy
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
         if busy.holder.verb != "run":
             raise  # a one-shot verb that kept the folder past --wait: one line, exit 1
         return _left_to_the_daemon(args, busy.holder.pid)
+    verify(app.config.log_path)  # the whole log read back first: a damaged one stops here, one line, exit 65
     pipeline = app.pipeline
     retry_due(pipeline)  # deferred photos unchanged for the grace: received again, then handled below
     with progress_bars(args, _face_counter(app)) as bars:

@@ -50,9 +50,11 @@ def run(args: argparse.Namespace, app: Any) -> int:
     # the corpus state, which `--help` and the other verbs do not need. Not app.pipeline: that would import every
     # check and the model interface, which a status never runs (daemon/summary.py).
     from daemon.summary import summarize
+    from state.logcheck import last_check
 
     s = summarize(app)
     s["paused"] = daemon_pauses(app)
+    s["log_check"] = last_check(app.config.log_path)
     if args.json:
         print(json.dumps(s, sort_keys=True))
         return 0
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
     for kept in inbox["left"]:  # handled, but their folder keeps them: facesetd does not take them again
         print(f"              left where it is: {printable(kept['why'])}")
     print(f"log position  {s['log_position']}")
+    print(f"log check     {log_check_line(s['log_check'], app.config.queue.log_check_interval_s)}")
     print(f"pending       {counted(p['events_unhandled'], 'event')}, {counted(p['moves_pending'], 'move')},"
           f" {counted(p['projections_dirty'], 'projection')}")
     for pause in s["paused"] or []:  # held back by the running daemon until the fault clears (tried again by itself)
@@ -92,6 +95,18 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print_forming(s["pool"])
     print_candidates(s["candidates"])
     return 0
+
+
+def log_check_line(outcome: dict[str, Any] | None, every_s: float) -> str:
+    """The last integrity check of the event log (state/logcheck.py): when, and what it found. A log found damaged
+    stops `status` before this (the check's one line, exit 65) until the file is repaired or replaced."""
+    every = f"every {every_s / 3600:g} h" if every_s >= 3600 else f"every {every_s:g} s"
+    if outcome is None:
+        return f"not yet (the daemon checks at its start and {every}; `facesetd doctor` checks now)"
+    when = outcome.get("checked_at", "?")
+    if outcome.get("damage"):
+        return f"found it damaged at {when}; the file changed since: `facesetd doctor` checks it again"
+    return f"sound at {when} ({counted(int(outcome.get('head') or 0), 'event')} read back; the daemon checks {every})"
 
 
 def print_forming(pool: dict[str, Any]) -> None:
