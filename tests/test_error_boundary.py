@@ -113,6 +113,8 @@ def test_a_full_disk_pauses_the_work_and_it_goes_on_once_space_is_freed(tmp_path
             assert d.proc is not None and d.proc.poll() is None  # alive, not crash-looping
             paused = [json.loads(x) for x in d.output().splitlines() if '"work paused' in x]
             assert any("space" in p["error"] or "full" in p["error"] for p in paused), paused
+            shown = _status(data, env)["paused"]  # status asks the daemon: it opens the log without writing
+            assert shown and any("space" in p["error"] or "full" in p["error"] for p in shown), shown
             filler.unlink()
             d.wait_for(lambda: len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS),
                        "every photo routed once space is back", timeout=150)
@@ -143,3 +145,29 @@ def test_a_read_only_inbox_pauses_the_work_and_it_goes_on_once_writable(tmp_path
         assert d.terminate() == 0
         _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
     assert os.path.isdir(data)
+
+
+@pytest.mark.slow
+def test_a_daemon_started_on_a_full_disk_waits_and_goes_on_once_space_is_freed(tmp_path: Path, faces_dir: Path,
+                                                                               models_root: Path) -> None:
+    with _tmpfs(tmp_path / "disk", "24m") as disk:
+        data = disk / "data"
+        env = _env(models_root)
+        with _tmpfs(data / "inbox", "64m") as inbox:
+            d = DaemonProcess(data, env).start()
+            d.wait_for(lambda: "caught up" in d.output(), "the daemon idle")
+            assert d.terminate() == 0
+            for person, name in PHOTOS:
+                shutil.copy(faces_dir / IDS / person / name, inbox / name)
+            filler = _fill(disk)
+            d = DaemonProcess(data, env).start(wait=False)  # a restart on the full disk (systemd's, after a reboot)
+            d.wait_for(lambda: "waiting for its disk" in d.output() or "work paused" in d.output(),
+                       "the daemon waiting for the full disk")
+            time.sleep(3)
+            assert d.proc is not None and d.proc.poll() is None
+            filler.unlink()
+            d.wait_for(lambda: len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS),
+                       "every photo routed once space is back", timeout=150)
+            d.idle()
+            assert d.terminate() == 0
+            _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
