@@ -157,6 +157,7 @@ class Daemon:
         from .review.server import open_site, server_for
 
         site, listen = open_site(self.config, DaemonRunner(self._submit, lambda: self.pipeline))
+        site.paused = self.runner.pauses  # the work held back for a fault, shown on the facesets page
         try:
             self.review = server_for(site, listen)
         except FacesetdError as e:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from daemon_proc import DaemonProcess
 from helpers import cli
 from invariants import manifest_entries_exist, photos_accounted_once, rebuild_identical, sha256_file
@@ -81,6 +82,9 @@ def test_a_check_that_fails_on_one_photo_sets_it_aside_and_retry_takes_it(tmp_pa
     assert (inbox / "_rejected" / "failed" / "boom.jpg").exists()
     listed = _status(data, env)["dead_letters"]
     assert [x["id"] for x in listed] == [dead[0]["position"]]
+    # the review page lists it too, with its retry button
+    page = requests.get(f"http://{d.env['FACESETD_REVIEW_LISTEN']}/facesets", timeout=10).text
+    assert f'data-dead-letter="{dead[0]["position"]}"' in page and "injected failure" in page and ">Retry<" in page
     assert d.terminate() == 0
     lines = [json.loads(x) for x in d.output().splitlines() if x.startswith("{")]
     assert sum(1 for x in lines if x.get("event", "").startswith("dead letter")) == 1  # logged once

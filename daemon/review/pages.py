@@ -73,8 +73,11 @@ def facesets(state: StateQueries, top_n: int) -> dict[str, Any]:
     cards.sort(key=lambda c: (c["area"] != "active", c["number"], c["name"]))
     kept, dropped = state.image_counts()
     counts = {a: sum(1 for c in cards if c["area"] == a) for a in AREA_NAMES.values()}
+    from daemon.dead_letters import open_dead_letters
+
     return {"title": "Facesets", "cards": cards, "counts": counts, "images": {"kept": kept, "dropped": dropped},
-            "pool_faces": state.pool_size(), "top_n": top_n, "candidates": len(state.candidates())}
+            "pool_faces": state.pool_size(), "top_n": top_n, "candidates": len(state.candidates()),
+            "dead_letters": open_dead_letters(state.log), "paused": []}
 
 
 def faceset(state: StateQueries, corpus: Path, top_n: int, name: str) -> dict[str, Any] | None:

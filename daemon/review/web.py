@@ -81,6 +81,8 @@ class Site:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     stopping: threading.Event = field(default_factory=threading.Event)
     links: Links = field(default_factory=Links)
+    # The work the daemon holds back for a fault (daemon/runner.py pauses), when the daemon serves the pages.
+    paused: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
 
 
 def host_name(host_header: str) -> str:
@@ -166,7 +168,9 @@ class Endpoints:
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     def facesets(self, request: Request) -> Response:
-        return self.page("facesets.html", pages.facesets(self.site.state, self.site.top_n), request, "facesets")
+        context = pages.facesets(self.site.state, self.site.top_n)
+        context["paused"] = self.site.paused()
+        return self.page("facesets.html", context, request, "facesets")
 
     def faceset(self, request: Request) -> Response:
         name = request.path_params["name"]
