@@ -22,7 +22,7 @@ from gpu_agent.interface import FaceEngine, OcclusionScorer
 from handlers.common import open_models
 from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
-from handlers.pool import cluster_pool, forming_people, pool_clusters
+from handlers.pool import cluster_pool, pool_clusters
 from handlers.pool_clusters import PoolClusters
 from state import events as ev
 from state import names
@@ -39,6 +39,7 @@ from state.scan import ScanResult, scan_corpus
 
 from .config import Config
 from .inbox import list_waiting, receive
+from .pool_follow import follow_pool, pool_behind, pool_summary, rebuild_pool
 
 log = structlog.get_logger("facesetd.pipeline")
 
@@ -125,6 +126,8 @@ class Pipeline:
         done += handled
         if not done and not self.state.pending_decisions():
             done += self.promote_if_due(self.ctx.config.identity.pool_slice_s)
+            if not done:  # the pool's clusters beside the log follow it (daemon/pool_follow.py)
+                done += follow_pool(self, self.ctx.config.identity.pool_slice_s)
         return done
 
     def takes_photo(self) -> bool:
@@ -135,8 +138,9 @@ class Pipeline:
         return self._settled() and (not self.promotion_due() or (self.pool is not None and self.pool.searching))
 
     def idle(self) -> bool:
-        """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated."""
-        return self._settled() and not self.promotion_due()
+        """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated, the pool's
+        clusters written beside the log."""
+        return self._settled() and not self.promotion_due() and not pool_behind(self)
 
     def _settled(self) -> bool:
         """Every event handled and every decided move done."""
@@ -298,8 +302,9 @@ class Pipeline:
         return self.promoted - before
 
     def rebuild(self) -> None:
-        """Regenerate every projection from the log alone."""
+        """Regenerate every projection from the log alone (the pool's clusters too)."""
         self.renderer.rebuild()
+        rebuild_pool(self)
 
     # Restore ---------------------------------------------------------------------------------------
     def restore(self, position: int) -> int:
@@ -470,22 +475,3 @@ def faceset_list(pipeline: Pipeline, rows: list[FacesetCount] | None = None) -> 
     labels = pipeline.state.labels()
     return [{"name": n, "area": a or "active", "faces": int(kept), "dropped": int(dropped), "top_n": top_n,
              "in_top_n": min(top_n, int(kept)), "label": labels.get(n, "")} for n, a, kept, dropped in rows]
-
-
-def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
-    """The pool: faces waiting, the people close to the refine gate, and the people forming. Clusters as the
-    promotion forms them (average linkage at [identity] cluster_distance, one face per photo); "close" are those
-    with at least 2 faces of distinct photos but fewer than min_new_faceset; "forming" those of at least 3 (each
-    with its faces and its nearest faceset: handlers/pool.py forming_people). Read-only: nothing is promoted or
-    matched here."""
-    identity = pipeline.config.identity
-    gate = max(1, identity.min_new_faceset)
-    pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
-    pool.advance(None)
-    photos = {pool.photos[s] for s in pool.slot_of.values()}
-    sizes = sorted(pool.photo_counts(), reverse=True)
-    close = [n for n in sizes if 2 <= n < gate]
-    forming = [{"faces": list(p.faces), "photos": p.photos, "nearest": p.nearest, "distance": p.distance}
-               for p in forming_people(pipeline.ctx, pool)]
-    return {"faces": pool.size, "photos": len(photos), "close_to_gate": len(close), "close_sizes": close,
-            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming}

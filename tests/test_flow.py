@@ -243,13 +243,14 @@ def test_every_tracked_follower_is_declared_in_the_followers_map() -> None:
     from handlers.dispatch import PROCESSOR as CHECKS
     from handlers.flow import FOLLOWERS
     from state.corpus_state import PROCESSOR as PROJECTION
+    from state.pool_projection import POOL_CLUSTERS
 
     tracked = {f.position.split("`")[1].split(":")[0] for f in FOLLOWERS if f.position.startswith("tracking `")}
-    assert tracked == {CHECKS, PROJECTION, PROMOTER, MERGER}
+    assert tracked == {CHECKS, PROJECTION, PROMOTER, MERGER, POOL_CLUSTERS}
     # and every commit() in the tree is one of theirs: the calls name these constants (or the merger's key)
     repo = Path(__file__).resolve().parents[1]
     calls = [line.strip() for path in [*repo.glob("daemon/**/*.py"), *repo.glob("handlers/**/*.py"),
                                        *repo.glob("state/**/*.py")]
              for line in path.read_text().splitlines() if re.search(r"\bcommit\(self\.log, |\bcommit\(log, ", line)]
     named = {re.search(r"commit\((?:self\.)?log, (\w+)", c).group(1) for c in calls}  # type: ignore[union-attr]
-    assert named == {"PROCESSOR", "PROMOTER", "merger"}, calls
+    assert named == {"PROCESSOR", "PROMOTER", "merger", "pool_clusters"}, calls
