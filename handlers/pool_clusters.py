@@ -325,7 +325,7 @@ class PoolClusters:
                 return None
             self._stored = stored
             self.ids, self.photos, self._keys = [], [], []
-            self.vecs = np.zeros((1024, 512), dtype=np.float32)
+            self.vecs = np.zeros((max(1024, stored.faces + stored.faces // 4), 512), dtype=np.float32)
         while True:
             rows = self._stored.fetch(LOAD_ROWS)
             self._grow(len(self.ids) + len(rows))
@@ -362,15 +362,12 @@ class PoolClusters:
         if row.embedding is not None:
             self.vecs[len(self.ids)] = unit(np.frombuffer(row.embedding, dtype="<f4"))
         self.ids.append(row.face_id)
-        self.photos.append(row.photo_sha256 or "")
+        self.photos.append(row.photo_sha256)
         self._keys.append(row.cluster)
 
     def _stored_graph(self, edges: list[tuple[str, str]], held: set[str]) -> bool:
         """The graph and the clusters of the stored projection over the loaded slots; False when they disagree
         (a pair naming a face it does not hold, a cluster across two components, a held face in a cluster)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         n = len(self.ids)
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
         self.alive = np.arange(len(self.vecs)) < n
@@ -388,14 +385,9 @@ class PoolClusters:
         for a, b in zip(left.tolist(), right.tolist()):
             adj.setdefault(a, set()).add(b)
             adj.setdefault(b, set()).add(a)
-        matrix = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
-        _count, labels = connected_components(matrix, directed=False)
-        members: dict[int, list[int]] = {}
-        for slot in sorted(adj):
-            members.setdefault(int(labels[slot]), []).append(slot)
         graph = _Graph()
         graph.adj = adj
-        cids = graph.restore(list(members.values()))
+        cids = graph.restore(list(components_of(sorted(adj), adj)))
         cached: dict[int, list[list[int]]] = {}
         for cid in cids:
             by_key: dict[str, list[int]] = {}
@@ -685,7 +677,7 @@ class PoolClusters:
         adj, slot_of = self.graph.adj, self.slot_of
         edges = sorted((a, b) for a, b in self._edges_new
                        if a in slot_of and b in slot_of and slot_of[b] in adj.get(slot_of[a], ()))
-        return PoolChange(faces=[(f, keys[slot_of[f]]) for f in present],
+        return PoolChange(faces=[(f, keys[slot_of[f]], self.photos[slot_of[f]]) for f in present],
                           gone=sorted(f for f in self._changed if f not in slot_of),
                           unpaired=sorted(self._unpaired), edges=edges, held=sorted(self._held_new))
 
@@ -695,7 +687,8 @@ class PoolClusters:
         ids = self.ids
         edges = sorted((ids[a], ids[b]) if ids[a] < ids[b] else (ids[b], ids[a])
                        for a, nbs in self.graph.adj.items() for b in nbs if a < b)
-        return PoolChange(full=True, faces=[(ids[s], keys[s]) for s in slots], edges=edges, held=sorted(self.held))
+        return PoolChange(full=True, faces=[(ids[s], keys[s], self.photos[s]) for s in slots], edges=edges,
+                          held=sorted(self.held))
 
     def _linkage(self, slots: list[int]) -> list[list[int]]:
         ordered = sorted(slots, key=lambda s: self.ids[s])  # the global run's order: by face id

@@ -37,7 +37,8 @@ POOL_EVENT_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFaces
 TABLES = """
 CREATE TABLE IF NOT EXISTS pool_cluster (
     face_id  TEXT PRIMARY KEY,
-    cluster  TEXT              -- the first face id of its cluster of 2+ faces (NULL: none)
+    cluster  TEXT,             -- the first face id of its cluster of 2+ faces (NULL: none)
+    photo_sha256 TEXT NOT NULL -- its photo (status counts a cluster's photos without reading the pool's rows)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pool_cluster_key ON pool_cluster(cluster);
 CREATE TABLE IF NOT EXISTS pool_edges (
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS pool_edges_b ON pool_edges(b);
 CREATE TABLE IF NOT EXISTS pool_held (face_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 PROJECTION_TABLES = ("pool_cluster", "pool_edges", "pool_held")
+CLUSTER_COLUMNS = ("face_id", "cluster", "photo_sha256")  # pool_cluster's layout (another is dropped at open)
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 
 
@@ -62,7 +64,7 @@ class PoolChange:
     """What changed since the last save (or, `full`, everything there is): the rows to write."""
 
     full: bool = False
-    faces: list[tuple[str, str | None]] = field(default_factory=list)  # (face_id, cluster) upserted
+    faces: list[tuple[str, str | None, str]] = field(default_factory=list)  # (face_id, cluster, photo) upserted
     gone: list[str] = field(default_factory=list)  # faces out of the pool (their row and pairs deleted)
     unpaired: list[str] = field(default_factory=list)  # faces whose pairs are all deleted (held, gone)
     edges: list[tuple[str, str]] = field(default_factory=list)  # pairs inserted (a < b)
@@ -78,11 +80,11 @@ class ClusterSize(NamedTuple):
 
 
 class StoredFace(NamedTuple):
-    """A face of the projection with what the pool table holds of it now (None: it left the pool since)."""
+    """A face of the projection with its embedding in the pool table now (None: it left the pool since)."""
 
     face_id: str
     cluster: str | None
-    photo_sha256: str | None
+    photo_sha256: str
     embedding: bytes | None
 
 
@@ -93,6 +95,11 @@ class PoolProjection:
         self.log = log
         self.follower = follower(cluster_distance)
         with log.transaction() as conn:
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(pool_cluster)")]
+            if columns and columns != list(CLUSTER_COLUMNS):  # another layout: dropped, written again from the log
+                for table in PROJECTION_TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute("DELETE FROM tracking WHERE processor LIKE ?", (f"{POOL_CLUSTERS}:%",))
             for statement in TABLES.strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -133,7 +140,8 @@ class PoolProjection:
             conn.executemany("DELETE FROM pool_edges WHERE a=?", [(f,) for f in change.unpaired])
             conn.executemany("DELETE FROM pool_edges WHERE b=?", [(f,) for f in change.unpaired])
             crash_point("pool_projection:mid_save")  # rows deleted, none written yet: the transaction is open
-            conn.executemany("INSERT OR REPLACE INTO pool_cluster(face_id, cluster) VALUES (?,?)", change.faces)
+            conn.executemany("INSERT OR REPLACE INTO pool_cluster(face_id, cluster, photo_sha256) VALUES (?,?,?)",
+                             change.faces)
             conn.executemany("INSERT OR IGNORE INTO pool_edges(a, b) VALUES (?,?)", change.edges)
             conn.executemany("INSERT OR IGNORE INTO pool_held(face_id) VALUES (?)", [(f,) for f in change.held])
 
@@ -151,9 +159,9 @@ class PoolProjection:
     def cluster_sizes(self) -> list[ClusterSize]:
         """Every stored cluster with two faces or more still in the pool, by key."""
         with self.log.lock:
-            rows = self.log.conn.execute(
-                "SELECT c.cluster, COUNT(*), COUNT(DISTINCT p.photo_sha256) FROM pool_cluster c"
-                " JOIN pool p ON p.face_id = c.face_id WHERE c.cluster IS NOT NULL"
+            rows = self.log.conn.execute(  # (a face that left the pool since its position is not counted)
+                "SELECT c.cluster, COUNT(*), COUNT(DISTINCT c.photo_sha256) FROM pool_cluster c"
+                " WHERE c.cluster IS NOT NULL AND EXISTS (SELECT 1 FROM pool p WHERE p.face_id = c.face_id)"
                 " GROUP BY c.cluster HAVING COUNT(*) >= 2 ORDER BY c.cluster").fetchall()
         return [ClusterSize(*r) for r in rows]
 
@@ -164,8 +172,9 @@ class PoolProjection:
             chunk = tuple(clusters[i : i + _IN_CHUNK])
             with self.log.lock:
                 rows = self.log.conn.execute(
-                    "SELECT c.cluster, c.face_id FROM pool_cluster c JOIN pool p ON p.face_id = c.face_id"
-                    f" WHERE c.cluster IN ({','.join('?' * len(chunk))}) ORDER BY c.face_id", chunk).fetchall()
+                    "SELECT c.cluster, c.face_id FROM pool_cluster c WHERE c.cluster IN"
+                    f" ({','.join('?' * len(chunk))}) AND EXISTS (SELECT 1 FROM pool p WHERE p.face_id = c.face_id)"
+                    " ORDER BY c.face_id", chunk).fetchall()
             for key, face in rows:
                 out[key].append(face)
         return out
@@ -175,7 +184,7 @@ class PoolProjection:
         of the same log give the same bytes."""
         lines = [f"position {self.position()}"]
         with self.log.lock:
-            for table, cols in (("pool_cluster", "face_id, cluster"), ("pool_edges", "a, b"),
+            for table, cols in (("pool_cluster", "face_id, cluster, photo_sha256"), ("pool_edges", "a, b"),
                                 ("pool_held", "face_id")):
                 lines += [f"{table} " + " ".join(str(v) for v in row) for row in
                           self.log.conn.execute(f"SELECT {cols} FROM {table} ORDER BY {cols}")]
@@ -199,8 +208,9 @@ class ProjectionSnapshot:
         self.position = int(positions.get(name, 0))
         self.state_position = int(positions.get(STATE, 0))
         self.usable = name in positions and self.state_position >= self.position
+        self.faces = int(self._conn.execute("SELECT COUNT(*) FROM pool_cluster").fetchone()[0]) if self.usable else 0
         self._rows = self._conn.execute(
-            "SELECT c.face_id, c.cluster, p.photo_sha256, p.embedding FROM pool_cluster c"
+            "SELECT c.face_id, c.cluster, c.photo_sha256, p.embedding FROM pool_cluster c"
             " LEFT JOIN pool p ON p.face_id = c.face_id ORDER BY c.face_id") if self.usable else None
 
     def fetch(self, n: int) -> list[StoredFace]:
