@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+from daemon_proc import DaemonProcess
 from helpers import REPO, cli, open_pipeline, rebuilt_from_log_alone
 from test_crash import run_until_crash_point
 from test_pool_clusters import Pool, T, clustered, encoded, reference_clusters
@@ -197,3 +200,53 @@ def test_kill_during_a_save_leaves_it_behind_then_the_next_run_catches_up(tmp_pa
     live = _dump(data)
     cli(data, "rebuild")
     assert _dump(data) == live
+
+
+@pytest.mark.slow
+def test_the_restarted_daemon_reads_the_pool_from_the_projection(tmp_path: Path, faces_dir: Path,
+                                                                  models_root: Path) -> None:
+    """The real daemon: its first pass over a pool of 5,000 faces clusters it from the state and writes the
+    projection; after a restart the pool is read from the projection (only the next photo's face is searched), and
+    `status` reads the clusters the daemon wrote."""
+    data = tmp_path / "data"
+    (data / "state").mkdir(parents=True)
+    log = EventLog(data / "state" / "events.sqlite3")
+    rng = np.random.default_rng(35)
+    vecs = clustered(rng, 5000, 100).astype(np.float32)
+    log.append([ev.PoolFaceAdded(path=f"_pool/{i:012x}_0.png", face_id=f"{i:012x}_0", sha256=f"{i:064x}",
+                                 photo_sha256=f"{i:064x}", quality=0.5, source={}, embedding=v)
+                for i, v in enumerate(vecs)])
+    log.close()
+    env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
+           "FACESETD_IDENTITY_MIN_NEW_FACESET": "1000"}  # (the synthetic crops are not on disk: nothing to promote)
+    d = DaemonProcess(data, env)
+    for k, photo in enumerate(("lin_manuel_miranda/lin-manuel-miranda.jpg", "biden/biden.jpg")):
+        d.start()
+        shutil.copy(faces_dir / "identities" / photo, data / "inbox" / f"photo{k}.jpg")
+        d.wait_for(lambda k=k: len(_loaded(d.output())) > k and _caught_up_after_routed(d.output(), k), "caught up",
+                   timeout=180)
+        assert d.terminate() == 0
+    first, second = _loaded(d.output())
+    assert first["source"] == "state" and first["faces"] >= 5000
+    assert second["source"] == "projection" and second["faces"] == first["faces"] + 1  # the first photo's face
+    status = json.loads(cli(data, "status", "--json", env=env).stdout)["pool"]
+    assert status["projection"]["behind"] == 0 and status["faces"] == 5002
+    assert status["close_to_gate"] > 0  # the people of the synthetic pool, as the daemon clustered them
+
+
+def _loaded(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines()
+            if line.startswith("{") and json.loads(line).get("event") == "pool loaded"]
+
+
+def _caught_up_after_routed(output: str, k: int) -> bool:
+    """Whether the daemon said "caught up" after routing photo k."""
+    routed = False
+    for line in output.splitlines():
+        if not line.startswith("{"):
+            continue
+        rec = json.loads(line)
+        routed = routed or (rec.get("event") == "photo routed" and f"photo{k}.jpg" in str(rec.get("path")))
+        if routed and rec.get("event") == "caught up":
+            return True
+    return False
