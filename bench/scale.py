@@ -192,8 +192,14 @@ def baseline(db: Path) -> dict[str, Any]:
 def project(db: Path, n: int) -> dict[str, Any]:
     """The baseline, the old path after every restart: the pool clustered from scratch (load, search, every
     cluster), as the daemon's first pass; it writes the projection (timed apart: its last step)."""
+    from daemon.config import load_config
+    from daemon.pipeline import Pipeline
+
     log = EventLog(db)
     state = CorpusState(log)
+    # The checks' position past the pool's events, as the daemon that recorded them leaves it (nobody consumes
+    # them: without this the daemon measured below would first read 200,000 events to find that out).
+    Pipeline(load_config(None, data_dir=str(db.parents[1]), environ={}), log).dispatcher.run_pending()
     t0 = time.perf_counter()
     pc = PoolClusters(state, SearchPlan(cluster_distance=IdentityThresholds().cluster_distance), persist=True)
     pc._advance(None)  # the pass without its write, to time the write apart
@@ -252,7 +258,9 @@ def status_cli(data: Path) -> dict[str, Any]:
     return {"status_cli_s": wall, "status_behind": json.loads(done.stdout)["pool"]["projection"]["behind"]}
 
 
-PHOTO = Path("identities") / "lin_manuel_miranda" / "lin-manuel-miranda.jpg"  # a stranger to the synthetic pool
+# Strangers to the synthetic pool, one per daemon run (the same bytes twice would be "already processed").
+PHOTOS = {"projection": Path("identities") / "lin_manuel_miranda" / "lin-manuel-miranda.jpg",
+          "scratch": Path("identities") / "biden" / "biden.jpg"}
 
 
 def daemon_restart(data: Path, faces: Path, models: Path, tag: str) -> dict[str, Any]:
@@ -293,8 +301,8 @@ def daemon_restart(data: Path, faces: Path, models: Path, tag: str) -> dict[str,
                     seen.setdefault("caught up after photo", now)
             if "ready" in seen and not dropped:
                 (data / "inbox").mkdir(parents=True, exist_ok=True)
-                shutil.copy(faces / PHOTO, data / "inbox" / "stranger.jpg.part")
-                (data / "inbox" / "stranger.jpg.part").rename(data / "inbox" / "stranger.jpg")
+                shutil.copy(faces / PHOTOS[tag], data / "inbox" / f"{tag}.jpg.part")
+                (data / "inbox" / f"{tag}.jpg.part").rename(data / "inbox" / f"{tag}.jpg")
                 dropped = True
             time.sleep(0.01)
     finally:

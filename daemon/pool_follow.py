@@ -54,8 +54,8 @@ def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
     identity = pipeline.config.identity
     gate = max(1, identity.min_new_faceset)
     projection = PoolProjection(pipeline.log, identity.cluster_distance)
-    stored = projection.exists()
-    sizes = projection.cluster_sizes() if stored else []
+    stored, behind = projection.exists(), projection.behind()
+    sizes = projection.cluster_sizes(current=not behind) if stored else []
     close = sorted((c.photos for c in sizes if 2 <= c.photos < gate), reverse=True)
     shown = [c.cluster for c in sizes if c.faces >= FORMING_MIN_PHOTOS and FORMING_MIN_PHOTOS <= c.photos < gate]
     members = projection.members(shown)
@@ -64,4 +64,4 @@ def pool_summary(pipeline: Pipeline) -> dict[str, Any]:
     faces, photos = pipeline.state.pool_counts()
     return {"faces": faces, "photos": photos, "close_to_gate": len(close), "close_sizes": close,
             "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming,
-            "projection": {"stored": stored, "position": projection.position(), "behind": projection.behind()}}
+            "projection": {"stored": stored, "position": projection.position(), "behind": behind}}

@@ -246,8 +246,11 @@ def forming_people(ctx: HandlerContext, clusters: list[list[str]]) -> list[Formi
     gate = max(1, ctx.config.identity.min_new_faceset)
     cents: Centroids | None = None
     out = []
+    found = {r.face_id: r for r in ctx.state.pool_rows_of([f for c in clusters for f in c])}  # one read for all
     for cluster in clusters:
-        rows = ctx.state.pool_rows_of(cluster)
+        rows = [found[f] for f in cluster if f in found]
+        if not rows:
+            continue
         photos = len({r.photo_sha256 for r in rows})
         if not FORMING_MIN_PHOTOS <= photos < gate:
             continue

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS pool_cluster (
     cluster  TEXT,             -- the first face id of its cluster of 2+ faces (NULL: none)
     photo_sha256 TEXT NOT NULL -- its photo (status counts a cluster's photos without reading the pool's rows)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pool_cluster_key ON pool_cluster(cluster);
+-- status counts each cluster's faces and photos from this index alone (it holds the face id too)
+CREATE INDEX IF NOT EXISTS pool_cluster_photos ON pool_cluster(cluster, photo_sha256);
 CREATE TABLE IF NOT EXISTS pool_edges (
     a  TEXT NOT NULL,          -- face ids, a < b
     b  TEXT NOT NULL,
@@ -156,13 +157,14 @@ class PoolProjection:
             conn.execute("DELETE FROM tracking WHERE processor LIKE ?", (f"{POOL_CLUSTERS}:%",))
 
     # Reads for `facesetd status` ----------------------------------------------------------------------------
-    def cluster_sizes(self) -> list[ClusterSize]:
-        """Every stored cluster with two faces or more still in the pool, by key."""
+    def cluster_sizes(self, current: bool = False) -> list[ClusterSize]:
+        """Every stored cluster with two faces or more still in the pool, by key (`current`: the projection is
+        not behind, so every face it holds is in the pool: not looked up)."""
+        still = "" if current else " AND EXISTS (SELECT 1 FROM pool p WHERE p.face_id = c.face_id)"
         with self.log.lock:
-            rows = self.log.conn.execute(  # (a face that left the pool since its position is not counted)
+            rows = self.log.conn.execute(
                 "SELECT c.cluster, COUNT(*), COUNT(DISTINCT c.photo_sha256) FROM pool_cluster c"
-                " WHERE c.cluster IS NOT NULL AND EXISTS (SELECT 1 FROM pool p WHERE p.face_id = c.face_id)"
-                " GROUP BY c.cluster HAVING COUNT(*) >= 2 ORDER BY c.cluster").fetchall()
+                f" WHERE c.cluster IS NOT NULL{still} GROUP BY c.cluster HAVING COUNT(*) >= 2").fetchall()
         return [ClusterSize(*r) for r in rows]
 
     def members(self, clusters: Sequence[str]) -> dict[str, list[str]]:
