@@ -244,8 +244,10 @@ class PoolClusters:
 
     @property
     def searching(self) -> bool:
-        """A neighbour search is under way: a pass stopped at its time budget and resumes on the next advance."""
-        return self.position >= 0 and self._pending < len(self.ids)
+        """A pass is under way (its load, from the projection or the state, or its neighbour search): it stopped at
+        its time budget and resumes on the next advance."""
+        return self._stored is not None or self._snapshot is not None or (
+            self.position >= 0 and self._pending < len(self.ids))
 
     # Following the log -------------------------------------------------------------------------------
     def advance(self, budget_s: float | None = None) -> bool:
