@@ -17,6 +17,19 @@ The search is exact; `--recall-sample` checks it on random faces: their neighbou
 against the whole pool, against the edges the graph holds (1.0000 when nothing is missed).
 Targets (issue 12, 2 cores): 200k faces from scratch <= 60 s and <= 2 GB RSS; unchanged pass <= 50 ms;
 +100 faces <= 1 s.
+
+    python bench/scale.py --restart --sizes 20000 [--no-daemon-baseline]
+
+After a restart (issue 22, item 4), with the pool's clusters stored beside the log (state/pool_projection.py),
+each in a fresh subprocess, against the baseline of the same run (the old path: the pool clustered from scratch):
+- "from scratch": the first pass over the pool as the daemon ran it after every restart, which also writes the
+  projection (its write timed apart),
+- "restart": the same pool loaded from the projection, then a pass after 100 new faces,
+- "status": `facesetd status --json` (the whole CLI process, and its summarize() in process) read from it,
+- "daemon": the real daemon (`facesetd run`, buffalo_sc) started on the pool: from its READY line to its first new
+  photo routed, and to "caught up" (that photo's pool faces searched, the promotion evaluated, the projection
+  written); the same with the projection removed (the old path) unless --no-daemon-baseline.
+Targets (issue 22): first photo routed within 2 s of READY, status under 0.5 s, at 200k faces.
 """
 
 from __future__ import annotations
@@ -175,6 +188,181 @@ def baseline(db: Path) -> dict[str, Any]:
             "scipy_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+# --- After a restart: the projection beside the log (issue 22) ------------------------------------------
+def project(db: Path, n: int) -> dict[str, Any]:
+    """The baseline, the old path after every restart: the pool clustered from scratch (load, search, every
+    cluster), as the daemon's first pass; it writes the projection (timed apart: its last step)."""
+    from daemon.config import load_config
+    from daemon.pipeline import Pipeline
+
+    log = EventLog(db)
+    state = CorpusState(log)
+    # The checks' position past the pool's events, as the daemon that recorded them leaves it (nobody consumes
+    # them: without this the daemon measured below would first read 200,000 events to find that out).
+    Pipeline(load_config(None, data_dir=str(db.parents[1]), environ={}), log).dispatcher.run_pending()
+    t0 = time.perf_counter()
+    pc = PoolClusters(state, SearchPlan(cluster_distance=IdentityThresholds().cluster_distance), persist=True)
+    pc._advance(None)  # the pass without its write, to time the write apart
+    pc.clusters(min_size=2)
+    scratch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pc.save()
+    saved = time.perf_counter() - t0
+    return {"scratch_s": scratch, "save_s": saved, "loaded_from": pc.loaded_from,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def restart(db: Path, n: int) -> dict[str, Any]:
+    """A restarted process: the pool read from the projection, then a pass after 100 new faces (written back)."""
+    log = EventLog(db)
+    state = CorpusState(log)
+    gate = IdentityThresholds().min_new_faceset
+    t0 = time.perf_counter()
+    pc = PoolClusters(state, SearchPlan(cluster_distance=IdentityThresholds().cluster_distance), persist=True)
+    pc.advance(None)
+    pc.clusters(min_size=gate)
+    loaded = time.perf_counter() - t0
+    rng = np.random.default_rng(n + 2)
+    means = np.load(db.with_suffix(".means.npy"))
+    log.append(pool_events(np.concatenate([faces_of(rng, means[rng.integers(0, len(means), 50)]),
+                                           strangers(rng, 50)]), 20 * n))
+    state.catch_up()
+    t0 = time.perf_counter()
+    pc.advance(None)
+    pc.clusters(min_size=gate)
+    added = time.perf_counter() - t0
+    return {"restart_s": loaded, "restart_added_s": added, "loaded_from": pc.loaded_from,
+            "restart_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def status_in_process(db: Path, n: int) -> dict[str, Any]:
+    """`facesetd status`'s summarize() on the data folder, in process (imports and the pipeline made first)."""
+    from daemon.config import load_config
+    from daemon.pipeline import Pipeline, summarize
+
+    data = db.parents[1]
+    config = load_config(None, data_dir=str(data), environ={})
+    pipeline = Pipeline(config, EventLog(db))
+    t0 = time.perf_counter()
+    s = summarize(pipeline)
+    return {"summarize_s": time.perf_counter() - t0, "pool": {k: s["pool"][k] for k in ("faces", "close_to_gate")},
+            "projection": s["pool"]["projection"]}
+
+
+def status_cli(data: Path) -> dict[str, Any]:
+    """The whole `facesetd status --json` process, as a user runs it."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "status", "--json"],
+                          check=True, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    return {"status_cli_s": wall, "status_behind": json.loads(done.stdout)["pool"]["projection"]["behind"]}
+
+
+# Strangers to the synthetic pool, one per daemon run (the same bytes twice would be "already processed").
+PHOTOS = {"projection": Path("identities") / "lin_manuel_miranda" / "lin-manuel-miranda.jpg",
+          "scratch": Path("identities") / "biden" / "biden.jpg"}
+
+
+def daemon_restart(data: Path, faces: Path, models: Path, tag: str) -> dict[str, Any]:
+    """The real daemon started on `data`: seconds from its READY line to the first new photo routed, and to
+    "caught up" (the photo's pool faces searched with the pool, the promotion evaluated, the projection written).
+    The log lines are timed as this process sees them appear (polled every 10 ms)."""
+    import os
+    import shutil
+
+    env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", "FACESETD_MODELS_FACE_PACK": "buffalo_sc",
+           "FACESETD_MODELS_ROOT": str(models), "FACESETD_REVIEW_ENABLED": "false", "PYTHONPATH": str(ROOT),
+           # the distance the projection was made with (the pack's own would be another projection), and a pool at
+           # rest: no cluster at the gate, as after the promotions that made it (the synthetic crops are not on disk)
+           "FACESETD_IDENTITY_CLUSTER_DISTANCE": str(IdentityThresholds().cluster_distance),
+           "FACESETD_IDENTITY_MIN_NEW_FACESET": "100000"}
+    out_path = data.parent / f"daemon-{tag}.log"
+    seen: dict[str, float] = {}
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "run"], env=env,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.perf_counter() + 1800
+        dropped = False
+        while "caught up after photo" not in seen:
+            assert proc.poll() is None and time.perf_counter() < deadline, out_path.read_text()[-3000:]
+            now = time.perf_counter()
+            routed = False  # (in this reading of the log: a "caught up" before the photo does not count)
+            for line in out_path.read_text(errors="replace").splitlines():
+                if not line.startswith("{"):
+                    continue
+                rec = json.loads(line)
+                if rec.get("event") == "facesetd running":
+                    seen.setdefault("ready", now)
+                elif rec.get("event") == "photo routed":
+                    seen.setdefault("routed", now)
+                    routed = True
+                elif rec.get("event") == "pool loaded":
+                    seen.setdefault("pool loaded", now)
+                elif rec.get("event") == "caught up" and routed:
+                    seen.setdefault("caught up after photo", now)
+            if "ready" in seen and not dropped:
+                (data / "inbox").mkdir(parents=True, exist_ok=True)
+                shutil.copy(faces / PHOTOS[tag], data / "inbox" / f"{tag}.jpg.part")
+                (data / "inbox" / f"{tag}.jpg.part").rename(data / "inbox" / f"{tag}.jpg")
+                dropped = True
+            time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    ready = seen["ready"]
+    return {"routed_s": seen["routed"] - ready, "caught_up_s": seen["caught up after photo"] - ready,
+            "pool_loaded_s": seen.get("pool loaded", ready) - ready}
+
+
+def drop_projection(db: Path) -> None:
+    """The data folder as before the projection: its tables emptied and its position forgotten."""
+    from state.pool_projection import PoolProjection
+
+    PoolProjection(EventLog(db), IdentityThresholds().cluster_distance).reset()
+
+
+def run_restart(n: int, daemon_baseline: bool) -> dict[str, Any]:
+    faces = ROOT.parent / "shared" / "faces"
+    models = ROOT / ".models"
+    if not models.is_dir():
+        models = Path("/work/main/.models")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        db = data / "state" / "events.sqlite3"
+        db.parent.mkdir(parents=True)
+        child("make", db, n)
+        out = child("project", db, n)
+        out.update(child("restart", db, n))
+        out.update(child("status", db, n))
+        out.update(status_cli(data))
+        out.update({f"daemon_{k}": v for k, v in daemon_restart(data, faces, models, "projection").items()})
+        if daemon_baseline:
+            drop_projection(db)
+            out.update({f"baseline_daemon_{k}": v for k, v in daemon_restart(data, faces, models, "scratch").items()})
+    return out
+
+
+def report_restart(n: int, r: dict[str, Any]) -> str:
+    base = r["scratch_s"]
+    lines = [f"{n:,} faces, after a restart (baseline: the pool clustered from scratch, {base:.2f} s here):",
+             f"  from scratch (old path)    {base:8.3f} s   1.000 x; the projection's first write {r['save_s']:.3f} s",
+             f"  restart: read projection   {r['restart_s']:8.3f} s   {r['restart_s'] / base:.4f} x  ({r['loaded_from']})",
+             f"  restart: +100 faces        {r['restart_added_s']:8.3f} s   {r['restart_added_s'] / base:.4f} x",
+             f"  status summarize()         {r['summarize_s']:8.3f} s   {r['summarize_s'] / base:.4f} x",
+             f"  status CLI (whole process) {r['status_cli_s']:8.3f} s   {r['status_cli_s'] / base:.4f} x"
+             f"  (projection behind by {r['status_behind']})",
+             f"  daemon: READY -> first photo routed  {r['daemon_routed_s']:8.3f} s",
+             f"  daemon: READY -> pool loaded         {r['daemon_pool_loaded_s']:8.3f} s",
+             f"  daemon: READY -> caught up           {r['daemon_caught_up_s']:8.3f} s"
+             f"   {r['daemon_caught_up_s'] / base:.4f} x the from-scratch pass"]
+    if "baseline_daemon_routed_s" in r:
+        b = r["baseline_daemon_caught_up_s"]
+        lines += [f"  daemon without projection (old path): routed {r['baseline_daemon_routed_s']:.3f} s,"
+                  f" caught up {b:.3f} s; with it: {r['daemon_caught_up_s'] / b:.4f} x"]
+    return "\n".join(lines)
+
+
 def child(role: str, db: Path, n: int, sample: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--role", role, "--db", str(db), "--sizes", str(n), "--recall-sample",
            str(sample)]
@@ -216,7 +404,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     p.add_argument("--recall-sample", type=int, default=2000, help="faces whose edges are checked (0: none)")
-    p.add_argument("--role", choices=["make", "measure", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--restart", action="store_true", help="measure a restart on the projection (issue 22)")
+    p.add_argument("--no-daemon-baseline", action="store_true",
+                   help="with --restart: skip the daemon without the projection (minutes at 200k)")
+    p.add_argument("--role", choices=["make", "measure", "baseline", "project", "restart", "status"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role:
@@ -225,12 +417,21 @@ def main() -> None:
             result = make(args.db, n)
         elif args.role == "measure":
             result = measure(args.db, n, args.recall_sample)
+        elif args.role == "project":
+            result = project(args.db, n)
+        elif args.role == "restart":
+            result = restart(args.db, n)
+        elif args.role == "status":
+            result = status_in_process(args.db, n)
         else:
             result = baseline(args.db)
         print(json.dumps(result))
         return
     for n in args.sizes:
-        print(report(n, run_size(n, args.recall_sample)), flush=True)
+        if args.restart:
+            print(report_restart(n, run_restart(n, not args.no_daemon_baseline)), flush=True)
+        else:
+            print(report(n, run_size(n, args.recall_sample)), flush=True)
 
 
 if __name__ == "__main__":

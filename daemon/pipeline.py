@@ -37,6 +37,7 @@ from state.scan import ScanResult, scan_corpus
 
 from .config import Config
 from .inbox import list_waiting, receive
+from .pool_follow import pool_behind, rebuild_pool
 from .runner import Runner
 from .summary import pending_work
 
@@ -129,8 +130,9 @@ class Pipeline:
         return self._settled() and (not self.promotion_due() or (self.pool is not None and self.pool.searching))
 
     def idle(self) -> bool:
-        """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated."""
-        return self._settled() and not self.promotion_due()
+        """Nothing recorded is waiting: every event handled, every move done, the promotion evaluated, the pool's
+        clusters written beside the log."""
+        return self._settled() and not self.promotion_due() and not pool_behind(self)
 
     def _settled(self) -> bool:
         """Every event handled and every decided move done."""
@@ -278,8 +280,9 @@ class Pipeline:
         return self.promoted - before
 
     def rebuild(self) -> None:
-        """Regenerate every projection from the log alone."""
+        """Regenerate every projection from the log alone (the pool's clusters too)."""
         self.renderer.rebuild()
+        rebuild_pool(self)
 
     # Restore ---------------------------------------------------------------------------------------
     def restore(self, position: int) -> int:

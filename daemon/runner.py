@@ -9,6 +9,7 @@ A turn, in this order:
     checks       handle the events past their position        (when no decided move is pending)
     mover        carry out decided moves                      (always)
     promoter     evaluate the pool promotion                  (when the turn did nothing else and no move is pending)
+    pool clusters bring the pool's clusters beside the log up  (when the promotion had nothing to do either)
     merger       look for duplicate identities                (when enabled, nothing waits and all else is idle)
     renderer     write the dirty facesets' manifests and .fsz (when no move is pending, and due)
     watcher      receive the next waiting inbox photo         (when the photos before it are settled)
@@ -38,6 +39,7 @@ from state.errors import LogError
 from state.failures import describe, is_log_fault, is_transient
 
 from .inbox import receive_order
+from .pool_follow import follow_pool
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -98,6 +100,8 @@ class Runner:
         done += self._step("mover", p.mover.finish_pending)
         if not done and not p.state.pending_decisions():
             done += self._step("promoter", lambda: p.promote_if_due(p.ctx.config.identity.pool_slice_s))
+            if not done:  # the pool's clusters beside the log follow it (daemon/pool_follow.py)
+                done += self._step("pool clusters", lambda: follow_pool(p, p.ctx.config.identity.pool_slice_s))
         if self.merge and not self.waiting and not done and p.idle():
             done += self._step("merger", self._merge_step)
         if not p.state.pending_decisions() and self._render_due():
@@ -265,5 +269,5 @@ def _not_the_inputs(error: BaseException) -> bool:
 
 
 # The runner's followers are the declared ones: tests/test_flow.py holds these names to FOLLOWERS.
-STEPS = ("projection", "checks", "mover", "promoter", "merger", "renderer", "watcher")
+STEPS = ("projection", "checks", "mover", "promoter", "pool clusters", "merger", "renderer", "watcher")
 __all__ = ["Runner", "Pause", "STEPS"]

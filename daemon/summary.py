@@ -102,26 +102,13 @@ def faceset_list(state: CorpusState, top_n: int, rows: list[FacesetCount] | None
 
 
 def pool_summary(app: App, state: CorpusState) -> dict[str, Any]:
-    """The pool: faces waiting, the people close to the refine gate, and the people forming. Clusters as the
-    promotion forms them (average linkage at [identity] cluster_distance, one face per photo); "close" are those
-    with at least 2 faces of distinct photos but fewer than min_new_faceset; "forming" those of at least 3 (each
-    with its faces and its nearest faceset: handlers/pool.py forming_people). Read-only: nothing is promoted or
-    matched here. An empty pool is not clustered: no clustering code is imported for it."""
-    identity = app.config.identity
-    gate = max(1, identity.min_new_faceset)
-    faces = photos = 0
-    close: list[int] = []
-    forming: list[dict[str, Any]] = []
+    """The pool, read from its clusters beside the log (daemon/pool_follow.py pool_summary: status never clusters).
+    An empty pool needs none of it: no clustering code is imported for it."""
     if state.pool_size():
-        # The clustering, and the checks' context it reads (the centroids), come with the pipeline.
-        from handlers.pool import forming_people, pool_clusters
+        from .pool_follow import pool_summary as from_the_projection
 
-        pipeline = app.pipeline
-        pipeline.pool = pool = pool_clusters(pipeline.ctx, pipeline.pool)
-        pool.advance(None)
-        faces, photos = pool.size, len({pool.photos[s] for s in pool.slot_of.values()})
-        close = [n for n in sorted(pool.photo_counts(), reverse=True) if 2 <= n < gate]
-        forming = [{"faces": list(p.faces), "photos": p.photos, "nearest": p.nearest, "distance": p.distance}
-                   for p in forming_people(pipeline.ctx, pool)]
-    return {"faces": faces, "photos": photos, "close_to_gate": len(close), "close_sizes": close,
-            "min_new_faceset": gate, "cluster_distance": identity.cluster_distance, "forming": forming}
+        return from_the_projection(app.pipeline)
+    identity = app.config.identity
+    return {"faces": 0, "photos": 0, "close_to_gate": 0, "close_sizes": [], "min_new_faceset": max(1, identity.min_new_faceset),
+            "cluster_distance": identity.cluster_distance, "forming": [],
+            "projection": {"stored": False, "position": 0, "behind": 0}}

@@ -165,9 +165,12 @@ def _matrix(cents: Centroids) -> np.ndarray:
 
 
 def pool_clusters(ctx: HandlerContext, pool: PoolClusters | None) -> PoolClusters:
-    """`pool`, or a fresh one (loaded on its first advance) when None or made for other tunables."""
+    """`pool`, or a fresh one when None or made for other tunables: loaded on its first advance from the
+    projection beside the log (state/pool_projection.py), which its every completed advance keeps current."""
     if pool is None or pool.plan != search_plan(ctx):
-        return PoolClusters(ctx.state, search_plan(ctx))
+        if pool is not None and pool.projection is not None:
+            pool.projection.reset()  # made with the old tunables: its pairs and clusters no longer hold
+        return PoolClusters(ctx.state, search_plan(ctx), persist=True)
     return pool
 
 
@@ -236,21 +239,25 @@ class FormingPerson:
     distance: float | None  # the cosine distance of the cluster's centroid to that faceset's
 
 
-def forming_people(ctx: HandlerContext, pool: PoolClusters) -> list[FormingPerson]:
-    """The people forming in the pool (an advanced PoolClusters), most photos first. Read-only. Faces a person
-    held back (a promotion undone) are left out: they wait for `facesetd promote`, not for the gate."""
+def forming_people(ctx: HandlerContext, clusters: list[list[str]]) -> list[FormingPerson]:
+    """The people forming among these pool clusters (face ids; the projection's, state/pool_projection.py), most
+    photos first. Read-only. Faces a person held back (a promotion undone) are in no cluster: they wait for
+    `facesetd promote`, not for the gate."""
     gate = max(1, ctx.config.identity.min_new_faceset)
-    held = ctx.state.held()
     cents: Centroids | None = None
     out = []
-    for cluster in pool.clusters(min_size=FORMING_MIN_PHOTOS, exclude=held):
-        rows = ctx.state.pool_rows_of(cluster)
+    found = {r.face_id: r for r in ctx.state.pool_rows_of([f for c in clusters for f in c])}  # one read for all
+    for cluster in clusters:
+        rows = [found[f] for f in cluster if f in found]
+        if not rows:
+            continue
         photos = len({r.photo_sha256 for r in rows})
         if not FORMING_MIN_PHOTOS <= photos < gate:
             continue
         if cents is None:
             cents = _known_centroids(ctx)
-        name, dist = nearest(cents, unit(pool.vectors(cluster).mean(axis=0))) if cents else ("", 2.0)
+        vecs = np.stack([unit(np.frombuffer(r.embedding, dtype="<f4")) for r in rows])
+        name, dist = nearest(cents, unit(vecs.mean(axis=0))) if cents else ("", 2.0)
         faces = tuple({"face_id": r.face_id, "path": r.path, "photo": _photo_name(r.source)} for r in rows)
         out.append(FormingPerson(faces, photos, name, round(dist, 4) if name else None))
     return sorted(out, key=lambda p: (-p.photos, p.faces[0]["face_id"]))

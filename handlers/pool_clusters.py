@@ -19,9 +19,17 @@ So this keeps, process-local and rebuilt lazily after a restart:
   component changes).
 
 It follows the log: faces enter the pool with PoolFaceAdded and leave it with the decisions that move them
-(FacesetPromoted, PoolFacesMatched, PoolFacesSeeded). `advance()` applies the events past its position and
-searches the new faces' neighbours, within a time budget: a first pass over a big pool runs in slices,
-resumed by the next call; an unchanged pool costs one indexed read of the state's log position.
+(FacesetPromoted, PoolFacesMatched, PoolFacesSeeded, FaceMoved); a face a person held back (PoolFacesHeld) stays
+out of every cluster, so the clusters are those of the pool less the held faces, the ones the promotion and
+`forming` use. `advance()` applies the events past its position and searches the new faces' neighbours, within a
+time budget: a first pass over a big pool runs in slices, resumed by the next call; an unchanged pool costs one
+indexed read of the state's log position.
+
+With `persist` (the daemon's and reconcile's pool, handlers/pool.py), every completed advance writes what changed
+into the projection beside the log (state/pool_projection.py: the faces, their clusters, the pairs within t, the
+held faces, and the log position they reflect), and a first load reads that projection instead of searching the
+whole pool again: only the faces the log added since are searched. A projection that is missing, behind the
+state, or inconsistent is ignored, and the pool is clustered from the state and written whole.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from state import events as ev
 from state.corpus_state import PROCESSOR, CorpusState
+from state.pool_projection import POOL_EVENT_KINDS, PoolChange, PoolProjection, ProjectionSnapshot, StoredFace
 from state.queries import PoolSnapshot
 
 from .centroids import unit
@@ -46,14 +56,21 @@ Pairs = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 # float64 cosine by ~1e-5 at most); the search keeps pairs this much beyond t, so no pair within t is missed.
 # Extra pairs only join components whose faces average linkage keeps apart anyway.
 EDGE_SLACK = 1e-3
+# A pair is kept when its float64 inner product (exact products, one summation order) is at least
+# 1 - t - EDGE_SLACK: the same pairs whatever tiles found them, so an incremental run, a restart and a rebuild store
+# the same graph. The float32 search finds them with this margin (its rounding is ~1e-5 on unit vectors).
+SEARCH_MARGIN = 1e-4
+# Candidate pairs confirmed in float64 per chunk (two float64 rows of 512 each: 64 MB at this size).
+CONFIRM_ROWS = 8192
 # Similarity matrix elements per search tile (float32: 64 MB; ~0.1 s of sgemm on 2 cores, the slicing's grain).
 BLOCK_ELEMENTS = 1 << 24
 # Pending rows per search tile: tall enough for sgemm to run near its peak (64 rows: ~25% slower).
 SEARCH_ROWS = 512
 # Pool faces read from SQLite per chunk of a first load (~0.1 s each: the slicing's grain while loading).
 LOAD_ROWS = 8192
-POOL_KINDS = (ev.PoolFaceAdded.KIND, ev.FacesetPromoted.KIND, ev.PoolFacesMatched.KIND, ev.PoolFacesSeeded.KIND,
-              ev.FaceMoved.KIND)  # a person's move out of the pool (daemon/corrections.py)
+POOL_KINDS = POOL_EVENT_KINDS  # faces in, faces out (a person's FaceMoved too), faces held back
+
+log = structlog.get_logger("facesetd.pool")
 
 
 @dataclass(frozen=True)
@@ -71,13 +88,24 @@ class _Graph:
         self.comp_of: dict[int, int] = {}
         self.members: dict[int, list[int]] = {}
         self._next = 0
+        self.touched: list[int] = []  # slots whose component changed (drained by PoolClusters._note)
 
     def _new(self, slots: list[int]) -> None:
         cid = self._next
         self._next += 1
         self.members[cid] = slots
+        self.touched.extend(slots)
         for s in slots:
             self.comp_of[s] = cid
+
+    def restore(self, members: list[list[int]]) -> list[int]:
+        """Components as stored (slot lists) with the edges already in `adj`; returns their ids, in order."""
+        cids = []
+        for slots in members:
+            cids.append(self._next)
+            self._new(slots)
+        self.touched = []
+        return cids
 
     def _key(self, slot: int) -> int:
         """A slot's component id, or (a slot in none yet) a negative stand-in for the slot itself."""
@@ -116,10 +144,12 @@ class _Graph:
         if cid is None:
             return
         rest = [s for s in self.members.pop(cid) if s != slot]
+        self.touched.append(slot)
         for part in components_of(rest, self.adj):
             if len(part) == 1 and not self.adj.get(part[0]):
                 self.comp_of.pop(part[0], None)
                 self.adj.pop(part[0], None)
+                self.touched.append(part[0])
             else:
                 self._new(part)
 
@@ -128,6 +158,7 @@ class _Graph:
         self.adj = {int(new_of[s]): {int(new_of[o]) for o in os} for s, os in self.adj.items()}
         self.comp_of = {int(new_of[s]): c for s, c in self.comp_of.items()}
         self.members = {c: [int(new_of[s]) for s in ss] for c, ss in self.members.items()}
+        self.touched = [int(new_of[s]) for s in self.touched]
 
 
 def components_of(slots: Sequence[int], adj: dict[int, set[int]]) -> Iterator[list[int]]:
@@ -166,9 +197,11 @@ def average_linkage(vecs: F32, t: float) -> list[list[int]]:
 class PoolClusters:
     """The pool's faces, the graph of pairs within cluster_distance, and its clusters; follows the log."""
 
-    def __init__(self, state: CorpusState, plan: SearchPlan) -> None:
+    def __init__(self, state: CorpusState, plan: SearchPlan, *, persist: bool = False) -> None:
         self.state = state
         self.plan = plan
+        # The projection beside the log this pool is read from at its first load and written to (persist).
+        self.projection = PoolProjection(state.log, plan.cluster_distance) if persist else None
         self.position = -1  # log position the faces and the graph reflect; -1: not loaded yet
         self.generation = 0  # bumped whenever the pool changes (callers cache on it)
         self.ids: list[str] = []
@@ -176,6 +209,8 @@ class PoolClusters:
         self.slot_of: dict[str, int] = {}
         self.vecs: F32 = np.zeros((0, 512), dtype=np.float32)
         self.alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        self.held: set[str] = set()  # faces a person held back (PoolFacesHeld): in no cluster, matched all the same
+        self.hold: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)  # per slot: its face is held
         self.graph = _Graph()
         self._cached: dict[int, list[list[int]]] = {}  # component id -> its clusters (slot lists)
         # The last answer of clusters(), for (generation, min_size, excluded faces).
@@ -191,6 +226,16 @@ class PoolClusters:
         self.matched: dict[str, F32] | None = None
         self.near_last: set[str] = set()  # the faces near some centroid at that match
         self.searched_pairs = 0  # comparisons made (for the bench)
+        self.loaded_from = ""  # "projection" or "state": where the first load read the pool
+        # What the projection lacks (persist): faces whose row may differ, faces whose pairs go, pairs and held
+        # faces to add; `_saved` is the projection position the stored rows match (-1: write everything).
+        self._saved = -1
+        self._changed: set[str] = set()
+        self._unpaired: set[str] = set()
+        self._edges_new: set[tuple[str, str]] = set()
+        self._held_new: set[str] = set()
+        self._stored: ProjectionSnapshot | None = None  # the projection being loaded, a chunk per call
+        self._keys: list[str | None] = []  # while loading it: each slot's stored cluster
 
     @property
     def size(self) -> int:
@@ -199,13 +244,22 @@ class PoolClusters:
 
     @property
     def searching(self) -> bool:
-        """A neighbour search is under way: a pass stopped at its time budget and resumes on the next advance."""
-        return self.position >= 0 and self._pending < len(self.ids)
+        """A pass is under way (its load, from the projection or the state, or its neighbour search): it stopped at
+        its time budget and resumes on the next advance."""
+        return self._stored is not None or self._snapshot is not None or (
+            self.position >= 0 and self._pending < len(self.ids))
 
     # Following the log -------------------------------------------------------------------------------
     def advance(self, budget_s: float | None = None) -> bool:
         """Catch up with the state's log position and search the new faces' neighbours, for about `budget_s`
-        seconds (None: to the end). True when done (the clusters are those of the pool at `position`)."""
+        seconds (None: to the end). True when done (the clusters are those of the pool at `position`); with
+        `persist`, what changed is then written to the projection."""
+        done = self._advance(budget_s)
+        if done and self.projection is not None:
+            self.save()
+        return done
+
+    def _advance(self, budget_s: float | None) -> bool:
         deadline = None if budget_s is None else time.monotonic() + budget_s
         if self.position < 0 and not self._load(deadline):
             return False
@@ -223,7 +277,12 @@ class PoolClusters:
 
     def _load(self, deadline: float | None) -> bool:
         """Every pool face from the state as of one position (PoolSnapshot), LOAD_ROWS at a time until done
-        (True) or past the deadline (False: resumed by the next call, on the same snapshot)."""
+        (True) or past the deadline (False: resumed by the next call, on the same snapshot). With `persist`, the
+        stored projection instead when it can be (`_restore`)."""
+        if self.projection is not None and self._snapshot is None:
+            restored = self._restore(deadline)
+            if restored is not None:
+                return restored
         if self._snapshot is None:
             self._snapshot = PoolSnapshot(self.state.log, PROCESSOR)
             self.ids, self.photos = [], []
@@ -240,14 +299,115 @@ class PoolClusters:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         position = self._snapshot.position
+        self.held = self._snapshot.held()
         self._snapshot.close()
         self._snapshot = None
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
         self._new = set(self.ids)
         self.matched = None
         self.alive = np.arange(len(self.vecs)) < len(self.ids)
+        self.hold = np.zeros(len(self.vecs), dtype=bool)
+        self.hold[[self.slot_of[f] for f in self.held if f in self.slot_of]] = True
         self.position, self._pending, self._from = position, 0, 0
         self.generation += 1
+        self.loaded_from, self._saved = "state", -1  # the projection is written whole once the search is done
+        if self.projection is not None:
+            log.info("pool loaded", source="state", faces=self.size, position=position)
+        return True
+
+    def _restore(self, deadline: float | None) -> bool | None:
+        """The pool as the projection stored it (its faces, pairs, clusters and held faces at its position), read
+        LOAD_ROWS faces at a time: True when loaded (the events past its position are applied by advance, the
+        faces they add searched as any new face), False past the deadline, None when it cannot be used (then the
+        pool is loaded from the state)."""
+        if self._stored is None:
+            stored = ProjectionSnapshot(self.state.log, self.plan.cluster_distance)
+            if not stored.usable:
+                stored.close()
+                return None
+            self._stored = stored
+            self.ids, self.photos, self._keys = [], [], []
+            self.vecs = np.zeros((max(1024, stored.faces + stored.faces // 4), 512), dtype=np.float32)
+        while True:
+            rows = self._stored.fetch(LOAD_ROWS)
+            self._grow(len(self.ids) + len(rows))
+            for row in rows:
+                self._take_stored(row)
+            if len(rows) < LOAD_ROWS:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        stored, self._stored = self._stored, None
+        try:
+            edges, held, position = stored.edges(), stored.held(), stored.position
+        finally:
+            stored.close()
+        if not self._stored_graph(edges, held):
+            log.warning("pool projection inconsistent: the pool is clustered from the state", position=position)
+            self.ids, self.photos, self._keys = [], [], []
+            self.graph, self._cached = _Graph(), {}
+            return None
+        self._keys = []
+        self._new = set(self.ids)
+        self.matched = None
+        self.position = position
+        self._pending = self._from = len(self.ids)
+        self.generation += 1
+        self.loaded_from, self._saved = "projection", position
+        log.info("pool loaded", source="projection", faces=self.size, position=position,
+                 pairs=sum(len(a) for a in self.graph.adj.values()) // 2)
+        return True
+
+    def _take_stored(self, row: StoredFace) -> None:
+        """One stored face into the next slot (a face that left the pool since: a zero vector, dropped again when
+        advance applies the event that took it out)."""
+        if row.embedding is not None:
+            self.vecs[len(self.ids)] = unit(np.frombuffer(row.embedding, dtype="<f4"))
+        self.ids.append(row.face_id)
+        self.photos.append(row.photo_sha256)
+        self._keys.append(row.cluster)
+
+    def _stored_graph(self, edges: list[tuple[str, str]], held: set[str]) -> bool:
+        """The graph and the clusters of the stored projection over the loaded slots; False when they disagree
+        (a pair naming a face it does not hold, a cluster across two components, a held face in a cluster)."""
+        n = len(self.ids)
+        self.slot_of = {f: i for i, f in enumerate(self.ids)}
+        self.alive = np.arange(len(self.vecs)) < n
+        self.held = held
+        self.hold = np.zeros(len(self.vecs), dtype=bool)
+        self.hold[[self.slot_of[f] for f in held if f in self.slot_of]] = True
+        try:
+            left = np.fromiter((self.slot_of[a] for a, _b in edges), dtype=np.int64, count=len(edges))
+            right = np.fromiter((self.slot_of[b] for _a, b in edges), dtype=np.int64, count=len(edges))
+        except KeyError:
+            return False
+        if len(edges) and (self.hold[left].any() or self.hold[right].any()):
+            return False
+        adj: dict[int, set[int]] = {}
+        for a, b in zip(left.tolist(), right.tolist()):
+            adj.setdefault(a, set()).add(b)
+            adj.setdefault(b, set()).add(a)
+        graph = _Graph()
+        graph.adj = adj
+        cids = graph.restore(list(components_of(sorted(adj), adj)))
+        cached: dict[int, list[list[int]]] = {}
+        for cid in cids:
+            by_key: dict[str, list[int]] = {}
+            parts: list[list[int]] = []
+            for slot in graph.members[cid]:
+                key = self._keys[slot]
+                if key is None:
+                    parts.append([slot])
+                else:
+                    by_key.setdefault(key, []).append(slot)
+            for key, slots in by_key.items():
+                if len(slots) < 2 or min(self.ids[s] for s in slots) != key:
+                    return False
+            cached[cid] = parts + list(by_key.values())
+        keyed = sum(k is not None for k in self._keys)
+        if keyed != sum(len(c) for cl in cached.values() for c in cl if len(c) > 1):
+            return False  # a face in a cluster that is in no component
+        self.graph, self._cached = graph, cached
         return True
 
     def _apply(self, head: int) -> None:
@@ -264,6 +424,9 @@ class PoolClusters:
             elif isinstance(e, (ev.FacesetPromoted, ev.PoolFacesMatched, ev.PoolFacesSeeded, ev.FaceMoved)):
                 for face_id in e.face_ids:
                     self._drop(face_id)
+            elif isinstance(e, ev.PoolFacesHeld):
+                for face_id in e.face_ids:
+                    self._hold_face(face_id)
         self.position = head
         self._pending = self._from
 
@@ -275,28 +438,58 @@ class PoolClusters:
             grown[:slot] = self.vecs[:slot]
             self.vecs = grown
             self.alive = np.concatenate([self.alive, np.zeros(len(grown) - len(self.alive), dtype=bool)])
+            self.hold = np.concatenate([self.hold, np.zeros(len(grown) - len(self.hold), dtype=bool)])
 
     def _add(self, face_id: str, photo: str, vec: F32) -> None:
         slot = len(self.ids)
         self._grow(slot + 1)
         self.vecs[slot] = vec
         self.alive[slot] = True
+        self.hold[slot] = face_id in self.held
         self.ids.append(face_id)
         self.photos.append(photo)
         self.slot_of[face_id] = slot
         self._new.add(face_id)
+        self._changed.add(face_id)
         self.generation += 1
 
     def _drop(self, face_id: str) -> None:
         slot = self.slot_of.pop(face_id, None)
         if slot is None:
             return
+        self._unlink(slot)
+        self.alive[slot] = False
+        self._changed.add(face_id)
+        self.generation += 1
+
+    def _hold_face(self, face_id: str) -> None:
+        """A face a person held back: out of every cluster from now on (it may still match a faceset)."""
+        if face_id in self.held:
+            return
+        self.held.add(face_id)
+        self._held_new.add(face_id)
+        slot = self.slot_of.get(face_id)
+        if slot is not None:
+            self._unlink(slot)
+            self.hold[slot] = True
+            self._changed.add(face_id)
+            self.generation += 1
+
+    def _unlink(self, slot: int) -> None:
+        """Take a slot out of the graph: its pairs go, what is left of its component is split."""
         cid = self.graph.comp_of.get(slot)
         if cid is not None:
             self._cached.pop(cid, None)
+        if slot in self.graph.adj:
+            self._unpaired.add(self.ids[slot])
         self.graph.remove(slot)
-        self.alive[slot] = False
-        self.generation += 1
+        self._note()
+
+    def _note(self) -> None:
+        """The faces whose component changed: their stored cluster is written again at the next save."""
+        if self.graph.touched:
+            self._changed.update(self.ids[s] for s in self.graph.touched)
+            self.graph.touched = []
 
     def _compact(self) -> None:
         """Drop dead slots once they are most of the arrays (only between searches: slots are renumbered)."""
@@ -308,6 +501,7 @@ class PoolClusters:
         keep = np.flatnonzero(live)
         self.vecs = np.ascontiguousarray(self.vecs[keep])
         self.alive = np.ones(len(keep), dtype=bool)
+        self.hold = np.ascontiguousarray(self.hold[keep])
         self.ids = [self.ids[i] for i in keep]
         self.photos = [self.photos[i] for i in keep]
         self.slot_of = {f: i for i, f in enumerate(self.ids)}
@@ -348,10 +542,10 @@ class PoolClusters:
             if first < last:
                 if self._tile is None or len(self._tile) < len(q) * (c1 - c0):
                     self._tile = np.empty(len(q) * (c1 - c0), dtype=np.float32)
-                i, j = _at_least(q, self.vecs[first:last], s, self._tile)
+                i, j = _at_least(q, self.vecs[first:last], s - SEARCH_MARGIN, self._tile)
                 rows, cols = i + a, j + first
                 keep = (cols < self._from) | (cols > rows)
-                found.append((rows[keep], cols[keep]))
+                found.append(_confirmed(self.vecs, rows[keep], cols[keep], s))
         self.searched_pairs += (b - a) * (c1 - c0)
         self._col = c1
         if c1 >= total:
@@ -362,7 +556,7 @@ class PoolClusters:
 
     def _add_pairs(self, pairs: Pairs) -> None:
         left, right = pairs
-        ok = self.alive[left] & self.alive[right]
+        ok = self.alive[left] & self.alive[right] & ~self.hold[left] & ~self.hold[right]
         left, right = left[ok], right[ok]
         if not len(left):
             return
@@ -371,6 +565,11 @@ class PoolClusters:
             if cid is not None:
                 self._cached.pop(cid, None)
         self.graph.add_edges(left.tolist(), right.tolist())
+        if self.projection is not None:
+            ids = self.ids
+            self._edges_new.update((ids[a], ids[b]) if ids[a] < ids[b] else (ids[b], ids[a])
+                                   for a, b in zip(left.tolist(), right.tolist()))
+        self._note()
         self.generation += 1
 
     # Answers -----------------------------------------------------------------------------------------
@@ -424,9 +623,9 @@ class PoolClusters:
             if cid not in self._cached:
                 self._cached[cid] = self._linkage(members)
             out.extend(self._named(c) for c in self._cached[cid])
-        if min_size <= 1:  # faces with no neighbour are clusters of one
+        if min_size <= 1:  # faces with no neighbour are clusters of one (held faces are in none)
             out.extend([self.ids[s]] for s in self.slot_of.values()
-                       if s not in self.graph.comp_of and s not in gone)
+                       if s not in self.graph.comp_of and s not in gone and not self.hold[s])
         out = sorted((c for c in out if len(c) >= min_size), key=lambda c: c[0])
         self._answer = (key, out)
         return out
@@ -435,6 +634,64 @@ class PoolClusters:
         """For every cluster of two faces or more: how many distinct photos it holds."""
         return [len({self.photos[self.slot_of[f]] for f in c}) for c in self.clusters(min_size=2)]
 
+    def _component_clusters(self, cid: int) -> list[list[int]]:
+        if cid not in self._cached:
+            self._cached[cid] = self._linkage(self.graph.members[cid])
+        return self._cached[cid]
+
+    # The projection ----------------------------------------------------------------------------------
+    def save(self) -> bool:
+        """Write what changed since the last save (everything, the first time after a load from the state) to
+        the projection, with the position of the last pool event it reflects; True when it is current."""
+        assert self.projection is not None
+        upto = self.projection.last_pool_event(self.position)
+        full = self._saved < 0
+        if not full and upto == self._saved and not self._changed and not self._held_new:
+            return True
+        change = self._full_change() if full else self._change()
+        after = self.projection.position() if full else self._saved
+        if not self.projection.save(after, upto, change):
+            log.warning("pool projection moved by another process: written whole next time")
+            self._saved = -1
+            return False
+        self._saved = upto
+        self._changed, self._unpaired, self._edges_new, self._held_new = set(), set(), set(), set()
+        return True
+
+    def _cluster_keys(self, slots: Iterable[int]) -> dict[int, str | None]:
+        """Each slot's stored cluster: the first face id of its cluster of two or more (None: in none)."""
+        keys: dict[int, str | None] = {}
+        for slot in slots:
+            if slot in keys:
+                continue
+            cid = self.graph.comp_of.get(slot)
+            if cid is None:
+                keys[slot] = None
+                continue
+            for cluster in self._component_clusters(cid):
+                key = min(self.ids[s] for s in cluster) if len(cluster) > 1 else None
+                keys.update((s, key) for s in cluster)
+        return keys
+
+    def _change(self) -> PoolChange:
+        present = sorted(f for f in self._changed if f in self.slot_of)
+        keys = self._cluster_keys(self.slot_of[f] for f in present)
+        adj, slot_of = self.graph.adj, self.slot_of
+        edges = sorted((a, b) for a, b in self._edges_new
+                       if a in slot_of and b in slot_of and slot_of[b] in adj.get(slot_of[a], ()))
+        return PoolChange(faces=[(f, keys[slot_of[f]], self.photos[slot_of[f]]) for f in present],
+                          gone=sorted(f for f in self._changed if f not in slot_of),
+                          unpaired=sorted(self._unpaired), edges=edges, held=sorted(self._held_new))
+
+    def _full_change(self) -> PoolChange:
+        slots = sorted(self.slot_of.values(), key=lambda s: self.ids[s])
+        keys = self._cluster_keys(slots)
+        ids = self.ids
+        edges = sorted((ids[a], ids[b]) if ids[a] < ids[b] else (ids[b], ids[a])
+                       for a, nbs in self.graph.adj.items() for b in nbs if a < b)
+        return PoolChange(full=True, faces=[(ids[s], keys[s], self.photos[s]) for s in slots], edges=edges,
+                          held=sorted(self.held))
+
     def _linkage(self, slots: list[int]) -> list[list[int]]:
         ordered = sorted(slots, key=lambda s: self.ids[s])  # the global run's order: by face id
         found = average_linkage(self.vecs[ordered], self.plan.cluster_distance)
@@ -442,6 +699,16 @@ class PoolClusters:
 
     def _named(self, slots: list[int]) -> list[str]:
         return sorted(self.ids[s] for s in slots)
+
+
+def _confirmed(vecs: F32, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64], s: float) -> Pairs:
+    """The candidate pairs whose float64 inner product is at least `s`: float32 products are exact in float64,
+    and each row is summed in the same order wherever the pair was found (see SEARCH_MARGIN)."""
+    keep = np.zeros(len(rows), dtype=bool)
+    for a in range(0, len(rows), CONFIRM_ROWS):
+        r, c = rows[a : a + CONFIRM_ROWS], cols[a : a + CONFIRM_ROWS]
+        keep[a : a + len(r)] = (vecs[r].astype(np.float64) * vecs[c].astype(np.float64)).sum(axis=1) >= s
+    return rows[keep], cols[keep]
 
 
 def _at_least(q: F32, cols: F32, s: float, buf: F32) -> Pairs:

@@ -104,6 +104,8 @@ CREATE TABLE IF NOT EXISTS pool (
     embedding BLOB NOT NULL,
     added    INTEGER NOT NULL
 );
+-- `status` counts the pool's photos from this index, not from the rows (each holds a 2 KB embedding).
+CREATE INDEX IF NOT EXISTS pool_photo ON pool(photo_sha256);
 CREATE TABLE IF NOT EXISTS routed (
     sha256   TEXT PRIMARY KEY,     -- of the crop: follows the PNG wherever it moves
     embedding BLOB NOT NULL

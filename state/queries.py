@@ -94,6 +94,10 @@ class PoolSnapshot:
         """The next `n` pool faces (by face id); fewer at the end, then none."""
         return [PoolEmbedding(*r) for r in self._rows.fetchmany(n)]
 
+    def held(self) -> set[str]:
+        """Every face a person held back from the promotion (PoolFacesHeld), as of the same snapshot."""
+        return {f for (f,) in self._conn.execute("SELECT face_id FROM vetoes WHERE faceset = '*'")}
+
     def close(self) -> None:
         self._conn.close()
 
@@ -495,6 +499,11 @@ class Queries:
     def pool_size(self) -> int:
         """How many faces wait in the pool."""
         return int(self.query("SELECT COUNT(*) FROM pool")[0][0])
+
+    def pool_counts(self) -> tuple[int, int]:
+        """Faces waiting in the pool, and the distinct photos they come from."""
+        faces, photos = self.query("SELECT COUNT(*), COUNT(DISTINCT photo_sha256) FROM pool")[0]
+        return int(faces), int(photos)
 
     def file_with_sha256(self, sha256: str) -> str | None:
         """A corpus path (a face, dropped or not, or a pool crop) holding these bytes, or None."""

@@ -244,9 +244,10 @@ def test_every_tracked_follower_is_declared_in_the_followers_map() -> None:
     from handlers.dispatch import PROCESSOR as CHECKS
     from handlers.flow import FOLLOWERS
     from state.corpus_state import PROCESSOR as PROJECTION
+    from state.pool_projection import POOL_CLUSTERS
 
     tracked = {f.position.split("`")[1].split(":")[0] for f in FOLLOWERS if f.position.startswith("tracking `")}
-    assert tracked == {CHECKS, PROJECTION, PROMOTER, MERGER}
+    assert tracked == {CHECKS, PROJECTION, PROMOTER, MERGER, POOL_CLUSTERS}
     # and every commit() in the tree is one of theirs: the calls name these constants (or the merger's key)
     repo = Path(__file__).resolve().parents[1]
     calls = [line.strip() for path in [*repo.glob("daemon/**/*.py"), *repo.glob("handlers/**/*.py"),
@@ -255,7 +256,7 @@ def test_every_tracked_follower_is_declared_in_the_followers_map() -> None:
              if re.search(r"\bcommit\((?:self\.|pipeline\.)?log, ", line)]
     named = {re.search(r"commit\((?:self\.|pipeline\.)?log, (\w+)", c).group(1) for c in calls}  # type: ignore[union-attr]
     # `tracking`: the dead letters' (daemon/dead_letters.py), Pipeline.tracking_name of the promoter or the merger
-    assert named == {"PROCESSOR", "PROMOTER", "merger", "tracking"}, calls
+    assert named == {"PROCESSOR", "PROMOTER", "merger", "pool_clusters", "tracking"}, calls
 
 
 def test_the_runner_runs_exactly_the_declared_followers() -> None:
@@ -265,5 +266,5 @@ def test_the_runner_runs_exactly_the_declared_followers() -> None:
 
     assert sorted(STEPS) == sorted(f.name for f in FOLLOWERS)
     source = (Path(__file__).resolve().parents[1] / "daemon/runner.py").read_text()
-    stepped = set(re.findall(r'self\._step\("(\w+)"', source))
+    stepped = set(re.findall(r'self\._step\("([\w ]+)"', source))
     assert stepped == set(STEPS)

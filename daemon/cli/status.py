@@ -27,7 +27,18 @@ def pool_line(pool: dict[str, Any]) -> str:
         sizes = ", ".join(str(n) for n in pool["close_sizes"])
         line += (f"; {pool['close_to_gate']} close to a new faceset (photos each: {sizes};"
                  f" {pool['min_new_faceset']} needed)")
-    return line
+    return line + projection_note(pool["projection"])
+
+
+def projection_note(projection: dict[str, Any]) -> str:
+    """How current the pool's clusters are (state/pool_projection.py): nothing when current; status reads them and
+    never clusters the pool itself."""
+    if not projection["behind"]:
+        return ""
+    if not projection["stored"]:
+        return f" (its clusters not computed yet: {counted(projection['behind'], 'pool event')} for the daemon to take in)"
+    return (f" (clusters as of log position {projection['position']},"
+            f" {counted(projection['behind'], 'pool event')} behind: the daemon brings them up to date)")
 
 
 def daemon_pauses(app: Any) -> list[dict[str, Any]] | None:
