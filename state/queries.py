@@ -3,7 +3,9 @@
 `Queries` is a mixin of `CorpusState` (state/corpus_state.py), so a caller asks `state.pool_rows()` instead of
 writing SQL; questions about the events table itself are EventLog methods (state/eventlog.py). Each method
 keeps the exact statement (and ORDER BY) its caller used to run, so results and their order are unchanged.
-Rows come back as NamedTuples: they unpack and index like the plain rows they replace.
+Rows come back as NamedTuples: they unpack and index like the plain rows they replace. They are grouped by what
+they read (the faces, the era buckets, the facesets, the decisions, the inbox photos, the pool, the embedding cache,
+the dirty marks and meta), not by who asks: a new question goes beside the others about the same table.
 """
 
 from __future__ import annotations
@@ -226,7 +228,7 @@ class Queries:
         with self.log.lock:
             return self.log.conn.execute(sql, params).fetchall()
 
-    # Faces ---------------------------------------------------------------------------------------
+    # Faces (the faces table: every PNG of every faceset, dropped ones included) ---------------------------------
     def files(self) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, sha256) for every face the log knows."""
         return {p: (s, m, h) for p, s, m, h in self.query("SELECT path, size, mtime_ns, sha256 FROM faces")}
@@ -317,38 +319,9 @@ class Queries:
                           " ORDER BY path", (bucket,))
         return [r[0] for r in rows]
 
-    # Era buckets made by `facesetd eras split` -------------------------------------------------------
-    def made_era_buckets(self) -> list[MadeEraBucket]:
-        """Every era bucket an ErasSplit made (and no restore unmade), by family then first year."""
-        rows = self.query(
-            "SELECT b.faceset, b.family, b.year, b.first_year, b.last_year, b.decision,"
-            " (SELECT COUNT(*) FROM era_anchors a JOIN faces x ON x.sha256 = a.sha256 AND x.faceset = b.family"
-            "  WHERE a.bucket = b.faceset AND x.dropped = 0)"
-            " FROM era_buckets b ORDER BY b.family, b.first_year, b.faceset")
-        return [MadeEraBucket(*r) for r in rows]
-
-    def era_anchor_embeddings(self, bucket: str) -> list[bytes]:
-        """Embeddings (float32 bytes) of the anchors an ErasSplit gave `bucket`: the family's analysed kept faces
-        with those bytes, by path (none for a configured or adopted bucket)."""
-        rows = self.query(
-            f"SELECT {EMBEDDING_SQL} FROM faces JOIN era_buckets b ON b.faceset = ? AND faces.faceset = b.family"
-            " JOIN era_anchors a ON a.bucket = b.faceset AND a.sha256 = faces.sha256"
-            " WHERE faces.dropped = 0 AND faces.analyzed IS NOT NULL ORDER BY faces.path", (bucket,))
-        return [r[0] for r in rows]
-
-    def split_candidates(self, faceset: str) -> list[SplitCandidate]:
-        """The kept faces of `faceset` (the faces an era split may make anchors of), by path."""
-        rows = self.query("SELECT path, sha256, source, analyzed IS NOT NULL FROM faces WHERE faceset=? AND dropped=0"
-                          " ORDER BY path", (faceset,))
-        return [SplitCandidate(p, h, src, bool(a)) for p, h, src, a in rows]
-
     def kept_count(self, faceset: str) -> int:
         """How many faces `faceset` keeps (not dropped)."""
         return int(self.query("SELECT COUNT(*) FROM faces WHERE faceset=? AND dropped=0", (faceset,))[0][0])
-
-    def slotted_count(self, era: str) -> int:
-        """How many kept faces are slotted into the era bucket `era`."""
-        return int(self.query("SELECT COUNT(*) FROM faces WHERE era=? AND dropped=0", (era,))[0][0])
 
     def centroid_inputs(self) -> list[CentroidInput]:
         """Every kept face of an active faceset with its routing and analysis embeddings, by path."""
@@ -374,13 +347,88 @@ class Queries:
             found.extend(CentroidInput(*r) for r in rows)
         return found
 
+    def top_faces_by_faceset(self, n: int) -> dict[str, list[str]]:
+        """faceset -> sha256 of its best `n` kept faces (the top-N .fsz's order: quality, then file name)."""
+        rows = self.query(
+            "SELECT faceset, sha256 FROM (SELECT faceset, sha256, ROW_NUMBER() OVER (PARTITION BY faceset"
+            " ORDER BY COALESCE(quality, -1.0) DESC, name) AS r FROM faces WHERE dropped=0) WHERE r <= ?"
+            " ORDER BY faceset, r", (n,))
+        found: dict[str, list[str]] = {}
+        for faceset, sha in rows:
+            found.setdefault(faceset, []).append(sha)
+        return found
+
+    def file_with_sha256(self, sha256: str) -> str | None:
+        """A corpus path (a face, dropped or not, or a pool crop) holding these bytes, or None."""
+        rows = self.query("SELECT path FROM faces WHERE sha256=? UNION ALL SELECT path FROM pool WHERE sha256=?"
+                          " LIMIT 1", (sha256, sha256))
+        return rows[0][0] if rows else None
+
+    def face_source(self, sha256: str) -> dict[str, Any]:
+        """The source (photo, provenance) of a face or pool crop with these bytes, or {}."""
+        rows = self.query("SELECT source FROM faces WHERE sha256=? UNION ALL SELECT source FROM pool WHERE sha256=?"
+                          " LIMIT 1", (sha256, sha256))
+        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+        return found
+
+    def shas_at(self, paths: Sequence[str]) -> dict[str, str]:
+        """path -> sha256 for those of `paths` where the state has a face or a pool crop."""
+        found: dict[str, str] = {}
+        for i in range(0, len(paths), _IN_CHUNK):
+            chunk = tuple(paths[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(self.query(f"SELECT path, sha256 FROM faces WHERE path IN ({marks})"
+                                    f" UNION ALL SELECT path, sha256 FROM pool WHERE path IN ({marks})", chunk + chunk))
+        return found
+
+    def kept_faces_of(self, faceset: str) -> list[KeptFace]:
+        """The kept (not dropped) faces of `faceset`, by path."""
+        rows = self.query("SELECT path, sha256, size, mtime_ns, source FROM faces WHERE faceset=? AND dropped=0"
+                          " ORDER BY path", (faceset,))
+        return [KeptFace(*r) for r in rows]
+
+    def faces_with_sha_in(self, faceset: str, sha256: str) -> list[FaceWhere]:
+        """The faces of `faceset` (kept or dropped) with these bytes, kept ones first, by path."""
+        rows = self.query("SELECT path, dropped, pruned_by FROM faces WHERE faceset=? AND sha256=?"
+                          " ORDER BY dropped, path", (faceset, sha256))
+        return [FaceWhere(*r) for r in rows]
+
+    # Era buckets (faces slotted into eras, the buckets `facesetd eras split` made) ------------------------------
+    def made_era_buckets(self) -> list[MadeEraBucket]:
+        """Every era bucket an ErasSplit made (and no restore unmade), by family then first year."""
+        rows = self.query(
+            "SELECT b.faceset, b.family, b.year, b.first_year, b.last_year, b.decision,"
+            " (SELECT COUNT(*) FROM era_anchors a JOIN faces x ON x.sha256 = a.sha256 AND x.faceset = b.family"
+            "  WHERE a.bucket = b.faceset AND x.dropped = 0)"
+            " FROM era_buckets b ORDER BY b.family, b.first_year, b.faceset")
+        return [MadeEraBucket(*r) for r in rows]
+
+    def era_anchor_embeddings(self, bucket: str) -> list[bytes]:
+        """Embeddings (float32 bytes) of the anchors an ErasSplit gave `bucket`: the family's analysed kept faces
+        with those bytes, by path (none for a configured or adopted bucket)."""
+        rows = self.query(
+            f"SELECT {EMBEDDING_SQL} FROM faces JOIN era_buckets b ON b.faceset = ? AND faces.faceset = b.family"
+            " JOIN era_anchors a ON a.bucket = b.faceset AND a.sha256 = faces.sha256"
+            " WHERE faces.dropped = 0 AND faces.analyzed IS NOT NULL ORDER BY faces.path", (bucket,))
+        return [r[0] for r in rows]
+
+    def split_candidates(self, faceset: str) -> list[SplitCandidate]:
+        """The kept faces of `faceset` (the faces an era split may make anchors of), by path."""
+        rows = self.query("SELECT path, sha256, source, analyzed IS NOT NULL FROM faces WHERE faceset=? AND dropped=0"
+                          " ORDER BY path", (faceset,))
+        return [SplitCandidate(p, h, src, bool(a)) for p, h, src, a in rows]
+
+    def slotted_count(self, era: str) -> int:
+        """How many kept faces are slotted into the era bucket `era`."""
+        return int(self.query("SELECT COUNT(*) FROM faces WHERE era=? AND dropped=0", (era,))[0][0])
+
+    # Facesets (the facesets table: name, area, label, when it last changed) -------------------------------------
     def facesets_changed_after(self, position: int) -> list[ChangedFaceset]:
         """Facesets whose kept faces, their embeddings or their area changed after `position`, by name."""
         rows = self.query("SELECT name, area, members_changed FROM facesets WHERE members_changed > ? ORDER BY name",
                           (position,))
         return [ChangedFaceset(*r) for r in rows]
 
-    # Facesets ------------------------------------------------------------------------------------
     def facesets(self) -> list[tuple[str, str]]:
         """(name, area) of every faceset, by name."""
         return [(n, a) for n, a in self.query("SELECT name, area FROM facesets ORDER BY name")]
@@ -414,7 +462,7 @@ class Queries:
                           " AND NOT EXISTS (SELECT 1 FROM faces f WHERE f.faceset = s.name)")
         return {name for (name,) in rows} - set(self.merges_in_effect())
 
-    # Decisions and overrides ---------------------------------------------------------------------
+    # Decisions and what overrides them (decisions, overrides) ---------------------------------------------------
     def pending_decisions(self) -> list[tuple[int, list[tuple[str, str]]]]:
         """(position, moves) of every decision whose moves are not done yet, oldest first."""
         rows = self.query("SELECT position, moves FROM decisions WHERE state='pending' ORDER BY position")
@@ -461,78 +509,33 @@ class Queries:
             "SELECT 1 FROM overrides WHERE faceset=? AND check_name=? AND sha256 IN (?, '*')", (faceset, check, sha256)
         ))
 
-    def dirty(self) -> list[str]:
-        """Facesets (and MASTER_DIRTY) whose rendered files are out of date, by name."""
-        return [r[0] for r in self.query("SELECT faceset FROM dirty ORDER BY faceset")]
-
-    # Meta ----------------------------------------------------------------------------------------
-    def adopted_master(self) -> dict[str, Any]:
-        """The master manifest as adopted (JSON object), or {} when none was."""
-        rows = self.query("SELECT value FROM meta WHERE key='adopted_master'")
-        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
-        return found
-
-    def thin_eras_listed(self) -> list[str] | None:
-        """The era buckets the last ThinErasListed named, or None when none was recorded."""
-        rows = self.query("SELECT value FROM meta WHERE key='thin_eras'")
-        listed: list[str] | None = json.loads(rows[0][0]) if rows else None
-        return listed
-
-    # Review pages (daemon/review) ---------------------------------------------------------------
-    def top_faces_by_faceset(self, n: int) -> dict[str, list[str]]:
-        """faceset -> sha256 of its best `n` kept faces (the top-N .fsz's order: quality, then file name)."""
-        rows = self.query(
-            "SELECT faceset, sha256 FROM (SELECT faceset, sha256, ROW_NUMBER() OVER (PARTITION BY faceset"
-            " ORDER BY COALESCE(quality, -1.0) DESC, name) AS r FROM faces WHERE dropped=0) WHERE r <= ?"
-            " ORDER BY faceset, r", (n,))
-        found: dict[str, list[str]] = {}
-        for faceset, sha in rows:
-            found.setdefault(faceset, []).append(sha)
-        return found
-
     def quarantines(self) -> dict[str, tuple[int, str]]:
         """faceset -> (position, check) of the quarantine that holds it (pending or done)."""
         rows = self.query("SELECT position, subject, check_name FROM decisions WHERE kind='faceset_quarantined'"
                           " AND state IN ('pending','done') ORDER BY position")
         return {subject.split("/")[-1]: (pos, check) for pos, subject, check in rows}
 
-    def pool_size(self) -> int:
-        """How many faces wait in the pool."""
-        return int(self.query("SELECT COUNT(*) FROM pool")[0][0])
-
-    def pool_counts(self) -> tuple[int, int]:
-        """Faces waiting in the pool, and the distinct photos they come from."""
-        faces, photos = self.query("SELECT COUNT(*), COUNT(DISTINCT photo_sha256) FROM pool")[0]
-        return int(faces), int(photos)
-
-    def file_with_sha256(self, sha256: str) -> str | None:
-        """A corpus path (a face, dropped or not, or a pool crop) holding these bytes, or None."""
-        rows = self.query("SELECT path FROM faces WHERE sha256=? UNION ALL SELECT path FROM pool WHERE sha256=?"
-                          " LIMIT 1", (sha256, sha256))
-        return rows[0][0] if rows else None
-
-    def face_source(self, sha256: str) -> dict[str, Any]:
-        """The source (photo, provenance) of a face or pool crop with these bytes, or {}."""
-        rows = self.query("SELECT source FROM faces WHERE sha256=? UNION ALL SELECT source FROM pool WHERE sha256=?"
-                          " LIMIT 1", (sha256, sha256))
-        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
-        return found
-
     def decision_states(self, positions: Sequence[int]) -> dict[int, str]:
         """position -> pending | done | failed | reverted for those of `positions` that are decisions."""
         return self._decision_column("state", positions)
 
-    def shas_at(self, paths: Sequence[str]) -> dict[str, str]:
-        """path -> sha256 for those of `paths` where the state has a face or a pool crop."""
-        found: dict[str, str] = {}
-        for i in range(0, len(paths), _IN_CHUNK):
-            chunk = tuple(paths[i : i + _IN_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            found.update(self.query(f"SELECT path, sha256 FROM faces WHERE path IN ({marks})"
-                                    f" UNION ALL SELECT path, sha256 FROM pool WHERE path IN ({marks})", chunk + chunk))
+    def merges_in_effect(self) -> dict[str, MergeInEffect]:
+        """faceset -> the merge that moved it to _merged/ (decisions pending or done, not restored)."""
+        found: dict[str, MergeInEffect] = {}
+        for position, into, moves in self.query(
+                "SELECT position, subject, moves FROM decisions WHERE kind='facesets_merged'"
+                " AND state IN ('pending','done') ORDER BY position"):
+            for src, dest in json.loads(moves):
+                if "/" not in src and dest.endswith(f"/{src}"):  # a whole faceset folder: "faceset_NNN"
+                    found[src] = MergeInEffect(src, into, position)
         return found
 
-    # Inbox: photos, pool, embedding cache --------------------------------------------------------
+    def merge_overrides(self) -> set[tuple[str, str]]:
+        """(faceset, faceset) pairs whose merge the user restored: the merge check leaves them apart."""
+        return {(a, b) for a, b in self.query(
+            "SELECT faceset, sha256 FROM overrides WHERE check_name='merge' AND sha256 != '*'")}
+
+    # Inbox photos (the photos table: received, processed, rejected, deferred, left in place) --------------------
     def photo_waiting(self, root: str, path: str, sha256: str) -> bool:
         """Whether this photo (these bytes at this path) is received and not yet handled, or deferred.
 
@@ -566,6 +569,16 @@ class Queries:
             " (SELECT MAX(position) FROM photos q WHERE q.root = p.root AND q.path = p.path) ORDER BY root, path")
         return [LeftPhoto(*r) for r in rows]
 
+    # The pool (faces waiting for their person) ------------------------------------------------------------------
+    def pool_size(self) -> int:
+        """How many faces wait in the pool."""
+        return int(self.query("SELECT COUNT(*) FROM pool")[0][0])
+
+    def pool_counts(self) -> tuple[int, int]:
+        """Faces waiting in the pool, and the distinct photos they come from."""
+        faces, photos = self.query("SELECT COUNT(*), COUNT(DISTINCT photo_sha256) FROM pool")[0]
+        return int(faces), int(photos)
+
     def pool_rows(self) -> list[PoolRow]:
         """Every face waiting in the pool, by face id."""
         rows = self.query(
@@ -589,6 +602,7 @@ class Queries:
             (photo_sha256,))
         return [PhotoPoolFace(*r) for r in rows]
 
+    # The embedding cache (by the bytes of a crop) ---------------------------------------------------------------
     def cached_embeddings(self, shas: Sequence[str]) -> dict[str, bytes | None]:
         """sha256 -> cached embedding (float32 bytes; None: no face found) for those of `shas` in the cache."""
         found: dict[str, bytes | None] = {}
@@ -605,31 +619,19 @@ class Queries:
         with self.log.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO embedding_cache(sha256, embedding) VALUES (?,?)", rows)
 
-    # Merging duplicate identities (handlers/merge_identities.py, handlers/merge_restore.py) -------------
-    def kept_faces_of(self, faceset: str) -> list[KeptFace]:
-        """The kept (not dropped) faces of `faceset`, by path."""
-        rows = self.query("SELECT path, sha256, size, mtime_ns, source FROM faces WHERE faceset=? AND dropped=0"
-                          " ORDER BY path", (faceset,))
-        return [KeptFace(*r) for r in rows]
+    # Dirty marks and meta (what the renderer must write again; what was adopted) --------------------------------
+    def dirty(self) -> list[str]:
+        """Facesets (and MASTER_DIRTY) whose rendered files are out of date, by name."""
+        return [r[0] for r in self.query("SELECT faceset FROM dirty ORDER BY faceset")]
 
-    def merges_in_effect(self) -> dict[str, MergeInEffect]:
-        """faceset -> the merge that moved it to _merged/ (decisions pending or done, not restored)."""
-        found: dict[str, MergeInEffect] = {}
-        for position, into, moves in self.query(
-                "SELECT position, subject, moves FROM decisions WHERE kind='facesets_merged'"
-                " AND state IN ('pending','done') ORDER BY position"):
-            for src, dest in json.loads(moves):
-                if "/" not in src and dest.endswith(f"/{src}"):  # a whole faceset folder: "faceset_NNN"
-                    found[src] = MergeInEffect(src, into, position)
+    def adopted_master(self) -> dict[str, Any]:
+        """The master manifest as adopted (JSON object), or {} when none was."""
+        rows = self.query("SELECT value FROM meta WHERE key='adopted_master'")
+        found: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
         return found
 
-    def merge_overrides(self) -> set[tuple[str, str]]:
-        """(faceset, faceset) pairs whose merge the user restored: the merge check leaves them apart."""
-        return {(a, b) for a, b in self.query(
-            "SELECT faceset, sha256 FROM overrides WHERE check_name='merge' AND sha256 != '*'")}
-
-    def faces_with_sha_in(self, faceset: str, sha256: str) -> list[FaceWhere]:
-        """The faces of `faceset` (kept or dropped) with these bytes, kept ones first, by path."""
-        rows = self.query("SELECT path, dropped, pruned_by FROM faces WHERE faceset=? AND sha256=?"
-                          " ORDER BY dropped, path", (faceset, sha256))
-        return [FaceWhere(*r) for r in rows]
+    def thin_eras_listed(self) -> list[str] | None:
+        """The era buckets the last ThinErasListed named, or None when none was recorded."""
+        rows = self.query("SELECT value FROM meta WHERE key='thin_eras'")
+        listed: list[str] | None = json.loads(rows[0][0]) if rows else None
+        return listed
