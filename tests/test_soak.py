@@ -5,7 +5,8 @@ subprocess, with the real buffalo_sc models and the real photos of ../shared/fac
 writes some slowly (a writer that stops for 3 s mid-file), writes to temp names and renames, uses odd names
 (non-UTF-8 bytes, spaces, 255-byte names, the same name again), symlinks (outside and inside the data
 folder, dangling), duplicates, truncated files and a small decompression bomb; moves files by hand (a
-rejected file back into the inbox, a face PNG to another faceset, one deleted); runs `facesetd reconcile`
+rejected file back into the inbox, a face PNG to another faceset, one deleted), drops a faceless 30000x100 canvas,
+a photo in a seeding folder of an absurd number, and photos a check fails on (dead letters); runs `facesetd reconcile`
 beside the daemon; and SIGKILLs and restarts it at random instants. Every ROUND_S seconds, and at the end,
 it waits until the daemon is idle, checks the invariants of tests/invariants.py on the live folder, stops
 the daemon with SIGTERM (exit 0 expected), checks that `rebuild` is byte-identical, and starts it again.
@@ -96,7 +97,8 @@ class Soak:
         self.status = NotifyListener()
         # a short grace: a truncated photo is deferred, then rejected within the soak
         self.env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
-                    "FACESETD_LIMITS_INCOMPLETE_GRACE_S": "8"}
+                    "FACESETD_LIMITS_INCOMPLETE_GRACE_S": "8",
+                    "FACESETD_FAILPOINT": "route:boom"}  # photos named boom* meet an unexpected error (op_dead_letter)
         self.daemon = DaemonProcess(self.data, {**self.env, "NOTIFY_SOCKET": str(self.status.path)})
         self.started_at = 0.0
         self.expect_exit = False
@@ -297,6 +299,32 @@ class Soak:
         self.place(name, self.bomb)
         self.note(f"decompression bomb {name} ({len(self.bomb)} bytes, 8000x8000)")
 
+    def op_thin(self) -> None:
+        """A faceless 30000x100 JPEG (3 MP, under max_pixels): the detector's padded look once took 5.4 GB of it."""
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (30000, 100) if self.u() < 0.5 else (100, 30000), (128, 120, 110)).save(buf, "JPEG")
+        name = self.fresh("thin")
+        self.place(name, buf.getvalue())
+        self.note(f"thin canvas {name} ({len(buf.getvalue())} bytes)")
+
+    def op_bad_seed(self) -> None:
+        """A seeding folder whose faceset number is absurd (240 digits): refused as a seeding folder, never a faceset."""
+        folder = "faceset_" + "1" * 240
+        data = self.photo()
+        name = self.fresh("seed")
+        self.place(f"{folder}/{name}", data)
+        self.note(f"absurd seeding folder faceset_1...1/{name}")
+
+    def op_dead_letter(self) -> None:
+        """A photo a check fails on with an unexpected error (FACESETD_FAILPOINT=route:boom): set aside to
+        _rejected/failed/ with its dead letter, and the rest goes on."""
+        data = self.photo()
+        name = self.fresh("boom")
+        self.place(name, data)
+        self.note(f"dead letter {name}: the router fails on it")
+
     def op_rejected_back(self) -> None:
         rejected = sorted(p for p in (self.inbox / "_rejected").rglob("*") if p.is_file() and not p.is_symlink())
         src = self.pick(rejected)
@@ -367,7 +395,7 @@ class Soak:
     OPS: tuple[tuple[str, float], ...] = (
         ("copy", 6), ("partial", 2), ("temp_rename", 2), ("odd_name", 2.5), ("symlink", 1.5), ("duplicate", 1),
         ("truncated", 1), ("bomb", 0.3), ("rejected_back", 1), ("move_face", 1), ("delete_face", 0.5),
-        ("reconcile", 0.5), ("kill", 0.8), ("pause", 1),
+        ("reconcile", 0.5), ("kill", 0.8), ("pause", 1), ("thin", 0.3), ("bad_seed", 0.3), ("dead_letter", 0.4),
     )
 
     def step(self) -> None:
