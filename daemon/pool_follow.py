@@ -1,6 +1,6 @@
 """The pool's clusters beside the log (state/pool_projection.py), as the daemon and `facesetd status` use them.
 
-- `follow_pool`: the daemon loop's idle work (Pipeline.step, once the promotion is not due): when a pool event
+- `follow_pool`: the runner's "pool clusters" step (daemon/runner.py, once the promotion is not due): when a pool event
   is past the projection (a photo's pool faces, a person's move out of the pool, a promotion), bring it up to the
   log a slice at a time; after a restart the pool is read from the projection and only the new faces are searched.
 - `rebuild_pool`: `facesetd rebuild` writes the projection again from the log alone.
