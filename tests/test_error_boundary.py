@@ -101,30 +101,44 @@ def test_a_check_that_fails_on_one_photo_sets_it_aside_and_retry_takes_it(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("restart", [False, True], ids=["while-running", "restarted-on-it"])
 def test_a_full_disk_pauses_the_work_and_it_goes_on_once_space_is_freed(tmp_path: Path, faces_dir: Path,
-                                                                        models_root: Path) -> None:
+                                                                        models_root: Path, restart: bool) -> None:
+    """The corpus's disk fills while the daemon runs (photos still arrive, on the inbox's own disk), or the daemon is
+    restarted on the full disk (systemd's restart, a reboot): it waits, and goes on once space is freed."""
     with _tmpfs(tmp_path / "disk", "24m") as disk:
         data = disk / "data"
         env = _env(models_root)
-        with _tmpfs(data / "inbox", "64m") as inbox:  # photos still arrive (another disk) while the corpus is full
+        with _tmpfs(data / "inbox", "64m") as inbox:
             d = DaemonProcess(data, env).start()
             d.wait_for(lambda: "caught up" in d.output(), "the daemon idle")
-            filler = _fill(disk)
-            for person, name in PHOTOS:
-                shutil.copy(faces_dir / IDS / person / name, inbox / name)
-            d.wait_for(lambda: "work paused" in d.output(), "the work paused for the full disk")
+            if restart:
+                assert d.terminate() == 0
+                for person, name in PHOTOS:
+                    shutil.copy(faces_dir / IDS / person / name, inbox / name)
+                filler = _fill(disk)
+                d = DaemonProcess(data, env).start(wait=False)
+                d.wait_for(lambda: "waiting for its disk" in d.output() or "work paused" in d.output(),
+                           "the daemon waiting for the full disk")
+            else:
+                filler = _fill(disk)
+                for person, name in PHOTOS:
+                    shutil.copy(faces_dir / IDS / person / name, inbox / name)
+                d.wait_for(lambda: "work paused" in d.output(), "the work paused for the full disk")
             time.sleep(3)
             assert d.proc is not None and d.proc.poll() is None  # alive, not crash-looping
-            paused = [json.loads(x) for x in d.output().splitlines() if '"work paused' in x]
-            assert any("space" in p["error"] or "full" in p["error"] for p in paused), paused
-            shown = _status(data, env)["paused"]  # status asks the daemon: it opens the log without writing
-            assert shown and any("space" in p["error"] or "full" in p["error"] for p in shown), shown
+            if not restart:
+                paused = [json.loads(x) for x in d.output().splitlines() if '"work paused' in x]
+                assert any("space" in p["error"] or "full" in p["error"] for p in paused), paused
+                shown = _status(data, env)["paused"]  # status asks the daemon: it opens the log without writing
+                assert shown and any("space" in p["error"] or "full" in p["error"] for p in shown), shown
             filler.unlink()
             d.wait_for(lambda: len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS),
                        "every photo routed once space is back", timeout=150)
             d.idle()
-            assert "work resumed" in d.output()
-            assert not _status(data, env)["paused"]
+            if not restart:
+                assert "work resumed" in d.output()
+                assert not _status(data, env)["paused"]
             assert d.terminate() == 0
             _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
 
@@ -149,29 +163,3 @@ def test_a_read_only_inbox_pauses_the_work_and_it_goes_on_once_writable(tmp_path
         assert d.terminate() == 0
         _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
     assert os.path.isdir(data)
-
-
-@pytest.mark.slow
-def test_a_daemon_started_on_a_full_disk_waits_and_goes_on_once_space_is_freed(tmp_path: Path, faces_dir: Path,
-                                                                               models_root: Path) -> None:
-    with _tmpfs(tmp_path / "disk", "24m") as disk:
-        data = disk / "data"
-        env = _env(models_root)
-        with _tmpfs(data / "inbox", "64m") as inbox:
-            d = DaemonProcess(data, env).start()
-            d.wait_for(lambda: "caught up" in d.output(), "the daemon idle")
-            assert d.terminate() == 0
-            for person, name in PHOTOS:
-                shutil.copy(faces_dir / IDS / person / name, inbox / name)
-            filler = _fill(disk)
-            d = DaemonProcess(data, env).start(wait=False)  # a restart on the full disk (systemd's, after a reboot)
-            d.wait_for(lambda: "waiting for its disk" in d.output() or "work paused" in d.output(),
-                       "the daemon waiting for the full disk")
-            time.sleep(3)
-            assert d.proc is not None and d.proc.poll() is None
-            filler.unlink()
-            d.wait_for(lambda: len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS),
-                       "every photo routed once space is back", timeout=150)
-            d.idle()
-            assert d.terminate() == 0
-            _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)

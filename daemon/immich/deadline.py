@@ -135,24 +135,24 @@ def _attach_current(conn: Any) -> None:
         w.attach(conn)
 
 
-class WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """A connection that puts itself under the current request's watch when it connects or sends (a mixin)."""
+
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _attach_current(self)
 
     def request(self, *args: Any, **kw: Any) -> None:
         _attach_current(self)
-        super().request(*args, **kw)
+        super().request(*args, **kw)  # type: ignore[misc]
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self)
+class WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kw: Any) -> None:
-        _attach_current(self)
-        super().request(*args, **kw)
+
+class WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
