@@ -77,10 +77,10 @@ FLOW = declare([
     Stage(ev.ImmichAssetImported, producers=("daemon.immich.store",),
           record_only="daemon.immich.store reads them back: a sha256 or an unchanged checksum is not imported twice"),
     # --- The inbox
-    Stage(ev.PhotoReceived, producers=("daemon.inbox",), consumers=(Consumer(route_photo.route_photo),),
-          applier="_photo_received"),
+    Stage(ev.PhotoReceived, producers=("daemon.inbox", "daemon.deferred"),
+          consumers=(Consumer(route_photo.route_photo),), applier="_photo_received"),
     Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
-    Stage(ev.PhotoRejected, producers=("handlers.route_photo", "daemon.deferred"), applier="_photo_done"),
+    Stage(ev.PhotoRejected, producers=("handlers.route_photo",), applier="_photo_done"),
     Stage(ev.PhotoDeferred, producers=("handlers.route_photo",), applier="_photo_deferred"),
     Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool_seed", "handlers.pool", "daemon.corrections"), applier="_face_routed",
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),

@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS dirty (faceset TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Bump when a projection table's layout changes: existing state is dropped and rebuilt from the log.
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 
 PROJECTION_TABLES: tuple[str, ...] = ("facesets", "faces", "decisions", "overrides", "dirty", "meta")
 
@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS photos (
     path     TEXT NOT NULL,
     sha256   TEXT NOT NULL,
     state    TEXT NOT NULL,        -- received | processed | rejected | deferred | superseded
-    dest     TEXT
+    dest     TEXT,
+    reason   TEXT                  -- why it is deferred (PhotoDeferred.reason), while it is
 );
 CREATE INDEX IF NOT EXISTS photos_path ON photos(root, path, state);
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256, state);
@@ -590,8 +591,9 @@ def _photo_received(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoReceived])
 def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoDeferred]) -> None:
     e = se.event
     conn.execute(
-        "UPDATE photos SET state='deferred', dest=NULL WHERE root=? AND path=? AND sha256=? AND state='received'",
-        (e.root, e.path, e.sha256),
+        "UPDATE photos SET state='deferred', dest=NULL, reason=? WHERE root=? AND path=? AND sha256=?"
+        " AND state='received'",
+        (e.reason, e.root, e.path, e.sha256),
     )
 
 
@@ -599,7 +601,7 @@ def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoDeferred])
 def _photo_done(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoProcessed | ev.PhotoRejected]) -> None:
     e = se.event
     done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
-    # 'deferred' too: a deferred photo whose file is gone is closed as vanished (daemon.deferred.retry_due).
+    # 'deferred' too: logs written before daemon.deferred received a vanished deferred photo again closed it directly.
     conn.execute(
         "UPDATE photos SET state=?, dest=? WHERE root=? AND path=? AND sha256=? AND state IN ('received', 'deferred')",
         (done, e.dest, e.root, e.path, e.sha256),

@@ -427,6 +427,17 @@ class PhotoReceived(Event):
     path_hex: str = ""
     # A symbolic link that is not followed (state.names.LINK_REASONS): the router moves the link aside.
     link_problem: str = ""
+    # Why the file was recorded without its bytes being read (UNREAD_REASONS; sha256 is then ""): the router
+    # moves it aside unread (too_large, not_a_file), leaves it in place deferred (permission) or closes it (vanished).
+    unread: str = ""
+
+
+# A PhotoReceived's `unread`: why its file was recorded without being read.
+UNREAD_TOO_LARGE = "too_large"  # its size is over [limits] max_file_bytes: moved to _rejected/too_large/
+UNREAD_NOT_A_FILE = "not_a_file"  # a FIFO, socket or device: never opened, moved to _rejected/not_a_file/
+UNREAD_PERMISSION = "permission"  # it cannot be opened: left where it is, deferred until it can be read
+UNREAD_VANISHED = "vanished"  # a deferred photo whose file is gone when looked at again: closed as vanished
+UNREAD_REASONS = (UNREAD_TOO_LARGE, UNREAD_NOT_A_FILE, UNREAD_PERMISSION, UNREAD_VANISHED)
 
 
 @dataclass(frozen=True)
@@ -452,25 +463,26 @@ class PhotoRejected(Event):
     root: str = "inbox"
     sha256: str = ""
     dest: str = ""  # inbox-relative, under _rejected/<reason>/
-    reason: str = ""  # unreadable | bad_folder
+    reason: str = ""  # handlers/inbox_files.py REJECT_REASONS, a symbolic link's (state.names.LINK_REASONS), vanished
     error: str = ""
 
 
 @dataclass(frozen=True)
 class PhotoDeferred(Event):
-    """A photo that does not decode yet and was written to recently: left where it is for its writer to finish.
+    """A photo left where it is to be taken later: it does not decode yet and was written to recently (its writer
+    may not be done), or it cannot be read yet (its permissions).
 
     A later PhotoReceived of the same path supersedes it: new bytes when the writer went on, or the same
     bytes again once the file stayed unchanged for [limits] incomplete_grace_s (then rejected if still
-    undecodable).
+    undecodable), or once it can be read (daemon.deferred looks every few seconds).
     """
 
     KIND: ClassVar[str] = "photo_deferred"
     path: str = ""
     root: str = "inbox"
     sha256: str = ""
-    reason: str = ""  # incomplete
-    error: str = ""  # the decoder's message
+    reason: str = ""  # incomplete (does not decode yet) | permission (cannot be read yet)
+    error: str = ""  # the decoder's message, or why it cannot be read
     age_s: float = 0.0  # seconds since the file was last written, when deferred
 
 

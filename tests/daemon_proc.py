@@ -23,8 +23,10 @@ from invariants import read_events
 
 
 class DaemonProcess:
-    def __init__(self, data: Path, env: dict[str, str] | None = None, umask: int | None = None) -> None:
+    def __init__(self, data: Path, env: dict[str, str] | None = None, umask: int | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.data = data
+        self.prefix = prefix  # a command the daemon runs under (e.g. setpriv dropping capabilities)
         # The review pages on a free port of their own: daemons of several tests (and sessions) never share 8476.
         self.env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", "PYTHONUNBUFFERED": "1",
                     "FACESETD_REVIEW_LISTEN": f"127.0.0.1:{free_port()}", **(env or {})}
@@ -36,7 +38,7 @@ class DaemonProcess:
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "--data-dir", str(self.data), "run"],
+                [*self.prefix, sys.executable, "-m", "daemon.cli", "--data-dir", str(self.data), "run"],
                 env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                 umask=-1 if self.umask is None else self.umask,  # set in the child before exec
             )

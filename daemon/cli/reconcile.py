@@ -140,7 +140,11 @@ def run(args: argparse.Namespace, app: Any) -> int:
     if report.merged:
         print(f"merged {counted(report.merged, 'faceset')} into others (duplicate identities; `facesetd events --kind"
               " facesets_merged`, undone by `facesetd restore ID`)")
-    for w in waits:  # left in place: its writer may not be done
+    for w in waits:  # left in place: its writer may not be done, or it cannot be read
+        if w.reason == "permission":
+            print(f"waiting: inbox/{printable(w.path)} cannot be read (permission denied), left in place; the next"
+                  " reconcile (or the daemon, within seconds) takes it once it can be read (chmod 644)")
+            continue
         print(f"waiting: inbox/{printable(w.path)} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
               f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"
               " rejects it as unreadable")
