@@ -314,6 +314,7 @@ def test_a_gigabyte_file_is_refused_without_filling_the_daemons_memory(
     d.wait_for(lambda: any(e["kind"] == "photo_rejected" for e in photo_events(d, "huge.jpg")), "huge.jpg refused")
     assert d.proc is not None
     peak = _peak_rss_mb(d.proc.pid)
+    print(f"the daemon's peak RSS with a 1 GiB file in the inbox: {peak:.0f} MB")
     (rejected,) = [e for e in photo_events(d, "huge.jpg") if e["kind"] == "photo_rejected"]
     assert rejected["reason"] == "too_large" and f"{1 << 30} bytes" in rejected["error"]
     assert (inbox / "_rejected" / "too_large" / "huge.jpg").stat().st_size == 1 << 30
