@@ -16,7 +16,7 @@ FileMoved and FileDeleted may name a path that was never reported ready (deleted
 written); consumers treat those as no-ops. Directories, hidden files (any path part below the root
 starting with '.') and temporary names (state.names.TEMP_SUFFIXES: .part, .crdownload, .download ...) are
 ignored. A symbolic link is reported ready as it is (it is made in one call; dangling or not, it is
-never followed here): the consumer decides what it means. The callback runs on a
+never followed here): the consumer decides what it means; so is a FIFO, a socket or a device (never opened). The callback runs on a
 watcher thread (watchdog's dispatcher or the settler's timer) and is never called concurrently;
 a slow callback slows the watcher down, which is the intended back-pressure.
 """
@@ -241,8 +241,14 @@ class Settler:
             del self._pending[path]
             self._call(path, entry.root)
             return
+        if stat.S_ISDIR(st.st_mode):
+            del self._pending[path]  # a folder took its name: what it holds gets events of its own
+            return
         if not _is_regular(st.st_mode):
+            # A FIFO, a socket, a device: made whole in one call and never read here (opening a FIFO blocks);
+            # the consumer records why it is refused. Dropping it here left it unrecorded forever.
             del self._pending[path]
+            self._call(path, entry.root)
             return
         signature = (st.st_size, st.st_mtime_ns)
         if signature != entry.signature:

@@ -11,7 +11,7 @@ import io
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ImageDecodeError, ImageTooLarge
 
@@ -35,8 +35,9 @@ def _register_heif() -> None:
     _heif_registered = True
 
 
-def open_header(source: bytes | Path) -> Any:
-    """The PIL image for `source` with only its header read (a context manager), or ImageDecodeError.
+def open_header(source: bytes | Path | BinaryIO) -> Any:
+    """The PIL image for `source` (bytes, a path, or a file open for reading, left open) with only its header read
+    (a context manager), or ImageDecodeError.
 
     Pillow refuses sizes over twice its own MAX_IMAGE_PIXELS outright; that refusal is an ImageTooLarge.
     """

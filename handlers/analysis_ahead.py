@@ -20,13 +20,13 @@ afresh. Without an in-process engine (the HTTP agent takes bytes), nothing is lo
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .plain_file import NotAFile, TooLarge, read_plain
 
 # Pixels decoded ahead for one engine call, the photo being routed left out (~190 MB of BGR while the call
 # runs; only the faces are kept after it).
@@ -111,24 +111,12 @@ class AnalysisAhead:
 
 
 def _read_plain_file(path: Path) -> bytes | None:
-    """The bytes of a regular file (a link is not followed) of at most AHEAD_BYTES; None for anything else."""
+    """The bytes of a regular file (a link is not followed) of at most AHEAD_BYTES; None for anything else (a FIFO,
+    socket or device is never opened: handlers/plain_file.py)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the router
-    except OSError:
+        return read_plain(path, AHEAD_BYTES)[0]
+    except (OSError, NotAFile, TooLarge):
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > AHEAD_BYTES:
-            return None
-        chunks, size = [], 0
-        while size <= AHEAD_BYTES and (chunk := os.read(fd, 1 << 20)):  # it may still grow
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks) if size <= AHEAD_BYTES else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _decoded(data: bytes, max_pixels: int) -> np.ndarray | None:

@@ -14,6 +14,7 @@ from state import names
 from state.eventlog import StoredEvent
 from state.failures import describe
 
+from . import inbox_hold
 from .context import HandlerContext
 from .inbox_files import LeftInPlace, move_aside, rejected_rel
 
@@ -44,8 +45,16 @@ def _move_photo_aside(ctx: HandlerContext, e: ev.PhotoReceived) -> str:
     if e.root != "inbox":
         return ""
     src = ctx.config.inbox / names.os_name(e.path, e.path_hex)
+    held = inbox_hold.hold_path(ctx.config.inbox, e)
+    if names.lexists(held):  # the router failed after taking it under its holding name (handlers/inbox_hold.py)
+        src = held
     try:
-        return move_aside(src, ctx.config.inbox, rejected_rel(e, "failed"), e.sha256) or ""
+        dest = move_aside(src, ctx.config.inbox, rejected_rel(e, "failed"), e.sha256) or ""
     except (OSError, LeftInPlace) as err:  # left where it is: the dead letter still says what happened
         ctx.log.warning("dead letter: the photo cannot be moved aside", path=e.path, error=describe(err))
+        if src == held:  # back under its own name, not in the holding folder
+            inbox_hold.put_back(ctx.config.inbox, held, names.os_name(e.path, e.path_hex))
         return ""
+    if src == held:
+        inbox_hold.tidy(ctx.config.inbox)
+    return dest

@@ -14,22 +14,24 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from state import events as ev
 from state import names
 from state.atomic import fsync_dirs
 from state.layout import POOL_DIR, QUARANTINE_AREAS
-from state.scan import sha256_file
+
+from .plain_file import NotAFile, sha256_plain
 
 PROCESSED = "_processed"
 REJECTED = "_rejected"
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
-# its header claims more pixels than [limits] max_pixels (never decoded); it sits in a folder named like a seeding
-# folder whose faceset number is past state.layout.FACESET_DIGITS_MAX; handling it failed with an unexpected error
-# (a dead letter, handlers/dead_letter.py: `facesetd retry` moves it back).
-REJECT_REASONS = ("unreadable", "unprocessable", "too_large", "bad_seed_folder", "failed")
+# its header claims more pixels than [limits] max_pixels, or its size is over [limits] max_file_bytes (never
+# decoded, or never read); a FIFO, socket or device (never opened); it sits in a folder named like a seeding folder
+# whose faceset number is past state.layout.FACESET_DIGITS_MAX; handling it failed with an unexpected error (a dead
+# letter, handlers/dead_letter.py: `facesetd retry` moves it back).
+REJECT_REASONS = ("unreadable", "unprocessable", "too_large", "not_a_file", "bad_seed_folder", "failed")
 # Bytes kept free when a destination is measured against PATH_MAX: a collision's "_12" may lengthen it.
 _NUMBER_ROOM = 8
 # The errors of a rename that mean the photo's own folder keeps it (a rename needs write permission on both
@@ -55,8 +57,20 @@ def _fitted(inbox: Path, rel: str) -> str:
 
 def _free_names(inbox: Path, rel: str) -> Iterator[str]:
     """rel (fitted under PATH_MAX), then with _1, _2 ... before the extension; every component within NAME_MAX
-    bytes (a stem is shortened rather than a name refused: a 255-byte name has no room for "_1")."""
-    return names.numbered(_fitted(inbox, rel), "_")
+    bytes (a stem is shortened rather than a name refused: a 255-byte name has no room for "_1"). A folder of rel
+    below _processed/ or _rejected/<reason>/ that is a file on disk (a photo of that name moved aside earlier, its
+    name now a folder in the inbox) becomes its first numbered name that is a folder or free (x_1.jpg/)."""
+    rel = _fitted(inbox, rel)
+    parts = rel.split("/")
+    keep = 2 if parts[0] == REJECTED else 1  # the area's own folders: never renamed here
+    done = "/".join(parts[:keep])
+    for part in parts[keep:-1]:
+        for cand in names.numbered(part, "_"):
+            path = inbox / f"{done}/{cand}"
+            if not names.lexists(path) or (path.is_dir() and not path.is_symlink()):
+                break
+        done += f"/{cand}"
+    return names.numbered(f"{done}/{parts[-1]}" if len(parts) > keep else rel, "_")
 
 
 def blocked_folder(inbox: Path, corpus: Path) -> str:
@@ -74,31 +88,34 @@ def blocked_folder(inbox: Path, corpus: Path) -> str:
     return ""
 
 
-def _holds(target: Path, sha256: str, link: str) -> bool:
+def _holds(target: Path, sha256: str, link: str, matches: Callable[[Path], bool] | None = None) -> bool:
     """Whether `target` is the photo moved there earlier: the same link (a link not followed is known by
-    where it points), else the same bytes."""
+    where it points), else `matches` (a file moved unread), else the same bytes."""
     if link:
         return target.is_symlink() and names.link_target(target) == link
+    if matches is not None:
+        return matches(target)
     try:
-        return sha256_file(target) == sha256
-    except OSError:  # a dangling link, a folder, unreadable: not ours
+        return bool(sha256) and sha256_plain(target) == sha256
+    except (OSError, NotAFile):  # a link, a folder, a FIFO (never opened), unreadable: not ours
         return False
 
 
 def move_aside(src: Path, inbox: Path, dest_rel: str, sha256: str, *, link: str = "",
-               folders: set[Path] | None = None) -> str | None:
+               folders: set[Path] | None = None, matches: Callable[[Path], bool] | None = None) -> str | None:
     """Move `src` to inbox/dest_rel (or a free name beside it); returns the inbox-relative destination.
 
     A symbolic link moves as the link itself (its target is never touched); pass `link` (where it points,
     escaped) for a link that is not followed. Idempotent: when `src` is gone and a candidate holds the
-    same bytes (or the same link), that is where an earlier run moved it. Returns None when the photo is
-    nowhere to be found. Both folders are fsynced, or added to `folders` for the caller to fsync once.
-    Raises LeftInPlace when the photo's own folder keeps it: nothing is moved, no copy is left behind.
+    same bytes (or the same link, or passes `matches`: a file moved unread), that is where an earlier run moved
+    it. Returns None when the photo is nowhere to be found. Both folders are fsynced, or added to `folders` for
+    the caller to fsync once. Raises LeftInPlace when the photo's own folder keeps it: nothing is moved, no copy is
+    left behind.
     """
     for cand in _free_names(inbox, dest_rel):
         target = inbox / cand
         if names.lexists(target):
-            if not names.lexists(src) and _holds(target, sha256, link):
+            if not names.lexists(src) and _holds(target, sha256, link, matches):
                 return cand
             continue
         if not names.lexists(src):
@@ -132,14 +149,16 @@ def _copy_then_remove(src: Path, target: Path) -> None:
         raise LeftInPlace(f"its folder does not let facesetd remove it ({e.strerror})") from e
 
 
-def find_moved(inbox: Path, dest_rels: list[str], sha256: str) -> str | None:
-    """Where an earlier run (interrupted before its events were recorded) moved the photo."""
+def find_moved(inbox: Path, dest_rels: list[str], sha256: str,
+               matches: Callable[[Path], bool] | None = None) -> str | None:
+    """Where an earlier run (interrupted before its events were recorded) moved the photo (by its bytes, or by
+    `matches` for a file moved unread)."""
     for base in dest_rels:
         for cand in _free_names(inbox, base):
             target = inbox / cand
             if not names.lexists(target):
                 break
-            if _holds(target, sha256, ""):
+            if _holds(target, sha256, "", matches):
                 return cand
     return None
 

@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS photos (
     sha256   TEXT NOT NULL,
     state    TEXT NOT NULL,        -- received | processed | rejected | deferred | superseded
     dest     TEXT,
-    reason   TEXT,                 -- why deferred (PhotoDeferred.reason)
+    reason   TEXT,                 -- why it is deferred (PhotoDeferred.reason), while it is
     left_in_place TEXT NOT NULL DEFAULT ''  -- why it is still where it was received (PhotoProcessed.left)
 );
 CREATE INDEX IF NOT EXISTS photos_path ON photos(root, path, state);
@@ -605,7 +605,7 @@ def _photo_deferred(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoDeferred])
 def _photo_done(conn: sqlite3.Connection, se: StoredEvent[ev.PhotoProcessed | ev.PhotoRejected]) -> None:
     e = se.event
     done = "processed" if isinstance(e, ev.PhotoProcessed) else "rejected"
-    # 'deferred' too: a deferred photo whose file is gone is closed as vanished (daemon.deferred.retry_due).
+    # 'deferred' too: logs written before daemon.deferred received a vanished deferred photo again closed it directly.
     conn.execute(
         "UPDATE photos SET state=?, dest=?, left_in_place=? WHERE root=? AND path=? AND sha256=?"
         " AND state IN ('received', 'deferred')",

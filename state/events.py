@@ -495,6 +495,17 @@ class PhotoReceived(Event):
     path_hex: str = ""
     # A symbolic link that is not followed (state.names.LINK_REASONS): the router moves the link aside.
     link_problem: str = ""
+    # Why the file was recorded without its bytes being read (UNREAD_REASONS; sha256 is then ""): the router
+    # moves it aside unread (too_large, not_a_file), leaves it in place deferred (permission) or closes it (vanished).
+    unread: str = ""
+
+
+# A PhotoReceived's `unread`: why its file was recorded without being read.
+UNREAD_TOO_LARGE = "too_large"  # its size is over [limits] max_file_bytes: moved to _rejected/too_large/
+UNREAD_NOT_A_FILE = "not_a_file"  # a FIFO, socket or device: never opened, moved to _rejected/not_a_file/
+UNREAD_PERMISSION = "permission"  # it cannot be opened: left where it is, deferred until it can be read
+UNREAD_VANISHED = "vanished"  # a deferred photo whose file is gone when looked at again: closed as vanished
+UNREAD_REASONS = (UNREAD_TOO_LARGE, UNREAD_NOT_A_FILE, UNREAD_PERMISSION, UNREAD_VANISHED)
 
 
 @dataclass(frozen=True)
@@ -523,28 +534,30 @@ class PhotoRejected(Event):
     root: str = "inbox"
     sha256: str = ""
     dest: str = ""  # inbox-relative, under _rejected/<reason>/
-    reason: str = ""  # handlers/inbox_files.py REJECT_REASONS, a link's reason, vanished, unknown_root
+    # handlers/inbox_files.py REJECT_REASONS, a symbolic link's (state.names.LINK_REASONS), vanished, unknown_root
+    reason: str = ""
     error: str = ""
     left: str = ""  # as PhotoProcessed.left: the file stays where it was received, and why
 
 
 @dataclass(frozen=True)
 class PhotoDeferred(Event):
-    """A photo that does not decode yet and was written to recently: left where it is for its writer to finish.
+    """A photo left where it is to be taken later: it does not decode yet and was written to recently (its writer
+    may not be done), it cannot be read yet (its permissions), or a folder it would be moved into is blocked.
 
     A later PhotoReceived of the same path supersedes it: new bytes when the writer went on, or the same
     bytes again once the file stayed unchanged for [limits] incomplete_grace_s (then rejected if still
-    undecodable).
+    undecodable), or once it can be read or its folder is one again (daemon.deferred looks every few seconds).
     """
 
     KIND: ClassVar[str] = "photo_deferred"
     path: str = ""
     root: str = "inbox"
     sha256: str = ""
-    # incomplete: it does not decode yet; blocked: a folder it would be moved into is not a folder (it is received
-    # again once that folder is one: daemon/deferred.py)
+    # incomplete: it does not decode yet; permission: it cannot be read yet; blocked: a folder it would be moved into
+    # is not a folder (each is received again once it can be: daemon/deferred.py)
     reason: str = ""
-    error: str = ""  # the decoder's message, or which folder is blocked
+    error: str = ""  # the decoder's message, why it cannot be read, or which folder is blocked
     age_s: float = 0.0  # seconds since the file was last written, when deferred
 
 

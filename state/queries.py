@@ -31,8 +31,8 @@ class DeferredPhoto(NamedTuple):
     position: int  # of its PhotoReceived
     root: str
     path: str
-    sha256: str
-    reason: str  # PhotoDeferred.reason: incomplete, blocked
+    sha256: str  # "" for a photo never read (deferred because it could not be opened)
+    reason: str  # PhotoDeferred.reason: incomplete | permission | blocked
 
 
 class LeftPhoto(NamedTuple):
@@ -551,9 +551,11 @@ class Queries:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def deferred_photos(self) -> list[DeferredPhoto]:
-        """Photos left in place because they did not decode yet (or wait for a blocked folder), oldest first."""
-        rows = self.query("SELECT position, root, path, sha256, COALESCE(reason, '') FROM photos"
-                          " WHERE state='deferred' ORDER BY position")
+        """Photos left in place because they did not decode or could not be read yet, or wait for a blocked folder;
+        oldest receipt first."""
+        rows = self.query(
+            "SELECT position, root, path, sha256, COALESCE(reason, '') FROM photos WHERE state='deferred'"
+            " ORDER BY position")
         return [DeferredPhoto(*r) for r in rows]
 
     def photo_left_in_place(self, root: str, path: str, sha256: str) -> bool:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from invariants import read_events
 
 class DaemonProcess:
     def __init__(self, data: Path, env: dict[str, str] | None = None, umask: int | None = None,
-                 prefix: list[str] | None = None) -> None:
+                 prefix: Sequence[str] | None = None) -> None:
         self.data = data
         # A command the daemon runs under (e.g. setpriv dropping a capability, prlimit setting a limit).
         self.prefix = list(prefix or [])

@@ -110,7 +110,7 @@ def test_events_and_status_escape_a_nasty_name_at_a_terminal(corpus) -> None:
     assert len(received) == 2, events  # the photo, and the one still being written
     assert any("photo_deferred" in ln and NASTY_SHOWN in ln for ln in events.splitlines()), events
     status = _no_terminal_bytes(on_terminal(data, "status", env=env))
-    assert f"left for their writer (do not decode yet): {NASTY_SHOWN}.partial.jpg" in status, status
+    assert f"left in place (do not decode yet, or cannot be read yet): {NASTY_SHOWN}.partial.jpg" in status, status
     # --json stays exact JSON: the name as it is, control characters and all, once decoded
     received_json = [json.loads(ln) for ln in cli(data, "events", "--kind", "photo_received", "--json",
                                                     env=env).stdout.splitlines()]

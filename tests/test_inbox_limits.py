@@ -26,6 +26,8 @@ from daemon_proc import DaemonProcess
 from helpers import REPO, cli
 from PIL import Image
 
+from state import events as ev
+
 BOMB_SIDE = 12000  # 144 MP: over the 100 MP default; one BGR decode is 432 MB
 MAX_RSS_MB = 600  # the CLI with buffalo_sc loaded peaks near 200 MB; a decode of the bomb alone adds 432 MB
 
@@ -253,8 +255,11 @@ def test_a_truncated_photo_waits_then_is_rejected_once_unchanged_for_the_grace(
 
 
 def test_a_deferred_photo_whose_file_is_gone_is_closed_as_vanished(tmp_path: Path) -> None:
-    """retry_due in process (no models needed: the photo never decodes), the way the daemon will call it."""
+    """retry_due in process (no models needed: the photo never decodes), the way the daemon will call it. The
+    vanished photo is received again (unread) and closed by the router: one open receipt, one verdict (it was
+    closed without a receipt before, which the invariants call a photo finished twice)."""
     from helpers import open_pipeline
+    from invariants import photos_accounted_once
 
     from daemon.deferred import retry_due, waiting
     from daemon.inbox import photo_event
@@ -275,7 +280,7 @@ def test_a_deferred_photo_whose_file_is_gone_is_closed_as_vanished(tmp_path: Pat
 
     assert retry_due(pipeline) == 0  # within the grace: nothing to do
     (inbox / "a.jpg").unlink()
-    assert retry_due(pipeline) == 1  # a.jpg: gone
+    assert retry_due(pipeline) == 1  # a.jpg: gone, received again unread
     pipeline.settle()
     assert [p.path for p in pipeline.state.deferred_photos()] == ["b.jpg"]
     old = time.time() - 601
@@ -284,10 +289,18 @@ def test_a_deferred_photo_whose_file_is_gone_is_closed_as_vanished(tmp_path: Pat
     pipeline.settle()
     assert pipeline.state.deferred_photos() == []
     rows = pipeline.state.query("SELECT path, state, dest FROM photos ORDER BY position")
-    assert rows[0] == ("a.jpg", "rejected", "") and rows[1] == ("b.jpg", "superseded", None)
-    assert rows[2][:2] == ("b.jpg", "rejected") and rows[2][2] == "_rejected/unreadable/b.jpg"
-    kinds = [se.event.KIND for se in pipeline.log.read(0, 100)]
+    assert rows[0] == ("a.jpg", "superseded", None) and rows[1] == ("b.jpg", "superseded", None)
+    assert rows[2] == ("a.jpg", "rejected", "")
+    assert rows[3][:2] == ("b.jpg", "rejected") and rows[3][2] == "_rejected/unreadable/b.jpg"
+    events = [se.event for se in pipeline.log.read(0, 100)]
+    again = [e for e in events if isinstance(e, ev.PhotoReceived) and e.unread]
+    assert [(e.path, e.sha256, e.unread) for e in again] == [("a.jpg", received[0].sha256, "vanished")]
+    vanished = [e for e in events if isinstance(e, ev.PhotoRejected) and e.path == "a.jpg"]
+    assert [e.reason for e in vanished] == ["vanished"] and "disappeared while it waited" in vanished[0].error
+    kinds = [e.KIND for e in events]
     assert kinds.count("photo_rejected") == 2 and kinds.count("photo_deferred") == 2
+    assert kinds.count("photo_received") == 4
+    assert not photos_accounted_once(data, [received[1].sha256])
 
 
 def test_the_daemon_rejects_a_truncated_photo_after_the_grace(

@@ -96,6 +96,8 @@ def why(kind: str, payload: dict[str, Any]) -> str:
         if faces:
             dests = sorted({str(f.get("to", "")) for f in faces})
             parts.append(f"{len(faces)} face{'s' if len(faces) != 1 else ''} to {', '.join(dests)}")
+    if payload.get("unread"):
+        parts.append(f"not read: {payload['unread']}")
     for key in ("reason", "note", "link_problem"):
         if payload.get(key):
             parts.append(str(payload[key]))

@@ -144,9 +144,13 @@ def run(args: argparse.Namespace, app: Any) -> int:
     if report.merged:
         print(f"merged {counted(report.merged, 'faceset')} into others (duplicate identities; `facesetd events --kind"
               " facesets_merged`, undone by `facesetd restore ID`)")
-    for w in waits:  # left in place: its writer may not be done, or a folder it goes into is blocked
+    for w in waits:  # left in place: its writer may not be done, it cannot be read, or a folder it goes into is blocked
         if w.blocked:
             print(f"waiting: inbox/{printable(w.path)} is held back: {printable(w.blocked)}")
+            continue
+        if w.reason == "permission":
+            print(f"waiting: inbox/{printable(w.path)} cannot be read (permission denied), left in place; the next"
+                  " reconcile (or the daemon, within seconds) takes it once it can be read (chmod 644)")
             continue
         print(f"waiting: inbox/{printable(w.path)} does not decode yet (written {w.written_ago_s:.0f} s ago), left in place"
               f" for its writer; unchanged {w.retry_in_s:.0f} s more, the next reconcile (or the daemon)"

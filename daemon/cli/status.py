@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, app: Any) -> int:
     print(f"pool          {pool_line(s['pool'])}")
     inbox, deferred = s["inbox"], s["inbox"]["deferred"]
     print(f"inbox         {counted(inbox['waiting'], 'photo')} waiting"
-          + (f", {len(deferred)} left for their writer (do not decode yet): {printable(', '.join(deferred))}"
+          + (f", {len(deferred)} left in place (do not decode yet, or cannot be read yet): {printable(', '.join(deferred))}"
              if deferred else ""))
     if inbox["blocked"]:
         print(f"              {counted(len(inbox['blocked']), 'photo')} held back: {printable(inbox['blocked_by'])}")
