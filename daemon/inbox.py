@@ -35,15 +35,14 @@ import structlog
 from handlers import plain_file
 from state import events as ev
 from state import names
-from state.layout import FACESET_RE
+from state.layout import FACESET_RE, INBOX_PROCESSED, INBOX_REJECTED
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 log = structlog.get_logger("facesetd.inbox")
 
-PROCESSED = "_processed"
-REJECTED = "_rejected"
+PROCESSED, REJECTED = INBOX_PROCESSED, INBOX_REJECTED
 
 
 def is_candidate(rel: str) -> bool:

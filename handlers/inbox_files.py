@@ -20,12 +20,11 @@ from pathlib import Path
 from state import events as ev
 from state import names
 from state.atomic import fsync_dirs
-from state.layout import POOL_DIR, QUARANTINE_AREAS
+from state.layout import INBOX_PROCESSED, INBOX_REJECTED, POOL_DIR, QUARANTINE_AREAS
 
 from .plain_file import NotAFile, sha256_plain
 
-PROCESSED = "_processed"
-REJECTED = "_rejected"
+PROCESSED, REJECTED = INBOX_PROCESSED, INBOX_REJECTED
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
 # its header claims more pixels than [limits] max_pixels, or its size is over [limits] max_file_bytes (never
 # decoded, or never read); a FIFO, socket or device (never opened); it sits in a folder named like a seeding folder

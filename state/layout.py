@@ -29,6 +29,9 @@ FACESET_RE = re.compile(rf"^faceset_(\d{{3,{FACESET_DIGITS_MAX}}})$", re.ASCII) 
 _FACESET_LIKE = re.compile(r"^faceset_\d+$", re.ASCII)
 MASTER_MANIFEST = "manifest.json"
 POOL_DIR = "_pool"  # crops of faces not yet assigned to anyone; outside every faceset folder
+# The inbox's own folders: photos handled (their faces routed), and files set aside with their reason.
+INBOX_PROCESSED = "_processed"
+INBOX_REJECTED = "_rejected"
 
 
 @dataclass(frozen=True)
