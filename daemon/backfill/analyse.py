@@ -15,6 +15,7 @@ at the same path on every node (shared storage); the records are written only he
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,8 +37,8 @@ log = structlog.get_logger("facesetd.backfill")
 # A local Ray (no --address) gets an object store this small: it holds only paths and records (the actors read
 # the photos themselves), and a small one leaves the memory to the models.
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
-# CPUs one actor asks Ray for (with one GPU where the cluster has GPUs); a CPU actor's onnxruntime uses
-# [models] intra_op_threads as configured.
+# CPUs one actor asks Ray for (with one GPU where the cluster has GPUs); a CPU actor's onnxruntime runs this many
+# threads unless [models] intra_op_threads sets a number.
 CPUS_PER_ACTOR = 1
 
 
@@ -129,6 +130,11 @@ def analyse_on_ray(paths: Sequence[str], *, settings: ModelSettings, models_dir:
         context.enable_progress_bars = False  # the verb prints its own progress lines
         context.print_on_execution_start = False
         actors, gpus = pool_size(ray.cluster_resources(), workers)
+        if not gpus and not settings.intra_op_threads:
+            # A CPU actor holds CPUS_PER_ACTOR of the node's cores: onnxruntime's default (a thread per core) in
+            # each of N actors would oversubscribe them N times. The results do not depend on the thread count
+            # (bench/backfill.py's machine: 43 photos, every box, landmark and embedding bit-identical, 1 vs 2).
+            settings = dataclasses.replace(settings, intra_op_threads=CPUS_PER_ACTOR)
         # Batches of at most batch_size photos, and at least one per actor while there are photos for each.
         blocks = min(len(paths), max(actors, math.ceil(len(paths) / batch_size)))
         ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
