@@ -8,7 +8,8 @@ The slow ones run the real CLI against a real Ray cluster on 127.0.0.1: a head n
 `ray start --address`, one CPU each, started once for the module and stopped after it. The backfill of an archive
 must leave the same corpus (facesets, pool, crop bytes, manifests and .fsz) as `reconcile` of the same photos
 dropped into the inbox; `rebuild` after it writes the same bytes; a second backfill records nothing and analyses
-nothing; a driver killed with SIGKILL after its first records ends, run again, with the same corpus.
+nothing; a driver killed with SIGKILL after its first records ends, run again, with the same corpus; an actor
+killed with SIGKILL mid-run is restarted by Ray and the run ends with every photo recorded once and the same corpus.
 """
 
 from __future__ import annotations
@@ -170,6 +171,17 @@ def test_backfill_without_ray_names_the_extra(tmp_path: Path, faces_dir: Path) -
     assert not (tmp_path / "data" / "inbox").exists()
 
 
+def test_backfill_names_an_address_where_no_cluster_answers(tmp_path: Path, faces_dir: Path, models_root: Path) -> None:
+    archive = _archive(tmp_path / "archive", faces_dir)
+    before = _tree(archive)
+    proc = cli(tmp_path / "data", "backfill", str(archive), "--address", f"127.0.0.1:{free_port()}",
+               env=_env(models_root), check=False, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("facesetd: error: backfill: no Ray cluster answers at 127.0.0.1:") and "ray start --head" in last
+    assert _tree(archive) == before and not list((tmp_path / "data" / "inbox").iterdir())  # nothing copied
+
+
 # On a real cluster ----------------------------------------------------------------------------------------------
 def _ray(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "ray"), *args]
@@ -177,8 +189,8 @@ def _ray(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A head node and a second node on 127.0.0.1, one CPU each, with token authentication (Ray's default since
-    2.5x: every process of the cluster and every driver shares RAY_AUTH_TOKEN); its address. Stopped after."""
+    """A head node and a second node on 127.0.0.1, one CPU each, with token authentication (Ray 2.60's default:
+    every process of the cluster and every driver shares RAY_AUTH_TOKEN); its address. Stopped after."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", **RAY_TOKEN}
     small = ["--num-cpus", "1", "--object-store-memory", "100000000", "--disable-usage-stats"]
@@ -261,5 +273,52 @@ def test_a_driver_killed_mid_run_ends_with_the_same_corpus(cluster: str, dropped
     assert summary["had_records"] >= first and summary["had_records"] + summary["analysed"] == 10  # none twice
     assert summary["analysed"] >= 1  # killed mid-run (batches of one photo: the first record, not the last)
     assert summary["fell_back"] == 0
+    assert images(data / "corpus") == images(dropped / "corpus")
+    assert projections(data / "corpus") == projections(dropped / "corpus")
+
+
+def _actor_pids() -> list[int]:
+    """The Ray worker processes running a FaceRecords actor (Ray names them ray::MapWorker(MapBatches(...)))."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapWorker(MapBatches(FaceRecords))" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_retried_by_ray(cluster: str, dropped: Path, faces_dir: Path, models_root: Path,
+                                                   tmp_path: Path) -> None:
+    archive = _archive(tmp_path / "archive", faces_dir)
+    data = tmp_path / "data"
+    records = data / "state" / "records"
+    env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", **_env(models_root, FACESETD_MODELS_BATCH_SIZE="1")}
+    driver = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "backfill", str(archive),
+                               "--address", cluster, "--workers", "2", "--json"], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not record_files(records) or not _actor_pids():
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no record written"
+            time.sleep(0.05)
+        victim = _actor_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        at_kill = len(record_files(records))
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(30)
+    assert driver.returncode == 0, out + err
+    assert at_kill < 10  # killed with batches left (batches of one photo)
+    summary = _summary(subprocess.CompletedProcess([], 0, out, err))
+    assert summary["analysed"] == 10 and summary["fell_back"] == 0  # every photo analysed on Ray, once recorded
+    assert len(recorded(records, model_key(engine_identity(SETTINGS, models_root)))) == 10
     assert images(data / "corpus") == images(dropped / "corpus")
     assert projections(data / "corpus") == projections(dropped / "corpus")

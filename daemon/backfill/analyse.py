@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ log = structlog.get_logger("facesetd.backfill")
 # A local Ray (no --address) gets an object store this small: it holds only paths and records (the actors read
 # the photos themselves), and a small one leaves the memory to the models.
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
+# Seconds to wait for a HOST:PORT --address to accept a connection before saying no cluster is there.
+CONNECT_TIMEOUT_S = 10.0
 # CPUs one actor asks Ray for (with one GPU where the cluster has GPUs); a CPU actor's onnxruntime runs this many
 # threads unless [models] intra_op_threads sets a number.
 CPUS_PER_ACTOR = 1
@@ -98,6 +101,7 @@ def connect(address: str | None) -> Any:
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines would drown the verb's own
     if address:
+        _reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:  # no cluster there, or its token is not ours
@@ -108,6 +112,18 @@ def connect(address: str | None) -> Any:
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     return ray
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT address answers on TCP, or one line now (ray.init would retry for minutes first)."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto" (found by Ray from this machine's `ray start`), ray://... (Ray Client): Ray says itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise FacesetdError(f"backfill: no Ray cluster answers at {address} ({err}); start one with"
+                            " `ray start --head` there, or leave out --address for a local Ray") from None
 
 
 def pool_size(resources: dict[str, float], workers: int | None) -> tuple[int, int]:
