@@ -322,3 +322,19 @@ def test_a_worker_killed_mid_run_is_retried_by_ray(cluster: str, dropped: Path, 
     assert len(recorded(records, model_key(engine_identity(SETTINGS, models_root)))) == 10
     assert images(data / "corpus") == images(dropped / "corpus")
     assert projections(data / "corpus") == projections(dropped / "corpus")
+
+
+@pytest.mark.slow
+def test_without_an_address_the_backfill_starts_a_local_ray_of_its_own(cluster: str, faces_dir: Path,
+                                                                       models_root: Path, tmp_path: Path) -> None:
+    """The default: a Ray started in this process, even with a `ray start` cluster on the machine (which a bare
+    ray.init() would join)."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("obama.jpg", "obama1.jpg"):
+        shutil.copy(faces_dir / "identities/obama" / name, archive / name)
+    shutil.copy(faces_dir / "no_face/pp7.jpg", archive / "nothing.jpg")
+    summary = _summary(cli(tmp_path / "data", "backfill", str(archive), "--workers", "1", "--json",
+                           env=_env(models_root), timeout=300))
+    assert summary["ray"] == {"address": "local", "workers": 1, "gpus_per_worker": 0}
+    assert (summary["analysed"], summary["received"], summary["from_records"], summary["fell_back"]) == (3, 3, 3, 0)

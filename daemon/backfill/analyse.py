@@ -109,7 +109,8 @@ def connect(address: str | None) -> Any:
                                 " (is `ray start` running there, and is its token in RAY_AUTH_TOKEN or"
                                 " ~/.ray/auth_token?)") from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+        # "local": a Ray of its own even where `ray start` runs on this machine (ray.init() would join that one).
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     return ray
 
