@@ -93,7 +93,7 @@ class Backfill:
                  address: str | None = None, workers: int | None = None) -> None:
         self.config = config
         self.events = events
-        self.archive = archive
+        self.archive = archive.absolute()  # the actors read the photos by path, from other working folders
         self.records_dir = records_dir
         self.open_engines = open_engines
         self.emit = emit

@@ -135,9 +135,16 @@ def recorded(folder: Path, model: str) -> set[str]:
 
 def read_records(folder: Path, model: str, wanted: set[str] | None = None) -> dict[str, Record]:
     """The records for these models (only those of `wanted` photos when given), the first per photo."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     out: dict[str, Record] = {}
+    keep = None if wanted is None else pa.array(sorted(wanted), pa.string())
     for table in _tables(folder, COLUMNS):
-        for row in table.to_pylist():
+        mask = pc.equal(table.column("model"), model)
+        if keep is not None:
+            mask = pc.and_(mask, pc.is_in(table.column("sha256"), value_set=keep))
+        for row in table.filter(mask).to_pylist():  # only these rows are turned into Python objects
             sha = row["sha256"]
             if row["model"] != model or sha in out or (wanted is not None and sha not in wanted):
                 continue
