@@ -550,6 +550,11 @@ class Queries:
         rows = self.query("SELECT root, path FROM photos WHERE sha256=? AND state='processed' LIMIT 1", (sha256,))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def photo_recorded_with(self, sha256: str) -> bool:
+        """Whether a photo with these bytes was received at all (waiting, deferred, processed or rejected): what
+        `facesetd backfill` never copies into the inbox again."""
+        return bool(self.query("SELECT 1 FROM photos WHERE sha256=? LIMIT 1", (sha256,)))
+
     def deferred_photos(self) -> list[DeferredPhoto]:
         """Photos left in place because they did not decode or could not be read yet, or wait for a blocked folder;
         oldest receipt first."""

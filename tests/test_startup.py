@@ -29,7 +29,8 @@ from state.eventlog import EventLog
 MODEL_STACK = ("scipy", "sklearn", "skimage", "cv2", "onnx", "onnxruntime", "insightface", "torch", "open_clip",
                "faiss")
 # Nor image decoding, the Immich client or the daemon's own machinery.
-NEVER = (*MODEL_STACK, "PIL", "pillow_heif", "requests", "urllib3", "certifi", "tqdm", "watchdog", "apscheduler")
+NEVER = (*MODEL_STACK, "PIL", "pillow_heif", "requests", "urllib3", "certifi", "tqdm", "watchdog", "apscheduler",
+         "ray", "pyarrow")  # the optional extra `facesetd[ray]` (facesetd backfill)
 # `--help` builds the parser only: no config, no event classes, no logging, no numpy.
 HELP_NEVER = (*NEVER, "numpy", "structlog", "orjson", "daemon.app", "daemon.config", "daemon.pipeline",
               "state.events", "gpu_agent", "handlers")
@@ -77,7 +78,7 @@ def heavy(names: set[str], banned: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if any(n == b or n.startswith(b + ".") for b in banned))
 
 
-@pytest.mark.parametrize("args", [("--help",), ("status", "--help"), ("events", "--help")])
+@pytest.mark.parametrize("args", [("--help",), ("status", "--help"), ("events", "--help"), ("backfill", "--help")])
 def test_help_imports_nothing_heavy(data: Path, args: tuple[str, ...]) -> None:
     # `events --help` lists the event kinds: it defines the event classes (state.events, orjson), nothing more.
     banned = tuple(b for b in HELP_NEVER if b not in ("state.events", "orjson")) if args[0] == "events" else HELP_NEVER

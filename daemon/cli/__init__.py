@@ -22,6 +22,7 @@ from state.errors import FacesetdError
 VERB_MODULES = [
     "run",
     "reconcile",
+    "backfill",
     "rebuild",
     "status",
     "events",
@@ -63,7 +64,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def data_folder_use(args: argparse.Namespace) -> str:
     """How a verb uses the data folder: "create" may make it, "read" needs it, "none" works without one."""
     verb = args.verb
-    if verb in ("run", "reconcile"):
+    if verb in ("run", "reconcile", "backfill"):
         return "create"
     if verb == "models":
         return "read" if args.models_verb == "list" else "create"  # fetch and export-clip write models/
