@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,22 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM))
         yield b
         b.close()
+
+
+@pytest.fixture
+def daemon(env: dict[str, str]) -> Any:
+    """Start the real daemon on a data folder (with the test module's `env` fixture, and a command to run under,
+    e.g. setpriv); whatever happens in the test, it is not left running."""
+    from daemon_proc import DaemonProcess
+
+    started: list[DaemonProcess] = []
+
+    def start(data: Path, prefix: tuple[str, ...] = (), **extra: str) -> DaemonProcess:
+        d = DaemonProcess(data, {**env, **extra}, prefix=prefix)
+        started.append(d)
+        return d.start()
+
+    yield start
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()

@@ -247,16 +247,24 @@ def test_backfill_on_a_cluster_equals_the_inbox_path_and_runs_once(cluster: str,
     assert json.loads(cli(data, "status", "--json", env=_env(models_root)).stdout)["log_position"] == head
 
 
-@pytest.mark.slow
-def test_a_driver_killed_mid_run_ends_with_the_same_corpus(cluster: str, dropped: Path, faces_dir: Path,
-                                                           models_root: Path, tmp_path: Path) -> None:
+def _start_driver(cluster: str, faces_dir: Path, models_root: Path,
+                  tmp_path: Path) -> tuple[Path, Path, dict[str, str], subprocess.Popen[str]]:
+    """A backfill of a fresh archive into a fresh data folder on the cluster, one photo a batch (records come one
+    by one), as a driver process the test can kill: the archive, the data folder, the env, the driver."""
     archive = _archive(tmp_path / "archive", faces_dir)
     data = tmp_path / "data"
-    records = data / "state" / "records"
     env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", **_env(models_root, FACESETD_MODELS_BATCH_SIZE="1")}
     driver = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "backfill", str(archive),
                                "--address", cluster, "--workers", "2", "--json"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return archive, data, env, driver
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_ends_with_the_same_corpus(cluster: str, dropped: Path, faces_dir: Path,
+                                                           models_root: Path, tmp_path: Path) -> None:
+    archive, data, env, driver = _start_driver(cluster, faces_dir, models_root, tmp_path)
+    records = data / "state" / "records"
     try:
         deadline = time.monotonic() + 180
         while not record_files(records):
@@ -294,13 +302,8 @@ def _actor_pids() -> list[int]:
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_is_retried_by_ray(cluster: str, dropped: Path, faces_dir: Path, models_root: Path,
                                                    tmp_path: Path) -> None:
-    archive = _archive(tmp_path / "archive", faces_dir)
-    data = tmp_path / "data"
+    archive, data, env, driver = _start_driver(cluster, faces_dir, models_root, tmp_path)
     records = data / "state" / "records"
-    env = {**os.environ, "FACESETD_LOGGING_FORMAT": "json", **_env(models_root, FACESETD_MODELS_BATCH_SIZE="1")}
-    driver = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--data-dir", str(data), "backfill", str(archive),
-                               "--address", cluster, "--workers", "2", "--json"], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while not record_files(records) or not _actor_pids():

@@ -38,22 +38,6 @@ def env(models_root: Path) -> dict[str, str]:
             "FACESETD_QUEUE_CLUSTER_INTERVAL_S": "1.0"}
 
 
-@pytest.fixture
-def daemon(env: dict[str, str]) -> Any:
-    """Start the real daemon on a data folder; whatever happens in the test, it is not left running."""
-    started: list[DaemonProcess] = []
-
-    def start(data: Path, **extra: str) -> DaemonProcess:
-        d = DaemonProcess(data, {**env, **extra})
-        started.append(d)
-        return d.start()
-
-    yield start
-    for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.kill()
-
-
 def write_bomb(path: Path) -> Path:
     """A 12000x12000 black PNG: about 140 KB on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)

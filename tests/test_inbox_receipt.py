@@ -46,22 +46,6 @@ def env(models_root: Path) -> dict[str, str]:
     return {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root)}
 
 
-@pytest.fixture
-def daemon(env: dict[str, str]) -> Any:
-    """Start the real daemon on a data folder; whatever happens in the test, it is not left running."""
-    started: list[DaemonProcess] = []
-
-    def start(data: Path, prefix: tuple[str, ...] = (), **extra: str) -> DaemonProcess:
-        d = DaemonProcess(data, {**env, **extra}, prefix=prefix)
-        started.append(d)
-        return d.start()
-
-    yield start
-    for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.kill()
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
