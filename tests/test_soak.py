@@ -6,7 +6,8 @@ writes some slowly (a writer that stops for 3 s mid-file), writes to temp names 
 (non-UTF-8 bytes, spaces, 255-byte names, the same name again), symlinks (outside and inside the data
 folder, dangling), duplicates, truncated files and a small decompression bomb; moves files by hand (a
 rejected file back into the inbox, a face PNG to another faceset, one deleted), drops a faceless 30000x100 canvas,
-a photo in a seeding folder of an absurd number, and photos a check fails on (dead letters); runs `facesetd reconcile`
+a photo in a seeding folder of an absurd number, photos a check fails on (dead letters), FIFOs, files past
+`[limits] max_file_bytes` and photos overwritten right after they arrived; runs `facesetd reconcile`
 beside the daemon; and SIGKILLs and restarts it at random instants. Every ROUND_S seconds, and at the end,
 it waits until the daemon is idle, checks the invariants of tests/invariants.py on the live folder, stops
 the daemon with SIGTERM (exit 0 expected), checks that `rebuild` is byte-identical, and starts it again.
@@ -55,6 +56,7 @@ SKIP = {s.strip() for s in os.environ.get("FACESETD_SOAK_SKIP", "").split(",") i
 ROUND_S = 40.0  # a checkpoint (idle, invariants, SIGTERM, rebuild, restart) after this much random activity
 IDLE_TIMEOUT_S = 240.0  # a daemon that is not idle this long after the last operation is itself a failure
 LEFTOVER_GRACE_S = 20.0  # once quiet, how long files still in the inbox get before the check reports them
+OVERSIZE_LIMIT = 4 * 1024 * 1024  # the soak's [limits] max_file_bytes: every test photo is under it, op_oversize over
 WRITER_PAUSE_S = 3.0  # the stalled writer's pause (longer than the watcher's settle_s of 2 s)
 SEEDS = {"faceset_001": "identities/obama/obama.jpg", "faceset_002": "identities/biden/biden.jpg",
          "faceset_003": "identities/alex_lacamoire/alex_lacamoire1.jpg"}
@@ -98,6 +100,7 @@ class Soak:
         # a short grace: a truncated photo is deferred, then rejected within the soak
         self.env = {"FACESETD_MODELS_FACE_PACK": "buffalo_sc", "FACESETD_MODELS_ROOT": str(models_root),
                     "FACESETD_LIMITS_INCOMPLETE_GRACE_S": "8",
+                    "FACESETD_LIMITS_MAX_FILE_BYTES": str(OVERSIZE_LIMIT),
                     "FACESETD_FAILPOINT": "route:boom"}  # photos named boom* meet an unexpected error (op_dead_letter)
         self.daemon = DaemonProcess(self.data, {**self.env, "NOTIFY_SOCKET": str(self.status.path)})
         self.started_at = 0.0
@@ -325,6 +328,28 @@ class Soak:
         self.place(name, data)
         self.note(f"dead letter {name}: the router fails on it")
 
+    def op_fifo(self) -> None:
+        """A FIFO in the inbox: refused unopened (opening one for reading blocks until a writer comes)."""
+        name = self.fresh("fifo", "")
+        os.mkfifo(self.inbox / name)
+        self.note(f"fifo {name}")
+
+    def op_oversize(self) -> None:
+        """A file past [limits] max_file_bytes (OVERSIZE_LIMIT here): refused from its size, never read."""
+        data = self.rng.randbytes(OVERSIZE_LIMIT + 1 + int(self.u() * 1000))
+        name = self.fresh("huge")
+        self.place(name, data)
+        self.note(f"oversize {name} ({len(data)} bytes)")
+
+    def op_overwrite(self) -> None:
+        """A photo overwritten by another a moment after it arrived: only the second is the user's photo."""
+        first, second = self.photo(), self.photo()
+        name = self.fresh("over")
+        self.place(name, first, track=False)
+        time.sleep(self.u() * 0.05)
+        self.place(name, second)
+        self.note(f"overwrite {name}: {_sha(first)[:12]} then {_sha(second)[:12]}")
+
     def op_rejected_back(self) -> None:
         rejected = sorted(p for p in (self.inbox / "_rejected").rglob("*") if p.is_file() and not p.is_symlink())
         src = self.pick(rejected)
@@ -396,6 +421,7 @@ class Soak:
         ("copy", 6), ("partial", 2), ("temp_rename", 2), ("odd_name", 2.5), ("symlink", 1.5), ("duplicate", 1),
         ("truncated", 1), ("bomb", 0.3), ("rejected_back", 1), ("move_face", 1), ("delete_face", 0.5),
         ("reconcile", 0.5), ("kill", 0.8), ("pause", 1), ("thin", 0.3), ("bad_seed", 0.3), ("dead_letter", 0.4),
+        ("fifo", 0.3), ("oversize", 0.3), ("overwrite", 0.8),
     )
 
     def step(self) -> None:
