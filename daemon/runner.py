@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from state.errors import LogError
+from state.errors import FacesetdError, LogError
 from state.failures import describe, is_log_fault, is_transient
 
 from .inbox import receive_order
@@ -50,6 +50,10 @@ FIRST_BACKOFF_S = 1.0  # a paused follower is tried again after this long, then 
 MAX_BACKOFF_S = 60.0  # ... up to this: a disk freed or remounted read-write is noticed within a minute
 # The followers that need the face models: paused together while the models cannot be opened.
 NEEDS_MODELS = ("checks", "promoter", "merger", "watcher")
+
+
+class WorkPaused(FacesetdError):
+    """A one-shot run (reconcile, a correction's settle) met a transient fault: one line, exit 1, nothing lost."""
 
 
 @dataclass
@@ -111,8 +115,8 @@ class Runner:
         return done
 
     def run_until_idle(self, *, progress: Callable[[int, int], None] | None = None) -> int:
-        """Turns until nothing is left to do (paused work stays paused: its state is in `self.paused`); returns how
-        many events the checks handled. `progress` gets (events just handled, events still unhandled)."""
+        """Turns until nothing is left to do; returns how many events the checks handled. `progress` gets (events
+        just handled, events still unhandled). A one-shot does not wait out a transient fault: WorkPaused names it."""
         p = self.pipeline
         start = p.handled
         while True:
@@ -124,6 +128,10 @@ class Runner:
                 break
         if self.render_every_s is None:
             self._step("renderer", self._render, counts=False)
+        if self.paused:  # a one-shot does not wait for a fault to clear: it says so, and the next run goes on
+            pause = min(self.paused.values(), key=lambda x: x.follower)
+            raise WorkPaused(f"{pause.follower} stopped on {pause.error}; nothing is lost: run it again once that is"
+                             " fixed (the log holds what was done, and what is left is taken up where it stopped)")
         return p.handled - start
 
     # The followers' steps that are more than one call ----------------------------------------------------------

@@ -163,3 +163,22 @@ def test_a_read_only_inbox_pauses_the_work_and_it_goes_on_once_writable(tmp_path
         assert d.terminate() == 0
         _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
     assert os.path.isdir(data)
+
+
+@pytest.mark.slow
+def test_reconcile_on_a_read_only_inbox_stops_with_one_line_and_the_next_run_finishes(tmp_path: Path, faces_dir: Path,
+                                                                                     models_root: Path) -> None:
+    """A one-shot does not wait for a fault to clear: one line, exit 1, nothing lost; run again once fixed."""
+    data = tmp_path / "data"
+    env = _env(models_root)
+    with _tmpfs(data / "inbox", "64m") as inbox:
+        for person, name in PHOTOS:
+            shutil.copy(faces_dir / IDS / person / name, inbox / name)
+        subprocess.run(["mount", "-o", "remount,ro", str(inbox)], check=True)
+        done = cli(data, "reconcile", env=env, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("facesetd: error:") and "run it again" in done.stderr
+        subprocess.run(["mount", "-o", "remount,rw", str(inbox)], check=True)
+        cli(data, "reconcile", env=env)
+        assert len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS)
+        _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
