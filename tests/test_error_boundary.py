@@ -48,6 +48,20 @@ def _tmpfs(where: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+def _remount(where: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+@contextmanager
+def _read_only_inbox(data: Path, faces_dir: Path) -> Iterator[Path]:
+    """The inbox on a tmpfs of its own holding PHOTOS, remounted read-only: the test makes it writable again."""
+    with _tmpfs(data / "inbox", "64m") as inbox:
+        for person, name in PHOTOS:
+            shutil.copy(faces_dir / IDS / person / name, inbox / name)
+        _remount(inbox, "ro")
+        yield inbox
+
+
 def _fill(folder: Path) -> Path:
     """Fill the file system of `folder` to the last byte; the filler file, to delete when done."""
     filler = folder / "filler.bin"
@@ -148,15 +162,12 @@ def test_a_read_only_inbox_pauses_the_work_and_it_goes_on_once_writable(tmp_path
                                                                         models_root: Path) -> None:
     data = tmp_path / "data"
     env = _env(models_root)
-    with _tmpfs(data / "inbox", "64m") as inbox:
-        for person, name in PHOTOS:
-            shutil.copy(faces_dir / IDS / person / name, inbox / name)
-        subprocess.run(["mount", "-o", "remount,ro", str(inbox)], check=True)
+    with _read_only_inbox(data, faces_dir) as inbox:
         d = DaemonProcess(data, env).start()
         d.wait_for(lambda: "work paused" in d.output(), "the work paused for the read-only inbox")
         time.sleep(3)
         assert d.proc is not None and d.proc.poll() is None
-        subprocess.run(["mount", "-o", "remount,rw", str(inbox)], check=True)
+        _remount(inbox, "rw")
         d.wait_for(lambda: len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS),
                    "every photo routed once the inbox is writable", timeout=150)
         d.idle()
@@ -171,14 +182,11 @@ def test_reconcile_on_a_read_only_inbox_stops_with_one_line_and_the_next_run_fin
     """A one-shot does not wait for a fault to clear: one line, exit 1, nothing lost; run again once fixed."""
     data = tmp_path / "data"
     env = _env(models_root)
-    with _tmpfs(data / "inbox", "64m") as inbox:
-        for person, name in PHOTOS:
-            shutil.copy(faces_dir / IDS / person / name, inbox / name)
-        subprocess.run(["mount", "-o", "remount,ro", str(inbox)], check=True)
+    with _read_only_inbox(data, faces_dir) as inbox:
         done = cli(data, "reconcile", env=env, check=False)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("facesetd: error:") and "run it again" in done.stderr
-        subprocess.run(["mount", "-o", "remount,rw", str(inbox)], check=True)
+        _remount(inbox, "rw")
         cli(data, "reconcile", env=env)
         assert len(list((inbox / "_processed").glob("*.jpg"))) == len(PHOTOS)
         _check(data, [sha256_file(faces_dir / IDS / p / n) for p, n in PHOTOS], env)
