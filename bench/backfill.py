@@ -5,7 +5,8 @@
 Every distinct photo under ../shared/faces and --copies - 1 re-encodings of each (other bytes, the same faces), in
 this process, in this order:
 
-1. raw: the actors' own work (daemon.backfill.analyse.FaceRecords.rows: read, decode, detect, embed) on every photo,
+1. raw: the actors' own work (daemon.backfill.analyse.FaceRecords.rows: read, decode, detect, embed; cut, encode
+   and analyse each crop as roop loads it) on every photo,
    with the engine loaded beforehand: the model work a backfill cannot avoid.
 2. reconcile: the photos dropped into a fresh inbox and reconciled in-process (Pipeline.reconcile), engines opened
    beforehand: the inbox path.
@@ -77,7 +78,7 @@ def config_for(data: Path, args: argparse.Namespace) -> Any:
 def raw(config: Any, files: list[Path]) -> float:
     from daemon.backfill.analyse import FaceRecords
 
-    actor = FaceRecords(config.models, str(config.models_dir), config.limits.max_pixels)
+    actor = FaceRecords(config.models, str(config.models_dir), config.limits.max_pixels, config.identity.min_face_px)
     actor.rows([str(files[0])])  # warm
     t = time.perf_counter()
     actor.rows([str(p) for p in files])
@@ -135,8 +136,10 @@ def backfill(config: Any, files: list[Path], workers: int, tmp: Path) -> dict[st
         return ray
 
     def write_records(folder: Path, table: Any) -> Any:
-        for began, done in zip(table.column("began").to_pylist(), table.column("done").to_pylist()):
-            batches[(began, done)] = batches.get((began, done), 0) + 1
+        for began, done, kind in zip(table.column("began").to_pylist(), table.column("done").to_pylist(),
+                                     table.column("kind").to_pylist()):
+            if kind == "photo":  # a photo's crops have rows of their own
+                batches[(began, done)] = batches.get((began, done), 0) + 1
         return real[2](folder, table)
 
     analyse.connect, analyse.FaceRecords, ingest.write_records = connect, timed_records(), write_records
@@ -177,7 +180,7 @@ def main() -> None:
         rec_s = reconcile(config_for(tmp / "reconcile", args), files)
         runs = {w: backfill(config_for(tmp / f"backfill{w}", args), files, w, tmp) for w in (1, 2)}
     print(f"{n} photos, pack {args.pack}, {os.cpu_count()} CPUs")
-    print(f"raw model work (read, decode, detect, embed), 1 process: {raw_s:.2f} s, {n / raw_s:.1f} photos/s,"
+    print(f"raw model work (read, decode, detect, embed; the crops cut and analysed), 1 process: {raw_s:.2f} s, {n / raw_s:.1f} photos/s,"
           f" {1000 * raw_s / n:.1f} ms/photo")
     print(f"in-process reconcile (the inbox path):                 {rec_s:.2f} s, {n / rec_s:.1f} photos/s")
     for w, r in runs.items():

@@ -151,8 +151,9 @@ class App:
         self.ensure_folders()
         return Pipeline(self.config, self.events, open_engines=self.open_engines)
 
-    def import_store(self) -> Any:
-        """The Immich poller's store on the event log; each import is handed to the inbox pipeline."""
+    def import_store(self, corpus: Any = None) -> Any:
+        """The Immich poller's store on the event log; each import is handed to the inbox pipeline. `corpus` (the
+        pipeline's state by default) answers "these bytes are already in the corpus"."""
         from .immich.store import EventLogImportStore, StagedAsset
         from .inbox import photo_event
 
@@ -170,7 +171,7 @@ class App:
             return [photo_event(staging, rel, root="staging", provenance=provenance)]
 
         # The pipeline's corpus state answers "these bytes are already in the corpus".
-        return EventLogImportStore(self.events, hand_to_inbox, corpus=self.pipeline.state)
+        return EventLogImportStore(self.events, hand_to_inbox, corpus=corpus if corpus is not None else self.pipeline.state)
 
     def open_engines(self) -> Any:
         """(face engine, occlusion scorer), in-process or over the loopback agent, per config."""

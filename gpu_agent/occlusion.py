@@ -135,11 +135,12 @@ class OnnxOcclusionScorer:
         """{"mask": P, "sunglasses": P} per image."""
         if not self.available:
             raise ModelError(f"occlusion scorer unavailable: {self.reason}")
+        # One image a run: the image tower's float sums depend on what else is in its batch (ViT-B-32 on CPU: the
+        # 7th decimal moves), and the scores must not depend on which crops a check took together or on a
+        # backfill's batches (the records answer for the inbox path). Batching bought ~4% on CPU.
         out: list[dict[str, float]] = []
-        bs = max(1, self.settings.batch_size)
-        for start in range(0, len(images), bs):
-            batch = np.stack([self.prepare(b) for b in images[start : start + bs]])
-            emb = self.embed_arrays(batch)
+        for data in images:
+            emb = self.embed_arrays(self.prepare(data)[None])
             probs = {a: probabilities(emb, pos, neg, self.logit_scale) for a, (pos, neg) in self.text.items()}
-            out.extend({a: float(probs[a][i]) for a in probs} for i in range(len(batch)))
+            out.append({a: float(probs[a][0]) for a in probs})
         return out

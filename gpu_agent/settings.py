@@ -30,7 +30,7 @@ class ModelSettings:
     clip_pretrained: str = field(default="dfn2b_s39b", metadata={"restart": True})
     # "fp32" or "int8" (image.int8.onnx, export-clip --quantize int8): int8 is 2-4x faster on VNNI CPUs (more with fewer threads), scores differ by up to ~0.02.
     clip_precision: str = field(default="fp32", metadata={"restart": True})
-    # images per model call; the router also analyses up to this many inbox photos in one call (the one it routes and the next waiting).
+    # photos per face-engine call: the router analyses up to this many inbox photos in one call (the one it routes and the next waiting); the occlusion model scores one crop a call, so its scores never depend on the batch.
     batch_size: int = field(default=8, metadata={"range": (1, 1024), "restart": True})
 
 

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACESETD_SHARED", REPO.parent / "shared"))
 FACES = SHARED / "faces"
 MODELS_CACHE = Path(os.environ.get("FACESETD_TEST_MODELS", REPO / ".models"))
+CLIP_ARCH = "ViT-B-32"  # clip_export's architecture (no CLIP weights are reachable here: random ones)
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +63,36 @@ def crops(face_engine, faces_dir: Path):
     from tests.handler_fixtures import make_crops
 
     return make_crops(face_engine, faces_dir)
+
+
+@pytest.fixture(scope="session")
+def clip_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any, Path]:
+    """A real open_clip CLIP (CLIP_ARCH, seeded random weights, exp(logit_scale) = 100 as trained CLIP ends with)
+    exported through facesetd's own export, once per session: (torch model, open_clip preprocess, tokenizer,
+    models_dir holding clip/<model>/ with image.onnx and image.int8.onnx)."""
+    import math
+
+    import torch
+
+    from gpu_agent.clip_export import build_model, export_built
+
+    torch.manual_seed(0)
+    model, pre, tok = build_model(CLIP_ARCH, None)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))  # random init is log(1/0.07)
+    models_dir = tmp_path_factory.mktemp("clip_models")
+    export_built(model, pre, tok, CLIP_ARCH, None, models_dir, quantize="int8")
+    return model, pre, tok, models_dir
+
+
+@pytest.fixture(scope="session")
+def clip_models(tmp_path_factory: pytest.TempPathFactory, models_root: Path, clip_export: tuple[Any, ...]) -> Path:
+    """A models root with buffalo_sc and clip_export's CLIP side by side (FACESETD_MODELS_CLIP_MODEL=CLIP_ARCH,
+    FACESETD_MODELS_CLIP_PRETRAINED="" select it)."""
+    root = tmp_path_factory.mktemp("models_with_clip")
+    (root / "models").symlink_to(models_root / "models")
+    (root / "clip").symlink_to(clip_export[3] / "clip")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import CLIP_ARCH
 from PIL import Image
 
 from gpu_agent.clip_export import (
@@ -19,7 +20,6 @@ from gpu_agent.clip_export import (
     INT8_IMAGE_FILE,
     META_FILE,
     TEXT_FILE,
-    build_model,
     ensemble_embeddings,
     export_built,
 )
@@ -27,7 +27,7 @@ from gpu_agent.occlusion import OnnxOcclusionScorer, preprocess, probabilities
 from gpu_agent.prompts import PROMPTS
 from gpu_agent.settings import ModelSettings
 
-ARCH = "ViT-B-32"
+ARCH = CLIP_ARCH  # the architecture of conftest's clip_export (random weights)
 SETTINGS = ModelSettings(clip_model=ARCH, clip_pretrained="")
 INT8_SETTINGS = ModelSettings(clip_model=ARCH, clip_pretrained="", clip_precision="int8")
 # int8 vs fp32 on the photos of ../shared/faces (ViT-B-32, random weights, exp(logit_scale) = 100). Measured:
@@ -36,20 +36,6 @@ INT8_SETTINGS = ModelSettings(clip_model=ARCH, clip_pretrained="", clip_precisio
 # Documented in docs/models.md; trained weights may spread differently.
 INT8_MIN_COSINE = 0.99
 INT8_PROB_TOL = 0.03
-
-
-@pytest.fixture(scope="session")
-def clip_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any, Path]:
-    """One export per session: (torch model, open_clip preprocess, tokenizer, models_dir)."""
-    import torch
-
-    torch.manual_seed(0)
-    model, pre, tok = build_model(ARCH, None)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(100.0))  # what trained CLIP ends with; random init is log(1/0.07)
-    models_dir = tmp_path_factory.mktemp("clip_models")
-    export_built(model, pre, tok, ARCH, None, models_dir, quantize="int8")  # image.onnx and image.int8.onnx
-    return model, pre, tok, models_dir
 
 
 @pytest.fixture(scope="session")

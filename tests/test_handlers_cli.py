@@ -4,10 +4,7 @@ and (second test) the real ONNX occlusion scorer on a ViT-B-32 exported with ran
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-
-import pytest
 
 from tests.handler_fixtures import png, variant, write_corpus
 from tests.helpers import cli, images
@@ -24,18 +21,6 @@ def _corpus(data: Path, crops) -> dict[str, str]:
 def _events(data: Path, env: dict[str, str], kind: str) -> list[dict]:
     out = cli(data, "events", "--json", "--kind", kind, env=env).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"kind"' in line]
-
-
-@pytest.fixture(scope="module")
-def clip_models(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Path:
-    """A models root with buffalo_sc and a ViT-B-32 exported (random weights, trained CLIP's logit scale)."""
-    from gpu_agent.clip_export import export_clip
-
-    root = tmp_path_factory.mktemp("models")
-    (root / "models").mkdir()
-    (root / "models" / "buffalo_sc").symlink_to(models_root / "models" / "buffalo_sc")
-    export_clip("ViT-B-32", None, root, logit_scale=math.log(100.0))
-    return root
 
 
 def test_cli_reconcile_explains_and_restores_without_clip(tmp_path: Path, models_root: Path, crops) -> None:

@@ -4,12 +4,14 @@
       .map_batches(FaceRecords, compute=ActorPoolStrategy(size=N), num_cpus=1 | num_gpus=1, batch_size=B)
       .iter_batches(batch_size=None)                    each finished batch comes back to the driver
 
-Each actor opens the configured face engine once (gpu_agent.face_engine.InsightFaceEngine, with the
-configured [models] settings: on a box with CUDA the automatic provider order picks it) and returns, per photo,
-exactly what the router asks the engine for at receipt: `analyze(photo, pad=True)`. It is a pure function of the
-bytes and the models: no log, no corpus, no decision. The driver (this process) writes each batch that comes
-back as one record file, so a driver killed mid-run keeps every batch finished before; Ray retries an actor that
-died. The photos are read by the actors, so on a cluster of several machines DIR (and the models root) must be
+Each actor opens the configured face engine and occlusion scorer once (gpu_agent.face_engine.InsightFaceEngine
+and gpu_agent.occlusion.OnnxOcclusionScorer, with the configured [models] settings: on a box with CUDA the
+automatic provider order picks it) and returns, per photo, exactly what the router asks the engine for at
+receipt, `analyze(photo, pad=True)`, and per face the router would crop (short side >= [identity] min_face_px)
+what the checks ask about the crop: the 512x512 PNG's `analyze(png, pad=False)` (embed, multi-face) and its
+occlusion scores. It is a pure function of the bytes and the models: no log, no corpus, no decision. The driver
+(this process) writes each batch that comes back as one record file, so a driver killed mid-run keeps every
+batch finished before; Ray retries an actor that died. The photos are read by the actors, so on a cluster of several machines DIR (and the models root) must be
 at the same path on every node (shared storage); the records are written only here.
 """
 
@@ -31,7 +33,7 @@ import structlog
 from gpu_agent.settings import ModelSettings
 from state.errors import FacesetdError
 
-from .records import model_key, photo_row, table_of
+from .records import crop_row, model_key, photo_row, table_of
 
 log = structlog.get_logger("facesetd.backfill")
 
@@ -46,16 +48,20 @@ CPUS_PER_ACTOR = 1
 
 
 class FaceRecords:
-    """A Ray Data actor: opens the face engine once, then turns batches of photo paths into records."""
+    """A Ray Data actor: opens the models once, then turns batches of photo paths into records."""
 
-    def __init__(self, settings: ModelSettings, models_dir: str, max_pixels: int) -> None:
+    def __init__(self, settings: ModelSettings, models_dir: str, max_pixels: int, min_face_px: float) -> None:
         from gpu_agent.face_engine import InsightFaceEngine
+        from gpu_agent.occlusion import OnnxOcclusionScorer
 
         self.engine = InsightFaceEngine(settings, Path(models_dir))
         description = self.engine.describe()
         self.model = model_key(description)
         self.description = json.dumps(description, sort_keys=True)
+        self.scorer = OnnxOcclusionScorer(settings, Path(models_dir))
+        self.scorer_key = model_key(self.scorer.describe()) if self.scorer.available else ""
         self.max_pixels = max_pixels
+        self.min_face_px = min_face_px
 
     def __call__(self, batch: Any) -> Any:
         """A pyarrow batch with a `path` column -> the records' table (one row per photo that could be read)."""
@@ -80,7 +86,28 @@ class FaceRecords:
         if decoded:
             found = self.engine.analyze_arrays([image for _sha, image in decoded], pad=True)
             rows += [photo_row(sha, self.model, self.description, faces) for (sha, _img), faces in zip(decoded, found)]
+            rows += self.crop_rows([(sha, image, faces) for (sha, image), faces in zip(decoded, found)])
         return rows
+
+    def crop_rows(self, photos: Sequence[tuple[str, Any, Sequence[Any]]]) -> list[dict[str, Any]]:
+        """The records of every crop the router would cut from these (photo sha256, pixels, faces): the same
+        faces (handlers/route_photo.py: short side >= min_face_px), cut and encoded by the same functions."""
+        from gpu_agent.crop import crop_face, encode_png
+
+        crops: list[tuple[str, Any, bytes]] = []  # (photo sha256, crop pixels, PNG)
+        for sha, image, faces in photos:
+            for face in faces:
+                if face.short_side >= self.min_face_px:
+                    crop = crop_face(image, face)
+                    crops.append((sha, crop, encode_png(crop)))
+        if not crops:
+            return []
+        found = self.engine.analyze_arrays([crop for _sha, crop, _png in crops], pad=False)
+        scores: list[dict[str, float] | None] = [None] * len(crops)
+        if self.scorer.available:
+            scores = list(self.scorer.score([png for _sha, _crop, png in crops]))
+        return [crop_row(hashlib.sha256(png).hexdigest(), sha, self.model, self.description, faces, score,
+                         self.scorer_key) for (sha, _crop, png), faces, score in zip(crops, found, scores)]
 
 
 @dataclass
@@ -99,18 +126,20 @@ def connect(address: str | None) -> Any:
 
     import ray
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines would drown the verb's own
+    # Ray's own lines at ERROR only: its INFO and WARNING lines (token authentication on, progress bars off) would
+    # drown the verb's progress; failures still reach the verb as exceptions and are reported in one line.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     if address:
         _reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:  # no cluster there, or its token is not ours
             raise FacesetdError(f"backfill: cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}"
                                 " (is `ray start` running there, and is its token in RAY_AUTH_TOKEN or"
                                 " ~/.ray/auth_token?)") from None
     else:
         # "local": a Ray of its own even where `ray start` runs on this machine (ray.init() would join that one).
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     return ray
 
@@ -136,7 +165,7 @@ def pool_size(resources: dict[str, float], workers: int | None) -> tuple[int, in
 
 
 def analyse_on_ray(paths: Sequence[str], *, settings: ModelSettings, models_dir: Path, max_pixels: int,
-                   address: str | None, workers: int | None, batch_size: int,
+                   min_face_px: float, address: str | None, workers: int | None, batch_size: int,
                    on_records: Callable[[Any], None]) -> RayRun:
     """Run FaceRecords over `paths` on Ray; `on_records(table)` gets each finished batch, in the driver."""
     ray = connect(address)
@@ -157,7 +186,7 @@ def analyse_on_ray(paths: Sequence[str], *, settings: ModelSettings, models_dir:
         ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
         ds = ds.map_batches(FaceRecords, batch_size=math.ceil(len(paths) / blocks), batch_format="pyarrow",
                             fn_constructor_kwargs={"settings": settings, "models_dir": str(models_dir),
-                                                   "max_pixels": max_pixels},
+                                                   "max_pixels": max_pixels, "min_face_px": min_face_px},
                             compute=ActorPoolStrategy(size=actors), num_cpus=CPUS_PER_ACTOR, num_gpus=gpus or None)
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             on_records(table)

@@ -1,11 +1,17 @@
-"""The backfill's records: what the face engine found in one photo, keyed by the photo's sha256, in Parquet files.
+"""The backfill's records: what the models found in one photo and in its crops, keyed by sha256, in Parquet files.
 
-One row per photo: its sha256, the models that analysed it (`model`, a key of the engine's description without
-its execution providers, so a record made on a CUDA box serves a CPU daemon with the same pack), the full
-description (`engine`, JSON), an `error` ("" when the photo decoded) and its faces as parallel lists: `bbox`
-(x1, y1, x2, y2), `kps` (5 x (x, y), flattened), `det_score` and `embedding` (512 float32, raw bytes). Floats are
-stored as float64, which holds the engine's float32 values exactly, so a face read back is the face the engine
-returned.
+One row per photo (`kind` "photo"): its sha256, the models that analysed it (`model`, a key of the engine's
+description without its execution providers, so a record made on a CUDA box serves a CPU daemon with the same
+pack), the full description (`engine`, JSON), an `error` ("" when the photo decoded) and its faces as parallel
+lists: `bbox` (x1, y1, x2, y2), `kps` (5 x (x, y), flattened), `det_score` and `embedding` (512 float32, raw
+bytes). Floats are stored as float64, which holds the engine's float32 values exactly, so a face read back is the
+face the engine returned.
+
+And one row per 512x512 crop the router would cut from it (`kind` "crop", keyed by the PNG's sha256, `photo` the
+photo's sha256): the faces the engine finds in the PNG as roop loads it (pad=False: the embed and multi-face
+checks' call) and, where an occlusion model was open, its `occlusion` scores [mask, sunglasses] with `scorer` the
+key of that model's description. A crop is a pure function of the photo's pixels and one face's box and landmarks
+(gpu_agent.crop), so the PNG the router writes has the same bytes, and its record answers for it.
 
 Files are written whole under a temp name and renamed (state.atomic), so a reader sees a complete file or none;
 one whose footer does not parse (a copy cut short on shared storage) is skipped until it is complete. When two
@@ -31,7 +37,11 @@ from state.atomic import atomic_write
 log = structlog.get_logger("facesetd.backfill")
 
 SUFFIX = ".parquet"
-COLUMNS = ("sha256", "model", "engine", "error", "bbox", "kps", "det_score", "embedding")
+COLUMNS = ("sha256", "model", "engine", "error", "bbox", "kps", "det_score", "embedding", "kind", "photo", "occlusion",
+           "scorer")
+PHOTO, CROP = "photo", "crop"  # the two kinds of row
+# Columns a record file written before crops were recorded lacks, with the value its rows have.
+DEFAULTS: dict[str, Any] = {"kind": PHOTO, "photo": "", "occlusion": [], "scorer": ""}
 
 
 def engine_identity(settings: ModelSettings, models_dir: Path) -> dict[str, Any]:
@@ -60,7 +70,16 @@ def photo_row(sha256: str, model: str, engine: str, faces: Sequence[DetectedFace
         "kps": [[float(c) for point in f.kps for c in point] for f in faces],
         "det_score": [float(f.det_score) for f in faces],
         "embedding": [np.asarray(f.embedding, dtype=np.float32).tobytes() for f in faces],
+        "kind": PHOTO, "photo": sha256, "occlusion": [], "scorer": "",
     }
+
+
+def crop_row(sha256: str, photo: str, model: str, engine: str, faces: Sequence[DetectedFace],
+             occlusion: dict[str, float] | None, scorer: str) -> dict[str, Any]:
+    """One crop's record: its faces as roop loads it, and its occlusion scores when a scorer was open."""
+    scores = [] if occlusion is None else [float(occlusion.get("mask", 0.0)), float(occlusion.get("sunglasses", 0.0))]
+    return {**photo_row(sha256, model, engine, faces), "kind": CROP, "photo": photo, "occlusion": scores,
+            "scorer": scorer if occlusion is not None else ""}
 
 
 def table_of(rows: Sequence[dict[str, Any]]) -> Any:
@@ -76,7 +95,8 @@ def schema() -> Any:
     floats = pa.list_(pa.float64())
     return pa.schema([("sha256", pa.string()), ("model", pa.string()), ("engine", pa.string()),
                       ("error", pa.string()), ("bbox", pa.list_(floats)), ("kps", pa.list_(floats)),
-                      ("det_score", floats), ("embedding", pa.list_(pa.binary()))])
+                      ("det_score", floats), ("embedding", pa.list_(pa.binary())), ("kind", pa.string()),
+                      ("photo", pa.string()), ("occlusion", floats), ("scorer", pa.string())])
 
 
 def write_records(folder: Path, table: Any) -> Path | None:
@@ -99,11 +119,15 @@ def write_records(folder: Path, table: Any) -> Path | None:
 
 @dataclass(frozen=True)
 class Record:
-    """One photo's record as read back: its faces, or why it could not be analysed."""
+    """One photo's or crop's record as read back: its faces (or why it could not be analysed), and a crop's
+    occlusion scores with the key of the scorer that gave them."""
 
     sha256: str
     faces: tuple[DetectedFace, ...]
     error: str = ""
+    kind: str = PHOTO
+    occlusion: dict[str, float] | None = None
+    scorer: str = ""
 
 
 def record_files(folder: Path) -> list[Path]:
@@ -114,27 +138,37 @@ def record_files(folder: Path) -> list[Path]:
 
 
 def _tables(folder: Path, columns: Sequence[str]) -> Iterable[Any]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for path in record_files(folder):
         try:
-            yield pq.read_table(path, columns=list(columns))
+            present = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in columns if c in present])
         except Exception as err:  # noqa: BLE001 - half-written or not Parquet: skipped until it is complete
             log.warning("record file skipped", path=str(path), error=f"{type(err).__name__}: {err}")
+            continue
+        for name in columns:  # a file from before crops were recorded: its rows are photos
+            if name not in present:
+                table = table.append_column(schema().field(name), pa.array([DEFAULTS[name]] * table.num_rows,
+                                                                           schema().field(name).type))
+        yield table
 
 
 def recorded(folder: Path, model: str) -> set[str]:
     """The sha256 of every photo with a record for these models (an error record counts: it is not retried)."""
     found: set[str] = set()
-    for table in _tables(folder, ("sha256", "model")):
-        for sha, key in zip(table.column("sha256").to_pylist(), table.column("model").to_pylist()):
-            if key == model:
+    for table in _tables(folder, ("sha256", "model", "kind")):
+        for sha, key, kind in zip(table.column("sha256").to_pylist(), table.column("model").to_pylist(),
+                                  table.column("kind").to_pylist()):
+            if key == model and kind == PHOTO:
                 found.add(str(sha))
     return found
 
 
 def read_records(folder: Path, model: str, wanted: set[str] | None = None) -> dict[str, Record]:
-    """The records for these models (only those of `wanted` photos when given), the first per photo."""
+    """The records for these models (only those of `wanted` photos, and of their crops, when given), the first per
+    sha256."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -143,12 +177,16 @@ def read_records(folder: Path, model: str, wanted: set[str] | None = None) -> di
     for table in _tables(folder, COLUMNS):
         mask = pc.equal(table.column("model"), model)
         if keep is not None:
-            mask = pc.and_(mask, pc.is_in(table.column("sha256"), value_set=keep))
+            photo = pc.if_else(pc.equal(table.column("kind"), CROP), table.column("photo"), table.column("sha256"))
+            mask = pc.and_(mask, pc.is_in(photo, value_set=keep))
         for row in table.filter(mask).to_pylist():  # only these rows are turned into Python objects
             sha = row["sha256"]
-            if row["model"] != model or sha in out or (wanted is not None and sha not in wanted):
+            if sha in out:
                 continue
-            out[sha] = Record(sha, tuple(_faces(row)), row["error"] or "")
+            scores = row["occlusion"] or []
+            out[sha] = Record(sha, tuple(_faces(row)), row["error"] or "", row["kind"] or PHOTO,
+                              {"mask": scores[0], "sunglasses": scores[1]} if len(scores) == 2 else None,
+                              row["scorer"] or "")
     return out
 
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_wait_argument(poll)
 
 
-def _users(app: Any, only: str | None) -> list[Any]:
+def configured_users(app: Any, only: str | None) -> list[Any]:
     settings = app.config.immich
     if not settings.url:
         raise ConfigError("immich.url is not set; add an [immich] section with url and [[immich.users]]")
@@ -37,7 +37,7 @@ def _check(args: argparse.Namespace, app: Any) -> int:
     from daemon.immich.scheduler import client_for
 
     settings = app.config.immich
-    users = _users(app, args.user)
+    users = configured_users(app, args.user)
     public = ImmichClient(settings.url, "", timeout_s=settings.timeout_s, retries=settings.retries)
     try:
         public.session.headers.pop("x-api-key")
@@ -72,27 +72,38 @@ def _check(args: argparse.Namespace, app: Any) -> int:
     return 0
 
 
-def _poll_once(args: argparse.Namespace, app: Any) -> int:
+def poll_users(app: Any, users: list[Any], store: Any) -> list[Any]:
+    """One polling pass for each user, through `store` (app.import_store); their PollResults. A failure propagates
+    (a single pass has no breaker): a one-line error and exit code 1."""
     from daemon.immich.poller import poll_user
     from daemon.immich.scheduler import client_for
 
     settings = app.config.immich
-    users = _users(app, args.user)
-    app.lock_data_folder("immich poll", args.wait, "the running daemon polls Immich on its own schedule")
-    pipeline = app.pipeline
-    store = app.import_store()
-    # A single pass has no breaker: a failure propagates as a one-line error and exit code 1.
+    results = []
     for user in users:
         client = client_for(settings, user)
         try:
-            r = poll_user(client, store, app.config.staging_dir, user.name,
-                          page_size=settings.page_size, workers=settings.workers,
-                          min_face_px=app.config.identity.min_face_px,
-                          max_file_bytes=app.config.limits.max_file_bytes)
+            results.append(poll_user(client, store, app.config.staging_dir, user.name,
+                                     page_size=settings.page_size, workers=settings.workers,
+                                     min_face_px=app.config.identity.min_face_px,
+                                     max_file_bytes=app.config.limits.max_file_bytes))
         finally:
             client.close()
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing new"
-        print(f"user {user.name}: listed {r.listed}; {counts}; watermark {r.watermark_after}")
+    return results
+
+
+def said(r: Any) -> str:
+    """One pass's line: `user alice: listed 12; delivered 10, no_faces 2; watermark ...`."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing new"
+    return f"user {r.user}: listed {r.listed}; {counts}; watermark {r.watermark_after}"
+
+
+def _poll_once(args: argparse.Namespace, app: Any) -> int:
+    users = configured_users(app, args.user)
+    app.lock_data_folder("immich poll", args.wait, "the running daemon polls Immich on its own schedule")
+    pipeline = app.pipeline
+    for result in poll_users(app, users, app.import_store()):
+        print(said(result))
     # Then, as the daemon would: route the imported faces and run every check to completion.
     pipeline.settle()
     pipeline.promote_pool()
