@@ -46,11 +46,13 @@ QUALITY_FLOOR = 0.6
 SOURCE_PENALTY = 0.05
 # Taken off a candidate's score for each chosen face in the same pose bin: among faces about as close to the
 # person, the top N spreads over poses. Small beside the cosines (a step's gains differ by 0.001-0.05).
-POSE_PENALTY = 0.005
+POSE_PENALTY = 0.002
 # Yaw proxy bin edges and the bins' names (the nose toward the image's left is negative).
 YAW_EDGES = (-0.5, -0.15, 0.15, 0.5)
 YAW_BINS = ("left", "half-left", "frontal", "half-right", "right")
 UNKNOWN_POSE = "unknown"
+# Most swaps the search after the greedy choice makes (each raises the objective; it stops before when none does).
+MAX_SWAPS = 64
 # Scores are compared rounded to this many decimals, so float noise never decides between equal faces.
 SCORE_DECIMALS = 9
 
@@ -155,64 +157,117 @@ def _by_quality(faces: Sequence[TopInput]) -> list[TopInput]:
     return sorted(faces, key=lambda f: (-_quality(f), f.file))
 
 
+class _Pool:
+    """The candidates as arrays: unit vectors (rows in quality order, then file name), each one's cosine to the
+    centroid, source and pose keys; `value` and `swap` score sets of row indices by the rule's objective."""
+
+    def __init__(self, candidates: Sequence[TopInput], vectors: Mapping[str, np.ndarray | None],
+                 centroid: np.ndarray) -> None:
+        self.faces = list(candidates)
+        self.matrix = np.stack([vectors[f.file] for f in candidates])  # type: ignore[misc]
+        self.to_centroid = self.matrix @ centroid
+        self.sources = [source_key(f.source, f.file) for f in candidates]
+        self.poses = [pose_bin(yaw_of(f.kps)) for f in candidates]
+
+    def closeness(self, rows: Sequence[int]) -> float:
+        """cos(mean of these rows, centroid)."""
+        total = self.matrix[list(rows)].sum(axis=0)
+        return float(self.to_centroid[list(rows)].sum()) / max(float(np.linalg.norm(total)), 1e-12)
+
+    def penalty(self, rows: Sequence[int]) -> float:
+        """SOURCE_PENALTY and POSE_PENALTY for each face beyond the first of its source, and of its pose bin."""
+        sources = [self.sources[i] for i in rows]
+        poses = [self.poses[i] for i in rows]
+        return (SOURCE_PENALTY * (len(sources) - len(set(sources)))
+                + POSE_PENALTY * (len(poses) - len(set(poses))))
+
+    def value(self, rows: Sequence[int]) -> float:
+        """The objective: closeness less the penalties, rounded to SCORE_DECIMALS."""
+        return round(self.closeness(rows) - self.penalty(rows), SCORE_DECIMALS)
+
+    def add_scores(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(closeness, objective) of `rows` plus each candidate, rounded; -inf for the rows already in."""
+        total = self.matrix[list(rows)].sum(axis=0) if rows else np.zeros(self.matrix.shape[1])
+        dot = float(self.to_centroid[list(rows)].sum()) if rows else 0.0
+        norm = np.sqrt(np.maximum(float(total @ total) + 2.0 * (self.matrix @ total) + 1.0, 1e-24))
+        close = np.round((dot + self.to_centroid) / norm, SCORE_DECIMALS)
+        sources = Counter(self.sources[i] for i in rows)
+        poses = Counter(self.poses[i] for i in rows)
+        base = self.penalty(rows)
+        penalty = base + np.array([SOURCE_PENALTY * (sources[s] > 0) + POSE_PENALTY * (poses[p] > 0)
+                                   for s, p in zip(self.sources, self.poses)])
+        taken = np.zeros(len(self.faces), dtype=bool)
+        taken[list(rows)] = True
+        return (np.where(taken, -np.inf, close),
+                np.where(taken, -np.inf, np.round(close - penalty, SCORE_DECIMALS)))
+
+    def greedy(self, n: int, within: Sequence[int] | None = None) -> list[tuple[int, float, bool]]:
+        """n times, the candidate (of `within`, else of all) whose addition scores best: (row, closeness after,
+        whether it was also the closest addition, penalties aside). Equal scores: the first row."""
+        allowed = np.ones(len(self.faces), dtype=bool) if within is None else np.isin(
+            np.arange(len(self.faces)), list(within))
+        rows: list[int] = []
+        steps = []
+        for _k in range(min(n, int(allowed.sum()))):
+            close, score = self.add_scores(rows)
+            close, score = np.where(allowed, close, -np.inf), np.where(allowed, score, -np.inf)
+            best, raw = int(np.argmax(score)), int(np.argmax(close))
+            rows.append(best)
+            steps.append((best, float(close[best]), close[best] >= close[raw]))
+        return steps
+
+    def improve(self, rows: list[int]) -> list[int]:
+        """Swap one chosen face for one left out while that raises the objective (the best such swap each time;
+        equal ones: the earliest chosen row out, the first candidate in): a set no single swap betters."""
+        rows = list(rows)
+        value = self.value(rows)
+        for _round in range(MAX_SWAPS):
+            best, best_value = None, value
+            for k in range(len(rows)):
+                rest = rows[:k] + rows[k + 1:]
+                _close, score = self.add_scores(rest)
+                j = int(np.argmax(score))
+                if score[j] > best_value:
+                    best, best_value = (k, j), float(score[j])
+            if best is None:
+                break
+            rows[best[0]] = best[1]
+            value = best_value
+        return rows
+
+
 def choose_top(faces: Sequence[TopInput], n: int) -> TopChoice:
     """The top `n` of `faces` by the module's rule (see the module docstring)."""
     vectors = {f.file: vector_of(f) for f in faces}
     with_vec = [f for f in faces if vectors[f.file] is not None]
     without = _by_quality([f for f in faces if vectors[f.file] is None])
-    if not with_vec:
-        chosen = without[:n]
-        return TopChoice(tuple(f.file for f in chosen),
-                         {f.file: reason_of(k, WHY_NO_EMBEDDING, None, UNKNOWN_POSE) for k, f in enumerate(chosen)},
-                         None)
-    # every kept face's vector, in file order: the centroid does not depend on the order faces came in
-    ordered = sorted(with_vec, key=lambda f: f.file)
-    centroid = unit(np.mean(np.stack([vectors[f.file] for f in ordered]), axis=0))  # type: ignore[misc]
-    above = [f for f in ordered if _quality(f) >= QUALITY_FLOOR]
-    below = _by_quality([f for f in ordered if _quality(f) < QUALITY_FLOOR])
-    candidates = sorted(above + below[: max(0, n - len(above))], key=lambda f: (-_quality(f), f.file))
-    matrix = np.stack([vectors[f.file] for f in candidates])  # type: ignore[misc]
-    to_centroid = matrix @ centroid
-    poses = [pose_bin(yaw_of(f.kps)) for f in candidates]
-    sources = [source_key(f.source, f.file) for f in candidates]
-    total = np.zeros_like(centroid)
-    total_dot = 0.0  # total . centroid
-    total_sq = 0.0  # |total|^2
-    dots = np.zeros(len(candidates))  # each candidate . total
-    used_source: Counter[str] = Counter()
-    used_pose: Counter[str] = Counter()
-    taken = np.zeros(len(candidates), dtype=bool)
-    order: list[int] = []
+    files: list[str] = []
     reasons: dict[str, dict[str, Any]] = {}
-    cos_before = 0.0
-    for rank in range(min(n, len(candidates))):
-        norm = np.sqrt(np.maximum(total_sq + 2.0 * dots + 1.0, 1e-24))
-        close = np.round((total_dot + to_centroid) / norm, SCORE_DECIMALS)
-        penalty = np.array([SOURCE_PENALTY * used_source[s] + POSE_PENALTY * used_pose[p]
-                            for s, p in zip(sources, poses)])
-        score = np.where(taken, -np.inf, np.round(close - penalty, SCORE_DECIMALS))
-        # candidates are in quality order, then file name: argmax takes the first of equal scores
-        best = int(np.argmax(score))
-        raw = int(np.argmax(np.where(taken, -np.inf, close)))
-        taken[best] = True
-        order.append(best)
-        total = total + matrix[best]
-        total_dot += float(to_centroid[best])
-        total_sq = float(total @ total)
-        dots = matrix @ total
-        used_source[sources[best]] += 1
-        used_pose[poses[best]] += 1
-        cos_after = total_dot / max(float(np.sqrt(total_sq)), 1e-12)
-        face = candidates[best]
-        why = (WHY_BELOW_FLOOR if _quality(face) < QUALITY_FLOOR
-               else WHY_CLOSEST if close[best] >= close[raw] else WHY_SPREAD)
-        reasons[face.file] = reason_of(rank, why, cos_after - cos_before, poses[best])
-        cos_before = cos_after
-    files = [candidates[i].file for i in order]
+    cosine = None
+    if with_vec:
+        # every kept face's vector, in file order: the centroid does not depend on the order faces came in
+        ordered = sorted(with_vec, key=lambda f: f.file)
+        centroid = unit(np.mean(np.stack([vectors[f.file] for f in ordered]), axis=0))  # type: ignore[misc]
+        above = [f for f in ordered if _quality(f) >= QUALITY_FLOOR]
+        below = _by_quality([f for f in ordered if _quality(f) < QUALITY_FLOOR])
+        pool = _Pool(_by_quality(above + below[: max(0, n - len(above))]), vectors, centroid)
+        # from the greedy choice and from the best by quality (rows 0..n-1), each bettered by swaps: the better
+        # (the greedy one when equal), so the rule never ends below what quality alone would give it
+        greedy = pool.improve([row for row, _c, _r in pool.greedy(n)])
+        by_quality = pool.improve(list(range(min(n, len(pool.faces)))))
+        chosen = by_quality if pool.value(by_quality) > pool.value(greedy) else greedy
+        before = 0.0
+        for rank, (row, after, closest) in enumerate(pool.greedy(n, within=chosen)):
+            face = pool.faces[row]
+            why = WHY_BELOW_FLOOR if _quality(face) < QUALITY_FLOOR else WHY_CLOSEST if closest else WHY_SPREAD
+            reasons[face.file] = reason_of(rank, why, after - before, pool.poses[row])
+            files.append(face.file)
+            before = after
+        cosine = round(pool.closeness([pool.faces.index(f) for f in pool.faces if f.file in reasons]), 6)
     for face in without[: max(0, n - len(files))]:
         reasons[face.file] = reason_of(len(files), WHY_NO_EMBEDDING, None, pose_bin(yaw_of(face.kps)))
         files.append(face.file)
-    return TopChoice(tuple(files), reasons, round(cos_before, 6))
+    return TopChoice(tuple(files), reasons, cosine)
 
 
 def reason_of(rank: int, why: str, gain: float | None, pose: str) -> dict[str, Any]:
