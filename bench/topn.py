@@ -114,7 +114,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['n']:>2}  {r['faceset']:<12} {r['person']:<20} {r['faces']:>5}  {r['cos_old']:8.4f} "
               f"{r['cos_new']:8.4f} {r['cos_new'] - r['cos_old']:+8.4f} {r['cos_best']:7.4f}  {r['bins_old']:>5} / {r['bins_new']:<4}"
-              f"  {r['yaw_range_old']:>7.3f} / {r['yaw_range_new']:<7.3f}{'  (same faces)' if r['same'] else ''}")
+              f"  {r['yaw_range_old']:>7.3f} / {r['yaw_range_new']:<7.3f}{'  (same faces)' if r['same'] else ''}".rstrip())
     for n in args.top_n:
         at = [r for r in rows if r["n"] == n]
         if not at:
