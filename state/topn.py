@@ -16,6 +16,10 @@ The rule, over a faceset's kept faces (and, for an era bucket, the PNGs slotted 
 3. **Greedy**, N times: add the candidate with the highest score = cos(mean of the chosen faces and it, centroid)
    - SOURCE_PENALTY x (chosen faces from its source photo or video) - POSE_PENALTY x (chosen faces in its pose bin).
    Scores are compared rounded to SCORE_DECIMALS; equal ones go to the better quality, then the file name.
+   Then single swaps (one chosen face for one left out) while one raises the set's objective, cos(mean, centroid)
+   less the penalties for each face beyond the first of its source and of its pose bin; where the best N by quality
+   still score higher, the same swaps from them, the higher set kept. So with equal penalties the mean is never
+   farther from the centroid than quality alone puts it. Rank, why and gain: the greedy order within the set.
 4. Faces without a vector fill any place left, by quality, then file name.
 
 The pose is a yaw proxy from the 5 landmarks FaceAnalyzed records on the PNG: the nose tip's offset from the eye
@@ -30,7 +34,6 @@ gained by it, its pose bin.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -168,6 +171,9 @@ class _Pool:
         self.to_centroid = self.matrix @ centroid
         self.sources = [source_key(f.source, f.file) for f in candidates]
         self.poses = [pose_bin(yaw_of(f.kps)) for f in candidates]
+        # the same as small integers, for counting with numpy
+        self.source_codes = np.unique(self.sources, return_inverse=True)[1].reshape(-1)
+        self.pose_codes = np.unique(self.poses, return_inverse=True)[1].reshape(-1)
 
     def closeness(self, rows: Sequence[int]) -> float:
         """cos(mean of these rows, centroid)."""
@@ -191,11 +197,11 @@ class _Pool:
         dot = float(self.to_centroid[list(rows)].sum()) if rows else 0.0
         norm = np.sqrt(np.maximum(float(total @ total) + 2.0 * (self.matrix @ total) + 1.0, 1e-24))
         close = np.round((dot + self.to_centroid) / norm, SCORE_DECIMALS)
-        sources = Counter(self.sources[i] for i in rows)
-        poses = Counter(self.poses[i] for i in rows)
-        base = self.penalty(rows)
-        penalty = base + np.array([SOURCE_PENALTY * (sources[s] > 0) + POSE_PENALTY * (poses[p] > 0)
-                                   for s, p in zip(self.sources, self.poses)])
+        chosen = list(rows)
+        sources = np.bincount(self.source_codes[chosen], minlength=len(self.faces))
+        poses = np.bincount(self.pose_codes[chosen], minlength=len(self.faces))
+        penalty = (self.penalty(rows) + SOURCE_PENALTY * (sources[self.source_codes] > 0)
+                   + POSE_PENALTY * (poses[self.pose_codes] > 0))
         taken = np.zeros(len(self.faces), dtype=bool)
         taken[list(rows)] = True
         return (np.where(taken, -np.inf, close),
@@ -251,11 +257,15 @@ def choose_top(faces: Sequence[TopInput], n: int) -> TopChoice:
         above = [f for f in ordered if _quality(f) >= QUALITY_FLOOR]
         below = _by_quality([f for f in ordered if _quality(f) < QUALITY_FLOOR])
         pool = _Pool(_by_quality(above + below[: max(0, n - len(above))]), vectors, centroid)
-        # from the greedy choice and from the best by quality (rows 0..n-1), each bettered by swaps: the better
-        # (the greedy one when equal), so the rule never ends below what quality alone would give it
-        greedy = pool.improve([row for row, _c, _r in pool.greedy(n)])
-        by_quality = pool.improve(list(range(min(n, len(pool.faces)))))
-        chosen = by_quality if pool.value(by_quality) > pool.value(greedy) else greedy
+        # the greedy choice bettered by swaps; where the best by quality (rows 0..n-1) still scores higher, that one
+        # bettered by swaps if it ends higher: the rule never ends below what quality alone would give it
+        by_quality = list(range(min(n, len(pool.faces))))
+        chosen = by_quality
+        if len(pool.faces) > n:  # else every candidate is in
+            chosen = pool.improve([row for row, _c, _r in pool.greedy(n)])
+            if pool.value(by_quality) > pool.value(chosen):  # seldom: swaps from there do better
+                by_quality = pool.improve(by_quality)
+                chosen = by_quality if pool.value(by_quality) > pool.value(chosen) else chosen
         before = 0.0
         for rank, (row, after, closest) in enumerate(pool.greedy(n, within=chosen)):
             face = pool.faces[row]
