@@ -58,7 +58,8 @@ class PathSettings:
 
 @dataclass(frozen=True)
 class ProjectionSettings:
-    # the second .fsz per faceset holds the top N faces by crop quality.
+    # the second .fsz per faceset holds N faces: those whose mean embedding lies closest to the faceset's centroid,
+    # spread over source photos and poses, crop quality as a floor (state/topn.py).
     top_n: int = field(default=8, metadata={"range": (1, None)})
     # seconds a faceset's projections wait to coalesce a burst of changes into one rewrite.
     coalesce_s: float = field(default=0.5, metadata={"range": (0, 3600)})

@@ -1,4 +1,4 @@
-"""Composite crop quality: how good a face is as a swap source, used to rank faces (top-N bundle, near-dups).
+"""Composite crop quality: how good a face is as a swap source, used to rank faces (near-dups) and as the top-N bundle's floor.
 
 total = 0.30 det_score + 0.20 short_edge + 0.20 sharpness + 0.15 frontality + 0.15 symmetry, each term in [0, 1]:
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .eventlog import EventLog
+from .topn import TopInput, choose_top
 
 # A face's embedding, read from the log itself: the FaceAnalyzed event keeps it as float32 bytes, so the
 # state stores only that event's position instead of a second copy (which made replays twice as slow).
@@ -347,15 +348,34 @@ class Queries:
             found.extend(CentroidInput(*r) for r in rows)
         return found
 
+    def top_inputs(self, faceset: str | None = None) -> dict[str, list[TopInput]]:
+        """faceset -> the faces its top N is chosen from (state/topn.py): its kept faces by name, then, for an era
+        bucket, the kept faces of active facesets slotted into it by corpus path (the render's faces and slotted),
+        each with its quality, source, both embeddings and its analysis's landmarks. Every faceset, or one."""
+        columns = ("x.sha256, x.quality, x.source, r.embedding,"
+                   " (SELECT vector FROM events WHERE position = x.analyzed),"
+                   " (SELECT json_extract(payload, '$.kps') FROM events WHERE position = x.analyzed)")
+        own = (f"SELECT x.faceset, x.name, {columns} FROM faces x LEFT JOIN routed r ON r.sha256 = x.sha256"
+               " WHERE x.dropped = 0")
+        slotted = (f"SELECT x.era, x.path, {columns} FROM faces x JOIN facesets s ON s.name = x.faceset"
+                   " LEFT JOIN routed r ON r.sha256 = x.sha256"
+                   " WHERE x.era IS NOT NULL AND x.dropped = 0 AND s.area = '' AND x.faceset != x.era")
+        if faceset is None:
+            rows = self.query(f"{own} UNION ALL {slotted}")
+        else:
+            rows = self.query(f"{own} AND x.faceset = ? UNION ALL {slotted} AND x.era = ?", (faceset, faceset))
+        found: dict[str, list[TopInput]] = {}
+        for name, *face in rows:
+            found.setdefault(name, []).append(TopInput(*face))
+        return found
+
     def top_faces_by_faceset(self, n: int) -> dict[str, list[str]]:
-        """faceset -> sha256 of its best `n` kept faces (the top-N .fsz's order: quality, then file name)."""
-        rows = self.query(
-            "SELECT faceset, sha256 FROM (SELECT faceset, sha256, ROW_NUMBER() OVER (PARTITION BY faceset"
-            " ORDER BY COALESCE(quality, -1.0) DESC, name) AS r FROM faces WHERE dropped=0) WHERE r <= ?"
-            " ORDER BY faceset, r", (n,))
+        """faceset -> sha256 of the faces of its top-N .fsz, in the order chosen (state/topn.py `choose_top`, the
+        renderer's rule): every faceset with a kept face."""
         found: dict[str, list[str]] = {}
-        for faceset, sha in rows:
-            found.setdefault(faceset, []).append(sha)
+        for faceset, faces in sorted(self.top_inputs().items()):
+            shas = {f.file: f.sha256 for f in faces}
+            found[faceset] = [shas[f] for f in choose_top(faces, n).files]
         return found
 
     def file_with_sha256(self, sha256: str) -> str | None:

@@ -30,6 +30,7 @@ from .layout import (
     fsz_names,
 )
 from .queries import MadeEraBucket, MergeInEffect
+from .topn import choose_top
 
 log = structlog.get_logger("facesetd.render")
 
@@ -156,9 +157,7 @@ class Renderer:
             slotted.append(entry)
         faces_and_slotted = faces + slotted
         full = [f["file"] for f in faces_and_slotted]
-        # best quality first, unanalysed faces last, file name breaking ties: stable from run to run
-        ranked = sorted(faces_and_slotted, key=lambda f: (-float(f.get("quality", -1.0)), f["file"]))
-        top = [f["file"] for f in ranked[: self.top_n]]
+        top, cosine = self._top(name, faces_and_slotted)
         if len(full) <= self.top_n:
             # every face makes the top N: the top .fsz is the full one (one file, hard-linked under both
             # names), so its members, and top_files, come in the full file's order
@@ -171,7 +170,8 @@ class Renderer:
             "faces": faces,
             "dropped": dropped,
             "slotted": slotted,
-            "fsz": {"full": full_name, "top": top_name, "top_n": self.top_n, "top_files": top},
+            "fsz": {"full": full_name, "top": top_name, "top_n": self.top_n, "top_files": top,
+                    "top_cosine": cosine},
             "generator": f"facesetd {VERSION}",
         }
         label = self.state.label_of(name)
@@ -186,6 +186,16 @@ class Renderer:
         if merge is not None:
             manifest["merged_into"] = merge.into
         return manifest, full, top
+
+    def _top(self, name: str, entries: list[dict[str, Any]]) -> tuple[list[str], float | None]:
+        """The top N's files in the order chosen and cos(their mean, the centroid): the N faces whose mean lies
+        closest to the person's centroid, spread over sources and poses, quality as a floor (state/topn.py). Each
+        chosen entry gains `top`, why it is there."""
+        choice = choose_top(self.state.top_inputs(name).get(name, []), self.top_n)
+        for f in entries:
+            if f["file"] in choice.reasons:
+                f["top"] = dict(choice.reasons[f["file"]])
+        return list(choice.files), choice.cosine
 
     def _made_era(self, name: str) -> dict[str, Any] | None:
         """An era bucket `eras split` made: its family, year and window (the master's `era_buckets` entry)."""

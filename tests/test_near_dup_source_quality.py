@@ -82,7 +82,8 @@ def test_a_log_written_before_source_terms_replays_as_it_was(tmp_path: Path) -> 
 
 
 def test_the_top_n_bundle_ranks_by_the_source_aware_quality(tmp_path: Path, faces_dir: Path, face_engine) -> None:
-    """Both kept (near-dup set out of reach): the top-1 .fsz holds obama.jpg's crop, not obama_small.jpg's."""
+    """Both kept (near-dup set out of reach): the top-1 .fsz holds obama.jpg's crop, not obama_small.jpg's. Two
+    faces lie equally close to their own centroid, so the top N's rule (state/topn.py) takes the better quality."""
     import zipfile
 
     p = pipeline(tmp_path, _engines(face_engine),

@@ -130,7 +130,10 @@ def test_a_faceset_of_top_n_or_fewer_faces_stores_its_fsz_once(tmp_path: Path) -
         assert full.stat().st_nlink == 2 and len(_members(top)) == n
         m = _manifest(folder)
         assert m["fsz"]["top_files"] == [f["file"] for f in m["faces"] + m["slotted"]]
-        assert m["fsz"] == {"full": full.name, "top": top.name, "top_n": 8, "top_files": m["fsz"]["top_files"]}
+        # no face here was analysed: no mean to measure, each face in the top N for want of an embedding
+        assert m["fsz"] == {"full": full.name, "top": top.name, "top_n": 8, "top_files": m["fsz"]["top_files"],
+                            "top_cosine": None}
+        assert {f["top"]["why"] for f in m["faces"] + m["slotted"]} == {"no embedding"}
     # faceset_003 grows past 8 faces: its top .fsz becomes a file of its own, the full one holds all 9
     folder = corpus / "faceset_003"
     for i in range(6, 9):
