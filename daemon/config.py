@@ -31,6 +31,7 @@ else:  # pragma: no cover
 from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.limits import Limits
 from handlers.thresholds import PACK_KEYS, EraSettings, IdentityThresholds, Thresholds, pack_identity
+from handlers.video_frames import VideoSettings
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
@@ -114,6 +115,8 @@ class ImmichSettings:
     breaker_failures: int = field(default=3, metadata={"range": (1, None), **RESTART})
     # where originals are staged before the inbox pipeline; "" = <data_dir>/state/immich_staging.
     staging: str = field(default="", metadata=RESTART)
+    # also import the users' VIDEO assets (their originals are staged and routed frame by frame, as inbox videos).
+    videos: bool = field(default=False, metadata=RESTART)
     # one entry per user: [[immich.users]] name = "...", api_key_env = "..."
     users: tuple[ImmichUser, ...] = field(default=(), metadata=RESTART)
 
@@ -150,6 +153,7 @@ class Config:
     watch: WatchSettings = field(default_factory=WatchSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     limits: Limits = field(default_factory=Limits)
+    video: VideoSettings = field(default_factory=VideoSettings)
     immich: ImmichSettings = field(default_factory=ImmichSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

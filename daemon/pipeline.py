@@ -398,5 +398,5 @@ def handler_config(config: Config) -> HandlerConfig:
     """What the handlers read of the configuration (folders are restart-only; the tunables apply on reload)."""
     return HandlerConfig(corpus=config.corpus_dir, inbox=config.inbox_dir, staging=config.staging_dir,
                          thresholds=config.thresholds, identity=config.identity, eras=config.eras,
-                         limits=config.limits, model_retry_s=config.queue.model_retry_s,
+                         limits=config.limits, video=config.video, model_retry_s=config.queue.model_retry_s,
                          analysis_batch=config.models.batch_size)
