@@ -115,8 +115,6 @@ class ImmichSettings:
     breaker_failures: int = field(default=3, metadata={"range": (1, None), **RESTART})
     # where originals are staged before the inbox pipeline; "" = <data_dir>/state/immich_staging.
     staging: str = field(default="", metadata=RESTART)
-    # also import the users' VIDEO assets (their originals are staged and routed frame by frame, as inbox videos).
-    videos: bool = field(default=False, metadata=RESTART)
     # one entry per user: [[immich.users]] name = "...", api_key_env = "..."
     users: tuple[ImmichUser, ...] = field(default=(), metadata=RESTART)
 

@@ -28,7 +28,8 @@ PROMOTION = "daemon.pipeline: evaluates the pool promotion again (handlers.pool.
 FLOW = declare([
     # --- The corpus as found on disk
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
-    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed"), applier="_faceset_created",
+    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo", "handlers.route_video", "handlers.pool_seed"),
+          applier="_faceset_created",
           readers=(PROMOTION,)),
     Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed", "handlers.pool", "handlers.merge_identities",
                                    "daemon.corrections", "daemon.correction_undo"),

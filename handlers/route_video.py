@@ -85,8 +85,7 @@ def continue_video(ctx: HandlerContext, stored: Sequence[StoredEvent[ev.VideoFra
     out: list[ev.Event] = []
     for se in stored:
         p = se.event
-        e = ev.PhotoReceived(path=p.path, root=p.root, sha256=p.sha256, size=p.size, path_hex=p.path_hex,
-                             forced_faceset=p.forced_faceset, provenance=dict(p.provenance))
+        e = p.received()
         label = f"{e.root}/{e.path}"
         located = _locate(ctx, e, label, hashed=False)
         if isinstance(located, list):

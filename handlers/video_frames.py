@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and av are imported where frames are decoded: the config and the inbox import this module
+    import numpy as np
 
 # The file names taken as videos (lower-cased suffix); everything else in the inbox is a photo.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
@@ -126,6 +128,7 @@ def check_whole(path: Path) -> VideoInfo:
 
 def _thumb(image: np.ndarray) -> np.ndarray:
     import cv2
+    import numpy as np
 
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return cv2.resize(gray, (_THUMB_PX, _THUMB_PX), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
@@ -135,6 +138,7 @@ def frames(path: Path, settings: VideoSettings, after: float | None = None) -> G
     """The sampled frames of the video, in time order, one decoded at a time; those after time `after` (a sampled
     frame's time) when given. A frame that does not decode is passed over (the clip was checked whole before)."""
     import av
+    import numpy as np
 
     with _open(path) as container:
         stream = container.streams.video[0]

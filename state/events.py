@@ -581,6 +581,12 @@ class VideoFramesRouted(Event):
     forced_faceset: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def received(self) -> PhotoReceived:
+        """The video's PhotoReceived again, as the next group routes it (a value, never appended)."""
+        return PhotoReceived(path=self.path, root=self.root, sha256=self.sha256, size=self.size,
+                             path_hex=self.path_hex, forced_faceset=self.forced_faceset,
+                             provenance=dict(self.provenance))
+
 
 @dataclass(frozen=True, eq=False)
 class FaceRouted(Event):
