@@ -24,6 +24,7 @@ from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool, pool_clusters
 from handlers.pool_clusters import PoolClusters
+from handlers.video_frames import is_video
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
@@ -152,7 +153,8 @@ class Pipeline:
             rel = waiting.pop(0)
             position = receive(self, inbox / rel)
             if position is not None:
-                self.ctx.ahead.upcoming([inbox / r for r in waiting])
+                # videos are not looked at ahead: they are streamed, never read whole (handlers/route_video.py)
+                self.ctx.ahead.upcoming([inbox / r for r in waiting if not is_video(r)])
                 return position
         self.ctx.ahead.upcoming([])
         return None
