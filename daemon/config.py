@@ -31,6 +31,7 @@ else:  # pragma: no cover
 from gpu_agent.settings import AgentSettings, ModelSettings
 from handlers.limits import Limits
 from handlers.thresholds import PACK_KEYS, EraSettings, IdentityThresholds, Thresholds, pack_identity
+from handlers.video_frames import VideoSettings
 from state.errors import ConfigError
 
 ENV_PREFIX = "FACESETD_"
@@ -151,6 +152,7 @@ class Config:
     watch: WatchSettings = field(default_factory=WatchSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     limits: Limits = field(default_factory=Limits)
+    video: VideoSettings = field(default_factory=VideoSettings)
     immich: ImmichSettings = field(default_factory=ImmichSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

@@ -25,7 +25,7 @@ import structlog
 from handlers.inbox_files import blocked_folder
 from state import events as ev
 
-from .inbox import forced_faceset, photo_event
+from .inbox import forced_faceset, max_bytes_for, photo_event
 
 if TYPE_CHECKING:
     from state.queries import DeferredPhoto
@@ -98,7 +98,7 @@ def _due_again(pipeline: Pipeline, photo: DeferredPhoto, now: float) -> ev.Photo
     try:
         # The bytes as they are now: the same when unchanged, the writer's last ones otherwise.
         event = photo_event(inbox, photo.path, link_roots=(pipeline.config.data_dir, inbox),
-                            max_bytes=pipeline.ctx.config.limits.max_file_bytes)
+                            max_bytes=max_bytes_for(pipeline, photo.path))
     except OSError as e:
         log.warning("deferred photo cannot be read, will retry", path=photo.path, error=str(e))
         return None

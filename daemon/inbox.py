@@ -15,7 +15,7 @@ router moves the LINK to _rejected/<reason>/ (its target is never touched, nor r
 
 Receiving reads a file once, from one descriptor (handlers/plain_file.py): its sha256, size and capture date
 all come from the same bytes. What cannot or must not be read is recorded unread, with why (PhotoReceived.unread):
-a file over [limits] max_file_bytes by its size (never read), a FIFO, socket or device (never opened: opening a
+a file over [limits] max_file_bytes (a video: [video] max_file_bytes) by its size (never read), a FIFO, socket or device (never opened: opening a
 FIFO blocks), a file that cannot be opened (permission denied: the router leaves it where it is, deferred, and
 daemon.deferred receives it again once it can be read). The router reads the bytes again and checks them against
 the recorded sha256 before it takes the photo (handlers/inbox_hold.py): a file replaced meanwhile is never
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import structlog
 
 from handlers import plain_file
+from handlers.video_frames import is_video
 from state import events as ev
 from state import names
 from state.layout import FACESET_RE, INBOX_PROCESSED, INBOX_REJECTED
@@ -178,6 +179,13 @@ def receive_order(rel: str) -> tuple[bool, bytes]:
     return (not forced_faceset(rel), os.fsencode(rel))
 
 
+def max_bytes_for(pipeline: Pipeline, rel: str) -> int:
+    """The size over which an inbox file is refused unread: [video] max_file_bytes for a video (streamed, never
+    read whole), [limits] max_file_bytes for a photo (read whole)."""
+    config = pipeline.ctx.config
+    return config.video.max_file_bytes if is_video(rel) else config.limits.max_file_bytes
+
+
 def _link_roots(pipeline: Pipeline) -> tuple[Path, ...]:
     """Where a symbolic link in the inbox may point: the data folder, and the inbox wherever it is."""
     return (pipeline.config.data_dir, pipeline.config.inbox_dir)
@@ -212,7 +220,7 @@ def receive(pipeline: Pipeline, path: Path) -> int | None:
     pipeline.state.catch_up()
     try:
         event = photo_event(inbox, rel, link_roots=_link_roots(pipeline),
-                            max_bytes=pipeline.ctx.config.limits.max_file_bytes)
+                            max_bytes=max_bytes_for(pipeline, rel))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None  # gone meanwhile, or its name given to a folder: nothing arrived
     except OSError as e:  # cannot even be looked at (a share away): the next listing looks again

@@ -24,6 +24,7 @@ from handlers.context import HandlerConfig, HandlerContext, Models
 from handlers.dispatch import Dispatcher
 from handlers.pool import cluster_pool, pool_clusters
 from handlers.pool_clusters import PoolClusters
+from handlers.video_frames import is_video
 from state import events as ev
 from state.atomic import sweep_temp_files
 from state.corpus_state import MASTER_DIRTY, CorpusState
@@ -152,7 +153,8 @@ class Pipeline:
             rel = waiting.pop(0)
             position = receive(self, inbox / rel)
             if position is not None:
-                self.ctx.ahead.upcoming([inbox / r for r in waiting])
+                # videos are not looked at ahead: they are streamed, never read whole (handlers/route_video.py)
+                self.ctx.ahead.upcoming([inbox / r for r in waiting if not is_video(r)])
                 return position
         self.ctx.ahead.upcoming([])
         return None
@@ -398,5 +400,5 @@ def handler_config(config: Config) -> HandlerConfig:
     """What the handlers read of the configuration (folders are restart-only; the tunables apply on reload)."""
     return HandlerConfig(corpus=config.corpus_dir, inbox=config.inbox_dir, staging=config.staging_dir,
                          thresholds=config.thresholds, identity=config.identity, eras=config.eras,
-                         limits=config.limits, model_retry_s=config.queue.model_retry_s,
+                         limits=config.limits, video=config.video, model_retry_s=config.queue.model_retry_s,
                          analysis_batch=config.models.batch_size)

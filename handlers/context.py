@@ -24,6 +24,7 @@ from .centroids import CentroidCache
 from .limits import Limits
 from .recent_crops import RecentCrops
 from .thresholds import EraBucket, EraSettings, IdentityThresholds, Thresholds
+from .video_frames import VideoSettings
 
 Engines = tuple[FaceEngine, OcclusionScorer]
 
@@ -39,6 +40,7 @@ class HandlerConfig:
     identity: IdentityThresholds = field(default_factory=IdentityThresholds)
     eras: EraSettings = field(default_factory=EraSettings)  # config [eras]: which facesets are age eras of whom
     limits: Limits = field(default_factory=Limits)  # config [limits]: image size, incomplete-photo grace
+    video: VideoSettings = field(default_factory=VideoSettings)  # config [video]: frame sampling, groups, size
     model_retry_s: float = 30.0  # seconds before trying to open the models again after they failed to open
     analysis_batch: int = 8  # [models] batch_size: photos analysed in one engine call (handlers/analysis_ahead.py)
 

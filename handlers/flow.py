@@ -17,7 +17,7 @@ import inspect
 from state import events as ev
 from state.comments import field_comments
 
-from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo, thin_return
+from . import embed, era, faceset_rules, multi_face, near_dup, occlusion, route_photo, route_video, thin_return
 from .registry import Consumer, Stage, declare
 
 SCAN = ("state.scan", "daemon.corpus_watch")  # a reconcile's scan and the corpus watcher report the same facts
@@ -28,7 +28,8 @@ PROMOTION = "daemon.pipeline: evaluates the pool promotion again (handlers.pool.
 FLOW = declare([
     # --- The corpus as found on disk
     Stage(ev.CorpusAdopted, producers=("state.scan",), applier="_adopted"),
-    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed"), applier="_faceset_created",
+    Stage(ev.FacesetCreated, producers=(*SCAN, "handlers.route_photo", "handlers.route_video", "handlers.pool_seed"),
+          applier="_faceset_created",
           readers=(PROMOTION,)),
     Stage(ev.FaceAdded, producers=(*SCAN, "handlers.route_photo", "handlers.pool_seed", "handlers.pool", "handlers.merge_identities",
                                    "daemon.corrections", "daemon.correction_undo"),
@@ -81,9 +82,12 @@ FLOW = declare([
     # --- The inbox
     Stage(ev.PhotoReceived, producers=("daemon.inbox", "daemon.deferred"),
           consumers=(Consumer(route_photo.route_photo),), applier="_photo_received"),
-    Stage(ev.PhotoProcessed, producers=("handlers.route_photo",), applier="_photo_done", readers=(PROMOTION,)),
-    Stage(ev.PhotoRejected, producers=("handlers.photo_file", "handlers.dead_letter"), applier="_photo_done"),
-    Stage(ev.PhotoDeferred, producers=("handlers.route_photo", "handlers.photo_file"), applier="_photo_deferred"),
+    Stage(ev.PhotoProcessed, producers=("handlers.route_photo", "handlers.route_video"), applier="_photo_done", readers=(PROMOTION,)),
+    Stage(ev.PhotoRejected, producers=("handlers.photo_file", "handlers.dead_letter", "handlers.route_video"), applier="_photo_done"),
+    Stage(ev.PhotoDeferred, producers=("handlers.route_photo", "handlers.photo_file", "handlers.route_video"),
+          applier="_photo_deferred"),
+    Stage(ev.VideoFramesRouted, producers=("handlers.route_video",),
+          consumers=(Consumer(route_video.continue_video),)),
     Stage(ev.FaceRouted, producers=("handlers.route_photo", "handlers.pool_seed", "handlers.pool", "daemon.corrections"), applier="_face_routed",
           readers=("daemon.pipeline: `facesetd restore <id>` takes the face out of its faceset",)),
     Stage(ev.PoolFaceAdded, producers=("handlers.route_photo", "daemon.corrections"), applier="_pool_face_added"),

@@ -27,10 +27,10 @@ from .plain_file import NotAFile, sha256_plain
 PROCESSED, REJECTED = INBOX_PROCESSED, INBOX_REJECTED
 # Why a file goes to inbox/_rejected/<reason>/: no decoder reads it; decoded, but the models cannot use it;
 # its header claims more pixels than [limits] max_pixels, or its size is over [limits] max_file_bytes (never
-# decoded, or never read); a FIFO, socket or device (never opened); it sits in a folder named like a seeding folder
+# decoded, or never read); a video cut short (handlers/video_frames.py); a FIFO, socket or device (never opened); it sits in a folder named like a seeding folder
 # whose faceset number is past state.layout.FACESET_DIGITS_MAX; handling it failed with an unexpected error (a dead
 # letter, handlers/dead_letter.py: `facesetd retry` moves it back).
-REJECT_REASONS = ("unreadable", "unprocessable", "too_large", "not_a_file", "bad_seed_folder", "failed")
+REJECT_REASONS = ("unreadable", "unprocessable", "too_large", "truncated", "not_a_file", "bad_seed_folder", "failed")
 # Bytes kept free when a destination is measured against PATH_MAX: a collision's "_12" may lengthen it.
 _NUMBER_ROOM = 8
 # The errors of a rename that mean the photo's own folder keeps it (a rename needs write permission on both

@@ -40,6 +40,7 @@ from .face_assign import POOL_FACESET, RoutedFace, assign, distant, why_routed
 from .inbox_files import blocked_folder, processed_rel
 from .photo_file import Photo, leave_for_writer, move_taken, read_photo, reject, take, written_ago
 from .pool_seed import seed_from_pool
+from .video_frames import is_video
 
 
 def route_photo(ctx: HandlerContext, stored: Sequence[StoredEvent[ev.PhotoReceived]]) -> list[ev.Event]:
@@ -59,6 +60,10 @@ def route_one(ctx: HandlerContext, e: ev.PhotoReceived) -> list[ev.Event]:
     held = _held_back(ctx, e, label)
     if held is not None:
         return held
+    if is_video(e.path):  # streamed, its sampled frames routed as photos (handlers/route_video.py)
+        from .route_video import route_video
+
+        return route_video(ctx, e, label)
     found = read_photo(ctx, e, label)
     if isinstance(found, list):
         return found
@@ -214,7 +219,7 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo, image: n
                               else move_taken(ctx, e, photo, src, processed_rel(e), folders))
     fsync_dirs(folders)
     crash_point("inbox:photo_moved")
-    summaries = _record_faces(ctx, e, written, dest, prefix, out)
+    summaries = record_faces(ctx, e, written, dest, prefix, out)
     note = "" if summaries else ("no face found" if not found.detected else "no usable face")
     note = "; ".join(n for n in (note, moved_note) if n)
     out.append(ev.PhotoProcessed(path=e.path, root=e.root, sha256=e.sha256, dest=dest, faces=tuple(summaries),
@@ -229,11 +234,12 @@ def _file_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo, image: n
     return out
 
 
-def _record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Written], dest: str, prefix: str,
-                  out: list[ev.Event]) -> list[dict[str, Any]]:
-    """Append each written crop's events to `out` (PoolFaceAdded, or FaceAdded + FaceRouted); their summaries."""
+def record_faces(ctx: HandlerContext, e: ev.PhotoReceived, written: list[Written], dest: str, prefix: str,
+                 out: list[ev.Event], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Append each written crop's events to `out` (PoolFaceAdded, or FaceAdded + FaceRouted); their summaries.
+    `extra`: more source keys (a video frame's `video`, handlers/route_video.py)."""
     # Where the photo is now (inbox-relative, e.g. _processed/x.jpg), and the name it arrived under.
-    base_source = {**_source_dict(e, dest), "photo_sha256": e.sha256}
+    base_source = {**_source_dict(e, dest), "photo_sha256": e.sha256, **(extra or {})}
     summaries: list[dict[str, Any]] = []
     taken = {f.to for f, *_rest in written}
     for f, rel, sha, size, mtime in written:
@@ -262,4 +268,4 @@ def _source_dict(e: ev.PhotoReceived, dest: str) -> dict[str, Any]:
     return {**e.provenance, "photo": dest or received_as, "received_as": received_as}
 
 
-__all__ = ["route_one", "route_photo"]
+__all__ = ["record_faces", "route_one", "route_photo"]

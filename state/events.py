@@ -561,6 +561,33 @@ class PhotoDeferred(Event):
     age_s: float = 0.0  # seconds since the file was last written, when deferred
 
 
+@dataclass(frozen=True)
+class VideoFramesRouted(Event):
+    """A group of a video's sampled frames was routed like photos (their faces' events beside it); the router goes on
+    after `t` (handlers/route_video.py). The video stays received until its photo_processed or photo_rejected, so a
+    kill -9 mid-video resumes after the last group recorded, and no frame is routed twice."""
+
+    KIND: ClassVar[str] = "video_frames_routed"
+    path: str = ""  # the video, as received (PhotoReceived.path)
+    root: str = "inbox"
+    sha256: str = ""  # of the video file
+    size: int = 0  # its bytes, as received: a later group checks the file is still that size (not hashed again)
+    t: float = 0.0  # seconds: the time of the last frame routed; the next group starts after it
+    frames: int = 0  # frames sampled and routed so far
+    faces: int = 0  # face crops written so far
+    duration_s: float = 0.0  # the video's duration, for the progress line
+    # The PhotoReceived's other fields the next group needs (its exact name bytes, forced faceset, provenance).
+    path_hex: str = ""
+    forced_faceset: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def received(self) -> PhotoReceived:
+        """The video's PhotoReceived again, as the next group routes it (a value, never appended)."""
+        return PhotoReceived(path=self.path, root=self.root, sha256=self.sha256, size=self.size,
+                             path_hex=self.path_hex, forced_faceset=self.forced_faceset,
+                             provenance=dict(self.provenance))
+
+
 @dataclass(frozen=True, eq=False)
 class FaceRouted(Event):
     """The embedding a routed crop was matched with (computed on the source photo), for centroids."""
