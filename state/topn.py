@@ -34,11 +34,13 @@ gained by it, its pose bin.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where a vector is decoded: a log without vectors renders without it
+    import numpy as np
 
 # --- Tunables: one place, one comment each -----------------------------------------------------------------
 # Crop quality (gpu_agent/quality.py, 0..1) a face needs to be a candidate while N faces reach it; the test photos'
@@ -91,6 +93,8 @@ class TopChoice:
 
 def unit(v: np.ndarray) -> np.ndarray:
     """`v` as float64 scaled to length 1 (a zero vector stays zero)."""
+    import numpy as np
+
     v = np.asarray(v, dtype=np.float64)
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
@@ -100,23 +104,26 @@ def vector_of(face: TopInput) -> np.ndarray | None:
     blob = face.analyzed if face.analyzed is not None else face.routed
     if blob is None:
         return None
+    import numpy as np
+
     return unit(np.frombuffer(blob, dtype="<f4"))
 
 
 def yaw_of(kps_json: str | None) -> float | None:
     """The signed yaw proxy of 5 landmarks (left eye, right eye, nose, mouth corners), or None without them."""
     try:
-        kps = np.asarray(json.loads(kps_json), dtype=np.float64) if kps_json else None
+        kps = json.loads(kps_json) if kps_json else None
+        points = [(float(x), float(y)) for x, y in kps] if isinstance(kps, list) else []
     except (ValueError, TypeError):
         return None
-    if kps is None or kps.shape != (5, 2):
+    if len(points) != 5:
         return None
-    left, right, nose = kps[0], kps[1], kps[2]
-    eye = right - left
-    dist = float(np.linalg.norm(eye))
+    (lx, ly), (rx, ry), (nx, ny) = points[0], points[1], points[2]
+    ex, ey = rx - lx, ry - ly
+    dist = math.hypot(ex, ey)
     if dist < 1e-6:
         return None
-    along = float(np.dot(nose - (left + right) / 2.0, eye / dist))
+    along = ((nx - (lx + rx) / 2.0) * ex + (ny - (ly + ry) / 2.0) * ey) / dist
     return max(-1.0, min(1.0, along / (dist / 2.0)))
 
 
@@ -166,6 +173,8 @@ class _Pool:
 
     def __init__(self, candidates: Sequence[TopInput], vectors: Mapping[str, np.ndarray | None],
                  centroid: np.ndarray) -> None:
+        import numpy as np
+
         self.faces = list(candidates)
         self.matrix = np.stack([vectors[f.file] for f in candidates])  # type: ignore[misc]
         self.to_centroid = self.matrix @ centroid
@@ -177,6 +186,8 @@ class _Pool:
 
     def closeness(self, rows: Sequence[int]) -> float:
         """cos(mean of these rows, centroid)."""
+        import numpy as np
+
         total = self.matrix[list(rows)].sum(axis=0)
         return float(self.to_centroid[list(rows)].sum()) / max(float(np.linalg.norm(total)), 1e-12)
 
@@ -193,6 +204,8 @@ class _Pool:
 
     def add_scores(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(closeness, objective) of `rows` plus each candidate, rounded; -inf for the rows already in."""
+        import numpy as np
+
         total = self.matrix[list(rows)].sum(axis=0) if rows else np.zeros(self.matrix.shape[1])
         dot = float(self.to_centroid[list(rows)].sum()) if rows else 0.0
         norm = np.sqrt(np.maximum(float(total @ total) + 2.0 * (self.matrix @ total) + 1.0, 1e-24))
@@ -210,6 +223,8 @@ class _Pool:
     def greedy(self, n: int, within: Sequence[int] | None = None) -> list[tuple[int, float, bool]]:
         """n times, the candidate (of `within`, else of all) whose addition scores best: (row, closeness after,
         whether it was also the closest addition, penalties aside). Equal scores: the first row."""
+        import numpy as np
+
         allowed = np.ones(len(self.faces), dtype=bool) if within is None else np.isin(
             np.arange(len(self.faces)), list(within))
         rows: list[int] = []
@@ -225,6 +240,8 @@ class _Pool:
     def improve(self, rows: list[int]) -> list[int]:
         """Swap one chosen face for one left out while that raises the objective (the best such swap each time;
         equal ones: the earliest chosen row out, the first candidate in): a set no single swap betters."""
+        import numpy as np
+
         rows = list(rows)
         value = self.value(rows)
         for _round in range(MAX_SWAPS):
@@ -251,6 +268,8 @@ def choose_top(faces: Sequence[TopInput], n: int) -> TopChoice:
     reasons: dict[str, dict[str, Any]] = {}
     cosine = None
     if with_vec:
+        import numpy as np
+
         # every kept face's vector, in file order: the centroid does not depend on the order faces came in
         ordered = sorted(with_vec, key=lambda f: f.file)
         centroid = unit(np.mean(np.stack([vectors[f.file] for f in ordered]), axis=0))  # type: ignore[misc]
@@ -291,6 +310,8 @@ def reason_of(rank: int, why: str, gain: float | None, pose: str) -> dict[str, A
 def mean_cosine(faces: Sequence[TopInput], files: Sequence[str]) -> float | None:
     """cos(mean of the vectors of `files`, centroid of every face in `faces`): how close the top N's average lies
     to the person (None when either has no vector). For the bench and the tests, beside `choose_top`."""
+    import numpy as np
+
     vectors = {f.file: vector_of(f) for f in faces}
     every = [v for _f, v in sorted(vectors.items()) if v is not None]
     chosen = [vectors[f] for f in files if vectors.get(f) is not None]
