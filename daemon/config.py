@@ -114,6 +114,8 @@ class ImmichSettings:
     retries: int = field(default=3, metadata={"range": (0, 100), **RESTART})
     # failed polls in a row (no answer, 5xx, a bad listing) before polling pauses; tried again after one interval, then doubling up to an hour.
     breaker_failures: int = field(default=3, metadata={"range": (1, None), **RESTART})
+    # also import VIDEO assets (their originals, up to [video] max_file_bytes; Immich's faces are not asked for: the inbox samples and routes their frames, as for a dropped clip); off: images only.
+    videos: bool = field(default=False, metadata=RESTART)
     # where originals are staged before the inbox pipeline; "" = <data_dir>/state/immich_staging.
     staging: str = field(default="", metadata=RESTART)
     # one entry per user: [[immich.users]] name = "...", api_key_env = "..."

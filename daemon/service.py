@@ -191,7 +191,8 @@ class Daemon:
 
         self.immich = ImmichScheduler(self.config.immich, self.app.import_store(), self.config.staging_dir,
                                       scheduler=self.scheduler, min_face_px=self.config.identity.min_face_px,
-                                      max_file_bytes=self.config.limits.max_file_bytes)
+                                      max_file_bytes=self.config.limits.max_file_bytes,
+                                      video_max_bytes=self.config.video.max_file_bytes)
 
     def shutdown(self) -> None:
         self.notifier.stopping()

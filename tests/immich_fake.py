@@ -89,6 +89,8 @@ class FakeAsset:
     # GET /assets/{id} (and a search with withExif) carries exifInfo.fileSizeInByte: these bytes (None: the real size)
     file_size: int | None = None
     trailer: bytes = b""  # appended to the served file (after the JPEG's end): unique bytes per asset
+    type: str = "IMAGE"  # AssetTypeEnum: "VIDEO" for a clip (its duration_ms then set)
+    duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         self.original_file_name = self.original_file_name or self.file.name
@@ -187,7 +189,7 @@ class FakeImmich:
         return exif | {
             "checksum": __import__("base64").b64encode(hashlib.sha1(data).digest()).decode(),
             "createdAt": ts(a.created_at),
-            "duration": None,
+            "duration": a.duration_ms if a.type == "VIDEO" else None,
             "fileCreatedAt": ts(a.taken_at),
             "fileModifiedAt": ts(a.taken_at),
             "hasMetadata": True,
@@ -200,11 +202,11 @@ class FakeImmich:
             "isTrashed": False,
             "localDateTime": ts(a.taken_at),
             "originalFileName": a.original_file_name,
-            "originalMimeType": "image/jpeg",
+            "originalMimeType": "video/mp4" if a.type == "VIDEO" else "image/jpeg",
             "originalPath": f"/data/library/{self.owner_id}/{a.file.name}",
             "ownerId": self.owner_id,
             "thumbhash": None,
-            "type": "IMAGE",
+            "type": a.type,
             "updatedAt": ts(a.updated_at),
             "visibility": "timeline",
             "width": None if a.size_unknown else a.width,
@@ -374,6 +376,7 @@ class FakeImmich:
         parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
         ms = lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
         rows = [a for a in self.assets.values() if not a.deleted
+                and (body.get("type") is None or a.type == body["type"])
                 and (after is None or ms(a.updated_at) >= parse(after))
                 and (before is None or ms(a.updated_at) <= parse(before))
                 and (taken_after is None or ms(a.taken_at) >= parse(taken_after))]

@@ -151,3 +151,41 @@ def test_kill_mid_video_then_restart_every_face_once(tmp_path: Path, faces_dir: 
     on_disk = sorted(p.name for p in (data / "corpus").rglob("*_t*.png"))
     assert on_disk == sorted(Path(c).name for c in crops)  # no crop left over from the killed run
     assert rebuild_identical(data, env) == []
+
+
+def test_immich_videos_are_imported_once_turned_on(tmp_path: Path, faces_dir: Path, env: dict[str, str]) -> None:
+    """`[immich] videos` off (the default): a library's VIDEO asset is not even listed. Turned on later, the clip
+    is listed from the start (videos keep a watermark of their own), staged without asking for faces, and its
+    frames routed as a dropped clip's."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.immich_fake import FakeAsset, FakeImmich, library
+
+    ids = faces_dir / "identities"
+    clip = tmp_path / "holiday.mp4"
+    make_clip(clip, [(ids / "obama/obama1.jpg", 8)], codec="libx264")
+    key = "fake-key-Videos-8Lq2"
+    data, config = tmp_path / "data", tmp_path / "facesetd.toml"
+    env = {**env, "IMMICH_KEY_ALICE": key}
+    with FakeImmich(api_key=key) as fake:
+        start = datetime.now(timezone.utc) - timedelta(days=2)
+        fake.add(FakeAsset(file=clip, width=640, height=480, faces=[], updated_at=start, created_at=start,
+                           type="VIDEO", duration_ms=2000))
+        library(fake, [ids / "obama/obama.jpg"])  # a photo updated after the clip: the images' watermark passes it
+        section = f'[immich]\nurl = "{fake.url}"\ntimeout_s = 10.0\n'
+        users = '[[immich.users]]\nname = "alice"\napi_key_env = "IMMICH_KEY_ALICE"\n'
+        config.write_text(section + users)
+        off = cli(data, "--config", str(config), "immich", "poll", "--once", env=env).stdout
+        config.write_text(section + "videos = true\n" + users)
+        on = cli(data, "--config", str(config), "immich", "poll", "--once", env=env).stdout
+        assert fake.validation_errors == []
+    assert "listed 1; delivered 1;" in off  # the photo only
+    assert "listed 2; delivered 1, unchanged 1;" in on  # the clip, and the photo at the images' watermark again
+    evs = events(data, env)
+    done = [e["payload"] for e in evs if e["kind"] == "photo_processed" and e["payload"]["path"].endswith(".mp4")]
+    assert len(done) == 1 and done[0]["note"].startswith("video: 2 frames sampled")
+    crops = _crops(evs)
+    assert crops and all(c["payload"]["source"]["immich"]["user"] == "alice" for c in crops)
+    assert {c["payload"]["source"]["video"]["t"] for c in crops} == {0.0, 1.0}
+    marks = {e["subject"]: e["payload"]["value"] for e in evs if e["kind"] == "immich_watermark_advanced"}
+    assert any(subject.endswith("/videos") for subject in marks)

@@ -86,7 +86,8 @@ def poll_users(app: Any, users: list[Any], store: Any) -> list[Any]:
             results.append(poll_user(client, store, app.config.staging_dir, user.name,
                                      page_size=settings.page_size, workers=settings.workers,
                                      min_face_px=app.config.identity.min_face_px,
-                                     max_file_bytes=app.config.limits.max_file_bytes))
+                                     max_file_bytes=app.config.limits.max_file_bytes,
+                                     video_max_bytes=app.config.video.max_file_bytes if settings.videos else None))
         finally:
             client.close()
     return results

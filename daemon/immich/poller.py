@@ -21,6 +21,11 @@ arrived while it streamed) refuse that one asset: an ImmichAssetRefused in the l
 handled, so the watermark moves past it, and a too-large original is not asked for again while Immich reports
 the same checksum. A listing page that is not a search answer fails the pass (the breaker counts it).
 
+Videos. With [immich] videos on, VIDEO assets are listed too, in a second keyset walk with a watermark of its own
+(kept under `<user>/videos`: turned on later, the videos are listed from the start), and their originals staged without asking Immich for faces (it detects faces on a
+video's thumbnail only): the inbox samples the clip's frames and routes them itself (handlers/route_video.py). Their
+size limit is [video] max_file_bytes.
+
 Stopping. When the client's Cancel is set, the requests in flight are cut off, the assets not yet tried are
 left, and poll_user raises ImmichCancelled after moving the watermark over the handled prefix only.
 """
@@ -67,6 +72,7 @@ DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANG
     "delivered", "duplicate", "no_faces", "deferred", "small_faces", "deleted", "skipped", "unchanged",
 )
 MALFORMED, TOO_LARGE, REFUSED_BEFORE = "malformed", "too_large", "refused_before"
+IMAGE, VIDEO = "IMAGE", "VIDEO"  # the asset types imported (AssetTypeEnum); VIDEO only with [immich] videos on
 FAILED, CANCELLED, NOT_TRIED = "failed", "cancelled", "not_tried"
 HANDLED = {DELIVERED, DUPLICATE, NO_FACES, DEFERRED, SMALL_FACES, DELETED, SKIPPED, UNCHANGED,
            MALFORMED, TOO_LARGE, REFUSED_BEFORE}
@@ -151,11 +157,13 @@ class _Pass:
         min_face_px: float,
         max_file_bytes: int,
         now: datetime,
+        video_max_bytes: int | None = None,
     ) -> None:
         self.client, self.store, self.staging, self.user = client, store, staging, user
         self.server = client.url
         self.min_face_px = min_face_px
         self.max_file_bytes = max_file_bytes
+        self.video_max_bytes = video_max_bytes  # None: videos are not imported
         self.now = now
         self.stop = threading.Event()  # set on the first outage or at a stop: the rest of the pass is not tried
         self.failure: str | None = None
@@ -207,7 +215,7 @@ class _Pass:
     def _without_asking(self, asset: Asset) -> str | None:
         """The outcome of an asset settled without a request (None: ask Immich about it); ImmichTooLarge when its
         declared size is over the limit."""
-        if asset.type != "IMAGE" or asset.is_trashed:
+        if asset.type not in self.types or asset.is_trashed:
             return SKIPPED
         if asset.is_edited:
             # Boxes of edited assets are in edited-image space, not preview space (API_NOTES §3).
@@ -217,16 +225,30 @@ class _Pass:
             return UNCHANGED  # the same bytes were imported: neither its faces nor its original are fetched
         if asset.id in self.too_large and self.too_large[asset.id] == asset.checksum:
             return REFUSED_BEFORE  # the same bytes were refused as too large: not asked for again
-        if asset.file_size is not None and asset.file_size > self.max_file_bytes:
+        limit = self.limit(asset)
+        if asset.file_size is not None and asset.file_size > limit:
             raise ImmichTooLarge(f"{asset.file_size} bytes by its exifInfo.fileSizeInByte, over the limit of "
-                                 f"{self.max_file_bytes}", asset.file_size)
+                                 f"{limit}", asset.file_size)
         return None
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The asset types imported: images, and videos where [immich] videos is on."""
+        return (IMAGE, VIDEO) if self.video_max_bytes is not None else (IMAGE,)
+
+    def limit(self, asset: Asset) -> int:
+        """The largest original taken for this asset: [video] max_file_bytes for a video, else [limits]'s."""
+        if asset.type == VIDEO and self.video_max_bytes is not None:
+            return self.video_max_bytes
+        return self.max_file_bytes
 
     def _handle(self, asset: Asset, from_deferred: bool) -> str:
         settled = self._without_asking(asset)
         if settled is not None:
             return settled
-        aid, checksum = asset.id, asset.checksum
+        aid = asset.id
+        if asset.type == VIDEO:  # its frames' faces are found by the inbox (handlers/route_video.py), not asked of Immich
+            return self._stage(asset, [], ())
         faces = self.client.faces(aid)
         if not faces:
             if asset.created_at is not None and self.now - asset.created_at < DEFER_GIVE_UP:
@@ -240,9 +262,15 @@ class _Pass:
         kept = scale_faces(faces, width, height, self.min_face_px) if width and height else None
         if kept == ():
             return SMALL_FACES
+        return self._stage(asset, faces, kept)
+
+    def _stage(self, asset: Asset, faces: list[Face], kept: tuple[Any, ...] | None) -> str:
+        """Download the original into the staging folder and deliver it; `kept` its faces in original pixels (None:
+        Immich had no size for it, so `faces` are scaled by the original's own size)."""
+        aid, checksum = asset.id, asset.checksum
         partial = self.staging.new_partial()
         try:
-            dl = self.client.download_original(aid, partial, self.max_file_bytes)
+            dl = self.client.download_original(aid, partial, self.limit(asset))
             if kept is None:  # Immich had no size for it: measure the original itself
                 size = _image_size(partial)
                 kept = scale_faces(faces, *size, self.min_face_px) if size else ()
@@ -270,8 +298,9 @@ class _Pass:
             partial.unlink(missing_ok=True)  # our own partial download (placed ones were moved away)
 
 
-def list_window(client: ImmichClient, after: str | None, before: str, page_size: int) -> tuple[list[Asset], list[OddItem]]:
-    """Every IMAGE asset with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order, and
+def list_window(client: ImmichClient, after: str | None, before: str, page_size: int,
+                asset_type: str = "IMAGE") -> tuple[list[Asset], list[OddItem]]:
+    """Every asset of `asset_type` with updatedAt in [after, before], de-duplicated by id, in (updatedAt, id) order, and
     the listed items that are not assets as the spec describes one (each to be refused as malformed).
 
     Immich sorts by fileCreatedAt and pages by offset, so an asset that leaves the window during the
@@ -286,7 +315,7 @@ def list_window(client: ImmichClient, after: str | None, before: str, page_size:
     cursor: str | None = None
     page = 1
     while True:
-        body: dict[str, Any] = {"type": "IMAGE", "order": "asc", "size": page_size, "page": page, "updatedBefore": before}
+        body: dict[str, Any] = {"type": asset_type, "order": "asc", "size": page_size, "page": page, "updatedBefore": before}
         if after:
             body["updatedAfter"] = format_ts(parse_ts(after))
         if cursor:
@@ -324,38 +353,41 @@ def poll_user(
     min_face_px: float,
     max_file_bytes: int = Limits().max_file_bytes,
     now: datetime | None = None,
+    video_max_bytes: int | None = None,
 ) -> PollResult:
     """One pass for one user; faces whose short side is under `min_face_px` ([identity] min_face_px) in original
     pixels are left out, originals over `max_file_bytes` ([limits] max_file_bytes) are refused. Raises
     ImmichAuthError/ImmichPermissionError at once, ImmichMalformed when a listing page is not one, and
     ImmichUnavailable or ImmichCancelled (the client's Cancel was set) after moving the watermark no further
-    than the handled prefix."""
+    than the handled prefix. `video_max_bytes` ([video] max_file_bytes) set: VIDEO assets are imported too."""
     now = now or datetime.now(timezone.utc)
     server = client.url
     result = PollResult(server, user, watermark_before=store.watermark(server, user))
-    p = _Pass(client, store, Staging(staging_dir), user, min_face_px, max_file_bytes, now)
-    assets, odd = list_window(client, result.watermark_before, format_ts(now), page_size)  # raises: nothing moves
-    result.listed = len(assets) + len(odd)
-    for item in odd:  # not in the watermark's order (no updatedAt to trust): refused, and they hold nothing back
-        p.refuse(item.asset_id, item.checksum, MALFORMED, item.error)
-        result.add(MALFORMED)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="immich") as pool:
-        outcomes = list(pool.map(p.handle, assets))
-        # Deferred assets not in this window: fetch each afresh (it may be gone) and look again.
-        listed_ids = {a.id for a in assets} | {item.asset_id for item in odd}
-        retry = [aid for aid in sorted(p.deferred - listed_ids) if UUID_RE.match(aid)]
-        for outcome in pool.map(lambda aid: _recheck(p, aid), retry):
-            result.add(outcome)
-    for o in outcomes:
-        result.add(o)
-
-    new_mark = None
-    for asset, outcome in zip(assets, outcomes):
-        if outcome not in HANDLED:
-            break
-        new_mark = asset.updated_at
-    if new_mark and (result.watermark_before is None or parse_ts(new_mark) > parse_ts(result.watermark_before)):
-        store.advance_watermark(server, user, new_mark)
+    p = _Pass(client, store, Staging(staging_dir), user, min_face_px, max_file_bytes, now, video_max_bytes)
+    for kind in p.types:  # images, then (with [immich] videos) videos: each its own window and watermark
+        mark = watermark_key(user, kind)
+        before = result.watermark_before if kind == IMAGE else store.watermark(server, mark)
+        assets, odd = list_window(client, before, format_ts(now), page_size, kind)  # raises: nothing moves
+        result.listed += len(assets) + len(odd)
+        for item in odd:  # not in the watermark's order (no updatedAt to trust): refused, they hold nothing back
+            p.refuse(item.asset_id, item.checksum, MALFORMED, item.error)
+            result.add(MALFORMED)
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="immich") as pool:
+            outcomes = list(pool.map(p.handle, assets))
+            if kind == IMAGE:  # deferred assets not in this window: fetch each afresh (it may be gone), look again
+                listed_ids = {a.id for a in assets} | {item.asset_id for item in odd}
+                retry = [aid for aid in sorted(p.deferred - listed_ids) if UUID_RE.match(aid)]
+                for outcome in pool.map(lambda aid: _recheck(p, aid), retry):
+                    result.add(outcome)
+        for o in outcomes:
+            result.add(o)
+        new_mark = None
+        for asset, outcome in zip(assets, outcomes):
+            if outcome not in HANDLED:
+                break
+            new_mark = asset.updated_at
+        if new_mark and (before is None or parse_ts(new_mark) > parse_ts(before)):
+            store.advance_watermark(server, mark, new_mark)
     result.watermark_after = store.watermark(server, user)
     log.info(
         "immich_poll",
@@ -375,6 +407,12 @@ def poll_user(
         err.result = result  # type: ignore[attr-defined]
         raise err
     return result
+
+
+def watermark_key(user: str, kind: str) -> str:
+    """The name a type's watermark is kept under: the user's for images, `<user>/videos` for videos (so videos
+    turned on later are listed from the start, whatever the images' watermark says)."""
+    return user if kind == IMAGE else f"{user}/videos"
 
 
 def _recheck(p: _Pass, asset_id: str) -> str:

@@ -63,11 +63,13 @@ class UserJob:
 
     def __init__(self, settings: ImmichSettings, user: ImmichUser, client: ImmichClient, store: ImportStore,
                  staging_dir: Path, breaker: OutageBreaker, min_face_px: float,
-                 max_file_bytes: int = Limits().max_file_bytes) -> None:
+                 max_file_bytes: int = Limits().max_file_bytes, video_max_bytes: int | None = None) -> None:
         self.settings, self.user, self.client, self.store = settings, user, client, store
         self.staging_dir, self.breaker = staging_dir, breaker
         self.min_face_px = min_face_px  # [identity] min_face_px; a SIGHUP may change it
         self.max_file_bytes = max_file_bytes  # [limits] max_file_bytes; a SIGHUP may change it
+        # [video] max_file_bytes where [immich] videos is on (None: images only)
+        self.video_max_bytes = video_max_bytes if settings.videos else None
         self.last_error: str | None = None
 
     def __call__(self) -> PollResult | None:
@@ -84,6 +86,7 @@ class UserJob:
                 min_face_px=self.min_face_px,
                 max_file_bytes=self.max_file_bytes,
                 now=datetime.now(timezone.utc),
+                video_max_bytes=self.video_max_bytes,
             )
         except ImmichCancelled:  # facesetd is stopping: not the server's fault
             log.info("immich_poll_cancelled", server=self.client.url, user=self.user.name)
@@ -109,7 +112,8 @@ class ImmichScheduler:
 
     def __init__(self, settings: ImmichSettings, store: ImportStore, staging_dir: Path,
                  environ: Mapping[str, str] | None = None, scheduler: BackgroundScheduler | None = None, *,
-                 min_face_px: float, max_file_bytes: int = Limits().max_file_bytes) -> None:
+                 min_face_px: float, max_file_bytes: int = Limits().max_file_bytes,
+                 video_max_bytes: int | None = None) -> None:
         self.settings = settings
         self.scheduler = scheduler or BackgroundScheduler(timezone=timezone.utc)
         # an open breaker first waits one polling interval, then twice as long after each failed trial
@@ -120,7 +124,8 @@ class ImmichScheduler:
             if user.name in self.jobs:
                 raise ConfigError(f"immich.users: the name {user.name!r} is used twice")
             client = client_for(settings, user, environ, cancel=self.cancel_all)
-            job = UserJob(settings, user, client, store, staging_dir, self.breaker, min_face_px, max_file_bytes)
+            job = UserJob(settings, user, client, store, staging_dir, self.breaker, min_face_px, max_file_bytes,
+                          video_max_bytes)
             self.jobs[user.name] = job
             self.scheduler.add_job(
                 job,
