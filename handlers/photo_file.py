@@ -232,21 +232,30 @@ def _read_back(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, label: str) 
     return None
 
 
-def _moved_earlier(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, label: str) -> Photo | list[ev.Event]:
-    """Where an earlier run moved the photo before it crashed (and its bytes), or the verdict that it vanished."""
-    limit = ctx.config.limits.max_file_bytes
+def moved_earlier(ctx: HandlerContext, e: ev.PhotoReceived, label: str, what: str = "photo") -> str | list[ev.Event]:
+    """Where an earlier run moved the photo (or video: `what`) to _processed/ before it crashed (inbox-relative),
+    or the verdict: moved aside to _rejected/ by that run, or vanished."""
     bases = [processed_rel(e), *(rejected_rel(e, r) for r in REJECT_REASONS)]
     moved = find_moved(ctx.config.inbox, bases, e.sha256)
     if moved is None:
         # Gone or replaced before it was handled: a new scan receives the new bytes, if any.
-        ctx.log.info("photo gone before it was processed", path=label)
+        ctx.log.info(f"{what} gone before it was processed", path=label)
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
                                  error=f"{label} changed or disappeared before it was processed")]
     if moved.startswith(REJECTED + "/"):
         reason = moved.split("/")[1]
-        ctx.log.warning("photo rejected", path=label, reason=reason, dest=moved, note="by an interrupted run")
+        ctx.log.warning(f"{what} rejected", path=label, reason=reason, dest=moved, note="by an interrupted run")
         return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
                                  error=f"{label}: {reason} (moved aside by an interrupted run)")]
+    return moved
+
+
+def _moved_earlier(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, label: str) -> Photo | list[ev.Event]:
+    """Where an earlier run moved the photo before it crashed (and its bytes), or the verdict that it vanished."""
+    limit = ctx.config.limits.max_file_bytes
+    moved = moved_earlier(ctx, e, label)
+    if isinstance(moved, list):
+        return moved
     try:
         data, _read = plain_file.read_plain(ctx.config.inbox / moved, limit)
     except (OSError, plain_file.NotAFile, plain_file.TooLarge) as err:  # found by its sha256 a moment ago

@@ -41,8 +41,8 @@ from .centroids import centroids, unit
 from .context import HandlerContext
 from .crops import write_crops
 from .face_assign import RoutedFace, assign
-from .inbox_files import REJECT_REASONS, REJECTED, find_moved, processed_rel, rejected_rel
-from .photo_file import aside, os_rel, read_photo
+from .inbox_files import processed_rel, rejected_rel
+from .photo_file import aside, moved_earlier, os_rel, read_photo
 from .plain_file import NotAFile, TooLarge, sha256_plain
 from .video_frames import Frame, VideoUnusable, check_whole, frames
 
@@ -117,16 +117,9 @@ def _locate(ctx: HandlerContext, e: ev.PhotoReceived, label: str, *, hashed: boo
             return src, src
     except (OSError, NotAFile, TooLarge):
         pass  # gone or replaced: looked for where an interrupted run moved it
-    bases = [processed_rel(e), *(rejected_rel(e, r) for r in REJECT_REASONS)]
-    moved = find_moved(ctx.config.inbox, bases, e.sha256)
-    if moved is None:
-        ctx.log.info("video gone before it was processed", path=label)
-        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, reason="vanished",
-                                 error=f"{label} changed or disappeared before it was processed")]
-    if moved.startswith(REJECTED + "/"):
-        reason = moved.split("/")[1]
-        return [ev.PhotoRejected(path=e.path, root=e.root, sha256=e.sha256, dest=moved, reason=reason,
-                                 error=f"{label}: {reason} (moved aside by an interrupted run)")]
+    moved = moved_earlier(ctx, e, label, "video")
+    if isinstance(moved, list):
+        return moved
     return ctx.config.inbox / moved, src  # moved to _processed/ by a run killed before it recorded so
 
 
