@@ -189,3 +189,21 @@ def test_immich_videos_are_imported_once_turned_on(tmp_path: Path, faces_dir: Pa
     assert {c["payload"]["source"]["video"]["t"] for c in crops} == {0.0, 1.0}
     marks = {e["subject"]: e["payload"]["value"] for e in evs if e["kind"] == "immich_watermark_advanced"}
     assert any(subject.endswith("/videos") for subject in marks)
+
+
+def test_a_clip_in_a_seeding_folder_seeds_its_person(tmp_path: Path, faces_dir: Path, env: dict[str, str]) -> None:
+    """inbox/faceset_NNN/clip.mp4 seeds faceset_NNN as a photo there would: the clip's faces go to it."""
+    data = tmp_path / "data"
+    ids = faces_dir / "identities"
+    (data / "inbox" / "faceset_001").mkdir(parents=True)
+    make_clip(data / "inbox" / "faceset_001" / "lin.mp4",
+              [(ids / "lin_manuel_miranda/lin-manuel-miranda.jpg", 8)], codec="libx264")
+    cli(data, "reconcile", env=env)
+    evs = events(data, env)
+    assert [e["payload"]["faceset"] for e in evs if e["kind"] == "faceset_created"] == ["faceset_001"]
+    routed = [e["payload"]["faceset"] for e in evs if e["kind"] == "face_routed"]
+    assert routed and set(routed) == {"faceset_001"}
+    manifest = json.loads((data / "corpus" / "faceset_001" / "manifest.json").read_text())
+    assert manifest["faces"] and all(f["source"]["video"]["name"] == "inbox/faceset_001/lin.mp4"
+                                     for f in manifest["faces"])
+    assert (data / "inbox" / "_processed" / "faceset_001" / "lin.mp4").exists()
