@@ -14,7 +14,7 @@ import numpy as np
 
 from state import events as ev
 
-from .centroids import nearest
+from .centroids import nearest, unit
 from .context import HandlerContext
 
 POOL_FACESET = "pool"
@@ -31,6 +31,22 @@ class RoutedFace:
     far: bool = False  # forced into a faceset whose centroid lies farther than [identity] match_distance
     near: str = ""  # the nearest faceset of a face sent to the pool (a candidate for it when just past the match)
     measured: dict[str, Any] = field(default_factory=dict)  # the face on its photo (gpu_agent.source_quality)
+
+
+def usable_faces(detected: list[Any], min_face_px: float) -> list[tuple[int, Any]]:
+    """(index, face) of the detected faces the router crops: a short side of at least [identity] min_face_px in
+    the photo's (or frame's) pixels. The backfill's actors crop the same ones (daemon/backfill/analyse.py)."""
+    return [(i, f) for i, f in enumerate(detected) if f.short_side >= min_face_px]
+
+
+def routed_faces(image: np.ndarray, detected: list[Any], min_face_px: float) -> list[RoutedFace]:
+    """The usable faces of a photo or video frame, each with its unit embedding, crop quality and its measure on
+    the image, ready to be assigned. Raises what the image's pixels raise (cv2.error, ValueError)."""
+    from gpu_agent.quality import crop_quality
+    from gpu_agent.source_quality import measure_source
+
+    return [RoutedFace(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
+            for i, f in usable_faces(detected, min_face_px)]
 
 
 def pick_forced(faces: list[RoutedFace], centroid: np.ndarray | None, match_distance: float) -> RoutedFace:

@@ -123,9 +123,15 @@ def written_ago(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo) -> float
     None when it has been unchanged longer (its writer is done: undecodable is then a verdict), or for
     staged Immich originals, which are complete and verified before they are handed over.
     """
-    if e.root != "inbox" or photo.read is None:
+    return since_written(ctx, e, None if photo.read is None else photo.read[3])
+
+
+def since_written(ctx: HandlerContext, e: ev.PhotoReceived, mtime_ns: int | None) -> float | None:
+    """Seconds since an inbox file with this mtime was written, while under [limits] incomplete_grace_s; None
+    past it, without an mtime, or for a staged Immich original (complete and verified when it was handed over)."""
+    if e.root != "inbox" or mtime_ns is None:
         return None
-    age = max(0.0, time.time() - photo.read[3] / 1e9)
+    age = max(0.0, time.time() - mtime_ns / 1e9)
     return age if age < ctx.config.limits.incomplete_grace_s else None
 
 
@@ -352,4 +358,4 @@ def leave_for_writer(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo) -> 
         inbox_hold.put_back(ctx.config.inbox, inbox_hold.hold_path(ctx.config.inbox, e), os_rel(e))
 
 
-__all__ = ["Photo", "aside", "leave_for_writer", "move_taken", "os_rel", "read_photo", "reject", "take", "written_ago"]
+__all__ = ["Photo", "aside", "leave_for_writer", "move_taken", "os_rel", "read_photo", "reject", "since_written", "take", "written_ago"]

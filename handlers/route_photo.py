@@ -33,10 +33,10 @@ from state.faults import crash_point, fail_point
 from state.layout import faceset_name_problem
 
 from . import candidates
-from .centroids import centroids, unit
+from .centroids import centroids
 from .context import HandlerContext
 from .crops import Written, write_crops
-from .face_assign import POOL_FACESET, RoutedFace, assign, distant, why_routed
+from .face_assign import POOL_FACESET, RoutedFace, assign, distant, routed_faces, why_routed
 from .inbox_files import blocked_folder, processed_rel
 from .photo_file import Photo, leave_for_writer, move_taken, read_photo, reject, take, written_ago
 from .pool_seed import seed_from_pool
@@ -165,8 +165,6 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo, image: n
     import cv2
 
     from gpu_agent.errors import ImageDecodeError
-    from gpu_agent.quality import crop_quality
-    from gpu_agent.source_quality import measure_source
 
     engine = ctx.models.face_engine  # outside the try: a model that cannot open is not the photo's fault
     try:
@@ -178,13 +176,10 @@ def _find_faces(ctx: HandlerContext, e: ev.PhotoReceived, photo: Photo, image: n
             detected = ctx.ahead.faces(engine, arrays, (e.sha256, image), pad=True,  # photo.data's sha256 (_read_photo)
                                        max_pixels=ctx.config.limits.max_pixels, batch=ctx.config.analysis_batch,
                                        known=lambda sha: bool(ctx.state.processed_photo_with(sha)))
-        min_px = ctx.config.identity.min_face_px
-        usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
-        faces = [RoutedFace(i, f, unit(f.embedding), crop_quality(image, f).total, measured=measure_source(image, f))
-                 for i, f in usable]
+        faces = routed_faces(image, detected, ctx.config.identity.min_face_px)
     except (ImageDecodeError, cv2.error, ValueError) as err:  # pixels the models cannot work on
         return reject(ctx, e, photo, "unprocessable", f"{label}: {type(err).__name__}: {err}")
-    skipped = {"small": len(detected) - len(usable)} if len(usable) < len(detected) else {}
+    skipped = {"small": len(detected) - len(faces)} if len(faces) < len(detected) else {}
     return _Analysed(len(detected), faces, skipped)
 
 

@@ -24,7 +24,6 @@ A video is streamed, never read whole; one progress line is logged per group.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,12 @@ from state.eventlog import StoredEvent
 from state.faults import crash_point
 from state.layout import faceset_name_problem
 
-from .centroids import centroids, unit
+from .centroids import centroids
 from .context import HandlerContext
 from .crops import write_crops
-from .face_assign import RoutedFace, assign
+from .face_assign import assign, routed_faces
 from .inbox_files import processed_rel, rejected_rel
-from .photo_file import aside, moved_earlier, os_rel, read_photo
+from .photo_file import aside, moved_earlier, os_rel, read_photo, since_written
 from .plain_file import NotAFile, TooLarge, sha256_plain
 from .video_frames import Frame, VideoUnusable, check_whole, frames
 
@@ -125,13 +124,11 @@ def _locate(ctx: HandlerContext, e: ev.PhotoReceived, label: str, *, hashed: boo
 
 def _written_ago(ctx: HandlerContext, e: ev.PhotoReceived, path: Path) -> float | None:
     """Seconds since the inbox video was last written, while under [limits] incomplete_grace_s (as for photos)."""
-    if e.root != "inbox":
-        return None
     try:
-        age = max(0.0, time.time() - os.stat(path).st_mtime)
+        mtime_ns: int | None = os.stat(path).st_mtime_ns
     except OSError:
-        return None
-    return age if age < ctx.config.limits.incomplete_grace_s else None
+        mtime_ns = None
+    return since_written(ctx, e, mtime_ns)
 
 
 def _reject(ctx: HandlerContext, e: ev.PhotoReceived, src: Path, reason: str, error: str) -> list[ev.Event]:
@@ -211,8 +208,6 @@ def _route_frames(ctx: HandlerContext, e: ev.PhotoReceived, batch: list[Frame], 
     import cv2
 
     from gpu_agent.errors import ImageDecodeError
-    from gpu_agent.quality import crop_quality
-    from gpu_agent.source_quality import measure_source
 
     from .route_photo import record_faces
 
@@ -222,14 +217,11 @@ def _route_frames(ctx: HandlerContext, e: ev.PhotoReceived, batch: list[Frame], 
         ctx.log.warning("video frames passed over", path=label, t=[f.t for f in batch], error=str(err))
         skipped["unprocessable_frames"] = skipped.get("unprocessable_frames", 0) + len(batch)
         return len(batch)
-    min_px = ctx.config.identity.min_face_px
     name = e.provenance.get("photo", f"{e.root}/{e.path}")
     for frame, detected in zip(batch, found):
-        usable = [(i, f) for i, f in enumerate(detected) if f.short_side >= min_px]
-        if len(usable) < len(detected):
-            skipped["small"] = skipped.get("small", 0) + len(detected) - len(usable)
-        faces = [RoutedFace(i, f, unit(f.embedding), crop_quality(frame.image, f).total,
-                            measured=measure_source(frame.image, f)) for i, f in usable]
+        faces = routed_faces(frame.image, detected, ctx.config.identity.min_face_px)
+        if len(faces) < len(detected):
+            skipped["small"] = skipped.get("small", 0) + len(detected) - len(faces)
         if faces:
             assign(ctx, faces, e.forced_faceset, cents)
         ms = int(round(frame.t * 1000))

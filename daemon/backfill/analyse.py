@@ -91,15 +91,15 @@ class FaceRecords:
 
     def crop_rows(self, photos: Sequence[tuple[str, Any, Sequence[Any]]]) -> list[dict[str, Any]]:
         """The records of every crop the router would cut from these (photo sha256, pixels, faces): the same
-        faces (handlers/route_photo.py: short side >= min_face_px), cut and encoded by the same functions."""
+        faces (handlers.face_assign.usable_faces), cut and encoded by the same functions."""
         from gpu_agent.crop import crop_face, encode_png
+        from handlers.face_assign import usable_faces
 
         crops: list[tuple[str, Any, bytes]] = []  # (photo sha256, crop pixels, PNG)
         for sha, image, faces in photos:
-            for face in faces:
-                if face.short_side >= self.min_face_px:
-                    crop = crop_face(image, face)
-                    crops.append((sha, crop, encode_png(crop)))
+            for _i, face in usable_faces(list(faces), self.min_face_px):
+                crop = crop_face(image, face)
+                crops.append((sha, crop, encode_png(crop)))
         if not crops:
             return []
         found = self.engine.analyze_arrays([crop for _sha, crop, _png in crops], pad=False)
