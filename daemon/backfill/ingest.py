@@ -75,6 +75,14 @@ class BackfillReport:
         return out
 
 
+def pace(done: int, total: int, start: float) -> dict[str, float | None]:
+    """A progress line's rate (per second since `start`, time.monotonic) and seconds left at that rate (None
+    before there is a rate)."""
+    elapsed = time.monotonic() - start
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return {"rate": round(rate, 2) if rate else None, "eta_s": round((total - done) / rate, 1) if rate else None}
+
+
 def list_archive(archive: Path) -> tuple[list[str], int]:
     """The archive's photos by the inbox's candidate rules and order, and how many links were left out (the
     inbox follows a link only into the data folder; an archive's are not followed at all)."""
@@ -188,11 +196,8 @@ class Backfill:
         def on_records(table: Any) -> None:
             write_records(self.records_dir, table)
             self.report.analysed += table.column("kind").to_pylist().count(PHOTO)
-            elapsed = time.monotonic() - start
-            rate = self.report.analysed / elapsed if elapsed > 0 else 0.0
-            left = len(paths) - self.report.analysed
             self.emit({"stage": "analyse", "analysed": self.report.analysed, "of": len(paths),
-                       "rate": round(rate, 2), "eta_s": round(left / rate, 1) if rate > 0 else None})
+                       **pace(self.report.analysed, len(paths), start)})
 
         self.report.ray = analyse_on_ray(paths, settings=self.config.models, models_dir=self.config.models_dir,
                                          max_pixels=self.config.limits.max_pixels,
@@ -239,11 +244,7 @@ class Backfill:
         def progress(done: int, total: int) -> None:
             if done > shown[0] and (done % self.batch == 0 or done == total):
                 shown[0] = done
-                elapsed = time.monotonic() - start
-                rate = done / elapsed if elapsed > 0 else 0.0
-                self.emit({"stage": "ingest", "ingested": done, "of": total, "unit": unit,
-                           "rate": round(rate, 2) if rate else None,
-                           "eta_s": round((total - done) / rate, 1) if rate else None})
+                self.emit({"stage": "ingest", "ingested": done, "of": total, "unit": unit, **pace(done, total, start)})
 
         report = receive(progress)
         if report is not None:  # a reconcile's

@@ -13,16 +13,32 @@ stays out of the way.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from gpu_agent.interface import DetectedFace, FaceEngine, OcclusionScorer
 
 from .records import CROP, PHOTO, Record, model_key
 
+T = TypeVar("T")
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+
+def _answer(images: Sequence[bytes], records: dict[str, Record], from_record: Callable[[Record], T | None],
+            compute: Callable[[list[bytes]], list[T]], empty: Callable[[], T]) -> tuple[list[T], int]:
+    """Each image's answer from its record (`from_record` gives None where the record cannot answer), the others
+    computed together in one `compute` call; and how many were computed."""
+    out: list[T | None] = []
+    missing: list[int] = []
+    for i, data in enumerate(images):
+        record = records.get(hashlib.sha256(data).hexdigest())
+        answer = None if record is None else from_record(record)
+        out.append(answer)
+        if answer is None:
+            missing.append(i)
+    if missing:
+        for i, computed in zip(missing, compute([images[i] for i in missing])):
+            out[i] = computed
+    return [answer if answer is not None else empty() for answer in out], len(missing)
 
 
 class PrecomputedEngine:
@@ -36,25 +52,19 @@ class PrecomputedEngine:
 
     def analyze(self, images: Sequence[bytes], *, pad: bool = True) -> list[list[DetectedFace]]:
         kind = PHOTO if pad else CROP  # a photo's record answers the router, a crop's the checks
-        out: list[list[DetectedFace] | None] = []
-        missing: list[int] = []
-        for i, data in enumerate(images):
-            record = self.records.get(_sha(data))
-            if record is None or record.error or record.kind != kind:
-                out.append(None)
-                missing.append(i)
-            else:
-                out.append(list(record.faces))
-        if missing:
-            for i, faces in zip(missing, self.fallback.analyze([images[i] for i in missing], pad=pad)):
-                out[i] = faces
+
+        def from_record(record: Record) -> list[DetectedFace] | None:
+            return None if record.error or record.kind != kind else list(record.faces)
+
+        found, computed = _answer(images, self.records, from_record,
+                                  lambda todo: self.fallback.analyze(todo, pad=pad), list)
         if pad:
-            self.answered += len(images) - len(missing)
-            self.fell_back += len(missing)
+            self.answered += len(images) - computed
+            self.fell_back += computed
         else:
-            self.crops_answered += len(images) - len(missing)
-            self.crops_fell_back += len(missing)
-        return [faces if faces is not None else [] for faces in out]
+            self.crops_answered += len(images) - computed
+            self.crops_fell_back += computed
+        return found
 
     def describe(self) -> dict[str, Any]:
         return self.fallback.describe()
@@ -70,21 +80,15 @@ class PrecomputedScorer:
         self.fell_back = 0  # crops the configured scorer scored
 
     def score(self, images: Sequence[bytes]) -> list[dict[str, float]]:
-        out: list[dict[str, float] | None] = []
-        missing: list[int] = []
-        for i, data in enumerate(images):
-            record = self.records.get(_sha(data))
-            if record is None or record.occlusion is None or not self.key or record.scorer != self.key:
-                out.append(None)
-                missing.append(i)
-            else:
-                out.append(dict(record.occlusion))
-        if missing:
-            for i, scores in zip(missing, self.fallback.score([images[i] for i in missing])):
-                out[i] = scores
-        self.answered += len(images) - len(missing)
-        self.fell_back += len(missing)
-        return [scores if scores is not None else {} for scores in out]
+        def from_record(record: Record) -> dict[str, float] | None:
+            if record.occlusion is None or not self.key or record.scorer != self.key:
+                return None  # not scored there, or by another model than the one configured here
+            return dict(record.occlusion)
+
+        scores, computed = _answer(images, self.records, from_record, self.fallback.score, dict)
+        self.answered += len(images) - computed
+        self.fell_back += computed
+        return scores
 
     def describe(self) -> dict[str, Any]:
         return self.fallback.describe()
